@@ -1,0 +1,43 @@
+# `make test` and `make up` work on a fresh machine with Python 3.11: both build .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+MODEL_DIR ?= models
+MODEL_NAME ?= mnist
+TRAIN_ARGS ?=
+
+.PHONY: install test lint format up train bench-train
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# For now the main job trains and exports a first model when there is none; later it starts the stack.
+up: $(INSTALLED)
+	@if ls $(MODEL_DIR)/$(MODEL_NAME) 2>/dev/null | grep -qE '^[0-9]+$$'; then \
+		echo "$(MODEL_DIR)/$(MODEL_NAME) already has a version; 'make train' exports another"; \
+	else \
+		$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS); \
+	fi
+
+train: $(INSTALLED)
+	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
+
+bench-train: $(INSTALLED)
+	$(PY) bench/train.py

@@ -1,0 +1,121 @@
+"""Benchmark: train `seed` and `plus` on all the data and time them to their test accuracy.
+
+    make bench-train        (or: .venv/bin/python bench/train.py [--arch seed])
+
+Writes bench/results/train.json. `seconds_to_99_15` is the wall time until the test accuracy, measured
+at each epoch's end, first reached 99.15% (the original project's figure); the time the benchmark
+spends measuring that is taken off every clock, so the figures are the trainer's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from trainer.quiet import import_tensorflow  # noqa: E402
+
+import_tensorflow()
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.data import Split, load_mnist  # noqa: E402
+from trainer.evaluate import test_metrics  # noqa: E402
+from trainer.progress import RunProgress, new_run_id  # noqa: E402
+from trainer.train import train  # noqa: E402
+
+TARGET_ACCURACY = 0.9915
+RESULTS = ROOT / "bench" / "results" / "train.json"
+
+
+class TestAccuracyClock(keras.callbacks.Callback):
+    """Test accuracy at every epoch end, against a clock that leaves out its own evaluation time."""
+
+    def __init__(self, test: Split, started: float) -> None:
+        super().__init__()
+        self.x = (test.images.astype("float32") / 255.0)[..., None]
+        self.y = keras.utils.to_categorical(test.labels, 10)
+        self.started = started
+        self.own_seconds = 0.0
+        self.seconds_to_target: float | None = None
+        self.accuracies: list[float] = []
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started - self.own_seconds
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        at = self.elapsed()
+        began = time.monotonic()
+        scores = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0, return_dict=True)
+        self.accuracies.append(round(float(scores["accuracy"]), 4))
+        if self.seconds_to_target is None and scores["accuracy"] >= TARGET_ACCURACY:
+            self.seconds_to_target = round(at, 1)
+        self.own_seconds += time.monotonic() - began
+
+
+def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
+    config = TrainConfig.for_arch(arch, model_dir=scratch)
+    started = time.monotonic()
+    data = load_mnist(
+        config.data_dir if config.data_dir.is_absolute() else ROOT / config.data_dir,
+        config.val_split,
+        config.seed,
+    )
+    clock = TestAccuracyClock(data.test, started)
+    progress = RunProgress(config.base_path, new_run_id(), arch, config.epochs)
+    trained = train(config, data, progress, extra_callbacks=[clock])
+    metrics = test_metrics(trained.model, data.test)
+    return {
+        "test_accuracy": round(metrics["accuracy"], 4),
+        "test_recall": round(metrics["recall"], 4),
+        "test_loss": round(metrics["loss"], 4),
+        "epochs": len(trained.history["loss"]),  # type: ignore[arg-type]
+        "best_epoch": trained.history["best_epoch"],
+        "wall_s": round(clock.elapsed(), 1),
+        "seconds_to_99_15": clock.seconds_to_target,
+        "test_accuracy_per_epoch": clock.accuracies,
+        "recipe": config.hyperparameters(),
+    }
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()}, TensorFlow {tf.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", choices=("seed", "plus"), action="append", help="default: both")
+    archs = parser.parse_args().arch or ["seed", "plus"]
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for arch in archs:
+            print(f"== {arch}", file=sys.stderr)
+            results[arch] = bench_arch(arch, Path(scratch))
+            print(json.dumps({arch: results[arch]}), flush=True)
+    results["machine"] = machine()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Export as DESIGN.md fixes it: numbered versions renamed into place, the signature, the artefacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import DATA_DIR, QUICK_TRAIN_ARGS, run_trainer
+from trainer.data import load_mnist
+from trainer.quiet import import_tensorflow
+
+import_tensorflow()
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
+
+from trainer import export  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.model import build_model  # noqa: E402
+
+HISTORY_KEYS = {"loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall", "best_epoch"}
+METRICS_KEYS = {"loss", "accuracy", "recall", "confusion_matrix", "per_class", "misclassified"}
+CARD_KEYS = {
+    "architecture",
+    "hyperparameters",
+    "seed",
+    "data_sha256",
+    "train_size",
+    "val_size",
+    "wall_time_s",
+    "tensorflow_version",
+    "created_at",
+}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_first_run_exports_version_1_with_the_design_signature(trained_model_dir: Path) -> None:
+    version = trained_model_dir / "mnist" / "1"
+    assert export.numeric_versions(trained_model_dir / "mnist") == [1]
+    assert {"saved_model.pb", "variables", "fingerprint.pb", "assets.extra"} <= {
+        p.name for p in version.iterdir()
+    }
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    (inputs,) = signature.structured_input_signature[1].values()
+    assert list(signature.structured_input_signature[1]) == ["images"]
+    assert inputs.dtype == tf.float32 and inputs.shape.as_list() == [None, 28, 28, 1]
+    outputs = signature.structured_outputs
+    assert set(outputs) == {"probabilities", "classes"}
+    assert outputs["probabilities"].dtype == tf.float32 and outputs["probabilities"].shape.as_list() == [
+        None,
+        10,
+    ]
+    assert outputs["classes"].dtype == tf.int64 and outputs["classes"].shape.as_list() == [None]
+
+
+def test_artefacts_have_the_documented_keys(trained_model_dir: Path) -> None:
+    extra = trained_model_dir / "mnist" / "1" / "assets.extra"
+    history = read_json(extra / "history.json")
+    assert set(history) >= HISTORY_KEYS and len(history["loss"]) == 2 and history["best_epoch"] in (1, 2)
+    metrics = read_json(extra / "metrics.json")
+    assert set(metrics) >= METRICS_KEYS
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10000
+    assert abs(np.trace(confusion) / 10000 - metrics["accuracy"]) < 1e-6
+    assert metrics["accuracy"] > 0.8  # trained on 2,700 images for two epochs
+    assert len(metrics["misclassified"]) == 10000 - np.trace(confusion)
+    assert [c["digit"] for c in metrics["per_class"]] == list(range(10))
+    assert {"precision", "recall", "f1"} <= set(metrics["per_class"][0])
+    card = read_json(extra / "model_card.json")
+    assert set(card) >= CARD_KEYS and card["architecture"] == "seed" and card["train_size"] == 2700
+    assert card["data_sha256"]["train-images-idx3-ubyte.gz"].startswith("ba891046")
+
+
+def test_warmup_file_holds_predict_requests_for_the_signature(trained_model_dir: Path) -> None:
+    records = tf.data.TFRecordDataset(
+        str(trained_model_dir / "mnist" / "1" / "assets.extra" / export.WARMUP_FILE)
+    )
+    sizes = []
+    for raw in records:
+        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default"
+        sizes.append(tf.make_ndarray(request.inputs["images"]).shape)
+    assert sizes == [(n, 28, 28, 1) for n in export.WARMUP_BATCH_SIZES]
+
+
+def test_progress_record_ends_done_with_the_version(trained_model_dir: Path) -> None:
+    (record,) = (trained_model_dir / "mnist" / ".runs").glob("*/progress.json")
+    progress = read_json(record)
+    assert progress["state"] == "done" and progress["version"] == 1
+    assert progress["epoch"] == progress["planned_epochs"] == 2 and len(progress["history"]["val_loss"]) == 2
+
+
+def test_second_run_exports_version_2(tmp_path: Path) -> None:
+    for expected in (1, 2):
+        result = run_trainer(*QUICK_TRAIN_ARGS, "--epochs", "1", "--model-dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert f"exported mnist version {expected} (seed)" in result.stdout
+    assert export.numeric_versions(tmp_path / "mnist") == [1, 2]
+    assert not list((tmp_path / "mnist").glob(".staging-*"))
+
+
+def test_exported_signature_answers_as_the_keras_model(tmp_path: Path) -> None:
+    data = load_mnist(DATA_DIR, 0.1, seed=0, limit=200)
+    model = build_model("seed")
+    model.compile("adam", "categorical_crossentropy")
+    images = (data.test.images[:50] / 255.0)[..., None].astype(np.float32)
+    version, path = export.export_version(model, tmp_path, "mnist", {}, images, "test")
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(served["classes"].numpy(), expected.argmax(axis=1))
+
+
+def test_interrupted_export_leaves_no_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write_warmup", interrupt)
+    model = build_model(TrainConfig.for_arch("seed").arch)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_version(model, tmp_path, "mnist", {"history": {}}, np.zeros((1, 28, 28, 1)), "cut")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,177 @@
+"""Train the MNIST CNN and export it as the next version of the model directory.
+
+python -m trainer                              # the `plus` network into models/mnist/<max+1>
+python -m trainer --arch seed                  # the original project's network
+python -m trainer --limit 3000 --epochs 1      # a quick model for trying things out
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trainer.config import RECIPES, TrainConfig
+from trainer.data import DataError, load_mnist
+from trainer.quiet import import_tensorflow
+
+EXAMPLES = """examples:
+  python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
+  python -m trainer --arch seed                the original network, its tuned recipe
+  python -m trainer --limit 3000 --epochs 1    a quick model to try the platform with
+  python -m trainer --model-dir /tmp/models --model-name digits
+"""
+
+
+class UsageError(Exception):
+    """The run cannot start: a bad flag value or an unusable model directory."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 0.5], got {text!r}")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-', got {text!r}")
+    return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train the MNIST CNN and export it as the next SavedModel version.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--arch",
+        choices=sorted(RECIPES),
+        default="plus",
+        help="seed: the original network; plus (default): stronger, for real uploads",
+    )
+    parser.add_argument("--epochs", type=_positive_int, help="cap on epochs (default: the arch's recipe)")
+    parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
+    parser.add_argument(
+        "--val-split",
+        type=_fraction,
+        default=0.1,
+        help="share of the training images held out for validation (default 0.1)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=4,
+        help="epochs without a better val_loss before stopping (default 4)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="makes runs repeatable (default 42)")
+    parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data/mnist"),
+        help="the four MNIST IDX files (default data/mnist)",
+    )
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="default models")
+    parser.add_argument("--model-name", type=_model_name, default="mnist", help="default mnist")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 100:
+        parser.error(f"argument --limit: expected at least 100 images, got {args.limit}")
+    return args
+
+
+def check_writable(base_path: Path) -> None:
+    """Fail before training, not after it, when the model directory cannot take a version."""
+    try:
+        base_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=base_path):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write to model directory {base_path}: {err.strerror}") from None
+
+
+def run(config: TrainConfig, verbose: bool = False) -> int:
+    started = time.monotonic()
+    data = load_mnist(config.data_dir, config.val_split, config.seed, config.limit)
+    check_writable(config.base_path)
+
+    # TensorFlow is imported only once the cheap checks have passed.
+    import_tensorflow(verbose)
+    from trainer.evaluate import test_metrics
+    from trainer.export import export_version
+    from trainer.model_card import model_card
+    from trainer.progress import RunProgress, new_run_id
+    from trainer.train import train
+
+    run_id = new_run_id()
+    progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
+    try:
+        trained = train(config, data, progress)
+        metrics = test_metrics(trained.model, data.test)
+        artefacts = {
+            "history": trained.history,
+            "metrics": metrics,
+            "model_card": model_card(config, data, trained.model, time.monotonic() - started, run_id),
+        }
+        warmup = data.test.images[:64, :, :, None] / 255.0
+        version, path = export_version(
+            trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
+        )
+    except BaseException as err:
+        progress.failed(
+            "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        )
+        raise
+    progress.done(version)
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    print(
+        f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
+        f"{metrics['accuracy']:.2%}, recall {metrics['recall']:.2%}, loss {metrics['loss']:.4f} "
+        f"in {minutes}m{seconds:02d}s -> {path}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = TrainConfig.for_arch(
+        args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        val_split=args.val_split,
+        patience=args.patience,
+        seed=args.seed,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        model_dir=args.model_dir,
+        model_name=args.model_name,
+    )
+    try:
+        return run(config, args.verbose)
+    except (DataError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no version was exported", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`model_card.json`: what made a version, so any version can be explained and reproduced."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from trainer.config import TrainConfig
+from trainer.data import Mnist
+from trainer.progress import utc_now
+
+
+def model_card(
+    config: TrainConfig, data: Mnist, model: keras.Model, wall_s: float, run_id: str
+) -> dict[str, Any]:
+    return {
+        "architecture": config.arch,
+        "hyperparameters": config.hyperparameters(),
+        "seed": config.seed,
+        "parameters": int(model.count_params()),
+        "data_sha256": data.checksums,
+        "train_size": len(data.train),
+        "val_size": len(data.val),
+        "test_size": len(data.test),
+        "wall_time_s": round(wall_s, 1),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "run_id": run_id,
+        "created_at": utc_now(),
+    }

@@ -1,0 +1,149 @@
+"""Fit a network on MNIST: the tf.data pipeline, the recipe (Adam, warm-up + cosine decay, early stopping)
+and the per-epoch report (progress bar on a terminal, a line otherwise, progress.json always)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from trainer.augment import augment_batch
+from trainer.config import TrainConfig
+from trainer.data import Mnist, Split
+from trainer.model import build_model
+from trainer.progress import RunProgress
+
+HISTORY_KEYS = ("loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall")
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: keras.Model
+    history: dict[str, object]  # what history.json holds
+
+
+def to_model_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """uint8 [b, 28, 28] or [b, 28, 28, 1] -> float32 [b, 28, 28, 1] in [0, 1]."""
+    images = tf.cast(images, tf.float32) / 255.0
+    return images if images.shape.rank == 4 else images[..., None]
+
+
+def make_dataset(split: Split, config: TrainConfig, training: bool) -> tf.data.Dataset:
+    """Batches of (images, one-hot labels); shuffled and, for `plus`, augmented when training."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    if training:
+        ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(config.batch_size).map(
+        lambda x, y: (to_model_input(x), tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if training and config.augment:
+        ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def learning_rate(
+    config: TrainConfig, steps_per_epoch: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to the peak, then a cosine decay to zero at the last planned epoch."""
+    warmup_steps = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10 if warmup_steps else config.learning_rate,
+        decay_steps=max(1, config.epochs * steps_per_epoch - warmup_steps),
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+class EpochReport(keras.callbacks.Callback):
+    """A progress bar per epoch on a terminal, one line per epoch otherwise; progress.json always."""
+
+    def __init__(self, progress: RunProgress, epochs: int, steps: int, stream: TextIO = sys.stderr) -> None:
+        super().__init__()
+        self.progress, self.epochs, self.steps, self.stream = progress, epochs, steps, stream
+        self.history: dict[str, list[float]] = {key: [] for key in (*HISTORY_KEYS, "epoch_seconds")}
+        self.bar: tqdm | None = None
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+        if self.stream.isatty():
+            self.bar = tqdm(
+                total=self.steps,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                unit="batch",
+                leave=False,
+                file=self.stream,
+                dynamic_ncols=True,
+            )
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if logs and batch % 20 == 0:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", acc=f"{float(logs['accuracy']):.4f}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        logs = logs or {}
+        for key in HISTORY_KEYS:
+            self.history[key].append(float(logs[key]))
+        self.history["epoch_seconds"].append(round(time.monotonic() - self.started, 3))
+        self.progress.epoch_done(epoch + 1, self.history)
+        print(
+            f"epoch {epoch + 1}/{self.epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.2%}  "
+            f"val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.2%}  "
+            f"{self.history['epoch_seconds'][-1]:.1f}s",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def train(
+    config: TrainConfig,
+    data: Mnist,
+    progress: RunProgress,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> Trained:
+    """Train `config.arch` and return it with the best validation epoch's weights restored.
+
+    `extra_callbacks` run after the report (the benchmark uses one to time test accuracy per epoch).
+    """
+    keras.utils.set_random_seed(config.seed)
+    train_ds = make_dataset(data.train, config, training=True)
+    val_ds = make_dataset(data.val, config, training=False)
+    steps = int(np.ceil(len(data.train) / config.batch_size))
+    model = build_model(config.arch)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate(config, steps)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.Recall(name="recall")],
+    )
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    report = EpochReport(progress, config.epochs, steps)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=[stopper, report, *extra_callbacks],
+        verbose=0,
+        shuffle=False,
+    )  # the dataset shuffles itself
+    epochs_run = len(report.history["loss"])
+    history: dict[str, object] = {
+        "epochs": list(range(1, epochs_run + 1)),
+        **report.history,
+        "best_epoch": stopper.best_epoch + 1,
+        "stopped_early": epochs_run < config.epochs,
+    }
+    return Trained(model, history)
