@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainer.quiet import import_tensorflow  # noqa: E402
+from tfquiet import import_tensorflow  # noqa: E402
 
 import_tensorflow()
 import keras  # noqa: E402

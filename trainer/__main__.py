@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
-from trainer.quiet import import_tensorflow
+from tfquiet import import_tensorflow
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import DATA_DIR, QUICK_TRAIN_ARGS, run_trainer
 from trainer.data import load_mnist
-from trainer.quiet import import_tensorflow
+from tfquiet import import_tensorflow
 
 import_tensorflow()
 import tensorflow as tf  # noqa: E402
