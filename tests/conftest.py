@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "mnist"
@@ -34,3 +40,93 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_trainer(*QUICK_TRAIN_ARGS, "--model-dir", str(model_dir))
     assert result.returncode == 0, result.stderr
     return model_dir
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class ServerProcess:
+    """`python -m serving` on free loopback ports, as a user would run it."""
+
+    process: subprocess.Popen[str]
+    grpc_port: int
+    rest_port: int
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def model_states(self, name: str = "mnist") -> dict[int, str]:
+        """{version: state} from REST, {} while the server or the model is not there."""
+        try:
+            reply = requests.get(f"{self.rest_url}/v1/models/{name}", timeout=2)
+        except requests.ConnectionError:
+            return {}
+        if reply.status_code != 200:
+            return {}
+        return {int(s["version"]): s["state"] for s in reply.json()["model_version_status"]}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_server(*flags: str, wait_available: str | None = "mnist") -> ServerProcess:
+    grpc_port, rest_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            "--host=127.0.0.1",
+            *flags,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = ServerProcess(process, grpc_port, rest_port)
+    if wait_available:
+        wait_for(
+            lambda: "AVAILABLE" in server.model_states(wait_available).values() or process.poll() is not None,
+            60,
+            f"{wait_available} to be AVAILABLE",
+        )
+        assert process.poll() is None, process.communicate()[1]
+    return server
+
+
+@pytest.fixture(scope="session")
+def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for read-only tests: version 1 of the small model, metrics and health on."""
+    config = tmp_path_factory.mktemp("config") / "monitoring.config"
+    config.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
+    running = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        f"--monitoring_config_file={config}",
+        "--enable_grpc_healthcheck_service",
+    )
+    yield running
+    assert running.stop() == 0

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tfquiet import import_tensorflow
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
-from tfquiet import import_tensorflow
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import DATA_DIR, QUICK_TRAIN_ARGS, run_trainer
-from trainer.data import load_mnist
 from tfquiet import import_tensorflow
+from trainer.data import load_mnist
 
 import_tensorflow()
 import tensorflow as tf  # noqa: E402

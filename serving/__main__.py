@@ -1,0 +1,49 @@
+"""A TensorFlow-Serving-compatible model server: `tensorflow_model_server`'s flags, gRPC and REST.
+
+python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
+python -m serving --rest_api_port=8501 --model_config_file=serving/models.config
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from serving.settings import parse_flags
+from tfquiet import import_tensorflow
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_flags(argv)
+    logging.basicConfig(
+        level=logging.INFO if settings.verbose else logging.WARNING,
+        format="serving: %(message)s",
+        stream=sys.stderr,
+    )
+    import_tensorflow(settings.verbose)
+    import tensorflow as tf
+
+    # Before the first op runs: a model call uses every core, and calls do not compete for them.
+    tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+
+    from serving.server import ModelServer
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = ModelServer(settings)
+        server.start()
+    except OSError as err:
+        print(f"error: cannot start the server: {err}", file=sys.stderr)
+        return 1
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""What both front doors do, once: find the version a request names, run it, and say what happened.
+
+gRPC and REST differ only in how a request is encoded; they share this layer, so the same request
+gets the same answer, the same error and the same metrics on either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format, wrappers_pb2
+from google.protobuf.message import Message
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+    status_pb2,
+)
+
+from serving import rest_json
+from serving.errors import ServingError, invalid_argument
+from serving.servable import DEFAULT_SIGNATURE, Servable
+from serving.store import ModelStore
+
+# (model, version, api, method, status code name, seconds)
+RequestObserver = Callable[[str, str, str, str, str, float], None]
+InputMaker = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
+
+
+def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
+    """The version or the label a ModelSpec names (neither: the latest available)."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return spec.version.value, None
+    if choice == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def proto_json(message: Message) -> dict[str, Any]:
+    """A proto as TF Serving's REST API prints it: .proto field names, fields at their defaults too."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class Inference:
+    def __init__(self, store: ModelStore, observe: RequestObserver = lambda *_: None) -> None:
+        """`observe` hears of every prediction: model, version, api, method, status code, seconds."""
+        self.store = store
+        self._observe = observe
+
+    @contextmanager
+    def _observed(self, name: str, api: str) -> Iterator[dict[str, str]]:
+        """Time a prediction and report it with the version that answered and its status code."""
+        started = time.perf_counter()
+        seen = {"version": ""}
+        code = "OK"
+        try:
+            yield seen
+        except ServingError as err:
+            code = err.code.name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self._observe(name, seen["version"], api, "predict", code, time.perf_counter() - started)
+
+    def _predict(
+        self, servable: Servable, signature_name: str, make_inputs: InputMaker, output_filter: Iterable[str]
+    ) -> dict[str, np.ndarray]:
+        return servable.predict(
+            signature_name, make_inputs(servable.signature(signature_name)), output_filter
+        )
+
+    def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        version, label = version_of(spec)
+
+        def make_inputs(_: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+            try:
+                return {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
+            except (ValueError, TypeError) as err:
+                raise invalid_argument(f"tensor parsing error: {err}") from None
+
+        with (
+            self._observed(spec.name, "grpc") as seen,
+            self.store.serving(spec.name, version, label) as servable,
+        ):
+            seen["version"] = str(servable.version)
+            outputs = self._predict(servable, spec.signature_name, make_inputs, request.output_filter)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = spec.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = spec.signature_name or DEFAULT_SIGNATURE
+            for key, array in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+            return response
+
+    def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> dict[str, Any]:
+        with self._observed(name, "rest") as seen:
+            parsed = rest_json.parse_predict_body(body)
+            with self.store.serving(name, version, label) as servable:
+                seen["version"] = str(servable.version)
+                if not servable.has_signature(parsed.signature_name):
+                    raise invalid_argument(
+                        f'Serving signature name: "{parsed.signature_name or DEFAULT_SIGNATURE}" '
+                        "not found in signature def"
+                    )
+                outputs = self._predict(
+                    servable,
+                    parsed.signature_name,
+                    lambda signature: rest_json.to_input_arrays(parsed, signature),
+                    (),
+                )
+            return rest_json.predict_response(outputs, parsed.row_format)
+
+    def metadata(
+        self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        fields = list(fields)
+        if not fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in fields:
+            if field != "signature_def":
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        with self.store.serving(name, version, label) as servable:
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            response = get_model_metadata_pb2.GetModelMetadataResponse(
+                model_spec=model_pb2.ModelSpec(
+                    name=name, version=wrappers_pb2.Int64Value(value=servable.version)
+                )
+            )
+            response.metadata["signature_def"].Pack(signature_map)
+            return response
+
+    def metadata_json(self, name: str, version: int | None, label: str | None) -> dict[str, Any]:
+        """TF Serving's REST metadata: the packed SignatureDefMap printed unpacked."""
+        response = self.metadata(name, version, label)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {
+            "model_spec": proto_json(response.model_spec),
+            "metadata": {"signature_def": proto_json(signature_map)},
+        }
+
+    def status(self, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
+        """Every version seen (labels play no part here, as in TF Serving)."""
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in self.store.statuses(name, version):
+            response.model_version_status.add(
+                version=record.version,
+                state=get_model_status_pb2.ModelVersionStatus.State.Value(record.state),
+                status=status_pb2.StatusProto(
+                    error_code=record.error_code.value[0], error_message=record.error_message
+                ),
+            )
+        return response
+
+    def status_json(self, name: str, version: int | None) -> dict[str, Any]:
+        return proto_json(self.status(name, version))

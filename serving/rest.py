@@ -1,0 +1,165 @@
+"""The REST front door: TF Serving's `/v1/models/...` API over HTTP/1.1, on the shared Inference layer.
+
+The standard library's threading HTTP server is enough here: one thread per connection with
+keep-alive, the model call releasing the GIL, and every answer a small JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+
+from serving.errors import ServingError, invalid_argument, not_found
+from serving.inference import Inference
+
+log = logging.getLogger("serving")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+# TF Serving's own patterns (tensorflow_serving/model_servers/http_rest_api_util.cc), matched whole.
+PREDICT_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
+)
+STATUS_PATH = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
+)
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving's HTTP server
+    server: RestServer
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        self._answer("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
+        try:
+            status, payload, content_type = self._route(method)
+        except ServingError as err:
+            status, payload, content_type = (
+                err.http_status,
+                self._json({"error": err.message}),
+                "application/json",
+            )
+        except Exception as err:  # the server answers, whatever went wrong
+            log.exception("REST request %s %s failed", method, self.path)
+            status, payload, content_type = (
+                500,
+                self._json({"error": f"internal error: {err}"}),
+                "application/json",
+            )
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    @staticmethod
+    def _json(document: Any) -> bytes:
+        return json.dumps(document).encode()
+
+    def _route(self, method: str) -> tuple[int, bytes, str]:
+        path = self.path.split("?", 1)[0]
+        if method == "GET" and path == self.server.metrics_path and self.server.metrics is not None:
+            return 200, self.server.metrics(), "text/plain; version=0.0.4; charset=utf-8"
+        if not path.lower().startswith("/v1/"):
+            raise not_found(f"Not found: {method} {path}")
+        malformed = invalid_argument(f"Malformed request: {method} {path}")
+        inference = self.server.inference
+        if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
+            name, version, label, verb = match.groups()
+            if verb != "predict":
+                if verb in ("classify", "regress"):
+                    raise ServingError(
+                        grpc.StatusCode.UNIMPLEMENTED, f"{verb} is not supported by this server"
+                    )
+                raise malformed
+            body = self._read_body()
+            document = inference.predict_json(_name(name), _version(version), _label(label), body)
+            return 200, self._json(document), "application/json"
+        if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise invalid_argument("Missing model name in request.")
+            if metadata:
+                document = inference.metadata_json(_name(name), _version(version), _label(label))
+            else:
+                document = inference.status_json(_name(name), _version(version))
+            return 200, self._json(document), "application/json"
+        raise malformed
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise invalid_argument("chunked request bodies are not supported; send a Content-Length header")
+        header = self.headers.get("Content-Length", "0")
+        if not header.isdigit():
+            self.close_connection = True
+            raise invalid_argument(f"Content-Length {header!r} is not a byte count")
+        length = int(header)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise invalid_argument(
+                f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes"
+            )
+        return self.rfile.read(length)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the standard library's name)
+        log.debug("REST %s", format % args)
+
+
+def _name(text: str) -> str:
+    return unquote(text)
+
+
+def _label(text: str | None) -> str | None:
+    return None if text is None else unquote(text)
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if len(text) > 18:
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return int(text)
+
+
+class RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        inference: Inference,
+        timeout_s: float,
+        metrics: Callable[[], bytes] | None = None,
+        metrics_path: str = "/monitoring/prometheus/metrics",
+    ) -> None:
+        self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
+        handler = type(
+            "TimedRestHandler", (RestHandler,), {"timeout": timeout_s}
+        )  # socket timeout per request
+        super().__init__(address, handler)
+
+    def serve_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)
+        thread.start()
+        return thread

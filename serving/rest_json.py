@@ -1,0 +1,190 @@
+"""TF Serving's JSON tensor encoding: request bodies to numpy inputs, outputs back to JSON.
+
+Row form: `{"instances": [...]}` (one entry per example: the value itself when the signature has one
+input, else an object keyed by input name) answered with `{"predictions": [...]}`. Columnar form:
+`{"inputs": value-or-object}` answered with `{"outputs": value-or-object}`. Strings travel as
+`{"b64": "..."}` both ways for DT_STRING tensors (outputs whose alias ends in `_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.errors import invalid_argument
+
+
+@dataclass(frozen=True)
+class PredictBody:
+    signature_name: str
+    values: Any  # the JSON under "instances" or "inputs"
+    row_format: bool
+
+
+def _reject_constant(name: str) -> None:
+    raise invalid_argument(
+        f"JSON Value: {name} is not a finite number; NaN and Infinity cannot be model inputs"
+    )
+
+
+def _excerpt(document: Any) -> str:
+    """The document as TF Serving quotes it in errors: compact, cut at 256 bytes."""
+    return json.dumps(document, separators=(",", ":"))[:256]
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
+    except UnicodeDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {err.start}") from None
+
+
+def parse_predict_body(body: bytes) -> PredictBody:
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise invalid_argument(f"JSON Value: {_excerpt(document)} Is not object")
+    has_rows, has_columns = "instances" in document, "inputs" in document
+    if has_rows and has_columns:
+        raise invalid_argument(
+            f"JSON Value: {_excerpt(document)} Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist "
+        )
+    if not has_rows and not has_columns:
+        raise invalid_argument("Missing 'inputs' or 'instances' key")
+    signature_name = document.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise invalid_argument(
+            f"JSON Value: {_excerpt(document)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    if has_rows:
+        if not isinstance(document["instances"], list):
+            raise invalid_argument(
+                f"JSON Value: {_excerpt(document)} Expecting 'instances' to be an list/array"
+            )
+        if not document["instances"]:
+            raise invalid_argument(f"JSON Value: {_excerpt(document)} No values in 'instances' array")
+    return PredictBody(signature_name, document["instances" if has_rows else "inputs"], has_rows)
+
+
+def _decode_strings(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, TypeError):
+            raise invalid_argument("'b64' value is not valid base64") from None
+    if isinstance(value, list):
+        return [_decode_strings(v) for v in value]
+    if isinstance(value, str):
+        return value.encode()
+    return value
+
+
+# The JSON number kinds each numeric dtype accepts, as TF Serving's parser does (no 1.0 for an int).
+_ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "u", "b": "b"}
+
+
+def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    if dtype == tf.string:
+        return np.asarray(_decode_strings(value), dtype=object)
+    try:
+        inferred = np.asarray(value)
+    except ValueError:
+        raise invalid_argument(f"input '{name}': the nested lists are not all the same length") from None
+    target = np.dtype(dtype.as_numpy_dtype)
+    if inferred.dtype.kind not in _ACCEPTED_KINDS.get(target.kind, ""):
+        found = {"U": "strings", "O": "objects or nulls", "b": "booleans", "f": "fractional numbers"}.get(
+            inferred.dtype.kind, inferred.dtype.name
+        )
+        raise invalid_argument(f"input '{name}' holds {found}, expected values of type {dtype.name}")
+    try:
+        with np.errstate(over="raise"):
+            return inferred.astype(target)
+    except (OverflowError, FloatingPointError):
+        raise invalid_argument(f"input '{name}' holds values out of range for {dtype.name}") from None
+
+
+def _is_named(value: Any) -> bool:
+    """An object naming inputs, as opposed to a {"b64": ...} string value."""
+    return isinstance(value, dict) and set(value) != {"b64"}
+
+
+def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
+    if not all(_is_named(row) for row in rows):
+        if len(names) > 1:
+            raise invalid_argument(
+                "instances is a plain list, but expecting list of objects as multiple input tensors required "
+                "as per tensorinfo_map"
+            )
+        if any(_is_named(row) for row in rows):
+            index = next(i for i, row in enumerate(rows) if _is_named(row))
+            raise invalid_argument(f"Expecting value/list but got object at item {index} of input list")
+        return {names[0]: rows}
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for index, row in enumerate(rows):
+        if set(row) != set(names):
+            raise invalid_argument(
+                f"Failed to process element: {index} of 'instances' list. JSON object: {_excerpt(row)} keys "
+                f"must be equal to: {','.join(sorted(names))}"
+            )
+        for name in names:
+            columns[name].append(row[name])
+    return columns
+
+
+def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+    """The body's values as numpy arrays of the signature's dtypes."""
+    names = list(signature.inputs)
+    if body.row_format:
+        columns = _rows_to_columns(body.values, names)
+    elif _is_named(body.values):
+        missing = [name for name in names if name not in body.values]
+        if missing:
+            raise invalid_argument(f"Missing named input: {missing[0]} in 'inputs' object.")
+        columns = {name: body.values[name] for name in names}  # extra keys are ignored, as in TF Serving
+    elif len(names) == 1:
+        columns = {names[0]: body.values}
+    else:
+        raise invalid_argument(
+            "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
+            "tensorinfo_map"
+        )
+    return {name: _to_array(name, value, signature.inputs[name]) for name, value in columns.items()}
+
+
+def _jsonable(name: str, array: np.ndarray) -> Any:
+    if array.dtype == object or array.dtype.kind == "S":
+        if name.endswith("_bytes"):
+            return (
+                [_jsonable(name, a) for a in array]
+                if array.ndim
+                else {"b64": base64.b64encode(array.item()).decode()}
+            )
+        return np.vectorize(lambda b: b.decode(errors="replace"), otypes=[object])(array).tolist()
+    if array.dtype == np.float32:
+        # Printed at float32 precision (0.1, not 0.10000000149011612), as TF Serving prints floats.
+        return array.astype(str).astype(np.float64).tolist()
+    return array.tolist()
+
+
+def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    """`{"predictions": ...}` for row requests, `{"outputs": ...}` for columnar ones."""
+    values = {name: _jsonable(name, array) for name, array in outputs.items()}
+    if not row_format:
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    if len(values) == 1:
+        return {"predictions": next(iter(values.values()))}
+    batch = len(next(iter(values.values())))
+    return {"predictions": [{name: value[i] for name, value in values.items()} for i in range(batch)]}

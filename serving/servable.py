@@ -1,0 +1,160 @@
+"""One loaded model version: its SavedModel's signatures, called with numpy tensors.
+
+Requests are checked against the SignatureDef before TensorFlow sees them, so a wrong name, dtype or
+shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an exception from deep inside.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving.batching import Batcher, BatchPolicy
+from serving.errors import ServingError, invalid_argument
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap
+
+
+def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the `serve` MetaGraph, exactly as saved_model.pb holds them."""
+    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
+
+
+def dtype_name(dtype: int) -> str:
+    return types_pb2.DataType.Name(dtype)
+
+
+class Servable:
+    """A version that can answer: load it, warm it, call it, and know when no request is using it."""
+
+    def __init__(self, name: str, version: int, path: Path, batching: BatchPolicy | None = None) -> None:
+        self.name, self.version, self.path = name, version, path
+        self.signature_defs = read_signature_defs(path)
+        self._loaded = tf.saved_model.load(str(path), tags=["serve"])
+        self._functions = dict(self._loaded.signatures)
+        self._batcher = Batcher(batching, f"{name}-{version}") if batching is not None else None
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def acquire(self) -> None:
+        """Count a request against this version so that an unload waits for it to finish."""
+        with self._idle:
+            self._in_flight += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the batch threads; the SavedModel goes with the last reference."""
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def has_signature(self, name: str) -> bool:
+        return (name or DEFAULT_SIGNATURE) in self._functions
+
+    def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
+        key = name or DEFAULT_SIGNATURE
+        if key not in self._functions:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
+            )
+        return self.signature_defs[key]
+
+    def predict(
+        self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Iterable[str] = ()
+    ) -> dict[str, np.ndarray]:
+        """Run a signature; `output_filter` names the outputs wanted (all when empty)."""
+        key = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature(key)
+        checked = check_inputs(signature, inputs)
+        wanted = list(output_filter) or list(signature.outputs)
+        for output in wanted:
+            if output not in signature.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {output} Outputs expected to be in the "
+                    f"set {{{','.join(sorted(signature.outputs))}}}."
+                )
+        if len(set(wanted)) != len(wanted):
+            raise invalid_argument(f"duplicate output tensor alias in output_filter: {wanted}")
+        if self._batcher is None:
+            return self._call(key, checked, wanted)
+        return self._batcher.run((key, *wanted), checked, lambda merged: self._call(key, merged, wanted))
+
+    def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+        try:
+            results = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as err:
+            raise invalid_argument(err.message) from None
+        return {name: results[name].numpy() for name in wanted}
+
+    def warm_up(self) -> int:
+        """Replay `assets.extra/tf_serving_warmup_requests`; a failing record fails the load."""
+        path = self.path / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        count = 0
+        for raw in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS):
+            log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+            if not log.HasField("predict_log"):
+                raise ValueError(f"{path}: warm-up record {count} is not a PredictLog")
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            self.predict(request.model_spec.signature_name, inputs, request.output_filter)
+            count += 1
+        return count
+
+
+def check_inputs(
+    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The inputs, each matching its TensorInfo in name, dtype and shape, and finite when floating."""
+    expected = set(signature.inputs)
+    if set(inputs) != expected:
+        missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
+        problem = f"missing {missing}" if missing else f"unexpected {extra}"
+        raise invalid_argument(
+            f"input names do not match the signature: {problem}; expected exactly {sorted(expected)}"
+        )
+    checked = {}
+    batch_sizes = set()
+    for name, array in inputs.items():
+        info = signature.inputs[name]
+        want = tf.dtypes.as_dtype(info.dtype)
+        if array.dtype != want.as_numpy_dtype:
+            raise invalid_argument(
+                f"input '{name}' has dtype {tf.dtypes.as_dtype(array.dtype).name}, expected {want.name}"
+            )
+        dims = [d.size for d in info.tensor_shape.dim]
+        if not info.tensor_shape.unknown_rank and (
+            array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
+        ):
+            shape = "[" + ",".join(str(d) for d in dims) + "]"
+            raise invalid_argument(f"input '{name}' has shape {list(array.shape)}, expected {shape}")
+        if want.is_floating and not np.isfinite(array).all():
+            raise invalid_argument(f"input '{name}' holds NaN or infinite values")
+        if array.ndim:
+            batch_sizes.add(array.shape[0])
+        checked[name] = array
+    if len(batch_sizes) > 1:
+        raise invalid_argument(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
+    return checked

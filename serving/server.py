@@ -1,0 +1,97 @@
+"""The model server assembled: store, inference layer, metrics, gRPC and REST front doors, health."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2
+
+from serving.batching import BatchPolicy
+from serving.errors import invalid_argument
+from serving.grpc_api import build_grpc_server
+from serving.inference import Inference
+from serving.metrics import ServingMetrics
+from serving.rest import RestServer
+from serving.settings import ConfigError, Settings, check_model_config
+from serving.store import ModelStore
+
+log = logging.getLogger("serving")
+
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+# TF Serving registers its two services by their short names, and "" for the server as a whole.
+HEALTH_SERVICES = ("", "ModelService", "PredictionService")
+
+
+class ModelServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
+        batching = None
+        if settings.batching is not None:
+            batching = BatchPolicy.from_proto(settings.batching, os.cpu_count() or 1)
+        self.store = ModelStore(
+            settings.models,
+            warm_up=settings.enable_model_warmup,
+            batching=batching,
+            on_load=self.metrics.observe_load,
+            on_change=self._update_health,
+        )
+        self.inference = Inference(self.store, self.metrics.observe_request)
+        self._update_health()
+        self.grpc = build_grpc_server(
+            f"{settings.host}:{settings.port}",
+            self.inference,
+            self.reload_config,
+            settings.grpc_max_threads,
+            self.health,
+        )
+        self.rest: RestServer | None = None
+        if settings.rest_api_port:
+            prometheus = settings.monitoring.prometheus_config
+            self.rest = RestServer(
+                (settings.host, settings.rest_api_port),
+                self.inference,
+                settings.rest_api_timeout_s,
+                metrics=self.metrics.exposition if prometheus.enable else None,
+                metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
+            )
+
+    def reload_config(self, config: Any) -> None:
+        """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names."""
+        try:
+            check_model_config(config, "ReloadConfigRequest")
+        except ConfigError as err:
+            raise invalid_argument(str(err)) from None
+        self.store.reload(config)
+        self.store.poll()
+
+    def _update_health(self) -> None:
+        if self.health is None:
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.store.any_available()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in HEALTH_SERVICES:
+            self.health.set(service, status)
+
+    def start(self) -> None:
+        self.store.start_polling(self.settings.file_system_poll_wait_seconds)
+        self.grpc.start()
+        log.warning("gRPC API at %s:%d", self.settings.host, self.settings.port)
+        if self.rest is not None:
+            self.rest.serve_in_background()
+            log.warning("REST API at http://%s:%d", self.settings.host, self.settings.rest_api_port)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything."""
+        if self.rest is not None:
+            self.rest.shutdown()
+            self.rest.server_close()
+        self.grpc.stop(grace_s).wait(grace_s)
+        self.store.wait_idle(grace_s)
+        self.store.stop()

@@ -1,0 +1,202 @@
+"""The server's settings, from `tensorflow_model_server`'s own flag names and TF Serving's text protos.
+
+Swapping TF Serving for this server (or back) changes only the program in a command line; every flag
+below means what it means to `tensorflow_model_server`, and every config file is parsed with protobuf's
+text_format as TF Serving parses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf import text_format
+from google.protobuf.message import Message
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.protos import BatchingParameters, MonitoringConfig
+
+EXAMPLES = """examples:
+  python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
+  python -m serving --rest_api_port=8501 --model_config_file=serving/models.config \\
+      --monitoring_config_file=serving/monitoring.config
+  python -m serving --model_name=mnist --model_base_path=models/mnist --enable_batching \\
+      --batching_parameters_file=serving/batching.config
+"""
+
+M = TypeVar("M", bound=Message)
+
+
+class ConfigError(Exception):
+    """A flag or config file the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    rest_api_port: int
+    models: model_server_config_pb2.ModelServerConfig
+    model_config_file: Path | None
+    file_system_poll_wait_seconds: float
+    batching: Message | None  # BatchingParameters when --enable_batching
+    monitoring: Message  # MonitoringConfig
+    rest_api_timeout_s: float
+    enable_model_warmup: bool
+    enable_grpc_healthcheck_service: bool
+    intra_op_threads: int
+    inter_op_threads: int
+    grpc_max_threads: int
+    verbose: bool
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def read_text_proto(path: Path, message: M, flag: str) -> M:
+    """Parse a text-proto config file, naming the file and the line of any mistake."""
+    try:
+        return text_format.Parse(path.read_text(), message)
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot read {path}: {err.strerror}") from None
+    except text_format.ParseError as err:
+        raise ConfigError(
+            f"{flag}: {path} is not a valid {message.DESCRIPTOR.name} text proto: {err}"
+        ) from None
+
+
+def read_model_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
+    config = read_text_proto(path, model_server_config_pb2.ModelServerConfig(), "--model_config_file")
+    check_model_config(config, str(path))
+    return config
+
+
+def check_model_config(config: model_server_config_pb2.ModelServerConfig, source: str) -> None:
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{source}: expected a model_config_list")
+    names = [c.name for c in config.model_config_list.config]
+    for model in config.model_config_list.config:
+        if not model.name or not model.base_path:
+            raise ConfigError(f"{source}: every model needs a name and a base_path")
+        if model.model_platform not in ("", "tensorflow"):
+            raise ConfigError(
+                f"{source}: model {model.name}: platform {model.model_platform!r} is not served"
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: model names appear more than once: {', '.join(duplicates)}")
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    return config
+
+
+def parse_flags(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="A TensorFlow-Serving-compatible model server (gRPC and REST) for SavedModels.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    flag = parser.add_argument
+    flag("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    flag("--rest_api_port", type=int, default=0, help="REST port; 0 (the default) serves no REST")
+    flag("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as TF Serving)")
+    flag("--model_name", default="default", help="the model's name, with --model_base_path")
+    flag("--model_base_path", default="", help="directory holding the model's numbered versions")
+    flag("--model_config_file", type=Path, help="ModelServerConfig text proto (instead of the two above)")
+    flag(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1,
+        help="seconds between polls for new versions; 0 polls once, < 0 never (default 1)",
+    )
+    flag(
+        "--enable_batching",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent requests into one model call",
+    )
+    flag("--batching_parameters_file", type=Path, help="BatchingParameters text proto")
+    flag("--monitoring_config_file", type=Path, help="MonitoringConfig text proto (Prometheus endpoint)")
+    flag("--rest_api_timeout_in_ms", type=int, default=30000, help="REST request timeout (default 30000)")
+    flag(
+        "--enable_model_warmup",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)",
+    )
+    flag(
+        "--enable_grpc_healthcheck_service",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="serve grpc.health.v1, SERVING once a model is AVAILABLE",
+    )
+    flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
+    flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")
+    flag("--grpc_max_threads", type=int, default=0, help="gRPC worker threads; 0: 16 per core")
+    flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
+    args = parser.parse_args(argv)
+    try:
+        return _settings(args)
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.model_config_file is not None:
+        if args.model_base_path:
+            raise ConfigError("give --model_config_file or --model_base_path, not both")
+        models = read_model_config(args.model_config_file)
+    elif args.model_base_path:
+        models = single_model_config(args.model_name, args.model_base_path)
+    else:
+        raise ConfigError(
+            "nothing to serve: give --model_base_path (with --model_name) or --model_config_file"
+        )
+    batching = None
+    if args.enable_batching:
+        batching = BatchingParameters()
+        if args.batching_parameters_file is not None:
+            batching = read_text_proto(args.batching_parameters_file, batching, "--batching_parameters_file")
+    monitoring = MonitoringConfig()
+    if args.monitoring_config_file is not None:
+        monitoring = read_text_proto(args.monitoring_config_file, monitoring, "--monitoring_config_file")
+    for name in ("port", "rest_api_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
+    cores = os.cpu_count() or 1
+    return Settings(
+        host=args.host,
+        port=args.port,
+        rest_api_port=args.rest_api_port,
+        models=models,
+        model_config_file=args.model_config_file,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        batching=batching,
+        monitoring=monitoring,
+        rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000,
+        enable_model_warmup=args.enable_model_warmup,
+        enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
+        intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
+        inter_op_threads=args.tensorflow_inter_op_parallelism or 1,
+        grpc_max_threads=args.grpc_max_threads or 16 * cores,
+        verbose=args.verbose,
+    )

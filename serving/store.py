@@ -1,0 +1,272 @@
+"""The model store: which versions of which models exist, are loading, answer, or failed.
+
+It does what TF Serving's file-system source and availability-preserving manager do: poll each base
+path, load (and warm) the versions the model's version policy asks for, route requests to AVAILABLE
+versions only, and unload a superseded version once a newer one is AVAILABLE and the older one's
+in-flight requests are done. A deleted version directory is unloaded at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.batching import BatchPolicy
+from serving.errors import ServingError, invalid_argument, not_found
+from serving.servable import Servable
+
+log = logging.getLogger("serving")
+
+UNLOAD_GRACE_S = 30.0  # how long an unload waits for in-flight requests
+
+# tensorflow_serving.apis.get_model_status_pb2.ModelVersionStatus.State names
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    state: str
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+    servable: Servable | None = None
+
+
+class ModelEntry:
+    """One model of the config: its settings and the record of each version seen."""
+
+    def __init__(self, config: model_server_config_pb2.ModelConfig) -> None:
+        self.config = config
+        self.records: dict[int, VersionRecord] = {}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def present_versions(self) -> list[int]:
+        base = Path(self.config.base_path)
+        if not base.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in base.iterdir() if p.name.isdigit() and int(p.name) > 0 and p.is_dir()
+        )
+
+    def aspired(self, present: list[int]) -> list[int]:
+        """The versions the model's version policy asks to serve, of those present."""
+        policy = self.config.model_version_policy
+        which = policy.WhichOneof("policy_choice")
+        if which == "all":
+            return present
+        if which == "specific":
+            return [v for v in present if v in set(policy.specific.versions)]
+        count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions > 0 else 1
+        return present[-count:]
+
+    def available(self) -> list[int]:
+        return sorted(v for v, r in self.records.items() if r.state == AVAILABLE)
+
+
+class ModelStore:
+    def __init__(
+        self,
+        config: model_server_config_pb2.ModelServerConfig,
+        warm_up: bool = True,
+        batching: BatchPolicy | None = None,
+        on_load: Callable[[str, int, float, bool], None] = lambda *_: None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_load(model, version, seconds, ok)` hears of every load (metrics); `on_change()` of every
+        change of which versions answer (the health service)."""
+        self._lock = threading.RLock()
+        self._models: dict[str, ModelEntry] = {}
+        self._warm_up, self._batching = warm_up, batching
+        self._on_load, self._on_change = on_load, on_change
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self.reload(config)
+
+    # ---- configuration and polling -------------------------------------------------------------
+
+    def reload(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded."""
+        configs = list(config.model_config_list.config)
+        with self._lock:
+            removed = [m for name, m in self._models.items() if name not in {c.name for c in configs}]
+            models = {}
+            for model_config in configs:
+                entry = self._models.get(model_config.name) or ModelEntry(model_config)
+                entry.config = model_config
+                models[model_config.name] = entry
+            self._models = models
+        for entry in removed:
+            for record in [r for r in entry.records.values() if r.state == AVAILABLE]:
+                self._unload(entry, record)
+
+    def poll(self) -> None:
+        """Look at every base path once and load, retire or unload versions to match it."""
+        with self._lock:
+            entries = list(self._models.values())
+        for entry in entries:
+            self._sync(entry)
+
+    def start_polling(self, every_s: float) -> None:
+        """Poll every `every_s` seconds in the background (TF Serving: 0 means once, < 0 never)."""
+        if every_s < 0:
+            return
+        self.poll()
+        if every_s == 0:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.poll()
+                except Exception:  # a poll must never kill the poller
+                    log.exception("polling the model directories failed")
+
+        self._poller = threading.Thread(target=loop, name="model-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    def _sync(self, entry: ModelEntry) -> None:
+        present = entry.present_versions()
+        aspired = entry.aspired(present)
+        with self._lock:
+            # A version whose load failed is retried only if its directory goes away and comes back.
+            for version in [v for v, r in entry.records.items() if r.state == END and v not in present]:
+                del entry.records[version]
+            # Load what is aspired and not yet there; a version that failed stays failed (see above).
+            to_load = [
+                v
+                for v in aspired
+                if v not in entry.records
+                or (entry.records[v].state == END and entry.records[v].error_code == grpc.StatusCode.OK)
+            ]
+            for version in to_load:
+                entry.records[version] = VersionRecord(version, LOADING)
+        for version in to_load:
+            self._load(entry, version)
+        with self._lock:
+            serving_aspired = any(v in aspired for v in entry.available())
+            retire = [
+                r
+                for v, r in entry.records.items()
+                if r.state == AVAILABLE and v not in aspired and (v not in present or serving_aspired)
+            ]
+        for record in retire:
+            self._unload(entry, record)
+
+    def _load(self, entry: ModelEntry, version: int) -> None:
+        path = Path(entry.config.base_path) / str(version)
+        started = time.monotonic()
+        try:
+            servable = Servable(entry.name, version, path, self._batching)
+            warmed = servable.warm_up() if self._warm_up else 0
+        except Exception as err:  # any failure to load is reported in the status, not raised
+            code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
+            message = f"Failed to load {entry.name} version {version} from {path}: {err}"
+            log.error("%s", message)
+            with self._lock:
+                entry.records[version] = VersionRecord(version, END, code, message)
+            self._on_load(entry.name, version, time.monotonic() - started, False)
+            return
+        seconds = time.monotonic() - started
+        with self._lock:
+            entry.records[version] = VersionRecord(version, AVAILABLE, servable=servable)
+        self._on_load(entry.name, version, seconds, True)
+        self._on_change()
+        log.info("loaded %s version %d in %.2fs (%d warm-up requests)", entry.name, version, seconds, warmed)
+
+    def _unload(self, entry: ModelEntry, record: VersionRecord) -> None:
+        with self._lock:
+            record.state = UNLOADING  # from now on no new request is routed here
+            servable = record.servable
+        self._on_change()
+        if servable is not None:
+            if not servable.wait_idle(UNLOAD_GRACE_S):
+                log.warning("unloading %s version %d with requests still running", entry.name, record.version)
+            servable.close()
+        with self._lock:
+            record.state, record.servable = END, None
+        log.info("unloaded %s version %d", entry.name, record.version)
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    @contextmanager
+    def serving(self, name: str, version: int | None = None, label: str | None = None) -> Iterator[Servable]:
+        """The servable a request names, held so that no unload pulls it away mid-request."""
+        with self._lock:
+            servable = self._resolve(name, version, label)
+            servable.acquire()
+        try:
+            yield servable
+        finally:
+            servable.release()
+
+    def _entry(self, name: str) -> ModelEntry:
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        entry = self._models.get(name)
+        if entry is None:
+            raise not_found(f"Servable not found for request: Latest({name})")
+        return entry
+
+    def label_version(self, entry: ModelEntry, label: str) -> int:
+        labels = entry.config.version_labels
+        if label not in labels:
+            raise invalid_argument(f"Unrecognized servable version label: {label}")
+        return labels[label]
+
+    def _resolve(self, name: str, version: int | None, label: str | None) -> Servable:
+        entry = self._entry(name)
+        if label is not None:
+            version = self.label_version(entry, label)
+        if version is None:
+            available = entry.available()
+            if not available:
+                raise not_found(f"Servable not found for request: Latest({name})")
+            version = available[-1]
+        record = entry.records.get(version)
+        if record is None or record.state != AVAILABLE or record.servable is None:
+            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+        return record.servable
+
+    def statuses(self, name: str, version: int | None = None) -> list[VersionRecord]:
+        """What GetModelStatus reports: every version seen, newest first, or the one asked for."""
+        with self._lock:
+            entry = self._models.get(name)
+            records = entry.records if entry is not None else {}
+            if version is None:
+                if not records:
+                    raise not_found(f"Could not find any versions of model {name}")
+                return [records[v] for v in sorted(records, reverse=True)]
+            if version not in records:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [records[version]]
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for the requests in flight on every version (at shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
+        return all(s.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
+
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def any_available(self) -> bool:
+        with self._lock:
+            return any(entry.available() for entry in self._models.values())

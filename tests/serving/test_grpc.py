@@ -1,0 +1,168 @@
+"""The gRPC API through tensorflow-serving-api's own stubs, and its agreement with REST."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tests.conftest import ServerProcess
+from tfquiet import import_tensorflow
+
+import_tensorflow()
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.grpc_target) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def predictions(channel: grpc.Channel) -> prediction_service_pb2_grpc.PredictionServiceStub:
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def predict_request(images: np.ndarray, name: str = "mnist", **spec: object) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value  # type: ignore[assignment]
+        else:
+            setattr(request.model_spec, key, value)
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+    return request
+
+
+def test_predict_matches_the_savedmodel_and_names_the_version(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    images: np.ndarray,
+    in_process: dict[str, np.ndarray],
+) -> None:
+    reply = predictions.Predict(predict_request(images), timeout=10)
+    assert reply.model_spec.name == "mnist" and reply.model_spec.version.value == 1
+    assert reply.model_spec.signature_name == "serving_default"
+    np.testing.assert_allclose(
+        tf.make_ndarray(reply.outputs["probabilities"]), in_process["probabilities"], rtol=1e-6
+    )
+    np.testing.assert_array_equal(tf.make_ndarray(reply.outputs["classes"]), in_process["classes"])
+
+
+def test_grpc_and_rest_give_the_same_probabilities(
+    server: ServerProcess, predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    over_grpc = tf.make_ndarray(
+        predictions.Predict(predict_request(images), timeout=10).outputs["probabilities"]
+    )
+    over_rest = requests.post(
+        f"{server.rest_url}/v1/models/mnist:predict", json={"instances": images.tolist()}, timeout=10
+    ).json()["predictions"]
+    np.testing.assert_allclose(over_grpc, [p["probabilities"] for p in over_rest], rtol=1e-6)
+
+
+def test_output_filter_and_explicit_version(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    request = predict_request(images[:2], version=1, signature_name="serving_default")
+    request.output_filter.append("classes")
+    reply = predictions.Predict(request, timeout=10)
+    assert list(reply.outputs) == ["classes"] and reply.model_spec.version.value == 1
+
+
+@pytest.mark.parametrize(
+    ("request_of", "code", "message"),
+    [
+        (lambda x: predict_request(x, name="nope"), grpc.StatusCode.NOT_FOUND, "Latest(nope)"),
+        (lambda x: predict_request(x, version=5), grpc.StatusCode.NOT_FOUND, "Specific(mnist, 5)"),
+        (
+            lambda x: predict_request(x, version_label="canary"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: canary",
+        ),
+        (
+            lambda x: predict_request(x, signature_name="nope"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "nope" not found.',
+        ),
+        (
+            lambda x: predict_request(x.astype(np.float64)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "has dtype float64, expected float32",
+        ),
+        (lambda x: predict_request(x[:, :27]), grpc.StatusCode.INVALID_ARGUMENT, "expected [-1,28,28,1]"),
+        (
+            lambda x: predict_request(np.full_like(x, np.inf)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "NaN or infinite",
+        ),
+        (
+            lambda x: predict_request(x, name=""),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ModelSpec has no name specified.",
+        ),
+    ],
+)
+def test_bad_requests_get_tf_serving_status_codes(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    images: np.ndarray,
+    request_of: object,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request_of(images[:1]), timeout=10)  # type: ignore[operator]
+    assert raised.value.code() == code and message in raised.value.details()
+
+
+def test_wrong_input_name_and_unknown_output(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(images[:1]))
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'images'" in raised.value.details()
+    filtered = predict_request(images[:1])
+    filtered.output_filter.append("logits")
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(filtered, timeout=10)
+    assert "output tensor alias not found in signature: logits" in raised.value.details()
+
+
+def test_metadata_packs_the_signature_defs(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "mnist"
+    reply = predictions.GetModelMetadata(request, timeout=10)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    assert reply.metadata["signature_def"].Unpack(signature_map)
+    signature = signature_map.signature_def["serving_default"]
+    assert set(signature.inputs) == {"images"} and set(signature.outputs) == {"probabilities", "classes"}
+    assert reply.model_spec.version.value == 1
+
+
+def test_model_status_and_health(channel: grpc.Channel) -> None:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "mnist"
+    reply = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=10)
+    (status,) = reply.model_version_status
+    assert status.version == 1 and status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "PredictionService", "ModelService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,151 @@
+"""The REST API request by request, as TF Serving documents it (g3doc/api_rest.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from tests.conftest import ServerProcess
+
+
+def post(server: ServerProcess, path: str, body: object) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{server.rest_url}{path}", data=data, timeout=30)
+
+
+def test_model_status(server: ServerProcess) -> None:
+    reply = requests.get(f"{server.rest_url}/v1/models/mnist", timeout=5)
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert requests.get(f"{server.rest_url}/v1/models/mnist/versions/1", timeout=5).status_code == 200
+
+
+def test_metadata_carries_the_signature(server: ServerProcess) -> None:
+    reply = requests.get(f"{server.rest_url}/v1/models/mnist/metadata", timeout=5).json()
+    assert reply["model_spec"] == {"name": "mnist", "version": "1", "signature_name": ""}
+    signature = reply["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    images = signature["inputs"]["images"]
+    assert images["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in images["tensor_shape"]["dim"]] == ["-1", "28", "28", "1"]
+    assert signature["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    assert signature["outputs"]["classes"]["dtype"] == "DT_INT64"
+    assert signature["method_name"] == "tensorflow/serving/predict"
+
+
+def test_row_predict_matches_the_savedmodel(
+    server: ServerProcess, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    reply = post(server, "/v1/models/mnist:predict", {"instances": images.tolist()})
+    assert reply.status_code == 200, reply.text
+    predictions = reply.json()["predictions"]
+    assert len(predictions) == len(images)
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in predictions], in_process["probabilities"], rtol=1e-6
+    )
+    assert [p["classes"] for p in predictions] == in_process["classes"].tolist()
+
+
+def test_columnar_predict_and_named_rows(
+    server: ServerProcess, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    columnar = post(
+        server, "/v1/models/mnist/versions/1:predict", {"inputs": {"images": images[:2].tolist()}}
+    )
+    assert columnar.status_code == 200, columnar.text
+    outputs = columnar.json()["outputs"]
+    np.testing.assert_allclose(outputs["probabilities"], in_process["probabilities"][:2], rtol=1e-6)
+    assert outputs["classes"] == in_process["classes"][:2].tolist()
+    named = post(
+        server,
+        "/v1/models/mnist:predict",
+        {"signature_name": "serving_default", "instances": [{"images": images[0].tolist()}]},
+    )
+    assert named.json()["predictions"][0]["classes"] == in_process["classes"][0]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v1/models/mnist:predict", b'{"instances": [1', 400, "JSON Parse error"),
+        ("/v1/models/mnist:predict", b"", 400, "JSON Parse error: The document is empty"),
+        ("/v1/models/mnist:predict", {"images": []}, 400, "Missing 'inputs' or 'instances' key"),
+        ("/v1/models/mnist:predict", {"instances": []}, 400, "No values in 'instances' array"),
+        ("/v1/models/mnist:predict", {"inputs": {"pixels": [[0.0]]}}, 400, "Missing named input: images"),
+        ("/v1/models/mnist:predict", {"instances": [[[0.0] * 28] * 27]}, 400, "shape [1, 27, 28]"),
+        ("/v1/models/mnist:predict", {"instances": [[["x"] * 28] * 28]}, 400, "holds strings"),
+        ("/v1/models/mnist:predict", {"instances": [[[0.0], [1.0, 2.0]]]}, 400, "not all the same length"),
+        ("/v1/models/mnist:predict", '{"instances": [NaN]}', 400, "NaN"),
+        (
+            "/v1/models/mnist:predict",
+            {"signature_name": "nope", "instances": [0]},
+            400,
+            'Serving signature name: "nope" not found in signature def',
+        ),
+        ("/v1/models/nope:predict", {"instances": [0]}, 404, "Servable not found for request: Latest(nope)"),
+        (
+            "/v1/models/mnist/versions/7:predict",
+            {"instances": [0]},
+            404,
+            "Servable not found for request: Specific(mnist, 7)",
+        ),
+        (
+            "/v1/models/mnist/labels/stable:predict",
+            {"instances": [0]},
+            400,
+            "Unrecognized servable version label: stable",
+        ),
+        ("/v1/models/mnist:guess", {"instances": [0]}, 400, "Malformed request: POST /v1/models/mnist:guess"),
+    ],
+)
+def test_bad_requests_get_tf_serving_codes_and_a_named_problem(
+    server: ServerProcess, path: str, body: object, status: int, message: str
+) -> None:
+    reply = post(server, path, body)
+    assert reply.status_code == status, reply.text
+    assert message in reply.json()["error"]
+
+
+def test_nan_pixels_are_refused(server: ServerProcess, images: np.ndarray) -> None:
+    body = json.dumps({"instances": images[:1].tolist()}).replace("[0.0]", "[NaN]", 1)
+    reply = post(server, "/v1/models/mnist:predict", body)
+    assert reply.status_code == 400 and "NaN" in reply.json()["error"]
+
+
+def test_unknown_model_and_version_status(server: ServerProcess) -> None:
+    missing = requests.get(f"{server.rest_url}/v1/models/nope", timeout=5)
+    assert missing.status_code == 404 and missing.json() == {
+        "error": "Could not find any versions of model nope"
+    }
+    version = requests.get(f"{server.rest_url}/v1/models/mnist/versions/9", timeout=5)
+    assert version.status_code == 404 and "Could not find version 9 of model mnist" in version.json()["error"]
+
+
+def test_oversized_body_is_refused_and_the_server_keeps_serving(
+    server: ServerProcess, images: np.ndarray
+) -> None:
+    reply = post(server, "/v1/models/mnist:predict", b"[" + b" " * (17 * 1024 * 1024) + b"]")
+    assert reply.status_code == 400 and "over the limit" in reply.json()["error"]
+    again = post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()})
+    assert again.status_code == 200
+
+
+def test_prometheus_metrics_count_requests_by_model_version_and_api(
+    server: ServerProcess, images: np.ndarray
+) -> None:
+    post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()})
+    post(server, "/v1/models/nope:predict", {"instances": [0]})
+    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
+    assert 'serving_requests_total{api="rest",code="OK",method="predict",model="mnist",version="1"}' in text
+    assert (
+        'serving_request_errors_total{api="rest",code="NOT_FOUND",method="predict",model="nope",version=""}'
+        in text
+    )
+    assert 'serving_request_latency_seconds_bucket{api="rest"' in text
+    assert 'serving_model_loads_total{model="mnist",outcome="ok"} 1.0' in text
