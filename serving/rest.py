@@ -50,6 +50,13 @@ class RestHandler(BaseHTTPRequestHandler):
         self._answer("DELETE")
 
     def _answer(self, method: str) -> None:
+        self.server.request_started()
+        try:
+            self._respond(method)
+        finally:
+            self.server.request_finished()
+
+    def _respond(self, method: str) -> None:
         try:
             status, payload, content_type = self._route(method)
         except ServingError as err:
@@ -65,6 +72,8 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._json({"error": f"internal error: {err}"}),
                 "application/json",
             )
+        if self.server.closing:
+            self.close_connection = True  # after this answer, nothing more on this connection
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -157,9 +166,29 @@ class RestServer(ThreadingHTTPServer):
         handler = type(
             "TimedRestHandler", (RestHandler,), {"timeout": timeout_s}
         )  # socket timeout per request
+        self.closing = False
+        self._active = 0
+        self._idle = threading.Condition()
         super().__init__(address, handler)
+
+    def request_started(self) -> None:
+        with self._idle:
+            self._active += 1
+
+    def request_finished(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
 
     def serve_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)
         thread.start()
         return thread
+
+    def stop(self, grace_s: float) -> None:
+        """Stop accepting, answer the requests already in (closing their connections), then close."""
+        self.closing = True
+        self.shutdown()
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, grace_s)
+        self.server_close()

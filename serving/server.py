@@ -90,8 +90,7 @@ class ModelServer:
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything."""
         if self.rest is not None:
-            self.rest.shutdown()
-            self.rest.server_close()
+            self.rest.stop(grace_s)
         self.grpc.stop(grace_s).wait(grace_s)
         self.store.wait_idle(grace_s)
         self.store.stop()
