@@ -61,8 +61,10 @@ class _Task:
 class BatchQueue:
     """The queue of one signature of one version (same output filter, same example shape)."""
 
-    def __init__(self, run: Callable[[Arrays], Arrays], policy: BatchPolicy, name: str) -> None:
-        self._run, self._policy = run, policy
+    def __init__(
+        self, run: Callable[[Arrays], Arrays], policy: BatchPolicy, name: str, on_batch: Callable[[int], None]
+    ) -> None:
+        self._run, self._policy, self._on_batch = run, policy, on_batch
         self._tasks: deque[_Task] = deque()
         self._pending = 0
         self._closed = False
@@ -125,6 +127,7 @@ class BatchQueue:
         while (batch := self._next_batch()) is not None:
             try:
                 merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+                self._on_batch(sum(t.size for t in batch))
                 outputs = self._run(merged)
             except Exception as err:  # every waiting request gets the failure, the thread lives on
                 for task in batch:
@@ -139,8 +142,11 @@ class BatchQueue:
 class Batcher:
     """The batch queues of one servable, created on first use, closed when it unloads."""
 
-    def __init__(self, policy: BatchPolicy, name: str) -> None:
-        self._policy, self._name = policy, name
+    def __init__(
+        self, policy: BatchPolicy, name: str, on_batch: Callable[[int], None] = lambda _: None
+    ) -> None:
+        """`on_batch(size)` hears of every merged model call (the batch-size metric)."""
+        self._policy, self._name, self._on_batch = policy, name, on_batch
         self._queues: dict[tuple[object, ...], BatchQueue] = {}
         self._lock = threading.Lock()
 
@@ -149,7 +155,9 @@ class Batcher:
         with self._lock:
             queue = self._queues.get((key, shapes))
             if queue is None:
-                queue = self._queues[(key, shapes)] = BatchQueue(call, self._policy, self._name)
+                queue = self._queues[(key, shapes)] = BatchQueue(
+                    call, self._policy, self._name, self._on_batch
+                )
         return queue.submit(inputs)
 
     def close(self) -> None:

@@ -46,6 +46,17 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        self.batch_size = Histogram(
+            "serving_batch_size",
+            "Examples per merged model call (with --enable_batching).",
+            ("model",),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+
+    def observe_batch(self, model: str, size: int) -> None:
+        self.batch_size.labels(model).observe(size)
+
     def observe_request(
         self, model: str, version: str, api: str, method: str, code: str, seconds: float
     ) -> None:

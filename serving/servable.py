@@ -7,7 +7,7 @@ shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an excepti
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
@@ -41,12 +41,19 @@ def dtype_name(dtype: int) -> str:
 class Servable:
     """A version that can answer: load it, warm it, call it, and know when no request is using it."""
 
-    def __init__(self, name: str, version: int, path: Path, batching: BatchPolicy | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        batching: BatchPolicy | None = None,
+        on_batch: Callable[[int], None] = lambda _: None,
+    ) -> None:
         self.name, self.version, self.path = name, version, path
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(str(path), tags=["serve"])
         self._functions = dict(self._loaded.signatures)
-        self._batcher = Batcher(batching, f"{name}-{version}") if batching is not None else None
+        self._batcher = Batcher(batching, f"{name}-{version}", on_batch) if batching is not None else None
         self._in_flight = 0
         self._idle = threading.Condition()
 

@@ -38,6 +38,7 @@ class ModelServer:
             batching=batching,
             on_load=self.metrics.observe_load,
             on_change=self._update_health,
+            on_batch=self.metrics.observe_batch,
         )
         self.inference = Inference(self.store, self.metrics.observe_request)
         self._update_health()

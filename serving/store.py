@@ -82,13 +82,14 @@ class ModelStore:
         batching: BatchPolicy | None = None,
         on_load: Callable[[str, int, float, bool], None] = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
+        on_batch: Callable[[str, int], None] = lambda *_: None,
     ) -> None:
         """`on_load(model, version, seconds, ok)` hears of every load (metrics); `on_change()` of every
-        change of which versions answer (the health service)."""
+        change of which versions answer (the health service); `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._models: dict[str, ModelEntry] = {}
         self._warm_up, self._batching = warm_up, batching
-        self._on_load, self._on_change = on_load, on_change
+        self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.reload(config)
@@ -172,7 +173,9 @@ class ModelStore:
         path = Path(entry.config.base_path) / str(version)
         started = time.monotonic()
         try:
-            servable = Servable(entry.name, version, path, self._batching)
+            servable = Servable(
+                entry.name, version, path, self._batching, lambda size: self._on_batch(entry.name, size)
+            )
             warmed = servable.warm_up() if self._warm_up else 0
         except Exception as err:  # any failure to load is reported in the status, not raised
             code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN

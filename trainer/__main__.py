@@ -130,7 +130,7 @@ def run(config: TrainConfig, verbose: bool = False) -> int:
             "metrics": metrics,
             "model_card": model_card(config, data, trained.model, time.monotonic() - started, run_id),
         }
-        warmup = data.test.images[:64, :, :, None] / 255.0
+        warmup = data.test.images[:8, :, :, None] / 255.0
         version, path = export_version(
             trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
         )

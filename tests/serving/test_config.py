@@ -1,0 +1,195 @@
+"""Config files as TF Serving reads them: several models, version policies, labels, reload, batching."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from tests.conftest import ROOT, start_server, wait_for
+from tests.serving.test_grpc import predict_request
+from tfquiet import import_tensorflow
+
+import_tensorflow()
+import tensorflow as tf  # noqa: E402
+
+TWO_MODELS = """
+model_config_list {{
+  config {{
+    name: "mnist"  base_path: "{base}"  model_platform: "tensorflow"
+    model_version_policy {{ all {{}} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+  config {{ name: "digits"  base_path: "{base}"  model_platform: "tensorflow" }}
+}}
+"""
+
+
+@pytest.fixture
+def two_versions(trained_model_dir: Path, tmp_path: Path) -> Path:
+    base = tmp_path / "mnist"
+    for version in ("1", "2"):
+        shutil.copytree(trained_model_dir / "mnist" / "1", base / version)
+    return base
+
+
+def test_model_config_file_policies_labels_and_reload(
+    two_versions: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    config = tmp_path / "models.config"
+    config.write_text(TWO_MODELS.format(base=two_versions))
+    server = start_server(f"--model_config_file={config}")
+    try:
+        wait_for(
+            lambda: server.model_states("mnist") == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions"
+        )
+        assert server.model_states("digits") == {2: "AVAILABLE"}
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for label, version in (("stable", 1), ("canary", 2)):
+                reply = stub.Predict(predict_request(images[:1], version_label=label), timeout=10)
+                assert reply.model_spec.version.value == version
+            rest = requests.post(
+                f"{server.rest_url}/v1/models/mnist/labels/stable:predict",
+                json={"instances": images[:1].tolist()},
+                timeout=10,
+            )
+            assert rest.status_code == 200
+
+            new_config = model_server_config_pb2.ModelServerConfig()
+            new_config.model_config_list.config.add(
+                name="digits", base_path=str(two_versions), model_platform="tensorflow"
+            )
+            reload = model_management_pb2.ReloadConfigRequest(config=new_config)
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(reload, timeout=30)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(predict_request(images[:1]), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+            assert (
+                stub.Predict(predict_request(images[:1], name="digits"), timeout=10).model_spec.version.value
+                == 2
+            )
+    finally:
+        assert server.stop() == 0
+
+
+def test_batching_merges_concurrent_requests(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    params = tmp_path / "batching.config"
+    params.write_text(
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 20000 }\n"
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 4 }\n"
+    )
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--enable_batching",
+        f"--batching_parameters_file={params}",
+        f"--monitoring_config_file={monitoring}",
+    )
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with ThreadPoolExecutor(16) as pool:
+                replies = list(
+                    pool.map(
+                        lambda i: stub.Predict(predict_request(images[i % 8 : i % 8 + 1]), timeout=30),
+                        range(16),
+                    )
+                )
+            for i, reply in enumerate(replies):
+                np.testing.assert_allclose(
+                    tf.make_ndarray(reply.outputs["probabilities"])[0],
+                    in_process["probabilities"][i % 8],
+                    rtol=1e-5,
+                    atol=1e-7,
+                )
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(predict_request(np.zeros((9, 28, 28, 1), np.float32)), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "Task size 9 is larger than maximum input batch size 8" in raised.value.details()
+        metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
+        count = float(metrics.split('serving_batch_size_count{model="mnist"} ')[1].split()[0])
+        total = float(metrics.split('serving_batch_size_sum{model="mnist"} ')[1].split()[0])
+        assert total == 16 + 1 + 8  # the requests and the two warm-up requests
+        assert count < 16 + 2, "concurrent requests were never merged"
+    finally:
+        assert server.stop() == 0
+
+
+def run_server_cli(*flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *flags], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_help_uses_tensorflow_model_server_flags() -> None:
+    result = run_server_cli("--help")
+    for flag in (
+        "--port",
+        "--rest_api_port",
+        "--model_config_file",
+        "--file_system_poll_wait_seconds",
+        "--enable_batching",
+        "--batching_parameters_file",
+        "--monitoring_config_file",
+        "--rest_api_timeout_in_ms",
+        "examples:",
+    ):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ((), "nothing to serve"),
+        (("--model_config_file=/nonexistent.config",), "cannot read /nonexistent.config"),
+        (
+            ("--model_base_path=/tmp", "--enable_batching", "--batching_parameters_file=BAD"),
+            "cannot read BAD",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_line(flags: tuple[str, ...], message: str) -> None:
+    result = run_server_cli(*flags)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "x" base_path: "/tmp" }')
+    result = run_server_cli(f"--model_config_file={config}")
+    assert (
+        result.returncode == 2
+        and f"{config} is not a valid ModelServerConfig text proto: 1:" in result.stderr
+    )
+
+
+def test_port_in_use_is_one_line(trained_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server_cli(
+            f"--rest_api_port={port}",
+            "--host=127.0.0.1",
+            "--port=0",
+            f"--model_base_path={trained_model_dir / 'mnist'}",
+        )
+    assert result.returncode == 1 and "cannot start the server" in result.stderr
+    assert "Traceback" not in result.stderr
