@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.machine import describe_machine  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import Split, load_mnist  # noqa: E402
 from trainer.evaluate import test_metrics  # noqa: E402
@@ -87,18 +86,6 @@ def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
     }
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{os.cpu_count()} cores, {cpu}, {platform.system()}, TensorFlow {tf.__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +98,7 @@ def main() -> None:
             print(f"== {arch}", file=sys.stderr)
             results[arch] = bench_arch(arch, Path(scratch))
             print(json.dumps({arch: results[arch]}), flush=True)
-    results["machine"] = machine()
+    results["machine"] = f"{describe_machine()}, TensorFlow {tf.__version__}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)

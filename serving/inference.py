@@ -17,14 +17,17 @@ from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    input_pb2,
     model_pb2,
     predict_pb2,
+    regression_pb2,
     status_pb2,
 )
 
-from serving import rest_json
+from serving import classify, rest_json
 from serving.errors import ServingError, invalid_argument
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
@@ -58,7 +61,7 @@ class Inference:
         self._observe = observe
 
     @contextmanager
-    def _observed(self, name: str, api: str) -> Iterator[dict[str, str]]:
+    def _observed(self, name: str, api: str, method: str = "predict") -> Iterator[dict[str, str]]:
         """Time a prediction and report it with the version that answered and its status code."""
         started = time.perf_counter()
         seen = {"version": ""}
@@ -72,7 +75,7 @@ class Inference:
             code = "INTERNAL"
             raise
         finally:
-            self._observe(name, seen["version"], api, "predict", code, time.perf_counter() - started)
+            self._observe(name, seen["version"], api, method, code, time.perf_counter() - started)
 
     def _predict(
         self, servable: Servable, signature_name: str, make_inputs: InputMaker, output_filter: Iterable[str]
@@ -97,10 +100,7 @@ class Inference:
         ):
             seen["version"] = str(servable.version)
             outputs = self._predict(servable, spec.signature_name, make_inputs, request.output_filter)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = spec.name
-            response.model_spec.version.value = servable.version
-            response.model_spec.signature_name = spec.signature_name or DEFAULT_SIGNATURE
+            response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
             return response
@@ -122,6 +122,79 @@ class Inference:
                     (),
                 )
             return rest_json.predict_response(outputs, parsed.row_format)
+
+    def _run_examples(
+        self,
+        spec: model_pb2.ModelSpec,
+        request_input: input_pb2.Input,
+        outputs: tuple[str, ...],
+        api: str,
+        method: str,
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        """Classify or Regress: serialized examples into the signature's one string input."""
+        version, label = version_of(spec)
+        with (
+            self._observed(spec.name, api, method) as seen,
+            self.store.serving(spec.name, version, label) as servable,
+        ):
+            seen["version"] = str(servable.version)
+            signature = servable.signature(spec.signature_name)
+            wanted = [name for name in outputs if name in signature.outputs]
+            if not wanted:
+                raise invalid_argument(
+                    f"Expected {method} signature outputs named {' or '.join(outputs)}, "
+                    f"found {sorted(signature.outputs)}"
+                )
+            examples = classify.serialized_examples(request_input)
+            inputs = {classify.example_input(signature): examples}
+            return servable.version, servable.predict(spec.signature_name, inputs, wanted)
+
+    def _answer_spec(self, spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
+        answered = model_pb2.ModelSpec(
+            name=spec.name, signature_name=spec.signature_name or DEFAULT_SIGNATURE
+        )
+        answered.version.value = version
+        return answered
+
+    def classify_proto(
+        self, request: classification_pb2.ClassificationRequest, api: str = "grpc"
+    ) -> classification_pb2.ClassificationResponse:
+        version, outputs = self._run_examples(
+            request.model_spec, request.input, ("classes", "scores"), api, "classify"
+        )
+        batch = len(next(iter(outputs.values())))
+        return classification_pb2.ClassificationResponse(
+            model_spec=self._answer_spec(request.model_spec, version),
+            result=classify.classification_result(outputs, batch),
+        )
+
+    def regress_proto(
+        self, request: regression_pb2.RegressionRequest, api: str = "grpc"
+    ) -> regression_pb2.RegressionResponse:
+        version, outputs = self._run_examples(request.model_spec, request.input, ("outputs",), api, "regress")
+        return regression_pb2.RegressionResponse(
+            model_spec=self._answer_spec(request.model_spec, version),
+            result=classify.regression_result(outputs["outputs"]),
+        )
+
+    def examples_json(
+        self, method: str, name: str, version: int | None, label: str | None, body: bytes
+    ) -> dict[str, Any]:
+        """REST :classify and :regress."""
+        document = rest_json.parse_json(body)
+        if not isinstance(document, dict):
+            raise invalid_argument("the request body must be a JSON object")
+        spec = model_pb2.ModelSpec(name=name, signature_name=document.get("signature_name", ""))
+        if version is not None:
+            spec.version.value = version
+        elif label is not None:
+            spec.version_label = label
+        request_input = classify.input_from_json(document, method)
+        if method == "classify":
+            request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
+            return classify.classification_json(self.classify_proto(request, api="rest").result)
+        request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
+        return classify.regression_json(self.regress_proto(request, api="rest").result)
 
     def metadata(
         self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)

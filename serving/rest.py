@@ -15,8 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-import grpc
-
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.inference import Inference
 
@@ -35,6 +33,9 @@ STATUS_PATH = re.compile(
 
 class RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving's HTTP server
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds the second
+    # until the client's delayed ACK, 40 ms later.
+    disable_nagle_algorithm = True
     server: RestServer
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
@@ -94,14 +95,14 @@ class RestHandler(BaseHTTPRequestHandler):
         inference = self.server.inference
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
             name, version, label, verb = match.groups()
-            if verb != "predict":
-                if verb in ("classify", "regress"):
-                    raise ServingError(
-                        grpc.StatusCode.UNIMPLEMENTED, f"{verb} is not supported by this server"
-                    )
+            if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
+            spec = (_name(name), _version(version), _label(label))
             body = self._read_body()
-            document = inference.predict_json(_name(name), _version(version), _label(label), body)
+            if verb == "predict":
+                document = inference.predict_json(*spec, body)
+            else:
+                document = inference.examples_json(verb, *spec, body)
             return 200, self._json(document), "application/json"
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, label, metadata = match.groups()

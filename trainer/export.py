@@ -19,6 +19,10 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
+# A second signature for TF Serving's Classify API: tf.Examples whose `image` feature holds the
+# 784 pixels (row-major, in [0, 1]).
+CLASSIFY_SIGNATURE_NAME = "classify"
+EXAMPLE_FEATURE = "image"
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Small enough for any sensible max_batch_size: TF Serving fails a load whose warm-up is over it.
 WARMUP_BATCH_SIZES = (1, 8)
@@ -41,10 +45,24 @@ def _serving_archive(model: keras.Model) -> keras.export.ExportArchive:
         probabilities = model(images, training=False)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=1)}
 
+    def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        # TF Serving's Classify API: serialized tf.Examples in, per-class labels and scores out.
+        features = tf.io.parse_example(
+            inputs, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([28 * 28], tf.float32)}
+        )
+        scores = model(tf.reshape(features[EXAMPLE_FEATURE], [-1, 28, 28, 1]), training=False)
+        labels = tf.constant([[str(digit) for digit in range(10)]])
+        return {"classes": tf.tile(labels, [tf.shape(scores)[0], 1]), "scores": scores}
+
     archive.add_endpoint(
         name=SIGNATURE_NAME,
         fn=serve,
         input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name=INPUT_NAME)],
+    )
+    archive.add_endpoint(
+        name=CLASSIFY_SIGNATURE_NAME,
+        fn=classify,
+        input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
     )
     return archive
 

@@ -166,3 +166,46 @@ def test_model_status_and_health(channel: grpc.Channel) -> None:
     for service in ("", "PredictionService", "ModelService"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def classification_request(images: np.ndarray, signature_name: str = "classify") -> object:
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "mnist"
+    request.model_spec.signature_name = signature_name
+    for image in images:
+        example = request.input.example_list.examples.add()
+        example.features.feature["image"].float_list.value.extend(image.ravel().tolist())
+    return request
+
+
+def test_classify_with_the_example_signature(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    images: np.ndarray,
+    in_process: dict[str, np.ndarray],
+) -> None:
+    reply = predictions.Classify(classification_request(images), timeout=10)
+    assert reply.model_spec.version.value == 1 and reply.model_spec.signature_name == "classify"
+    for entry, expected in zip(reply.result.classifications, in_process["probabilities"], strict=True):
+        assert [c.label for c in entry.classes] == [str(d) for d in range(10)]
+        np.testing.assert_allclose([c.score for c in entry.classes], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_classify_and_regress_refuse_signatures_that_do_not_fit(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    from tensorflow_serving.apis import regression_pb2
+
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Classify(classification_request(images[:1], signature_name=""), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not serialized tf.Examples" in (
+        raised.value.details()
+    )
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = "mnist"
+    regress.model_spec.signature_name = "classify"
+    regress.input.example_list.examples.add()
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Regress(regress, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "outputs" in raised.value.details()

@@ -149,3 +149,18 @@ def test_prometheus_metrics_count_requests_by_model_version_and_api(
     )
     assert 'serving_request_latency_seconds_bucket{api="rest"' in text
     assert 'serving_model_loads_total{model="mnist",outcome="ok"} 1.0' in text
+
+
+def test_rest_classify_takes_examples_as_json(
+    server: ServerProcess, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    examples = [{"image": image.ravel().tolist()} for image in images[:2]]
+    reply = post(server, "/v1/models/mnist:classify", {"signature_name": "classify", "examples": examples})
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [[label for label, _ in row] for row in results] == [[str(d) for d in range(10)]] * 2
+    np.testing.assert_allclose(
+        [[s for _, s in row] for row in results], in_process["probabilities"][:2], rtol=1e-5
+    )
+    missing = post(server, "/v1/models/mnist:classify", {"signature_name": "classify"})
+    assert missing.status_code == 400 and "'examples' is expected" in missing.json()["error"]

@@ -1,0 +1,135 @@
+"""TF Serving's Classify and Regress APIs over signatures that take serialized tf.Examples.
+
+A classification signature has one DT_STRING input (the serialized examples) and outputs `classes`
+(labels, DT_STRING [batch, n]) and/or `scores` (DT_FLOAT [batch, n]); a regression signature has one
+`outputs` (DT_FLOAT [batch] or [batch, 1]). Over REST, examples come as JSON objects of features.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+
+from serving.errors import invalid_argument
+
+
+def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
+    """The request's examples serialized, each merged with the context when there is one."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = list(request_input.example_list.examples)
+    elif kind == "example_list_with_context":
+        with_context = request_input.example_list_with_context
+        examples = []
+        for example in with_context.examples:
+            merged = tf.train.Example()
+            merged.CopyFrom(with_context.context)
+            merged.MergeFrom(example)
+            examples.append(merged)
+    else:
+        raise invalid_argument("Input is empty")
+    if not examples:
+        raise invalid_argument("Input is empty")
+    return np.array([e.SerializeToString() for e in examples], dtype=object)
+
+
+def example_input(signature: meta_graph_pb2.SignatureDef) -> str:
+    """The name of the signature's one DT_STRING input, or why it cannot classify or regress."""
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    ((name, info),) = signature.inputs.items()
+    if info.dtype != tf.string.as_datatype_enum:
+        raise invalid_argument(
+            f"this signature takes {tf.dtypes.as_dtype(info.dtype).name} input '{name}', not serialized "
+            "tf.Examples: use Predict, or a classification or regression signature (such as 'classify')"
+        )
+    return name
+
+
+def classification_result(
+    outputs: dict[str, np.ndarray], batch: int
+) -> classification_pb2.ClassificationResult:
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+    result = classification_pb2.ClassificationResult()
+    for row in range(batch):
+        entry = result.classifications.add()
+        for column in range(width):
+            label = classes[row, column].decode() if classes is not None else ""
+            score = float(scores[row, column]) if scores is not None else 0.0
+            entry.classes.add(label=label, score=score)
+    return result
+
+
+def regression_result(outputs: np.ndarray) -> regression_pb2.RegressionResult:
+    values = outputs.reshape(len(outputs), -1)
+    if values.shape[1] != 1:
+        raise invalid_argument(
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {list(outputs.shape)}"
+        )
+    result = regression_pb2.RegressionResult()
+    for value in values[:, 0]:
+        result.regressions.add(value=float(value))
+    return result
+
+
+def _feature(name: str, value: Any) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, (str, dict)) for v in values):
+        try:
+            raw = [
+                base64.b64decode(v["b64"], validate=True) if isinstance(v, dict) else v.encode()
+                for v in values
+            ]
+        except (KeyError, TypeError, binascii.Error):
+            raise invalid_argument(
+                f'Feature: {name} has a value that is neither a string nor {{"b64": ...}}'
+            ) from None
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    raise invalid_argument(f"Feature: {name} has element with unexpected JSON type")
+
+
+def _example(document: Any, where: str) -> tf.train.Example:
+    if not isinstance(document, dict):
+        raise invalid_argument(
+            f"Example must be JSON object but got JSON {type(document).__name__} ({where})"
+        )
+    example = tf.train.Example()
+    for name, value in document.items():
+        example.features.feature[name].CopyFrom(_feature(name, value))
+    return example
+
+
+def input_from_json(document: dict[str, Any], method: str) -> input_pb2.Input:
+    """The `{"context": {...}, "examples": [{...}, ...]}` body of :classify or :regress."""
+    if "examples" not in document:
+        raise invalid_argument(f"When method is {method}, key 'examples' is expected and was not found")
+    if not isinstance(document["examples"], list) or not document["examples"]:
+        raise invalid_argument("'examples' must be a non-empty list/array")
+    examples = [_example(e, f"example {i}") for i, e in enumerate(document["examples"])]
+    request_input = input_pb2.Input()
+    if "context" in document:
+        request_input.example_list_with_context.context.CopyFrom(_example(document["context"], "context"))
+        request_input.example_list_with_context.examples.extend(examples)
+    else:
+        request_input.example_list.examples.extend(examples)
+    return request_input
+
+
+def classification_json(result: classification_pb2.ClassificationResult) -> dict[str, Any]:
+    return {"results": [[[c.label, c.score] for c in entry.classes] for entry in result.classifications]}
+
+
+def regression_json(result: regression_pb2.RegressionResult) -> dict[str, Any]:
+    return {"results": [r.value for r in result.regressions]}
