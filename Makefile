@@ -7,7 +7,7 @@ MODEL_DIR ?= models
 MODEL_NAME ?= mnist
 TRAIN_ARGS ?=
 
-.PHONY: install test lint format up train bench-train
+.PHONY: install test lint format up train bench-train bench-serve
 
 install: $(INSTALLED)
 
@@ -41,3 +41,6 @@ train: $(INSTALLED)
 
 bench-train: $(INSTALLED)
 	$(PY) bench/train.py
+
+bench-serve: $(INSTALLED)
+	$(PY) bench/serve.py
