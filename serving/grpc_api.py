@@ -8,7 +8,7 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -97,6 +97,7 @@ def build_grpc_server(
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"), options=options
@@ -105,10 +106,10 @@ def build_grpc_server(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)
     if health_servicer is not None:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError:
+        raise OSError(
+            f"cannot listen for gRPC on {address}: the address is in use or not available"
+        ) from None
     return server
-
-
-def health_status(serving: bool) -> int:
-    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

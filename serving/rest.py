@@ -170,7 +170,10 @@ class RestServer(ThreadingHTTPServer):
         self.closing = False
         self._active = 0
         self._idle = threading.Condition()
-        super().__init__(address, handler)
+        try:
+            super().__init__(address, handler)
+        except OSError as err:
+            raise OSError(f"cannot listen for REST on {address[0]}:{address[1]}: {err.strerror}") from None
 
     def request_started(self) -> None:
         with self._idle:

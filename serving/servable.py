@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -32,10 +31,6 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
         if "serve" in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)
     raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
-
-
-def dtype_name(dtype: int) -> str:
-    return types_pb2.DataType.Name(dtype)
 
 
 class Servable:

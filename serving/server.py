@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
-from serving.batching import BatchPolicy
 from serving.errors import invalid_argument
 from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
@@ -29,13 +27,10 @@ class ModelServer:
         self.settings = settings
         self.metrics = ServingMetrics()
         self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
-        batching = None
-        if settings.batching is not None:
-            batching = BatchPolicy.from_proto(settings.batching, os.cpu_count() or 1)
         self.store = ModelStore(
             settings.models,
             warm_up=settings.enable_model_warmup,
-            batching=batching,
+            batching=settings.batching,
             on_load=self.metrics.observe_load,
             on_change=self._update_health,
             on_batch=self.metrics.observe_batch,

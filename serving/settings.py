@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.batching import BatchPolicy
 from serving.protos import BatchingParameters, MonitoringConfig
 
 EXAMPLES = """examples:
@@ -42,7 +43,7 @@ class Settings:
     models: model_server_config_pb2.ModelServerConfig
     model_config_file: Path | None
     file_system_poll_wait_seconds: float
-    batching: Message | None  # BatchingParameters when --enable_batching
+    batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
     monitoring: Message  # MonitoringConfig
     rest_api_timeout_s: float
     enable_model_warmup: bool
@@ -172,10 +173,18 @@ def _settings(args: argparse.Namespace) -> Settings:
             "nothing to serve: give --model_base_path (with --model_name) or --model_config_file"
         )
     batching = None
+    if args.batching_parameters_file is not None and not args.enable_batching:
+        raise ConfigError("--batching_parameters_file is set without --enable_batching")
     if args.enable_batching:
-        batching = BatchingParameters()
+        parameters = BatchingParameters()
         if args.batching_parameters_file is not None:
-            batching = read_text_proto(args.batching_parameters_file, batching, "--batching_parameters_file")
+            parameters = read_text_proto(
+                args.batching_parameters_file, parameters, "--batching_parameters_file"
+            )
+        try:
+            batching = BatchPolicy.from_proto(parameters, os.cpu_count() or 1)
+        except ValueError as err:
+            raise ConfigError(f"--batching_parameters_file: {err}") from None
     monitoring = MonitoringConfig()
     if args.monitoring_config_file is not None:
         monitoring = read_text_proto(args.monitoring_config_file, monitoring, "--monitoring_config_file")

@@ -266,10 +266,6 @@ class ModelStore:
             servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
         return all(s.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
 
-    def model_names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._models)
-
     def any_available(self) -> bool:
         with self._lock:
             return any(entry.available() for entry in self._models.values())
