@@ -1,0 +1,16 @@
+"""The client library every consumer of the model server shares: calls, and image normalisation."""
+
+from serving.client.api import Prediction, ServingClient, ServingClientError, VersionStatus
+from serving.client.normalise import ImageError, Limits, Normalised, normalise_bytes, normalise_image
+
+__all__ = [
+    "ImageError",
+    "Limits",
+    "Normalised",
+    "Prediction",
+    "ServingClient",
+    "ServingClientError",
+    "VersionStatus",
+    "normalise_bytes",
+    "normalise_image",
+]

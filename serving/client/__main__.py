@@ -1,0 +1,236 @@
+"""Send images of digits to a model server and print what it read; or ask it about its models.
+
+python -m serving.client predict digit.png photos/ 'scans/*.jpg'
+python -m serving.client predict --rest http://localhost:8501 --json folder/ > answers.jsonl
+python -m serving.client status
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.client.api import DEFAULT_GRPC, ServingClient, ServingClientError
+from serving.client.normalise import ImageError, normalise_bytes
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+EXAMPLES = """examples:
+  python -m serving.client predict digit.png                      one image, over gRPC (localhost:8500)
+  python -m serving.client predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
+  python -m serving.client predict --json - < digit.png           standard input, one JSON line out
+  python -m serving.client predict --rest http://localhost:8501 --label stable --csv folder/
+  python -m serving.client status
+  python -m serving.client metadata --version 2
+"""
+
+
+@dataclass
+class Outcome:
+    path: str
+    digit: int | None = None
+    probabilities: tuple[float, ...] = ()
+    version: int | None = None
+    error: str | None = None
+
+
+def expand(paths: Iterable[str]) -> Iterator[str]:
+    """Files as given, folders walked for images, globs matched; a missing path stays (and fails)."""
+    for path in paths:
+        if path == "-":
+            yield path
+        elif any(c in path for c in "*?["):
+            yield from sorted(glob.glob(path, recursive=True))
+        elif Path(path).is_dir():
+            yield from sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ImageError(err.strerror or str(err)) from None
+
+
+def predict_batch(client: ServingClient, paths: list[str], args: argparse.Namespace) -> list[Outcome]:
+    outcomes = [Outcome(path) for path in paths]
+    tensors, ready = [], []
+    for outcome in outcomes:
+        try:
+            tensors.append(normalise_bytes(read(outcome.path)).tensor)
+            ready.append(outcome)
+        except ImageError as err:
+            outcome.error = str(err)
+    if ready:
+        try:
+            for outcome, answer in zip(
+                ready, client.predict(tensors, args.model, args.version, args.label), strict=True
+            ):
+                outcome.digit, outcome.probabilities, outcome.version = (
+                    answer.digit,
+                    answer.probabilities,
+                    answer.version,
+                )
+        except ServingClientError as err:
+            for outcome in ready:
+                outcome.error = str(err)
+    return outcomes
+
+
+class Printer:
+    """Answers to stdout as a table (terminal), JSON lines or CSV."""
+
+    def __init__(self, form: str) -> None:
+        self.form = form
+        if form == "csv":
+            self.csv = csv.writer(sys.stdout)
+            self.csv.writerow(["path", "digit", "version", *(f"p{d}" for d in range(10)), "error"])
+
+    def __call__(self, outcome: Outcome) -> None:
+        if self.form == "json":
+            record = (
+                {"path": outcome.path, "error": outcome.error}
+                if outcome.error
+                else {
+                    "path": outcome.path,
+                    "digit": outcome.digit,
+                    "probabilities": list(outcome.probabilities),
+                    "version": outcome.version,
+                }
+            )
+            print(json.dumps(record), flush=True)
+        elif self.form == "csv":
+            probabilities = [f"{p:.6f}" for p in outcome.probabilities] or [""] * 10
+            self.csv.writerow(
+                [outcome.path, outcome.digit, outcome.version, *probabilities, outcome.error or ""]
+            )
+        elif outcome.error:
+            print(f"{outcome.path:40}  error: {outcome.error}")
+        else:
+            confidence = max(outcome.probabilities)
+            print(f"{outcome.path:40}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
+
+
+def connect(args: argparse.Namespace) -> ServingClient:
+    options = {"timeout": args.timeout}
+    if args.rest:
+        return ServingClient.rest(args.rest, **options)
+    return ServingClient.grpc(args.grpc, verbose=args.verbose, **options)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    paths = list(expand(args.paths))
+    if not paths:
+        print("error: no images found in the paths given", file=sys.stderr)
+        return 1
+    client = connect(args)
+    show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"))
+    batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+    failed = 0
+    progress = None
+    if sys.stderr.isatty() and len(batches) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        for outcomes in pool.map(lambda batch: predict_batch(client, batch, args), batches):
+            for outcome in outcomes:
+                show(outcome)
+                failed += outcome.error is not None
+            if progress is not None:
+                progress.update(len(outcomes))
+    if progress is not None:
+        progress.close()
+    if failed:
+        print(f"{failed} of {len(paths)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    for status in connect(args).status(args.model, args.version):
+        problem = f"  {status.error_code}: {status.error_message}" if status.error_code != "OK" else ""
+        print(f"{args.model}  version {status.version}  {status.state}{problem}")
+    return 0
+
+
+def run_metadata(args: argparse.Namespace) -> int:
+    print(json.dumps(connect(args).metadata(args.model, args.version, args.label), indent=2))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.client",
+        description="Predict digits with a TF-Serving-compatible model server, or ask it about its models.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_mutually_exclusive_group()
+    where.add_argument(
+        "--grpc", default=DEFAULT_GRPC, metavar="HOST:PORT", help=f"gRPC (default {DEFAULT_GRPC})"
+    )
+    where.add_argument("--rest", metavar="URL", help="REST instead, e.g. http://localhost:8501")
+    common.add_argument("--model", default="mnist", help="default mnist")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    common.add_argument("--verbose", action="store_true", help="TensorFlow's own logging")
+    version = argparse.ArgumentParser(add_help=False)
+    choice = version.add_mutually_exclusive_group()
+    choice.add_argument("--version", type=int, help="a version number (default: the latest)")
+    choice.add_argument("--label", help="a version label, e.g. stable")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", parents=[common, version], help="read digits from images")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="files, folders, globs, or - for stdin")
+    predict.add_argument("--batch-size", type=int, default=32, help="images per request (default 32)")
+    predict.add_argument("--concurrency", type=int, default=4, help="requests at once (default 4)")
+    form = predict.add_mutually_exclusive_group()
+    form.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="one JSON object a line"
+    )
+    form.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
+    predict.set_defaults(run=run_predict)
+
+    status = commands.add_parser("status", parents=[common], help="each version's state")
+    status.add_argument("--version", type=int, help="one version only")
+    status.set_defaults(run=run_status)
+    metadata = commands.add_parser("metadata", parents=[common, version], help="the model's signatures")
+    metadata.set_defaults(run=run_metadata)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "concurrency"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return args.run(args)
+    except ServingClientError as err:
+        print(
+            f"error: {err} (is the server running at {args.rest or args.grpc}?)"
+            if err.status == "UNAVAILABLE"
+            else f"error: {err}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""One typed client for a TF Serving API, over gRPC (the default) or REST, for ours and the real one.
+
+    client = ServingClient.grpc("localhost:8500")        # or ServingClient.rest("http://localhost:8501")
+    for answer in client.predict(images):                 # float32 [n, 28, 28, 1] or [28, 28, 1]
+        print(answer.digit, answer.version)
+
+Transient failures (UNAVAILABLE, connection refused, HTTP 503) are retried with exponential backoff;
+anything else raises ServingClientError carrying the server's status and message. Channels are opened
+once per target and shared.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import requests
+
+DEFAULT_GRPC = "localhost:8500"
+DEFAULT_REST = "http://localhost:8501"
+T = TypeVar("T")
+
+
+class ServingClientError(Exception):
+    """The server's answer to a failed call (or why there was none): a status name and its message."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Prediction:
+    digit: int
+    probabilities: tuple[float, ...]
+    version: int
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: str
+    error_message: str
+
+
+def as_batch(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """float32 [n, 28, 28, 1] from one image or many, grey [28, 28] or [28, 28, 1]."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim == 2 or (batch.ndim == 3 and batch.shape[-1] == 1 and batch.shape[0] == 28):
+        batch = batch[None]
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    if batch.shape[1:] != (28, 28, 1):
+        raise ValueError(f"images of shape {batch.shape[1:]}, expected 28x28 (normalise them first)")
+    return batch
+
+
+class ServingClient:
+    """Predict, status and metadata over one transport; see `grpc()` and `rest()`."""
+
+    def __init__(
+        self, transport: Transport, timeout: float = 10.0, retries: int = 3, backoff: float = 0.2
+    ) -> None:
+        self.transport, self.timeout, self.retries, self.backoff = transport, timeout, retries, backoff
+
+    @classmethod
+    def grpc(cls, target: str = DEFAULT_GRPC, verbose: bool = False, **options: Any) -> ServingClient:
+        """`verbose` lets TensorFlow (which the gRPC protos import) log as it loads."""
+        return cls(GrpcTransport(target, verbose), **options)
+
+    @classmethod
+    def rest(cls, url: str = DEFAULT_REST, **options: Any) -> ServingClient:
+        return cls(RestTransport(url), **options)
+
+    def _with_retries(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except ServingClientError as err:
+                if err.status != "UNAVAILABLE" or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def predict(
+        self,
+        images: np.ndarray | Sequence[np.ndarray],
+        model: str = "mnist",
+        version: int | None = None,
+        label: str | None = None,
+    ) -> list[Prediction]:
+        """One Prediction per image, from the version the spec names (default: the latest)."""
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        batch = as_batch(images)
+        probabilities, answered = self._with_retries(
+            lambda: self.transport.predict(batch, model, version, label, self.timeout)
+        )
+        return [
+            Prediction(int(np.argmax(row)), tuple(float(p) for p in row), answered) for row in probabilities
+        ]
+
+    def status(self, model: str = "mnist", version: int | None = None) -> list[VersionStatus]:
+        return self._with_retries(lambda: self.transport.status(model, version, self.timeout))
+
+    def metadata(self, model: str = "mnist", version: int | None = None, label: str | None = None) -> dict:
+        """The model's signatures, as TF Serving's REST API prints them."""
+        return self._with_retries(lambda: self.transport.metadata(model, version, label, self.timeout))
+
+
+class Transport:
+    """How a call reaches the server; answers (probabilities [n, 10], version that answered)."""
+
+    def predict(
+        self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
+    ) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
+        raise NotImplementedError
+
+    def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
+        raise NotImplementedError
+
+
+class RestTransport(Transport):
+    """TF Serving's REST API with `requests`; no TensorFlow needed on this side."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._local = threading.local()  # a requests.Session is not thread-safe: one per thread
+
+    @property
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _path(self, model: str, version: int | None, label: str | None) -> str:
+        path = f"{self.url}/v1/models/{model}"
+        if version is not None:
+            return f"{path}/versions/{version}"
+        return f"{path}/labels/{label}" if label is not None else path
+
+    def _call(self, method: str, url: str, timeout: float, body: dict | None = None) -> dict:
+        try:
+            reply = self._session.request(method, url, json=body, timeout=timeout)
+        except requests.ConnectionError as err:
+            raise ServingClientError("UNAVAILABLE", f"cannot reach {self.url}: {err}") from None
+        except requests.Timeout:
+            raise ServingClientError(
+                "DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s"
+            ) from None
+        try:
+            document = reply.json()
+        except ValueError:
+            document = {"error": reply.text[:200] or reply.reason}
+        if reply.status_code != 200:
+            raise ServingClientError(
+                HTTP_STATUS_NAMES.get(reply.status_code, str(reply.status_code)),
+                str(document.get("error", document)),
+            )
+        return document
+
+    def predict(
+        self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
+    ) -> tuple[np.ndarray, int]:
+        document = self._call(
+            "POST",
+            f"{self._path(model, version, label)}:predict",
+            timeout,
+            {"inputs": {"images": images.tolist()}},
+        )
+        probabilities = np.asarray(document["outputs"]["probabilities"], dtype=np.float32)
+        # REST predictions do not name the version that answered: ask, unless the request fixed it.
+        answered = version if version is not None else self._answering_version(model, label, timeout)
+        return probabilities, answered
+
+    def _answering_version(self, model: str, label: str | None, timeout: float) -> int:
+        metadata = self.metadata(model, None, label, timeout)
+        return int(metadata["model_spec"]["version"])
+
+    def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
+        document = self._call("GET", self._path(model, version, None), timeout)
+        return [
+            VersionStatus(
+                int(s["version"]), s["state"], s["status"]["error_code"], s["status"]["error_message"]
+            )
+            for s in document["model_version_status"]
+        ]
+
+    def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
+        return self._call("GET", f"{self._path(model, version, label)}/metadata", timeout)
+
+
+# HTTP status -> the gRPC status name TF Serving maps to it (serving/errors.py holds the other way).
+HTTP_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+@functools.cache
+def _channel(target: str) -> Any:
+    """One channel per target for the whole process: gRPC multiplexes every call over it."""
+    import grpc
+
+    return grpc.insecure_channel(target)
+
+
+def _load_grpc_api(verbose: bool) -> None:
+    """tensorflow-serving-api's protos import TensorFlow: do it once, quietly, on first gRPC use."""
+    from tfquiet import import_tensorflow
+
+    import_tensorflow(verbose)
+
+
+def _as_json(message: Any) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class GrpcTransport(Transport):
+    """tensorflow-serving-api's stubs over one shared channel."""
+
+    def __init__(self, target: str, verbose: bool = False) -> None:
+        self.target = target
+        _load_grpc_api(verbose)
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        channel = _channel(target)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(channel)
+
+    @staticmethod
+    def _spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
+        spec.name = model
+        if version is not None:
+            spec.version.value = version
+        elif label is not None:
+            spec.version_label = label
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float) -> T:
+        import grpc
+
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise ServingClientError(err.code().name, err.details() or err.code().name) from None
+
+    def predict(
+        self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
+    ) -> tuple[np.ndarray, int]:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, model, version, label)
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        request.output_filter.append("probabilities")
+        reply = self._call(self._predictions.Predict, request, timeout)
+        return tf.make_ndarray(reply.outputs["probabilities"]), reply.model_spec.version.value
+
+    def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
+        from tensorflow.core.protobuf import error_codes_pb2
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec, model, version, None)
+        reply = self._call(self._models.GetModelStatus, request, timeout)
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [
+            VersionStatus(
+                s.version,
+                state_name(s.state),
+                error_codes_pb2.Code.Name(s.status.error_code),
+                s.status.error_message,
+            )
+            for s in reply.model_version_status
+        ]
+
+    def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec, model, version, label)
+        reply = self._call(self._predictions.GetModelMetadata, request, timeout)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        reply.metadata["signature_def"].Unpack(signatures)
+        return {"model_spec": _as_json(reply.model_spec), "metadata": {"signature_def": _as_json(signatures)}}

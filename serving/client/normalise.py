@@ -1,0 +1,168 @@
+"""Turn an image a person made (photo, scan, canvas export) into what the model was trained on.
+
+MNIST's own recipe: grey ink as high values on a zero background, cropped to the ink, the longer side
+scaled to 20 px with anti-aliasing, placed in a 28x28 field with the centre of mass at pixel (14, 14).
+Before that, what MNIST never had: colour, transparency, light or dark paper, uneven light and sensor
+noise, which a background estimate and an Otsu threshold take away.
+
+Decoding is bounded: the byte count and the pixel count (read from the header) are checked before a
+single pixel is decoded, so a decompression bomb costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+WORKING_SIDE = 1024  # larger images are reduced to this before the ink is found: plenty for a 20 px digit
+DIGIT_SIDE = 20
+FIELD_SIDE = 28
+MNIST_CENTRE = np.array([14.0, 14.0])  # the mean centre of mass of MNIST digits, (row, column)
+
+
+class ImageError(ValueError):
+    """An upload that cannot become a digit, with what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 25_000_000
+
+
+@dataclass(frozen=True)
+class Normalised:
+    image: np.ndarray  # uint8 [28, 28], ink = 255: what the model sees, for showing to people
+    tensor: np.ndarray  # float32 [28, 28, 1] in [0, 1]: the serving signature's input
+
+
+def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """The first frame of an image file, refused before decoding if it is too big."""
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"the image is too large to decode ({err.args[0].split(',')[0]})") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"the image header is damaged ({err})") from None
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"the image is {width}x{height} = {width * height:,} pixels, "
+            f"over the limit of {limits.max_pixels:,}"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"the image is {width}x{height} pixels: nothing to read")
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"the image is truncated or corrupt ({err})") from None
+    return ImageOps.exif_transpose(image)  # a phone photo the right way up
+
+
+def ink_map(image: Image.Image) -> np.ndarray:
+    """Float [h, w] in [0, 255] with ink high: alpha for transparent canvases, else inverted grey
+    when the paper is light."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3]
+        if alpha.min() < 250:  # really transparent somewhere: the strokes are the opaque part
+            return alpha
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    return 255.0 - grey if np.median(grey) > 127 else grey
+
+
+def _reduce(image: Image.Image) -> Image.Image:
+    longer = max(image.size)
+    if longer <= WORKING_SIDE:
+        return image
+    scale = WORKING_SIDE / longer
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB").resize(
+        size, Image.Resampling.LANCZOS
+    )
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """The level that best splits `values` (0-255) into two classes (Otsu, 1979)."""
+    histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
+    weights = np.cumsum(histogram).astype(np.float64)
+    means = np.cumsum(histogram * edges[:-1])
+    total_weight, total_mean = weights[-1], means[-1]
+    background, foreground = weights, total_weight - weights
+    valid = (background > 0) & (foreground > 0)
+    between = np.zeros(256)
+    between[valid] = (total_mean * background[valid] - means[valid] * total_weight) ** 2 / (
+        background[valid] * foreground[valid]
+    )
+    return float(edges[int(np.argmax(between))])
+
+
+def clean_ink(ink: np.ndarray) -> np.ndarray:
+    """Background and noise removed: ink where there is a stroke, exactly 0 elsewhere."""
+    side = max(ink.shape)
+    # The paper's own brightness, wherever it varies slowly: what a grey opening wider than any
+    # stroke leaves of the image. Taken away, uneven light is gone.
+    background = ndimage.grey_opening(ink, size=max(3, side // 4))
+    ink = np.clip(ink - background, 0, None)
+    smooth = ndimage.gaussian_filter(ink, sigma=max(0.5, side / 400))
+    if smooth.max() - smooth.min() < 24:  # under ~10% contrast: paper, not a digit
+        raise ImageError("no ink found: the image looks blank")
+    mask = smooth > otsu_threshold(smooth)
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        raise ImageError("no ink found: the image looks blank")
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    keep = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))  # drop specks of noise
+    strokes = ndimage.binary_dilation(keep, iterations=max(1, side // 200))  # with their soft edges
+    cleaned = np.where(strokes, ink, 0.0)
+    peak = np.percentile(cleaned[keep], 90)
+    return np.clip(cleaned / max(peak, 1e-6), 0.0, 1.0)
+
+
+def to_mnist_layout(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink, longer side to 20 px, centre of mass to (14, 14) of a 28x28 field."""
+    rows, cols = np.nonzero(ink)
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = crop.shape
+    scale = DIGIT_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    digit = np.asarray(
+        Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    )
+    digit = np.clip(digit, 0.0, 1.0)
+    field = np.zeros((FIELD_SIDE, FIELD_SIDE), dtype=np.float32)
+    top, left = (FIELD_SIDE - size[1]) // 2, (FIELD_SIDE - size[0]) // 2
+    field[top : top + size[1], left : left + size[0]] = digit
+    shift = np.round(MNIST_CENTRE - np.array(ndimage.center_of_mass(field))).astype(int)
+    # Never shift ink out of the field: the digit is at most 20 px, so 4 px of margin remain each side.
+    rows, cols = np.nonzero(field)
+    shift[0] = np.clip(shift[0], -rows.min(), FIELD_SIDE - 1 - rows.max())
+    shift[1] = np.clip(shift[1], -cols.min(), FIELD_SIDE - 1 - cols.max())
+    return np.roll(field, tuple(shift), axis=(0, 1))
+
+
+def normalise_image(image: Image.Image) -> Normalised:
+    field = to_mnist_layout(clean_ink(ink_map(_reduce(image))))
+    return Normalised(
+        image=np.round(field * 255).astype(np.uint8), tensor=field[..., None].astype(np.float32)
+    )
+
+
+def normalise_bytes(data: bytes, limits: Limits = Limits()) -> Normalised:
+    """An uploaded file's bytes to the model's input; ImageError says what is wrong with a bad one."""
+    return normalise_image(decode(data, limits))
