@@ -144,7 +144,7 @@ def to_mnist_layout(ink: np.ndarray) -> np.ndarray:
     digit = np.asarray(
         Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
     )
-    digit = np.clip(digit, 0.0, 1.0)
+    digit = np.clip(digit / max(float(digit.max()), 1e-6), 0.0, 1.0)  # the strongest stroke at full ink
     field = np.zeros((FIELD_SIDE, FIELD_SIDE), dtype=np.float32)
     top, left = (FIELD_SIDE - size[1]) // 2, (FIELD_SIDE - size[0]) // 2
     field[top : top + size[1], left : left + size[0]] = digit

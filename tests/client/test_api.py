@@ -1,0 +1,69 @@
+"""ServingClient against the real server process: both transports, the same answers, clear errors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from serving.client import ServingClient, ServingClientError, normalise_bytes
+from tests.client.conftest import encode, photo_of
+from tests.conftest import ServerProcess, free_port
+from trainer.data import Split
+
+
+@pytest.fixture(scope="module")
+def clients(server: ServerProcess) -> dict[str, ServingClient]:
+    return {"grpc": ServingClient.grpc(server.grpc_target), "rest": ServingClient.rest(server.rest_url)}
+
+
+def test_grpc_and_rest_give_the_same_answers(clients: dict[str, ServingClient], mnist_test: Split) -> None:
+    images = mnist_test.images[:16] / 255.0
+    over_grpc, over_rest = clients["grpc"].predict(images), clients["rest"].predict(images)
+    assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
+    np.testing.assert_allclose(
+        [p.probabilities for p in over_grpc], [p.probabilities for p in over_rest], rtol=1e-5
+    )
+    assert {p.version for p in over_grpc + over_rest} == {1}
+    assert sum(p.digit == label for p, label in zip(over_grpc, mnist_test.labels[:16], strict=True)) >= 12
+
+
+def test_a_photographed_digit_round_trips_to_its_class(
+    clients: dict[str, ServingClient], mnist_test: Split
+) -> None:
+    direct = clients["grpc"].predict(mnist_test.images[:20] / 255.0)
+    right = [i for i, p in enumerate(direct) if p.digit == mnist_test.labels[i]][:5]
+    for index in right:
+        upload = encode(photo_of(mnist_test.images[index], light_slope=60, noise=6), "JPEG")
+        (answer,) = clients["grpc"].predict(normalise_bytes(upload).tensor)
+        assert answer.digit == mnist_test.labels[index]
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_status_metadata_and_errors(clients: dict[str, ServingClient], transport: str) -> None:
+    client = clients[transport]
+    (status,) = client.status()
+    assert (status.version, status.state, status.error_code) == (1, "AVAILABLE", "OK")
+    signature = client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert set(signature["inputs"]) == {"images"}
+    with pytest.raises(ServingClientError) as raised:
+        client.predict(np.zeros((28, 28)), model="nope")
+    assert raised.value.status == "NOT_FOUND" and "Latest(nope)" in raised.value.message
+    with pytest.raises(ServingClientError) as raised:
+        client.predict(np.zeros((28, 28)), label="canary")
+    assert raised.value.status == "INVALID_ARGUMENT"
+    with pytest.raises(ValueError, match="expected 28x28"):
+        client.predict(np.zeros((32, 32)))
+
+
+@pytest.mark.parametrize("make", [ServingClient.grpc, ServingClient.rest])
+def test_unreachable_server_is_retried_then_unavailable(make: object) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}" if make is ServingClient.grpc else f"http://127.0.0.1:{port}"
+    client = make(target, retries=2, backoff=0.1, timeout=2)  # type: ignore[operator]
+    started = time.monotonic()
+    with pytest.raises(ServingClientError) as raised:
+        client.predict(np.zeros((28, 28)))
+    assert raised.value.status == "UNAVAILABLE"
+    assert time.monotonic() - started >= 0.1 + 0.2  # two backoffs before giving up

@@ -1,0 +1,97 @@
+"""`python -m serving.client` as a user runs it: formats, batches, bad files, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import encode, photo_of
+from tests.conftest import ROOT, ServerProcess, free_port
+from trainer.data import Split
+
+
+def client_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.client", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, mnist_test: Split) -> Path:
+    """Five photographed digits in two folders, and one file that is not an image."""
+    root = tmp_path_factory.mktemp("uploads")
+    (root / "more").mkdir()
+    for index in range(5):
+        place = root / "more" if index >= 3 else root
+        (place / f"digit{index}.jpg").write_bytes(encode(photo_of(mnist_test.images[index]), "JPEG"))
+    (root / "notes.png").write_bytes(b"this is not a picture")
+    return root
+
+
+def test_folder_to_json_lines_carries_on_past_a_bad_file(server: ServerProcess, folder: Path) -> None:
+    result = client_cli("predict", "--grpc", server.grpc_target, "--json", "--batch-size", "2", str(folder))
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 6
+    errors = [r for r in records if "error" in r]
+    assert [Path(r["path"]).name for r in errors] == ["notes.png"] and "not an image" in errors[0]["error"]
+    good = [r for r in records if "error" not in r]
+    assert all(
+        set(r) == {"path", "digit", "probabilities", "version"} and len(r["probabilities"]) == 10
+        for r in good
+    )
+    assert result.stderr.strip() == "1 of 6 inputs failed"
+
+
+def test_csv_over_rest_and_stdin(server: ServerProcess, folder: Path) -> None:
+    result = client_cli(
+        "predict",
+        "--rest",
+        server.rest_url,
+        "--csv",
+        str(folder / "digit0.jpg"),
+        str(folder / "more" / "*.jpg"),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [Path(r["path"]).name for r in rows] == ["digit0.jpg", "digit3.jpg", "digit4.jpg"]
+    assert all(r["version"] == "1" and r["error"] == "" for r in rows)
+    piped = client_cli(
+        "predict", "--grpc", server.grpc_target, "--json", "-", stdin=(folder / "digit0.jpg").read_bytes()
+    )
+    assert piped.returncode == 0 and json.loads(piped.stdout)["path"] == "-"
+    assert json.loads(piped.stdout)["digit"] == next(
+        r["digit"] for r in rows if r["path"].endswith("digit0.jpg")
+    )
+
+
+def test_status_and_metadata(server: ServerProcess) -> None:
+    status = client_cli("status", "--grpc", server.grpc_target)
+    assert status.returncode == 0 and status.stdout.strip() == "mnist  version 1  AVAILABLE"
+    metadata = client_cli("metadata", "--rest", server.rest_url)
+    assert json.loads(metadata.stdout)["model_spec"]["version"] == "1"
+
+
+def test_server_down_and_usage_errors_are_one_line() -> None:
+    down = client_cli("status", "--grpc", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
+    assert "UNAVAILABLE" in down.stderr and "is the server running" in down.stderr
+    nothing = client_cli("predict", "/nonexistent/*.png")
+    assert nothing.returncode == 1 and nothing.stderr.strip() == "error: no images found in the paths given"
+    bad_flag = client_cli("predict", "--batch-size", "0", "x.png")
+    assert bad_flag.returncode == 2 and "--batch-size must be at least 1" in bad_flag.stderr
+    missing = client_cli("predict", "--json", "/nonexistent.png", "--grpc", f"127.0.0.1:{free_port()}")
+    assert missing.returncode == 1 and "No such file or directory" in json.loads(missing.stdout)["error"]

@@ -1,0 +1,126 @@
+"""Normalisation lands uploads in MNIST's layout; every kind of bad upload gets its own error."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from serving.client.normalise import ImageError, Limits, normalise_bytes
+from tests.client.conftest import encode, photo_of
+from trainer.data import Split
+
+
+def assert_mnist_layout(image: np.ndarray, original: np.ndarray | None = None) -> None:
+    """Centre of mass within a pixel of (14, 14), longer side of the ink 19-20 px, like MNIST's."""
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() == 255
+    row, col = ndimage.center_of_mass(image.astype(float))
+    assert abs(row - 14) <= 1.0 and abs(col - 14) <= 1.0, (row, col)
+    rows, cols = np.nonzero(image > 30)
+    assert 18 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 21
+    if original is not None:  # the same strokes, give or take a pixel of placement
+        shifted = (np.roll(original, (dr, dc), axis=(0, 1)) for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+        assert max(np.corrcoef(image.ravel(), s.ravel())[0, 1] for s in shifted) > 0.8
+
+
+KINDS = {
+    "dark ink on light paper, off-centre": dict(at=(40, 300)),
+    "small and far off-centre": dict(scale=4, at=(350, 20)),
+    "uneven light": dict(light_slope=120),
+    "sensor noise": dict(noise=18),
+    "faint pencil": dict(ink=0.35),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_photos_of_digits_land_in_the_mnist_layout(kind: str, mnist_test: Split) -> None:
+    for index in range(8):
+        digit = mnist_test.images[index]
+        normalised = normalise_bytes(encode(photo_of(digit, **KINDS[kind]), "JPEG"))
+        assert_mnist_layout(normalised.image, digit)
+        assert normalised.tensor.shape == (28, 28, 1) and normalised.tensor.dtype == np.float32
+        assert normalised.tensor.max() == pytest.approx(1.0)
+
+
+def test_light_ink_on_dark_board(mnist_test: Split) -> None:
+    board = 255 - photo_of(mnist_test.images[0])
+    assert_mnist_layout(normalise_bytes(encode(board)).image, mnist_test.images[0])
+
+
+def test_rgba_canvas_export_reads_ink_from_alpha(mnist_test: Split) -> None:
+    canvas = np.zeros((400, 400, 4), np.uint8)
+    canvas[..., :3] = 20  # black strokes: only the alpha channel tells ink from background
+    canvas[80:360, 50:330, 3] = np.asarray(Image.fromarray(mnist_test.images[3]).resize((280, 280)))
+    assert_mnist_layout(normalise_bytes(encode(canvas, "PNG", "RGBA")).image, mnist_test.images[3])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_formats_colour_and_palette(fmt: str, mnist_test: Split) -> None:
+    grey = photo_of(mnist_test.images[1], size=(300, 300), scale=8, at=(20, 30))
+    rgb = np.stack([grey, (grey * 0.9).astype(np.uint8), grey], axis=-1)  # tinted paper
+    image = Image.fromarray(rgb)
+    if fmt == "GIF":
+        image = image.convert("P")
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[1])
+
+
+def test_animated_gif_uses_its_first_frame(mnist_test: Split) -> None:
+    frames = [Image.fromarray(photo_of(mnist_test.images[2], size=(300, 300), scale=8, at=(20, 30)))]
+    frames.append(Image.new("L", (300, 300), 225))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[2])
+
+
+def test_typeset_digit(mnist_test: Split) -> None:
+    from PIL import ImageDraw, ImageFont
+
+    page = Image.new("L", (300, 200), 240)
+    ImageDraw.Draw(page).text((100, 20), "4", fill=30, font=ImageFont.load_default(size=140))
+    assert_mnist_layout(normalise_bytes(encode(np.asarray(page))).image)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"just some text, not pixels", "not an image file"),
+        (encode(np.full((60, 60), 230, np.uint8)), "no ink found"),
+        (
+            encode(np.random.default_rng(0).normal(230, 3, (60, 60)).clip(0, 255).astype(np.uint8), "JPEG"),
+            "no ink found",
+        ),
+    ],
+)
+def test_bad_uploads_get_specific_errors(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        normalise_bytes(data)
+
+
+def test_truncated_file(mnist_test: Split) -> None:
+    data = encode(photo_of(mnist_test.images[0]))
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        normalise_bytes(data[: len(data) // 2])
+
+
+def test_byte_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(ImageError, match="over the limit of 1,000 bytes"):
+        noise = np.random.default_rng(0).integers(0, 255, (100, 100), dtype=np.uint8)
+        normalise_bytes(encode(noise), Limits(max_bytes=1000))
+
+
+def test_decompression_bomb_is_refused_in_milliseconds() -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 400 megapixels in ~60 kB
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match="pixels"):
+        normalise_bytes(buffer.getvalue())
+    assert time.perf_counter() - started < 0.5
+    with pytest.raises(ImageError, match="over the limit of 1,000,000"):
+        normalise_bytes(encode(np.zeros((1001, 1000), np.uint8)), Limits(max_pixels=1_000_000))
