@@ -7,7 +7,7 @@ MODEL_DIR ?= models
 MODEL_NAME ?= mnist
 TRAIN_ARGS ?=
 
-.PHONY: install test lint format up train bench-train bench-serve
+.PHONY: install test lint format up train bench-train bench-serve bench-uploads
 
 install: $(INSTALLED)
 
@@ -44,3 +44,7 @@ bench-train: $(INSTALLED)
 
 bench-serve: $(INSTALLED)
 	$(PY) bench/serve.py
+
+bench-uploads: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) bench/uploads.py

@@ -1,0 +1,200 @@
+"""Benchmark: the whole upload path (CLI, normalisation, server, model) on digits that are not MNIST's.
+
+    make bench-uploads     (or: .venv/bin/python bench/uploads.py [--model-base-path models/mnist])
+
+Two evaluation sets, built here with fixed seeds and written as image files:
+- typeset: the digits 0-9 in every DejaVu font style on the machine and Pillow's own font, at odd
+  sizes, offsets, slants, paper colours (light and dark boards) and noise levels, as PNG and JPEG;
+- handwriting: the 1,797 digits of the UCI optical-recognition set (43 writers, none of them MNIST's;
+  shipped inside scikit-learn), scaled up from 8x8 and written dark on paper of varying light and noise.
+The files go through `python -m serving.client predict --json FOLDER` against `python -m serving`
+serving the model directory, so the figures include everything a user's folder goes through.
+Writes bench/results/uploads.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.machine import describe_machine  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "uploads.json"
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+
+
+def fonts() -> dict[str, ImageFont.FreeTypeFont | None]:
+    """Every TrueType font on the machine (None stands for Pillow's built-in font)."""
+    found: dict[str, ImageFont.FreeTypeFont | None] = {"pillow-default": None}
+    for folder in FONT_DIRS:
+        for path in sorted(folder.rglob("*.[ot]tf")) if folder.exists() else []:
+            found[path.stem] = path  # type: ignore[assignment]
+    return found
+
+
+def paper_and_ink(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    if rng.random() < 0.2:  # a dark board with chalk
+        board = tuple(int(v) for v in rng.integers(20, 70, 3))
+        return board, tuple(int(v) for v in rng.integers(200, 256, 3))  # type: ignore[return-value]
+    paper = tuple(int(v) for v in rng.integers(190, 256, 3))
+    return paper, tuple(int(v) for v in rng.integers(0, 90, 3))  # type: ignore[return-value]
+
+
+def finish(image: Image.Image, rng: np.random.Generator, out: Path) -> None:
+    """Uneven light, sensor noise, and PNG or JPEG."""
+    pixels = np.asarray(image, dtype=np.float32)
+    height, width = pixels.shape[:2]
+    slope = rng.uniform(-60, 60) * np.linspace(-0.5, 0.5, width)[None, :, None]
+    noisy = pixels + slope + rng.normal(0, rng.uniform(0, 12), pixels.shape)
+    result = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        result.save(out.with_suffix(".jpg"), quality=int(rng.integers(60, 95)))
+    else:
+        result.save(out.with_suffix(".png"))
+
+
+def typeset_set(folder: Path, variants: int, rng: np.random.Generator) -> int:
+    count = 0
+    for name, path in fonts().items():
+        for digit in range(10):
+            for variant in range(variants):
+                size = int(rng.integers(40, 220))
+                font = (
+                    ImageFont.load_default(size=size) if path is None else ImageFont.truetype(str(path), size)
+                )
+                paper, ink = paper_and_ink(rng)
+                width, height = int(size * rng.uniform(1.5, 4)), int(size * rng.uniform(1.6, 3))
+                page = Image.new("RGB", (width, height), paper)
+                left, top, right, bottom = ImageDraw.Draw(page).textbbox((0, 0), str(digit), font=font)
+                x = rng.uniform(0, max(1, width - (right - left))) - left
+                y = rng.uniform(0, max(1, height - (bottom - top))) - top
+                ImageDraw.Draw(page).text((x, y), str(digit), fill=ink, font=font)
+                page = page.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BILINEAR, fillcolor=paper)
+                finish(page, rng, folder / f"typeset_{digit}_{name}_{variant}")
+                count += 1
+    return count
+
+
+def handwriting_set(folder: Path, rng: np.random.Generator) -> int:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        scale = int(rng.integers(8, 24))
+        ink = (
+            Image.fromarray((pixels / 16 * 255).astype(np.uint8))
+            .resize((8 * scale, 8 * scale), Image.Resampling.BICUBIC)
+            .filter(ImageFilter.GaussianBlur(scale / 3))
+        )
+        paper, pen = paper_and_ink(rng)
+        margin = int(rng.integers(0, 6 * scale))
+        page = Image.new("RGB", (8 * scale + 2 * margin, 8 * scale + 2 * margin), paper)
+        page.paste(Image.new("RGB", ink.size, pen), (margin, margin), ink)
+        finish(page, rng, folder / f"handwriting_{label}_uci_{index}")
+    return len(digits.images)
+
+
+def start_server(base_path: Path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--model_base_path={base_path}",
+            "--model_name=mnist",
+            "--host=127.0.0.1",
+            "--port=18700",
+            "--rest_api_port=18701",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            states = requests.get("http://127.0.0.1:18701/v1/models/mnist", timeout=1).json()
+            if any(s["state"] == "AVAILABLE" for s in states.get("model_version_status", [])):
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"no model became AVAILABLE under {base_path}: train one first (make up)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-base-path", type=Path, default=ROOT / "models" / "mnist")
+    parser.add_argument("--variants", type=int, default=3, help="renderings per font and digit (default 3)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(2026)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        sizes = {
+            "typeset": typeset_set(folder, args.variants, rng),
+            "handwriting": handwriting_set(folder, rng),
+        }
+        print(f"built {sizes} images in {folder}", file=sys.stderr)
+        server = start_server(args.model_base_path)
+        try:
+            started = time.monotonic()
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "serving.client",
+                    "predict",
+                    "--grpc",
+                    "127.0.0.1:18700",
+                    "--json",
+                    str(folder),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            seconds = time.monotonic() - started
+        finally:
+            server.terminate()
+            server.wait(30)
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    report: dict[str, object] = {}
+    for kind in sizes:
+        mine = [a for a in answers if Path(a["path"]).name.startswith(kind + "_")]
+        right = [a for a in mine if a.get("digit") == int(Path(a["path"]).name.split("_")[1])]
+        wrong_by_digit: dict[str, int] = {}
+        for a in mine:
+            if a not in right:
+                key = Path(a["path"]).name.split("_")[1]
+                wrong_by_digit[key] = wrong_by_digit.get(key, 0) + 1
+        report[kind] = {
+            "images": len(mine),
+            "accuracy": round(len(right) / max(1, len(mine)), 4),
+            "errors": sum("error" in a for a in mine),
+            "wrong_by_true_digit": dict(sorted(wrong_by_digit.items())),
+        }
+    report["cli_images_per_s"] = round(len(answers) / seconds, 1)
+    report["cli_seconds"] = round(seconds, 1)
+    report["model_base_path"] = str(args.model_base_path)
+    report["fonts"] = sorted(fonts())
+    report["machine"] = describe_machine()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
