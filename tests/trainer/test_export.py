@@ -103,6 +103,9 @@ def test_second_run_exports_version_2(tmp_path: Path) -> None:
         assert f"exported mnist version {expected} (seed)" in result.stdout
     assert export.numeric_versions(tmp_path / "mnist") == [1, 2]
     assert not list((tmp_path / "mnist").glob(".staging-*"))
+    # The same seed and data give the same training, bit for bit.
+    first, second = (read_json(tmp_path / "mnist" / v / "assets.extra" / "history.json") for v in ("1", "2"))
+    assert first["loss"] == second["loss"] and first["val_loss"] == second["val_loss"]
 
 
 def test_exported_signature_answers_as_the_keras_model(tmp_path: Path) -> None:
