@@ -7,7 +7,7 @@ MODEL_DIR ?= models
 MODEL_NAME ?= mnist
 TRAIN_ARGS ?=
 
-.PHONY: install test lint format up train bench-train bench-serve bench-uploads
+.PHONY: install test lint format up serve dashboard train bench-train bench-serve bench-uploads
 
 install: $(INSTALLED)
 
@@ -36,10 +36,26 @@ up: $(INSTALLED)
 		$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS); \
 	fi
 
+# The model server and the dashboard, each in the foreground (make up will start all three together).
+serve: $(INSTALLED)
+	$(PY) -m serving --port=8500 --rest_api_port=8501 --model_name=$(MODEL_NAME) \
+		--model_base_path=$(abspath $(MODEL_DIR))/$(MODEL_NAME) --monitoring_config_file=serving/monitoring.config
+
+dashboard: $(INSTALLED)
+	MODEL_DIR=$(MODEL_DIR) MODEL_NAME=$(MODEL_NAME) $(VENV)/bin/streamlit run dashboard/app.py
+
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
 
-bench-train: $(INSTALLED)
+bench-# The model server and the dashboard, each in the foreground (make up will start all three together).
+serve: $(INSTALLED)
+	$(PY) -m serving --port=8500 --rest_api_port=8501 --model_name=$(MODEL_NAME) \
+		--model_base_path=$(abspath $(MODEL_DIR))/$(MODEL_NAME) --monitoring_config_file=serving/monitoring.config
+
+dashboard: $(INSTALLED)
+	MODEL_DIR=$(MODEL_DIR) MODEL_NAME=$(MODEL_NAME) $(VENV)/bin/streamlit run dashboard/app.py
+
+train: $(INSTALLED)
 	$(PY) bench/train.py
 
 bench-serve: $(INSTALLED)

@@ -6,6 +6,7 @@ gets the same answer, the same error and the same metrics on either.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -32,6 +34,8 @@ from serving.errors import ServingError, invalid_argument
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
 
+MAX_TENSOR_ELEMENTS = 1 << 26  # 256 MB of float32: far beyond any batch of 28x28 images
+
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, str, float], None]
 InputMaker = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
@@ -45,6 +49,17 @@ def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     if choice == "version_label":
         return None, spec.version_label
     return None, None
+
+
+def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """A request's TensorProto as numpy, its claimed shape checked before anything is allocated."""
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_TENSOR_ELEMENTS:
+        raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
+    try:
+        return tf.make_ndarray(tensor)
+    except (ValueError, TypeError) as err:
+        raise invalid_argument(f"tensor parsing error: {name}: {err}") from None
 
 
 def proto_json(message: Message) -> dict[str, Any]:
@@ -89,10 +104,7 @@ class Inference:
         version, label = version_of(spec)
 
         def make_inputs(_: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
-            try:
-                return {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
-            except (ValueError, TypeError) as err:
-                raise invalid_argument(f"tensor parsing error: {err}") from None
+            return {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
 
         with (
             self._observed(spec.name, "grpc") as seen,

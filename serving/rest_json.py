@@ -48,6 +48,8 @@ def parse_json(body: bytes) -> Any:
         raise invalid_argument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except UnicodeDecodeError as err:
         raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {err.start}") from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
 
 
 def parse_predict_body(body: bytes) -> PredictBody:

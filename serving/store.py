@@ -46,15 +46,17 @@ class ModelEntry:
     def __init__(self, config: model_server_config_pb2.ModelConfig) -> None:
         self.config = config
         self.records: dict[int, VersionRecord] = {}
+        self.base_missing = False  # warned about once, not at every poll
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def present_versions(self) -> list[int]:
+    def present_versions(self) -> list[int] | None:
+        """The numbered version directories, or None when the base path itself is missing."""
         base = Path(self.config.base_path)
         if not base.is_dir():
-            return []
+            return None
         return sorted(
             int(p.name) for p in base.iterdir() if p.name.isdigit() and int(p.name) > 0 and p.is_dir()
         )
@@ -143,10 +145,21 @@ class ModelStore:
 
     def _sync(self, entry: ModelEntry) -> None:
         present = entry.present_versions()
+        if present is None:  # as TF Serving: a missing base path changes nothing (a mount gone away?)
+            if not entry.base_missing:
+                log.warning("base path %s of model %s not found", entry.config.base_path, entry.name)
+            entry.base_missing = True
+            return
+        entry.base_missing = False
         aspired = entry.aspired(present)
         with self._lock:
             # A version whose load failed is retried only if its directory goes away and comes back.
-            for version in [v for v, r in entry.records.items() if r.state == END and v not in present]:
+            failed_and_gone = [
+                v
+                for v, r in entry.records.items()
+                if r.state == END and r.error_code != grpc.StatusCode.OK and v not in present
+            ]
+            for version in failed_and_gone:
                 del entry.records[version]
             # Load what is aspired and not yet there; a version that failed stays failed (see above).
             to_load = [

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import keras
 import numpy as np
 
 from trainer.data import Split
+
+GALLERY_SIZE = 100
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -43,7 +46,6 @@ def test_metrics(model: keras.Model, test: Split, batch_size: int = 1000) -> dic
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     confusion = confusion_matrix(test.labels.astype(np.int64), predicted)
-    wrong = np.flatnonzero(predicted != test.labels)
     return {
         "loss": float(scores["loss"]),
         "accuracy": float(scores["accuracy"]),
@@ -51,13 +53,24 @@ def test_metrics(model: keras.Model, test: Split, batch_size: int = 1000) -> dic
         "test_images": len(test),
         "confusion_matrix": confusion.tolist(),
         "per_class": per_class(confusion),
-        "misclassified": [
-            {
-                "index": int(i),
-                "label": int(test.labels[i]),
-                "predicted": int(predicted[i]),
-                "confidence": float(probabilities[i, predicted[i]]),
-            }
-            for i in wrong
-        ],
+        "misclassified": misclassified(test, probabilities, predicted),
     }
+
+
+def misclassified(test: Split, probabilities: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """Every mistake, most confident first; the first GALLERY_SIZE carry their pixels (base64 of the
+    784 bytes) so the dashboard can show them without the dataset."""
+    wrong = np.flatnonzero(predicted != test.labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    entries: list[dict[str, Any]] = []
+    for rank, i in enumerate(wrong):
+        entry: dict[str, Any] = {
+            "index": int(i),
+            "label": int(test.labels[i]),
+            "predicted": int(predicted[i]),
+            "confidence": float(probabilities[i, predicted[i]]),
+        }
+        if rank < GALLERY_SIZE:
+            entry["pixels"] = base64.b64encode(test.images[i].tobytes()).decode()
+        entries.append(entry)
+    return entries

@@ -209,3 +209,17 @@ def test_classify_and_regress_refuse_signatures_that_do_not_fit(
     with pytest.raises(grpc.RpcError) as raised:
         predictions.Regress(regress, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "outputs" in raised.value.details()
+
+
+def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    tensor = request.inputs["images"]
+    tensor.dtype = tf.float32.as_datatype_enum
+    for size in (10**9, 28, 28, 1):
+        tensor.tensor_shape.dim.add(size=size)
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in raised.value.details()

@@ -164,3 +164,8 @@ def test_rest_classify_takes_examples_as_json(
     )
     missing = post(server, "/v1/models/mnist:classify", {"signature_name": "classify"})
     assert missing.status_code == 400 and "'examples' is expected" in missing.json()["error"]
+
+
+def test_deeply_nested_json_is_a_bad_request(server: ServerProcess) -> None:
+    reply = post(server, "/v1/models/mnist:predict", '{"instances": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def test_artefacts_have_the_documented_keys(trained_model_dir: Path) -> None:
     assert abs(np.trace(confusion) / 10000 - metrics["accuracy"]) < 1e-6
     assert metrics["accuracy"] > 0.8  # trained on 2,700 images for two epochs
     assert len(metrics["misclassified"]) == 10000 - np.trace(confusion)
+    first = metrics["misclassified"][0]
+    assert first["label"] != first["predicted"] and len(base64.b64decode(first["pixels"])) == 28 * 28
+    confidences = [m["confidence"] for m in metrics["misclassified"]]
+    assert confidences == sorted(confidences, reverse=True)
     assert [c["digit"] for c in metrics["per_class"]] == list(range(10))
     assert {"precision", "recall", "f1"} <= set(metrics["per_class"][0])
     card = read_json(extra / "model_card.json")

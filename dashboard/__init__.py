@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: training curves, test metrics, model versions and live predictions."""

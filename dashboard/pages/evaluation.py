@@ -1,0 +1,58 @@
+"""Test-set figures of a version against the original project's and another version's."""
+
+import base64
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import artefacts, charts
+from dashboard.settings import ORIGINAL, settings
+
+config = settings()
+st.title("Evaluation")
+versions = artefacts.versions(config.base_path)
+if not versions:
+    st.info(f"No model version in {config.base_path} yet: train one with `make up` or `python -m trainer`.")
+    st.stop()
+
+left, right = st.columns(2)
+version = left.selectbox("Version", versions, format_func=lambda v: f"version {v}")
+others = ["the original project", *(f"version {v}" for v in versions if v != version)]
+against = right.selectbox("Compare with", others)
+metrics = artefacts.artefact(config.base_path, version, "metrics")
+if metrics is None:
+    st.warning(f"Version {version} has no assets.extra/metrics.json.")
+    st.stop()
+
+baseline = ORIGINAL
+if against != "the original project":
+    baseline = artefacts.artefact(config.base_path, int(against.split()[-1]), "metrics") or ORIGINAL
+for column, name in zip(st.columns(3), ("accuracy", "recall", "loss"), strict=True):
+    value, delta = metrics[name], metrics[name] - baseline[name]
+    shown = f"{value:.2%}" if name != "loss" else f"{value:.4f}"
+    delta_text = f"{delta:+.2%}" if name != "loss" else f"{delta:+.4f}"
+    column.metric(f"Test {name}", shown, delta_text, delta_color="inverse" if name == "loss" else "normal")
+st.caption(
+    f"Deltas against {against}; the original project reports 99.15% accuracy, 99.11% recall, 0.0262 loss."
+)
+
+matrix, figures = st.columns(2)
+matrix.subheader("Confusion matrix")
+matrix.altair_chart(charts.confusion(metrics["confusion_matrix"]), width="stretch")
+figures.subheader("Per digit")
+figures.altair_chart(charts.per_class(metrics["per_class"]), width="stretch")
+figures.dataframe(pd.DataFrame(metrics["per_class"]).set_index("digit"), width="stretch")
+
+mistakes = [m for m in metrics.get("misclassified", []) if "pixels" in m]
+st.subheader(
+    f"Misclassified test images ({len(metrics.get('misclassified', []))} in all, most confident first)"
+)
+per_row = 10
+for start in range(0, min(len(mistakes), 50), per_row):
+    for column, mistake in zip(st.columns(per_row), mistakes[start : start + per_row], strict=False):
+        pixels = np.frombuffer(base64.b64decode(mistake["pixels"]), np.uint8).reshape(28, 28)
+        column.image(pixels, width=56)
+        column.caption(
+            f"#{mistake['index']}: {mistake['label']} → {mistake['predicted']} ({mistake['confidence']:.0%})"
+        )

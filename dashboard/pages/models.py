@@ -1,0 +1,64 @@
+"""What the model server reports: each version's state, the signature, the default version."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.serving_link import client
+from dashboard.settings import settings
+from serving.client import ServingClientError
+
+config = settings()
+st.title("Models")
+
+
+@st.fragment(run_every=5)
+def server_view() -> None:
+    try:
+        statuses = client().status(config.model_name)
+    except ServingClientError as err:
+        if err.status == "UNAVAILABLE":
+            st.error(f"The model server at {config.grpc} is not answering; this page retries every 5 s.")
+        else:
+            st.warning(f"The server knows no version of {config.model_name} yet ({err.message}).")
+        return
+    available = [s.version for s in statuses if s.state == "AVAILABLE"]
+    if available:
+        st.success(f"Requests without a version go to version {max(available)}.")
+    else:
+        st.warning("No version is AVAILABLE: requests are refused until one loads.")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"version": s.version, "state": s.state, "status": s.error_code, "message": s.error_message}
+                for s in statuses
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    if not available:
+        return
+    try:
+        metadata = client().metadata(config.model_name)
+    except ServingClientError as err:
+        st.warning(f"No signature: {err.message}")
+        return
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    for name, signature in signatures.items():
+        if name.startswith("__"):
+            continue
+        rows = [
+            {
+                "signature": name,
+                "role": role,
+                "name": alias,
+                "dtype": info["dtype"],
+                "shape": [int(d["size"]) for d in info["tensor_shape"].get("dim", [])],
+            }
+            for role in ("inputs", "outputs")
+            for alias, info in signature[role].items()
+        ]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+server_view()

@@ -1,0 +1,87 @@
+"""Live predictions: upload images or draw a digit, see what the model saw and what it answered."""
+
+import csv
+import io
+import time
+
+import streamlit as st
+
+from dashboard import charts
+from dashboard.serving_link import client
+from dashboard.settings import settings
+from serving.client import ImageError, ServingClientError, normalise_bytes
+
+config = settings()
+st.title("Predict")
+
+left, right = st.columns(2)
+target = left.selectbox("Version", ["latest", "a version number", "a label"])
+version = label = None
+if target == "a version number":
+    version = int(right.number_input("Version", min_value=1, step=1, value=1))
+elif target == "a label":
+    label = right.text_input("Label", value="stable") or None
+
+uploads = st.file_uploader(
+    "Images of digits",
+    type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"],
+    accept_multiple_files=True,
+)
+inputs = [(upload.name, upload.getvalue()) for upload in uploads or []]
+with st.expander("...or draw one", expanded=not inputs):
+    from streamlit_drawable_canvas import st_canvas
+
+    drawing = st_canvas(
+        stroke_width=18, stroke_color="#000000", height=280, width=280, return_image_data=True, key="canvas"
+    )
+    if drawing.json_data and drawing.json_data.get("objects") and drawing.image_bytes:
+        inputs.append(("drawing", drawing.image_bytes))
+
+if not inputs:
+    st.info("Upload images or draw a digit to see the model's answer.")
+    st.stop()
+
+normalised, results = [], []
+for name, data in inputs:
+    try:
+        normalised.append((name, data, normalise_bytes(data)))
+    except ImageError as err:
+        st.error(f"{name}: {err}")
+        results.append({"image": name, "error": str(err)})
+
+if normalised:
+    started = time.perf_counter()
+    try:
+        answers = client().predict([n.tensor for _, _, n in normalised], config.model_name, version, label)
+    except ServingClientError as err:
+        if err.status == "UNAVAILABLE":
+            st.error(f"The model server at {config.grpc} is not answering. Start it, then try again.")
+        else:
+            st.error(f"The server refused the request: {err.message}")
+        st.stop()
+    round_trip_ms = (time.perf_counter() - started) * 1000
+    st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")
+    for (name, data, seen), answer in zip(normalised, answers, strict=True):
+        uploaded, model_saw, verdict, chart = st.columns([2, 1, 1, 3])
+        uploaded.image(data, caption=name, width="stretch")
+        model_saw.image(seen.image, caption="what the model saw", width=84)
+        verdict.metric("Digit", answer.digit, f"{max(answer.probabilities):.1%} sure", delta_color="off")
+        verdict.caption(f"version {answer.version}")
+        chart.altair_chart(charts.probabilities(answer.probabilities), width="stretch")
+        results.append(
+            {
+                "image": name,
+                "digit": answer.digit,
+                "confidence": max(answer.probabilities),
+                "version": answer.version,
+                **{f"p{d}": p for d, p in enumerate(answer.probabilities)},
+            }
+        )
+
+table = io.StringIO()
+writer = csv.DictWriter(
+    table, fieldnames=["image", "digit", "confidence", "version", *(f"p{d}" for d in range(10)), "error"]
+)
+writer.writeheader()
+writer.writerows(results)
+st.download_button("Download results (CSV)", table.getvalue(), "predictions.csv", "text/csv")

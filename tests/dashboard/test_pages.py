@@ -1,0 +1,109 @@
+"""Each dashboard page run by Streamlit's AppTest against a real server, model and artefacts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.client.conftest import encode, photo_of
+from tests.conftest import ROOT, ServerProcess, free_port
+from trainer.data import Split
+from trainer.progress import RunProgress
+
+PAGES = ROOT / "dashboard" / "pages"
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60)
+
+
+@pytest.fixture
+def dashboard_env(monkeypatch: pytest.MonkeyPatch, trained_model_dir: Path, server: ServerProcess) -> Path:
+    monkeypatch.setenv("MODEL_DIR", str(trained_model_dir))
+    monkeypatch.setenv("SERVING_GRPC", server.grpc_target)
+    return trained_model_dir
+
+
+def texts(app: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "error", "success", "subheader")
+        for e in getattr(app, kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_training_page_draws_each_metric_and_a_live_run(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "models"
+    shutil.copytree(dashboard_env, model_dir)
+    run = RunProgress(model_dir / "mnist", "20261125T000000Z-1", "plus", planned_epochs=5)
+    run.epoch_done(
+        2,
+        {
+            "loss": [0.5, 0.2],
+            "accuracy": [0.8, 0.9],
+            "recall": [0.7, 0.85],
+            "val_loss": [0.3, 0.2],
+            "val_accuracy": [0.9, 0.95],
+            "val_recall": [0.88, 0.93],
+        },
+    )
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    app = page("training").run()
+    assert not app.exception
+    assert "Run 20261125T000000Z-1 (plus): epoch 2 of up to 5" in texts(app)
+    assert app.multiselect[0].value == [1]
+    assert len(app.get("vega_lite_chart")) == 6  # three live, three for version 1
+
+
+def test_training_page_without_a_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    app = page("training").run()
+    assert not app.exception and "No model version" in texts(app)
+
+
+def test_evaluation_page_compares_with_the_original(dashboard_env: Path) -> None:
+    app = page("evaluation").run()
+    assert not app.exception
+    labels = [m.label for m in app.metric]
+    assert labels == ["Test accuracy", "Test recall", "Test loss"]
+    assert "the original project reports 99.15% accuracy" in texts(app)
+    assert len(app.get("image")) > 0  # the gallery of mistakes
+    assert len(app.get("vega_lite_chart")) == 2
+
+
+def test_models_page_reports_the_server(dashboard_env: Path) -> None:
+    app = page("models").run()
+    assert not app.exception
+    assert "Requests without a version go to version 1" in texts(app)
+    assert len(app.dataframe) == 3  # versions; serving_default; classify
+
+
+def test_models_page_says_when_the_server_is_down(
+    monkeypatch: pytest.MonkeyPatch, dashboard_env: Path
+) -> None:
+    monkeypatch.setenv("SERVING_GRPC", f"127.0.0.1:{free_port()}")
+    app = page("models").run()
+    assert not app.exception and "is not answering" in texts(app)
+
+
+def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mnist_test: Split) -> None:
+    app = page("predict").run()
+    assert not app.exception and "Upload images or draw a digit" in texts(app)
+    app.file_uploader[0].set_value(
+        [
+            ("seven.jpg", encode(photo_of(mnist_test.images[0]), "JPEG"), "image/jpeg"),
+            ("blank.png", encode(photo_of(mnist_test.images[0] * 0)), "image/png"),
+        ]
+    )
+    app.run()
+    assert not app.exception
+    assert "blank.png: no ink found" in texts(app)
+    (digit,) = app.metric
+    assert digit.label == "Digit" and digit.value == "7"
+    assert "version 1" in texts(app)
