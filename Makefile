@@ -47,15 +47,7 @@ dashboard: $(INSTALLED)
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
 
-bench-# The model server and the dashboard, each in the foreground (make up will start all three together).
-serve: $(INSTALLED)
-	$(PY) -m serving --port=8500 --rest_api_port=8501 --model_name=$(MODEL_NAME) \
-		--model_base_path=$(abspath $(MODEL_DIR))/$(MODEL_NAME) --monitoring_config_file=serving/monitoring.config
-
-dashboard: $(INSTALLED)
-	MODEL_DIR=$(MODEL_DIR) MODEL_NAME=$(MODEL_NAME) $(VENV)/bin/streamlit run dashboard/app.py
-
-train: $(INSTALLED)
+bench-train: $(INSTALLED)
 	$(PY) bench/train.py
 
 bench-serve: $(INSTALLED)
