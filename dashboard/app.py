@@ -8,14 +8,15 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit would also build its older automatic navigation from a folder of that name.
+VIEWS = Path(__file__).parent / "views"
 
-st.set_page_config(page_title="MNIST platform", page_icon="✏️", layout="wide")
+st.set_page_config(page_title="MNIST platform", page_icon=":material/draw:", layout="wide")
 st.navigation(
     [
-        st.Page(PAGES / "predict.py", title="Predict", icon="🔮", default=True),
-        st.Page(PAGES / "training.py", title="Training", icon="📈"),
-        st.Page(PAGES / "evaluation.py", title="Evaluation", icon="🎯"),
-        st.Page(PAGES / "models.py", title="Models", icon="🗂️"),
+        st.Page(VIEWS / "predict.py", title="Predict", icon=":material/draw:", default=True),
+        st.Page(VIEWS / "training.py", title="Training", icon=":material/show_chart:"),
+        st.Page(VIEWS / "evaluation.py", title="Evaluation", icon=":material/fact_check:"),
+        st.Page(VIEWS / "models.py", title="Models", icon=":material/dns:"),
     ]
 ).run()

@@ -69,11 +69,11 @@ def per_class(rows: list[dict[str, Any]]) -> alt.Chart:
     frame = pd.DataFrame(rows).melt(id_vars=["digit"], value_vars=["precision", "recall"], var_name="figure")
     return (
         alt.Chart(frame)
-        .mark_bar()
+        .mark_bar(clip=True)
         .encode(
             x="digit:O",
             xOffset="figure:N",
-            y=alt.Y("value:Q", scale=alt.Scale(zero=False, domain=[min(0.9, frame.value.min()), 1.0])),
+            y=alt.Y("value:Q", scale=alt.Scale(zero=False, domain=[min(0.9, frame.value.min() - 0.02), 1.0])),
             color="figure:N",
             tooltip=["digit", "figure", alt.Tooltip("value:Q", format=".4f")],
         )

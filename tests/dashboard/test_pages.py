@@ -13,11 +13,11 @@ from tests.conftest import ROOT, ServerProcess, free_port
 from trainer.data import Split
 from trainer.progress import RunProgress
 
-PAGES = ROOT / "dashboard" / "pages"
+VIEWS = ROOT / "dashboard" / "views"
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60)
+    return AppTest.from_file(str(VIEWS / f"{name}.py"), default_timeout=60)
 
 
 @pytest.fixture

@@ -65,8 +65,8 @@ if normalised:
         uploaded, model_saw, verdict, chart = st.columns([2, 1, 1, 3])
         uploaded.image(data, caption=name, width="stretch")
         model_saw.image(seen.image, caption="what the model saw", width=84)
-        verdict.metric("Digit", answer.digit, f"{max(answer.probabilities):.1%} sure", delta_color="off")
-        verdict.caption(f"version {answer.version}")
+        verdict.metric("Digit", answer.digit)
+        verdict.caption(f"{max(answer.probabilities):.1%} sure, version {answer.version}")
         chart.altair_chart(charts.probabilities(answer.probabilities), width="stretch")
         results.append(
             {

@@ -1,0 +1,154 @@
+"""The dashboard in a real headless Chromium: every page, an upload, a drawing, a server going down.
+
+Screenshots of each page land in tests/artifacts/ (ignored by git) for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.client.conftest import encode, photo_of
+from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
+from trainer.data import Split
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def own_server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of this module's own: the last test stops it."""
+    running = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "MODEL_DIR": str(trained_model_dir), "SERVING_GRPC": own_server.grpc_target}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard/app.py",
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--server.headless=true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/_stcore/health", timeout=1).text == "ok"
+        except requests.ConnectionError:
+            return False
+
+    wait_for(lambda: healthy() or process.poll() is not None, 60, "the dashboard to be healthy")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def open_page(page: object, url: str) -> None:
+    """Load a page and wait until Streamlit has finished running its script."""
+    page.goto(url)  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=60_000)  # type: ignore[attr-defined]
+
+
+def screenshot(page: object, name: str) -> None:
+    """Once images and charts have arrived, so the picture shows what a person sees."""
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.images].every(i => i.complete)"
+        " && [...document.querySelectorAll('.vega-embed')].every(c => c.querySelector('canvas, svg'))",
+        timeout=30_000,
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("path", "heading"),
+    [("training", "Training"), ("evaluation", "Evaluation"), ("models", "Models"), ("", "Predict")],
+)
+def test_every_page_opens(page: object, dashboard: str, path: str, heading: str) -> None:
+    open_page(page, f"{dashboard}/{path}")
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=30_000)  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stException"]').count() == 0  # type: ignore[attr-defined]
+    navigation = page.locator('[data-testid="stSidebarNav"]').inner_text()  # type: ignore[attr-defined]
+    titles = [word for word in navigation.split() if word[0].isupper()]  # the rest are icon names
+    assert titles == ["Predict", "Training", "Evaluation", "Models"], navigation
+    screenshot(page, path or "predict")
+
+
+def test_upload_shows_the_right_digit(
+    page: object, dashboard: str, mnist_test: Split, tmp_path: Path
+) -> None:
+    upload = tmp_path / "seven.jpg"
+    upload.write_bytes(encode(photo_of(mnist_test.images[0]), "JPEG"))
+    open_page(page, dashboard)
+    page.locator('input[type="file"]').set_input_files(str(upload))  # type: ignore[attr-defined]
+    metric = page.locator('[data-testid="stMetricValue"]').first  # type: ignore[attr-defined]
+    metric.wait_for(timeout=60_000)
+    assert metric.inner_text().strip() == "7"
+    screenshot(page, "predict-upload")
+
+
+def test_drawing_gets_a_prediction(page: object, dashboard: str) -> None:
+    open_page(page, dashboard)
+    canvas = page.locator("canvas").last  # type: ignore[attr-defined]
+    canvas.wait_for(timeout=30_000)
+    box = canvas.bounding_box()
+    x, top = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15
+    page.mouse.move(x, top)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for step in range(1, 21):  # a vertical stroke: a one
+        page.mouse.move(x, top + step * box["height"] * 0.035)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    page.get_by_text("what the model saw").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stMetricValue"]').count() >= 1  # type: ignore[attr-defined]
+    screenshot(page, "predict-drawing")
+
+
+def test_a_stopped_server_is_reported(page: object, dashboard: str, own_server: ServerProcess) -> None:
+    assert own_server.stop() == 0
+    open_page(page, f"{dashboard}/models")
+    page.get_by_text("is not answering").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    screenshot(page, "models-server-down")
