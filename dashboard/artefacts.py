@@ -37,6 +37,26 @@ def artefact(base_path: Path, version: int, name: str) -> dict[str, Any] | None:
     return read_json(base_path / str(version) / "assets.extra" / f"{name}.json")
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def version_labels(config_file: str, model_name: str) -> dict[int, list[str]]:
+    """{version: [labels]} from the server's ModelServerConfig text proto; {} if it cannot be read.
+
+    Neither TF Serving API lists labels, so the dashboard reads the file the server reads."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        config = text_format.Parse(Path(config_file).read_text(), model_server_config_pb2.ModelServerConfig())
+    except (OSError, text_format.ParseError):
+        return {}
+    labels: dict[int, list[str]] = {}
+    for model in config.model_config_list.config:
+        if model.name == model_name:
+            for label, version in sorted(model.version_labels.items()):
+                labels.setdefault(version, []).append(label)
+    return labels
+
+
 def runs(base_path: Path) -> list[dict[str, Any]]:
     """Every run's progress record, newest first."""
     records = (read_json(p) for p in sorted((base_path / ".runs").glob("*/progress.json"), reverse=True))

@@ -16,6 +16,7 @@ class Settings:
     model_name: str
     grpc: str
     rest: str
+    model_config_file: Path | None  # the server's ModelServerConfig, for its version labels
 
     @property
     def base_path(self) -> Path:
@@ -28,4 +29,7 @@ def settings() -> Settings:
         model_name=os.environ.get("MODEL_NAME", "mnist"),
         grpc=os.environ.get("SERVING_GRPC", "localhost:8500"),
         rest=os.environ.get("SERVING_REST", "http://localhost:8501"),
+        model_config_file=Path(os.environ["MODEL_CONFIG_FILE"])
+        if os.environ.get("MODEL_CONFIG_FILE")
+        else None,
     )

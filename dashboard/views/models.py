@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from dashboard import artefacts
 from dashboard.serving_link import client
 from dashboard.settings import settings
 from serving.client import ServingClientError
@@ -26,10 +27,19 @@ def server_view() -> None:
         st.success(f"Requests without a version go to version {max(available)}.")
     else:
         st.warning("No version is AVAILABLE: requests are refused until one loads.")
+    labels = {}
+    if config.model_config_file is not None:
+        labels = artefacts.version_labels(str(config.model_config_file), config.model_name)
     st.dataframe(
         pd.DataFrame(
             [
-                {"version": s.version, "state": s.state, "status": s.error_code, "message": s.error_message}
+                {
+                    "version": s.version,
+                    "state": s.state,
+                    "labels": ", ".join(labels.get(s.version, [])),
+                    "status": s.error_code,
+                    "message": s.error_message,
+                }
                 for s in statuses
             ]
         ),

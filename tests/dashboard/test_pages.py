@@ -84,6 +84,21 @@ def test_models_page_reports_the_server(dashboard_env: Path) -> None:
     assert len(app.dataframe) == 3  # versions; serving_default; classify
 
 
+def test_models_page_shows_labels_from_the_model_config(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "mnist" base_path: "/models/mnist" model_platform: "tensorflow"\n'
+        '  version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 1 } } }\n'
+    )
+    monkeypatch.setenv("MODEL_CONFIG_FILE", str(config))
+    app = page("models").run()
+    assert not app.exception
+    versions = app.dataframe[0].value
+    assert versions.loc[versions.version == 1, "labels"].item() == "canary, stable"
+
+
 def test_models_page_says_when_the_server_is_down(
     monkeypatch: pytest.MonkeyPatch, dashboard_env: Path
 ) -> None:
