@@ -129,14 +129,19 @@ class BatchQueue:
                 merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
                 self._on_batch(sum(t.size for t in batch))
                 outputs = self._run(merged)
+                starts = np.cumsum([0] + [t.size for t in batch])
+                if any(np.ndim(v) == 0 or len(v) != starts[-1] for v in outputs.values()):
+                    raise ServingError(
+                        grpc.StatusCode.INTERNAL, "an output's batch size differs from the input's"
+                    )
+                bounds = zip(starts[:-1], starts[1:], strict=True)
+                parts = [{k: v[a:b] for k, v in outputs.items()} for a, b in bounds]
             except Exception as err:  # every waiting request gets the failure, the thread lives on
                 for task in batch:
                     task.done.set_exception(err)
                 continue
-            start = 0
-            for task in batch:
-                task.done.set_result({k: v[start : start + task.size] for k, v in outputs.items()})
-                start += task.size
+            for task, part in zip(batch, parts, strict=True):
+                task.done.set_result(part)
 
 
 class Batcher:
@@ -149,10 +154,13 @@ class Batcher:
         self._policy, self._name, self._on_batch = policy, name, on_batch
         self._queues: dict[tuple[object, ...], BatchQueue] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def run(self, key: tuple[object, ...], inputs: Arrays, call: Callable[[Arrays], Arrays]) -> Arrays:
         shapes = tuple(sorted((k, v.shape[1:]) for k, v in inputs.items()))
         with self._lock:
+            if self._closed:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{self._name} has been unloaded")
             queue = self._queues.get((key, shapes))
             if queue is None:
                 queue = self._queues[(key, shapes)] = BatchQueue(
@@ -162,6 +170,7 @@ class Batcher:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             queues, self._queues = list(self._queues.values()), {}
         for queue in queues:
             queue.close()

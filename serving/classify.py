@@ -88,7 +88,7 @@ def _feature(name: str, value: Any) -> tf.train.Feature:
                 base64.b64decode(v["b64"], validate=True) if isinstance(v, dict) else v.encode()
                 for v in values
             ]
-        except (KeyError, TypeError, binascii.Error):
+        except (KeyError, TypeError, ValueError, binascii.Error):
             raise invalid_argument(
                 f'Feature: {name} has a value that is neither a string nor {{"b64": ...}}'
             ) from None

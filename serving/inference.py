@@ -34,7 +34,7 @@ from serving.errors import ServingError, invalid_argument
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
 
-MAX_TENSOR_ELEMENTS = 1 << 26  # 256 MB of float32: far beyond any batch of 28x28 images
+MAX_TENSOR_BYTES = 256 << 20  # far beyond any batch of 28x28 images
 
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, str, float], None]
@@ -52,9 +52,14 @@ def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
 
 
 def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """A request's TensorProto as numpy, its claimed shape checked before anything is allocated."""
+    """A request's TensorProto as numpy, its claimed size checked before anything is allocated
+    (make_ndarray fills a whole shape from a single value)."""
     dims = [d.size for d in tensor.tensor_shape.dim]
-    if any(d < 0 for d in dims) or math.prod(dims) > MAX_TENSOR_ELEMENTS:
+    try:
+        itemsize = max(1, tf.dtypes.as_dtype(tensor.dtype).size)
+    except TypeError:
+        raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
+    if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
     try:
         return tf.make_ndarray(tensor)
@@ -103,7 +108,13 @@ class Inference:
         spec = request.model_spec
         version, label = version_of(spec)
 
-        def make_inputs(_: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+        def make_inputs(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+            unknown = sorted(set(request.inputs) - set(signature.inputs))
+            if unknown:  # refused before any tensor is decoded
+                raise invalid_argument(
+                    f"input names do not match the signature: unexpected {unknown}; "
+                    f"expected exactly {sorted(signature.inputs)}"
+                )
             return {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
 
         with (
@@ -196,7 +207,10 @@ class Inference:
         document = rest_json.parse_json(body)
         if not isinstance(document, dict):
             raise invalid_argument("the request body must be a JSON object")
-        spec = model_pb2.ModelSpec(name=name, signature_name=document.get("signature_name", ""))
+        signature_name = document.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise invalid_argument("'signature_name' key must be a string value.")
+        spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
         if version is not None:
             spec.version.value = version
         elif label is not None:

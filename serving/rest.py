@@ -58,6 +58,7 @@ class RestHandler(BaseHTTPRequestHandler):
             self.server.request_finished()
 
     def _respond(self, method: str) -> None:
+        self._body_read = False
         try:
             status, payload, content_type = self._route(method)
         except ServingError as err:
@@ -73,13 +74,18 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._json({"error": f"internal error: {err}"}),
                 "application/json",
             )
-        if self.server.closing:
-            self.close_connection = True  # after this answer, nothing more on this connection
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        if self.server.closing or (method in ("POST", "PUT") and not self._body_read):
+            # After this answer nothing more on this connection: when closing, or when a body we did
+            # not read would otherwise be taken for the next request.
+            self.close_connection = True
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client went away; nobody is left to tell
+            self.close_connection = True
 
     @staticmethod
     def _json(document: Any) -> bytes:
@@ -120,7 +126,7 @@ class RestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise invalid_argument("chunked request bodies are not supported; send a Content-Length header")
         header = self.headers.get("Content-Length", "0")
-        if not header.isdigit():
+        if not (header.isascii() and header.isdigit()):
             self.close_connection = True
             raise invalid_argument(f"Content-Length {header!r} is not a byte count")
         length = int(header)
@@ -129,7 +135,15 @@ class RestHandler(BaseHTTPRequestHandler):
             raise invalid_argument(
                 f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes"
             )
-        return self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # the socket timeout: a client that stopped sending
+            body = b""
+        if len(body) != length:
+            self.close_connection = True
+            raise invalid_argument(f"the body ended after {len(body)} of its {length} bytes")
+        self._body_read = True
+        return body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the standard library's name)
         log.debug("REST %s", format % args)
@@ -146,7 +160,7 @@ def _label(text: str | None) -> str | None:
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if len(text) > 18:
+    if len(text) > 18 or not text.isascii():
         raise invalid_argument(f"Failed to convert version: {text} to numeric.")
     return int(text)
 

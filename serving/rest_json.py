@@ -84,7 +84,7 @@ def _decode_strings(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"b64"}:
         try:
             return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, TypeError):
+        except (binascii.Error, TypeError, ValueError):
             raise invalid_argument("'b64' value is not valid base64") from None
     if isinstance(value, list):
         return [_decode_strings(v) for v in value]

@@ -188,6 +188,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     monitoring = MonitoringConfig()
     if args.monitoring_config_file is not None:
         monitoring = read_text_proto(args.monitoring_config_file, monitoring, "--monitoring_config_file")
+    if args.rest_api_timeout_in_ms <= 0:
+        raise ConfigError(f"--rest_api_timeout_in_ms must be positive, got {args.rest_api_timeout_in_ms}")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")

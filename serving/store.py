@@ -58,7 +58,9 @@ class ModelEntry:
         if not base.is_dir():
             return None
         return sorted(
-            int(p.name) for p in base.iterdir() if p.name.isdigit() and int(p.name) > 0 and p.is_dir()
+            int(p.name)
+            for p in base.iterdir()
+            if p.name.isascii() and p.name.isdigit() and int(p.name) > 0 and p.is_dir()
         )
 
     def aspired(self, present: list[int]) -> list[int]:
@@ -89,6 +91,7 @@ class ModelStore:
         """`on_load(model, version, seconds, ok)` hears of every load (metrics); `on_change()` of every
         change of which versions answer (the health service); `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self._warm_up, self._batching = warm_up, batching
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
@@ -101,11 +104,15 @@ class ModelStore:
     def reload(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded."""
         configs = list(config.model_config_list.config)
-        with self._lock:
+        with self._sync_lock, self._lock:
             removed = [m for name, m in self._models.items() if name not in {c.name for c in configs}]
             models = {}
             for model_config in configs:
-                entry = self._models.get(model_config.name) or ModelEntry(model_config)
+                entry = self._models.get(model_config.name)
+                if entry is None or entry.config.base_path != model_config.base_path:
+                    if entry is not None:
+                        removed.append(entry)  # a new base path: its versions are other models
+                    entry = ModelEntry(model_config)
                 entry.config = model_config
                 models[model_config.name] = entry
             self._models = models
@@ -114,26 +121,29 @@ class ModelStore:
                 self._unload(entry, record)
 
     def poll(self) -> None:
-        """Look at every base path once and load, retire or unload versions to match it."""
-        with self._lock:
-            entries = list(self._models.values())
-        for entry in entries:
-            self._sync(entry)
+        """Look at every base path once and load, retire or unload versions to match it.
+
+        Polls (the poller's, and a reload's) run one at a time; one model's trouble (an unreadable
+        directory, say) is logged and leaves the others alone."""
+        with self._sync_lock:
+            with self._lock:
+                entries = list(self._models.values())
+            for entry in entries:
+                try:
+                    self._sync(entry)
+                except Exception:
+                    log.exception("polling model %s failed", entry.name)
 
     def start_polling(self, every_s: float) -> None:
-        """Poll every `every_s` seconds in the background (TF Serving: 0 means once, < 0 never)."""
+        """Poll now and then every `every_s` seconds, in the background, so the front doors open at
+        once (TF Serving: 0 polls once, < 0 never)."""
         if every_s < 0:
-            return
-        self.poll()
-        if every_s == 0:
             return
 
         def loop() -> None:
-            while not self._stop.wait(every_s):
-                try:
-                    self.poll()
-                except Exception:  # a poll must never kill the poller
-                    log.exception("polling the model directories failed")
+            self.poll()
+            while every_s > 0 and not self._stop.wait(every_s):
+                self.poll()
 
         self._poller = threading.Thread(target=loop, name="model-poller", daemon=True)
         self._poller.start()

@@ -110,8 +110,9 @@ def export_version(
 def _rename_into_place(staging: Path, base_path: Path) -> tuple[int, Path]:
     """Take the next free version number; another trainer may take one at the same moment."""
     while True:
-        versions = numeric_versions(base_path)
-        version = (versions[-1] if versions else 0) + 1
+        # Every numeric name counts, files too: a rename onto one would fail again and again.
+        taken = [int(p.name) for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit()]
+        version = max(taken, default=0) + 1
         target = base_path / str(version)
         try:
             os.rename(staging, target)  # fails if `target` appeared since we looked

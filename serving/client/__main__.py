@@ -142,13 +142,16 @@ def run_predict(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
-    with ThreadPoolExecutor(args.concurrency) as pool:
+    pool = ThreadPoolExecutor(args.concurrency)
+    try:
         for outcomes in pool.map(lambda batch: predict_batch(client, batch, args), batches):
             for outcome in outcomes:
                 show(outcome)
                 failed += outcome.error is not None
             if progress is not None:
                 progress.update(len(outcomes))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: the batches not yet sent are dropped
     if progress is not None:
         progress.close()
     if failed:

@@ -69,9 +69,14 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     try:
         image.seek(0)
         image.load()
+        image = ImageOps.exif_transpose(image)  # a phone photo the right way up
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"the image is truncated or corrupt ({err})") from None
-    return ImageOps.exif_transpose(image)  # a phone photo the right way up
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float scans: stretch to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        image = Image.fromarray(np.uint8(np.round((values - low) / max(high - low, 1e-9) * 255)))
+    return image
 
 
 def ink_map(image: Image.Image) -> np.ndarray:

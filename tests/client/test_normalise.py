@@ -124,3 +124,10 @@ def test_decompression_bomb_is_refused_in_milliseconds() -> None:
     assert time.perf_counter() - started < 0.5
     with pytest.raises(ImageError, match="over the limit of 1,000,000"):
         normalise_bytes(encode(np.zeros((1001, 1000), np.uint8)), Limits(max_pixels=1_000_000))
+
+
+def test_sixteen_bit_scan(mnist_test: Split) -> None:
+    scan = photo_of(mnist_test.images[5]).astype(np.uint16) * 257  # the same picture, 16 bits deep
+    buffer = io.BytesIO()
+    Image.fromarray(scan).save(buffer, "PNG")
+    assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[5])

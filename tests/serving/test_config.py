@@ -54,7 +54,7 @@ def test_model_config_file_policies_labels_and_reload(
         wait_for(
             lambda: server.model_states("mnist") == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions"
         )
-        assert server.model_states("digits") == {2: "AVAILABLE"}
+        wait_for(lambda: server.model_states("digits") == {2: "AVAILABLE"}, 30, "digits' latest version")
         with grpc.insecure_channel(server.grpc_target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             for label, version in (("stable", 1), ("canary", 2)):
@@ -196,3 +196,20 @@ def test_port_in_use_is_one_line(trained_model_dir: Path, flag: str) -> None:
         result.returncode == 1 and "cannot start the server" in result.stderr and str(port) in result.stderr
     )
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ports_open_before_any_version_exists(tmp_path: Path) -> None:
+    server = start_server("--model_name=mnist", f"--model_base_path={tmp_path}", wait_available=None)
+    try:
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{server.rest_url}/v1/models/mnist", timeout=1).status_code == 404
+            except requests.ConnectionError:
+                return False
+
+        wait_for(lambda: answers() or server.process.poll() is not None, 60, "the REST port to answer")
+        reply = requests.get(f"{server.rest_url}/v1/models/mnist", timeout=5).json()
+        assert reply == {"error": "Could not find any versions of model mnist"}
+    finally:
+        assert server.stop() == 0

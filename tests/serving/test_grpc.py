@@ -223,3 +223,20 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
     with pytest.raises(grpc.RpcError) as raised:
         predictions.Predict(request, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in raised.value.details()
+
+
+def test_unknown_inputs_are_refused_before_they_are_decoded(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    request = predict_request(images[:1])
+    junk = request.inputs["junk"]
+    junk.dtype = tf.float64.as_datatype_enum
+    junk.double_val.append(1.0)  # one value that make_ndarray would spread over the whole shape
+    for size in (2000, 2000, 28):
+        junk.tensor_shape.dim.add(size=size)
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert (
+        raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "unexpected ['junk']" in raised.value.details()
+    )

@@ -169,3 +169,21 @@ def test_rest_classify_takes_examples_as_json(
 def test_deeply_nested_json_is_a_bad_request(server: ServerProcess) -> None:
     reply = post(server, "/v1/models/mnist:predict", '{"instances": ' + "[" * 100000 + "]" * 100000 + "}")
     assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]
+
+
+def test_an_unread_body_does_not_poison_the_connection(server: ServerProcess, images: np.ndarray) -> None:
+    with requests.Session() as session:
+        refused = session.post(
+            f"{server.rest_url}/v1/models/mnist:PREDICT", data=b'{"instances": [0]}', timeout=10
+        )
+        assert refused.status_code == 400 and "Malformed request" in refused.json()["error"]
+        again = session.post(
+            f"{server.rest_url}/v1/models/mnist:predict", json={"instances": images[:1].tolist()}, timeout=10
+        )
+        assert again.status_code == 200
+
+
+def test_bad_base64_is_a_bad_request(server: ServerProcess) -> None:
+    body = {"signature_name": "classify", "examples": [{"image": {"b64": "é"}}]}
+    reply = post(server, "/v1/models/mnist:classify", body)
+    assert reply.status_code == 400 and "b64" in reply.json()["error"]

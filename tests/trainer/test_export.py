@@ -134,3 +134,10 @@ def test_interrupted_export_leaves_no_version(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(KeyboardInterrupt):
         export.export_version(model, tmp_path, "mnist", {"history": {}}, np.zeros((1, 28, 28, 1)), "cut")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_named_like_the_next_version_is_stepped_over(tmp_path: Path) -> None:
+    (tmp_path / "1").write_text("not a version, but a rename onto it would fail")
+    model = build_model("seed")
+    version, path = export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "x")
+    assert version == 2 and (path / "saved_model.pb").exists()
