@@ -104,7 +104,7 @@ class Printer:
                 else {
                     "path": outcome.path,
                     "digit": outcome.digit,
-                    "probabilities": list(outcome.probabilities),
+                    "probabilities": [float(f"{p:.6g}") for p in outcome.probabilities],
                     "version": outcome.version,
                 }
             )
