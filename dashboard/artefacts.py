@@ -17,7 +17,8 @@ def versions(base_path: Path) -> list[int]:
     """Exported versions, newest first (numeric directories, as the servers see them)."""
     if not base_path.is_dir():
         return []
-    return sorted((int(p.name) for p in base_path.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+    numbered = (p for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir())
+    return sorted((v for v in (int(p.name) for p in numbered) if v > 0), reverse=True)  # as the servers count
 
 
 @st.cache_data(ttl=30, show_spinner=False)
