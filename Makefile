@@ -6,8 +6,11 @@ INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
 MODEL_NAME ?= mnist
 TRAIN_ARGS ?=
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
+DASHBOARD_PORT ?= 8080
 
-.PHONY: install test lint format up serve dashboard train bench-train bench-serve bench-uploads
+.PHONY: install test lint format up train bench-train bench-serve bench-uploads
 
 install: $(INSTALLED)
 
@@ -28,21 +31,11 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# For now the main job trains and exports a first model when there is none; later it starts the stack.
+# The main job: model server and dashboard at once, the trainer in the background when the model has
+# no version yet; the server's flags come from docker-compose.yml. Ctrl-C stops all of them.
 up: $(INSTALLED)
-	@if ls $(MODEL_DIR)/$(MODEL_NAME) 2>/dev/null | grep -qE '^[0-9]+$$'; then \
-		echo "$(MODEL_DIR)/$(MODEL_NAME) already has a version; 'make train' exports another"; \
-	else \
-		$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS); \
-	fi
-
-# The model server and the dashboard, each in the foreground (make up will start all three together).
-serve: $(INSTALLED)
-	$(PY) -m serving --port=8500 --rest_api_port=8501 --model_name=$(MODEL_NAME) \
-		--model_base_path=$(abspath $(MODEL_DIR))/$(MODEL_NAME) --monitoring_config_file=serving/monitoring.config
-
-dashboard: $(INSTALLED)
-	MODEL_DIR=$(MODEL_DIR) MODEL_NAME=$(MODEL_NAME) $(VENV)/bin/streamlit run dashboard/app.py
+	exec $(PY) -m stack --model-dir='$(MODEL_DIR)' --train-args='$(TRAIN_ARGS)' \
+		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT)
 
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)

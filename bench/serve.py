@@ -135,7 +135,10 @@ def bench_server(
         "--rest_api_port=18601",
     ]
     if batching:
-        flags += ["--enable_batching", f"--batching_parameters_file={ROOT / 'serving' / 'batching.config'}"]
+        flags += [
+            "--enable_batching",
+            f"--batching_parameters_file={ROOT / 'serving' / 'config' / 'batching.config'}",
+        ]
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", *flags], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
@@ -219,7 +222,10 @@ def main() -> None:
         "seconds_per_cell": args.seconds,
         "load_generator": "1-4 spawned processes of client threads on the same cores as the server; "
         "gRPC requests pre-serialised, REST bodies pre-encoded JSON",
-        "batching_parameters": (ROOT / "serving" / "batching.config").read_text().split("\n# ")[-1].strip(),
+        "batching_parameters": (ROOT / "serving" / "config" / "batching.config")
+        .read_text()
+        .split("\n# ")[-1]
+        .strip(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

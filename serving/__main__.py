@@ -1,7 +1,8 @@
 """A TensorFlow-Serving-compatible model server: `tensorflow_model_server`'s flags, gRPC and REST.
 
 python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
-python -m serving --rest_api_port=8501 --model_config_file=serving/models.config
+python -m serving --rest_api_port=8501 --model_config_file=serving/config/models.config \
+    --base_path_map=/models=models
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
@@ -12,7 +13,7 @@ from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
 from serving.metrics import ServingMetrics
 from serving.rest import RestServer
-from serving.settings import ConfigError, Settings, check_model_config
+from serving.settings import ConfigError, Settings, check_model_config, map_base_paths, read_model_config
 from serving.store import ModelStore
 
 log = logging.getLogger("serving")
@@ -27,8 +28,9 @@ class ModelServer:
         self.settings = settings
         self.metrics = ServingMetrics()
         self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
+        self._stop = threading.Event()
         self.store = ModelStore(
-            settings.models,
+            map_base_paths(settings.models, settings.base_path_map),
             warm_up=settings.enable_model_warmup,
             batching=settings.batching,
             on_load=self.metrics.observe_load,
@@ -61,8 +63,27 @@ class ModelServer:
             check_model_config(config, "ReloadConfigRequest")
         except ConfigError as err:
             raise invalid_argument(str(err)) from None
-        self.store.reload(config)
+        self._adopt(config)
+
+    def _adopt(self, config: Any) -> None:
+        self.store.reload(map_base_paths(config, self.settings.base_path_map))
         self.store.poll()
+
+    def _watch_model_config_file(self) -> None:
+        """--model_config_file_poll_wait_seconds: adopt the file whenever it changes (a new label, a
+        pinned version); a file that stops parsing is logged and the last good config stays."""
+        path, every_s = self.settings.model_config_file, self.settings.model_config_file_poll_wait_seconds
+        current = self.settings.models
+        while not self._stop.wait(every_s):
+            try:
+                config = read_model_config(path)
+            except ConfigError as err:
+                log.error("%s; keeping the previous config", err)
+                continue
+            if config != current:
+                log.warning("%s changed; adopting it", path)
+                current = config
+                self._adopt(config)
 
     def _update_health(self) -> None:
         if self.health is None:
@@ -77,6 +98,8 @@ class ModelServer:
 
     def start(self) -> None:
         self.store.start_polling(self.settings.file_system_poll_wait_seconds)
+        if self.settings.model_config_file and self.settings.model_config_file_poll_wait_seconds > 0:
+            threading.Thread(target=self._watch_model_config_file, name="config-watcher", daemon=True).start()
         self.grpc.start()
         log.warning("gRPC API at %s:%d", self.settings.host, self.settings.port)
         if self.rest is not None:
@@ -85,6 +108,7 @@ class ModelServer:
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything."""
+        self._stop.set()
         if self.rest is not None:
             self.rest.stop(grace_s)
         self.grpc.stop(grace_s).wait(grace_s)

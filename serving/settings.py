@@ -22,10 +22,10 @@ from serving.protos import BatchingParameters, MonitoringConfig
 
 EXAMPLES = """examples:
   python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
-  python -m serving --rest_api_port=8501 --model_config_file=serving/models.config \\
-      --monitoring_config_file=serving/monitoring.config
+  python -m serving --rest_api_port=8501 --model_config_file=serving/config/models.config \\
+      --base_path_map=/models=models --monitoring_config_file=serving/config/monitoring.config
   python -m serving --model_name=mnist --model_base_path=models/mnist --enable_batching \\
-      --batching_parameters_file=serving/batching.config
+      --batching_parameters_file=serving/config/batching.config
 """
 
 M = TypeVar("M", bound=Message)
@@ -42,6 +42,8 @@ class Settings:
     rest_api_port: int
     models: model_server_config_pb2.ModelServerConfig
     model_config_file: Path | None
+    model_config_file_poll_wait_seconds: float  # 0: read the file once, at start
+    base_path_map: tuple[str, str] | None  # (container prefix, host prefix), see map_base_paths
     file_system_poll_wait_seconds: float
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
     monitoring: Message  # MonitoringConfig
@@ -103,6 +105,32 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return config
 
 
+def parse_base_path_map(text: str) -> tuple[str, str]:
+    container, sep, host = text.partition("=")
+    if not sep or not container.startswith("/") or not host:
+        raise argparse.ArgumentTypeError(f"expected CONTAINER=HOST, e.g. /models=models, got {text!r}")
+    return container.rstrip("/"), str(Path(host).resolve())
+
+
+def map_base_paths(
+    config: model_server_config_pb2.ModelServerConfig, mapping: tuple[str, str] | None
+) -> model_server_config_pb2.ModelServerConfig:
+    """The config with base paths under the container prefix read from the host prefix instead.
+
+    This is what a Docker volume mount does for TF Serving in docker compose; it lets `make up` run
+    this server on the very config file the TF Serving container reads, whose paths are /models/...
+    """
+    if mapping is None:
+        return config
+    container, host = mapping
+    mapped = model_server_config_pb2.ModelServerConfig()
+    mapped.CopyFrom(config)
+    for model in mapped.model_config_list.config:
+        if model.base_path == container or model.base_path.startswith(container + "/"):
+            model.base_path = host + model.base_path[len(container) :]
+    return mapped
+
+
 def parse_flags(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="python -m serving",
@@ -117,6 +145,19 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     flag("--model_name", default="default", help="the model's name, with --model_base_path")
     flag("--model_base_path", default="", help="directory holding the model's numbered versions")
     flag("--model_config_file", type=Path, help="ModelServerConfig text proto (instead of the two above)")
+    flag(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="seconds between re-reads of --model_config_file (labels, policies); 0 (the default) never",
+    )
+    flag(
+        "--base_path_map",
+        type=parse_base_path_map,
+        metavar="CONTAINER=HOST",
+        help="read base paths under CONTAINER from HOST, as a Docker volume mount would "
+        "(not a tensorflow_model_server flag; e.g. /models=models)",
+    )
     flag(
         "--file_system_poll_wait_seconds",
         type=float,
@@ -200,6 +241,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         rest_api_port=args.rest_api_port,
         models=models,
         model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        base_path_map=args.base_path_map,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         batching=batching,
         monitoring=monitoring,

@@ -8,7 +8,9 @@ python -m trainer --limit 3000 --epochs 1      # a quick model for trying things
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -17,12 +19,15 @@ from pathlib import Path
 from tfquiet import import_tensorflow
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
+from trainer.versions import numeric_versions
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
   python -m trainer --arch seed                the original network, its tuned recipe
   python -m trainer --limit 3000 --epochs 1    a quick model to try the platform with
   python -m trainer --model-dir /tmp/models --model-name digits
+  python -m trainer --skip-if-trained          a one-shot job: train only if there is no version yet
+                                               (RETRAIN=1 in the environment trains anyway)
 """
 
 
@@ -90,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="default models")
     parser.add_argument("--model-name", type=_model_name, default="mnist", help="default mnist")
+    parser.add_argument(
+        "--skip-if-trained",
+        action="store_true",
+        help="exit 0 at once when the model already has a version, unless RETRAIN=1 is set",
+    )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 100:
@@ -149,8 +159,21 @@ def run(config: TrainConfig, verbose: bool = False) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
+    signal.signal(signal.SIGTERM, _interrupt)
+    existing = numeric_versions(args.model_dir / args.model_name)
+    if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
+        print(
+            f"{args.model_dir / args.model_name} already has version {existing[-1]}: not training "
+            "(RETRAIN=1 trains another)"
+        )
+        return 0
     config = TrainConfig.for_arch(
         args.arch,
         epochs=args.epochs,

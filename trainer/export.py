@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from trainer.versions import numeric_versions
+
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
 # A second signature for TF Serving's Classify API: tf.Examples whose `image` feature holds the
@@ -26,15 +28,6 @@ EXAMPLE_FEATURE = "image"
 WARMUP_FILE = "tf_serving_warmup_requests"
 # Small enough for any sensible max_batch_size: TF Serving fails a load whose warm-up is over it.
 WARMUP_BATCH_SIZES = (1, 8)
-
-
-def numeric_versions(base_path: Path) -> list[int]:
-    """The versions present, as TF Serving sees them: directories named by a positive integer."""
-    if not base_path.is_dir():
-        return []
-    return sorted(
-        int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-    )
 
 
 def _serving_archive(model: keras.Model) -> keras.export.ExportArchive:

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 from trainer import export  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.model import build_model  # noqa: E402
+from trainer.versions import numeric_versions  # noqa: E402
 
 HISTORY_KEYS = {"loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall", "best_epoch"}
 METRICS_KEYS = {"loss", "accuracy", "recall", "confusion_matrix", "per_class", "misclassified"}
@@ -42,7 +43,7 @@ def read_json(path: Path) -> dict:
 
 def test_first_run_exports_version_1_with_the_design_signature(trained_model_dir: Path) -> None:
     version = trained_model_dir / "mnist" / "1"
-    assert export.numeric_versions(trained_model_dir / "mnist") == [1]
+    assert numeric_versions(trained_model_dir / "mnist") == [1]
     assert {"saved_model.pb", "variables", "fingerprint.pb", "assets.extra"} <= {
         p.name for p in version.iterdir()
     }
@@ -106,7 +107,7 @@ def test_second_run_exports_version_2(tmp_path: Path) -> None:
         result = run_trainer(*QUICK_TRAIN_ARGS, "--epochs", "1", "--model-dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
         assert f"exported mnist version {expected} (seed)" in result.stdout
-    assert export.numeric_versions(tmp_path / "mnist") == [1, 2]
+    assert numeric_versions(tmp_path / "mnist") == [1, 2]
     assert not list((tmp_path / "mnist").glob(".staging-*"))
     # The same seed and data give the same training, bit for bit.
     first, second = (read_json(tmp_path / "mnist" / v / "assets.extra" / "history.json") for v in ("1", "2"))

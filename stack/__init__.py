@@ -1,0 +1,1 @@
+"""`make up`: the stack of docker-compose.yml as processes on this machine, for where Docker is absent."""
