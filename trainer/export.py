@@ -17,8 +17,6 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from trainer.versions import numeric_versions
-
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
 # A second signature for TF Serving's Classify API: tf.Examples whose `image` feature holds the
