@@ -16,11 +16,10 @@ import requests
 
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
+from tests.e2e.conftest import ARTIFACTS, needs_chromium
 from trainer.data import Split
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +62,6 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
     yield url
     process.terminate()
     process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,6 +81,50 @@ def test_model_config_file_policies_labels_and_reload(
                 stub.Predict(predict_request(images[:1], name="digits"), timeout=10).model_spec.version.value
                 == 2
             )
+    finally:
+        assert server.stop() == 0
+
+
+PINNED = """
+model_config_list {{
+  config {{
+    name: "mnist"  base_path: "/models/mnist"  model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: {stable} }}
+  }}
+}}
+"""
+
+
+def test_watched_config_file_moves_a_label_and_maps_container_paths(
+    two_versions: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """The compose stack's config file as `make up` runs it: /models/... read from the host directory,
+    and an edited label adopted without a restart; a broken edit keeps the last good config."""
+    config = tmp_path / "models.config"
+    config.write_text(PINNED.format(stable=1))
+    server = start_server(
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=0.2",
+        f"--base_path_map=/models={two_versions.parent}",
+    )
+
+    def stable_version() -> int:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
+            return reply.model_spec.version.value
+
+    try:
+        wait_for(lambda: server.model_states() == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions")
+        assert stable_version() == 1
+        config.write_text(PINNED.format(stable=2))
+        wait_for(lambda: stable_version() == 2, 10, "the label to move to version 2")
+        log: list[str] = []
+        threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
+        config.write_text(PINNED.format(stable=1).replace("specific", "no_such_policy"))
+        wait_for(lambda: any("keeping the previous config" in line for line in log), 10, "the error logged")
+        assert stable_version() == 2
     finally:
         assert server.stop() == 0
 
