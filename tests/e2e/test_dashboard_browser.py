@@ -16,7 +16,7 @@ import requests
 
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
-from tests.e2e.conftest import ARTIFACTS, needs_chromium
+from tests.e2e.conftest import needs_chromium, open_page, screenshot
 from trainer.data import Split
 
 pytestmark = needs_chromium
@@ -62,32 +62,6 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
     yield url
     process.terminate()
     process.wait(10)
-
-
-@pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
-    opened = context.new_page()
-    yield opened
-    context.close()
-
-
-def open_page(page: object, url: str) -> None:
-    """Load a page and wait until Streamlit has finished running its script."""
-    page.goto(url)  # type: ignore[attr-defined]
-    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=60_000)  # type: ignore[attr-defined]
-
-
-def screenshot(page: object, name: str) -> None:
-    """Once images and charts have arrived, so the picture shows what a person sees."""
-    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "() => [...document.images].every(i => i.complete)"
-        " && [...document.querySelectorAll('.vega-embed')].every(c => c.querySelector('canvas, svg'))",
-        timeout=30_000,
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

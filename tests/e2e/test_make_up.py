@@ -1,0 +1,205 @@
+"""`make up` as a new user runs it: a fresh model directory, a quick first model trained in the
+background, predictions over gRPC and REST, the dashboard in Chromium, Ctrl-C, and nothing left behind.
+A second `make up` reuses the model and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from serving.client import ServingClient
+from stack.compose import server_flags
+from tests.client.conftest import encode, photo_of
+from tests.conftest import QUICK_TRAIN_ARGS, ROOT, free_port, wait_for
+from tests.e2e.conftest import needs_chromium, open_page, screenshot
+from trainer.data import Split
+from trainer.versions import numeric_versions
+
+pytestmark = needs_chromium
+
+
+@dataclass
+class MakeUp:
+    """`make up` in a session of its own, as a terminal would run it; its output collected."""
+
+    model_dir: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "MODEL_DIR": str(self.model_dir),
+            "TRAIN_ARGS": " ".join(QUICK_TRAIN_ARGS),
+            "GRPC_PORT": str(self.ports["port"]),
+            "REST_PORT": str(self.ports["rest_api_port"]),
+            "DASHBOARD_PORT": str(self.ports["dashboard"]),
+        }
+        env.pop("RETRAIN", None)
+        self.output.clear()
+        self.process = subprocess.Popen(
+            ["make", "--no-print-directory", "up"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=lambda: self.output.extend(self.process.stdout), daemon=True).start()
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.ports['rest_api_port']}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.ports['dashboard']}"
+
+    def says(self, text: str) -> bool:
+        return any(text in line for line in self.output)
+
+    def available(self) -> bool:
+        try:
+            reply = requests.get(f"{self.rest}/v1/models/mnist", timeout=2)
+        except requests.ConnectionError:
+            return False
+        return reply.ok and any(s["state"] == "AVAILABLE" for s in reply.json()["model_version_status"])
+
+    def stop(self, signum: int, whole_group: bool) -> None:
+        """Ctrl-C at a terminal signals the whole foreground group; `kill` signals make alone."""
+        assert self.process is not None
+        if whole_group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
+        self.process.wait(60)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (parents read from /proc), however deep and whatever its session."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def make_up(tmp_path: Path) -> Iterator[MakeUp]:
+    ports = {"port": free_port(), "rest_api_port": free_port(), "dashboard": free_port()}
+    up = MakeUp(tmp_path / "models", ports)
+    yield up
+    if up.process is not None and up.process.poll() is None:
+        up.stop(signal.SIGKILL, whole_group=True)
+
+
+def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
+    make_up: MakeUp, browser: object, mnist_test: Split
+) -> None:
+    make_up.start()
+    wait_for(make_up.available, 240, "a first model to be trained and served")
+    wait_for(lambda: make_up.says("dashboard  http://localhost"), 60, "the addresses to be printed")
+    assert requests.get(f"{make_up.dashboard}/_stcore/health", timeout=5).text == "ok"
+
+    parts = descendants(make_up.process.pid)
+    servers = [cmdline(p)[3:] for p in parts if cmdline(p)[1:3] == ["-m", "serving"]]
+    ports = {k: v for k, v in make_up.ports.items() if k != "dashboard"}
+    assert servers == [server_flags(ROOT / "docker-compose.yml", make_up.model_dir, ports)]
+
+    images = mnist_test.images[:20, :, :, None].astype(np.float32) / 255.0
+    over_grpc = ServingClient.grpc(f"127.0.0.1:{make_up.ports['port']}").predict(images)
+    over_rest = ServingClient.rest(make_up.rest).predict(images)
+    assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
+    assert np.mean([p.digit for p in over_grpc] == mnist_test.labels[:20]) >= 0.7
+    assert {p.version for p in over_grpc} == {1}
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = context.new_page()
+    for view, heading in (("training", "Training"), ("models", "Models")):
+        open_page(page, f"{make_up.dashboard}/{view}")
+        page.get_by_role("heading", name=heading).first.wait_for(timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        screenshot(page, f"make-up-{view}")
+    upload = make_up.model_dir.parent / "digit.png"
+    upload.write_bytes(encode(photo_of(mnist_test.images[0]), "PNG"))
+    open_page(page, make_up.dashboard)
+    page.locator('input[type="file"]').set_input_files(str(upload))
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=60_000)
+    screenshot(page, "make-up-predict")  # the README's picture (docs/dashboard.png)
+    context.close()
+
+    make_up.stop(signal.SIGINT, whole_group=True)
+    assert make_up.says("stopped")
+    assert not [p for p in parts if alive(p)]
+    assert not [port for port in make_up.ports.values() if listening(port)]
+    base = make_up.model_dir / "mnist"
+    assert numeric_versions(base) == [1]
+    assert sorted(p.name for p in base.iterdir()) == [
+        ".runs",
+        "1",
+    ]  # no staging directory left
+
+
+def test_a_second_make_up_reuses_the_model_and_stops_on_sigterm(
+    make_up: MakeUp, trained_model_dir: Path
+) -> None:
+    make_up.model_dir.mkdir()
+    (make_up.model_dir / "mnist").mkdir()
+    (make_up.model_dir / "mnist" / "1").symlink_to(trained_model_dir / "mnist" / "1")
+    make_up.start()
+    wait_for(make_up.available, 120, "the existing version to be served")
+    parts = descendants(make_up.process.pid)
+    assert make_up.says("serving the newest version")
+    assert not [p for p in parts if cmdline(p)[1:3] == ["-m", "trainer"]]
+    make_up.stop(signal.SIGTERM, whole_group=False)
+    assert not [p for p in parts if alive(p)]
+    assert not [port for port in make_up.ports.values() if listening(port)]
+    assert numeric_versions(make_up.model_dir / "mnist") == [1]
+
+
+def test_a_busy_port_is_one_line_and_nothing_starts(make_up: MakeUp) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", make_up.ports["dashboard"]))
+        holder.listen()
+        make_up.start()
+        assert make_up.process.wait(60) != 0
+    wait_for(lambda: make_up.says("is in use"), 10, "the error")
+    errors = [line for line in make_up.output if line.startswith("error:")]
+    assert len(errors) == 1 and str(make_up.ports["dashboard"]) in errors[0]
