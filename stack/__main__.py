@@ -2,7 +2,7 @@
 background when the model has no version yet (`make up`).
 
 python -m stack                                        # models/, ports 8500, 8501 and 8080
-python -m stack --train-args="--limit 3000 --epochs 1" # a quick first model
+python -m stack --train-args="--arch seed --limit 5000 --epochs 2"  # a quick first model
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ MODEL_NAME = "mnist"  # as serving/config/models.config names it
 
 EXAMPLES = """examples:
   make up                                       the same as: python -m stack
-  TRAIN_ARGS="--limit 3000 --epochs 1" make up  a quick first model (about 20 s)
+  TRAIN_ARGS="--arch seed --limit 5000 --epochs 2" make up
+                                                a quick first model (about 10 s)
+  VERBOSE=1 make up                             every part's own logging too
   MODEL_DIR=/tmp/models make up                 another model directory
   RETRAIN=1 make up                             train a new version even though one exists
 """
