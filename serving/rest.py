@@ -10,10 +10,13 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+import grpc
 
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.inference import Inference
@@ -21,6 +24,32 @@ from serving.inference import Inference
 log = logging.getLogger("serving")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# Request bodies read, parsed and answered at once, in bytes. JSON numbers take several times their
+# size as Python objects, so this bounds what REST requests hold in memory together (four bodies at the
+# limit) however many clients connect; a request that does not fit waits, up to the socket timeout.
+BODY_BUDGET_BYTES = 4 * MAX_BODY_BYTES
+
+
+class ByteBudget:
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, size: int, timeout_s: float) -> Iterator[None]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.free >= size, timeout_s):
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE, "the server is busy with other large requests; try again"
+                )
+            self.free -= size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += size
+                self._changed.notify_all()
+
 
 # TF Serving's own patterns (tensorflow_serving/model_servers/http_rest_api_util.cc), matched whole.
 PREDICT_PATH = re.compile(
@@ -104,12 +133,14 @@ class RestHandler(BaseHTTPRequestHandler):
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
             spec = (_name(name), _version(version), _label(label))
-            body = self._read_body()
-            if verb == "predict":
-                document = inference.predict_json(*spec, body)
-            else:
-                document = inference.examples_json(verb, *spec, body)
-            return 200, self._json(document), "application/json"
+            length = self._body_length()
+            with self.server.bodies.reserve(length, self.timeout):
+                body = self._read_body(length)
+                if verb == "predict":
+                    document = inference.predict_json(*spec, body)
+                else:
+                    document = inference.examples_json(verb, *spec, body)
+                return 200, self._json(document), "application/json"
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
@@ -121,7 +152,7 @@ class RestHandler(BaseHTTPRequestHandler):
             return 200, self._json(document), "application/json"
         raise malformed
 
-    def _read_body(self) -> bytes:
+    def _body_length(self) -> int:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise invalid_argument("chunked request bodies are not supported; send a Content-Length header")
@@ -135,6 +166,9 @@ class RestHandler(BaseHTTPRequestHandler):
             raise invalid_argument(
                 f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes"
             )
+        return length
+
+    def _read_body(self, length: int) -> bytes:
         try:
             body = self.rfile.read(length)
         except OSError:  # the socket timeout: a client that stopped sending
@@ -182,6 +216,7 @@ class RestServer(ThreadingHTTPServer):
             "TimedRestHandler", (RestHandler,), {"timeout": timeout_s}
         )  # socket timeout per request
         self.closing = False
+        self.bodies = ByteBudget(BODY_BUDGET_BYTES)
         self._active = 0
         self._idle = threading.Condition()
         try:

@@ -109,8 +109,9 @@ class ModelServer:
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything."""
         self._stop.set()
+        grpc_stopped = self.grpc.stop(grace_s)  # returns at once: both doors drain at the same time
         if self.rest is not None:
             self.rest.stop(grace_s)
-        self.grpc.stop(grace_s).wait(grace_s)
+        grpc_stopped.wait(grace_s)
         self.store.wait_idle(grace_s)
         self.store.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, start_server
 
 
 def post(server: ServerProcess, path: str, body: object) -> requests.Response:
@@ -187,3 +189,28 @@ def test_bad_base64_is_a_bad_request(server: ServerProcess) -> None:
     body = {"signature_name": "classify", "examples": [{"image": {"b64": "é"}}]}
     reply = post(server, "/v1/models/mnist:classify", body)
     assert reply.status_code == 400 and "b64" in reply.json()["error"]
+
+
+def peak_memory_bytes(pid: int) -> int:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(status["VmHWM"].split()[0]) * 1024
+
+
+def test_many_large_bodies_at_once_are_answered_within_bounded_memory(
+    trained_model_dir: Path, images: np.ndarray
+) -> None:
+    """Sixteen 15 MiB bodies at once would take gigabytes parsed together; the server reads, parses and
+    answers at most a few at a time, and every client gets an answer (here 400: wrong shape)."""
+    server = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}")
+    try:
+        body = b'{"instances": [' + b"0.5," * (15 * 1024 * 1024 // 4 - 8) + b"0.5]}"
+        before = peak_memory_bytes(server.process.pid)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(
+                pool.map(lambda _: post(server, "/v1/models/mnist:predict", body).status_code, range(16))
+            )
+        assert set(codes) <= {400, 503} and codes.count(400) >= 4, codes
+        assert peak_memory_bytes(server.process.pid) - before < 1.5 * 1024**3
+        assert post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code == 200
+    finally:
+        assert server.stop() == 0
