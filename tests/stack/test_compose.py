@@ -3,6 +3,7 @@ Dockerfiles, the serving flags are ones our server runs on, and the healthcheck 
 
 from __future__ import annotations
 
+import ast
 import re
 import socket
 import subprocess
@@ -110,6 +111,32 @@ def test_dockerfile_lints_clean_and_keeps_the_rules(dockerfile: Path) -> None:
     install = next(i for i, line in enumerate(lines) if "pip install -r requirements.txt" in line)
     copies = [i for i, line in enumerate(lines) if line.startswith("COPY ") and "pyproject.toml" not in line]
     assert copies and min(copies) > install
+
+
+FIRST_PARTY = {"trainer", "serving", "dashboard", "stack", "tfquiet"}
+
+
+def first_party_imports(package: str) -> set[str]:
+    """The project's own packages that `package` needs, following their imports in turn."""
+    needed, todo = {package}, [package]
+    while todo:
+        for source in (ROOT / todo.pop()).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                for top in {name.split(".")[0] for name in names} & FIRST_PARTY - needed:
+                    needed.add(top)
+                    todo.append(top)
+    return needed
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_image_holds_every_package_its_code_imports(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    copied = set(re.findall(r"^COPY (\S+) ", text, re.MULTILINE))
+    assert first_party_imports(dockerfile.parent.name) <= copied
+    assert "PYTHONPATH=/app" in text and "WORKDIR /app" in text  # not pip-installed: found on the path
 
 
 def test_dockerignore_keeps_local_state_out_of_images() -> None:
