@@ -156,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
     base_path = args.model_dir / MODEL_NAME
     train = not numeric_versions(base_path) or os.environ.get("RETRAIN") == "1"
     try:
+        base_path.mkdir(parents=True, exist_ok=True)  # the server waits on it quietly, not "not found"
+    except OSError as err:
+        print(f"error: cannot create the model directory {base_path}: {err.strerror}", file=sys.stderr)
+        return 2
+    try:
         parts = build_parts(args, train)
     except ComposeError as err:
         print(f"error: {err}", file=sys.stderr)
