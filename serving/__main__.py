@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from serving.settings import parse_flags
+from serving.settings import ConfigError, parse_flags
 from tfquiet import import_tensorflow
 
 
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: cannot start the server: {err}", file=sys.stderr)
         return 1
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     stop.wait()
     server.stop()
     return 0

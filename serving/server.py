@@ -8,7 +8,7 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
 from serving.metrics import ServingMetrics
@@ -29,14 +29,21 @@ class ModelServer:
         self.metrics = ServingMetrics()
         self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
         self._stop = threading.Event()
-        self.store = ModelStore(
-            map_base_paths(settings.models, settings.base_path_map),
-            warm_up=settings.enable_model_warmup,
-            batching=settings.batching,
-            on_load=self.metrics.observe_load,
-            on_change=self._update_health,
-            on_batch=self.metrics.observe_batch,
-        )
+        try:
+            self.store = ModelStore(
+                map_base_paths(settings.models, settings.base_path_map),
+                warm_up=settings.enable_model_warmup,
+                batching=settings.batching,
+                on_load=self.metrics.observe_load,
+                on_change=self._update_health,
+                on_batch=self.metrics.observe_batch,
+                allow_unavailable_labels=settings.allow_version_labels_for_unavailable_models,
+            )
+        except ServingError as err:  # TF Serving refuses to start on such a config, too
+            raise ConfigError(
+                f"{err.message}: no version is loaded before the server starts; give "
+                "--allow_version_labels_for_unavailable_models to assign labels in the first config"
+            ) from None
         self.inference = Inference(self.store, self.metrics.observe_request)
         self._update_health()
         self.grpc = build_grpc_server(
@@ -66,7 +73,8 @@ class ModelServer:
         self._adopt(config)
 
     def _adopt(self, config: Any) -> None:
-        self.store.reload(map_base_paths(config, self.settings.base_path_map))
+        mapped = map_base_paths(config, self.settings.base_path_map)
+        self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
         self.store.poll()
 
     def _watch_model_config_file(self) -> None:
@@ -81,9 +89,13 @@ class ModelServer:
                 log.error("%s; keeping the previous config", err)
                 continue
             if config != current:
-                log.warning("%s changed; adopting it", path)
-                current = config
-                self._adopt(config)
+                current = config  # tried once per change, as TF Serving logs a refused reload once
+                try:
+                    self._adopt(config)
+                except ServingError as err:
+                    log.error("%s: %s; keeping the previous config", path, err.message)
+                    continue
+                log.warning("adopted the changed %s", path)
 
     def _update_health(self) -> None:
         if self.health is None:

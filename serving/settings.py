@@ -44,6 +44,7 @@ class Settings:
     model_config_file: Path | None
     model_config_file_poll_wait_seconds: float  # 0: read the file once, at start
     base_path_map: tuple[str, str] | None  # (container prefix, host prefix), see map_base_paths
+    allow_version_labels_for_unavailable_models: bool
     file_system_poll_wait_seconds: float
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
     monitoring: Message  # MonitoringConfig
@@ -152,6 +153,14 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         help="seconds between re-reads of --model_config_file (labels, policies); 0 (the default) never",
     )
     flag(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let a new label name a version that is not AVAILABLE yet (e.g. labels in the first config)",
+    )
+    flag(
         "--base_path_map",
         type=parse_base_path_map,
         metavar="CONTAINER=HOST",
@@ -243,6 +252,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         base_path_map=args.base_path_map,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         batching=batching,
         monitoring=monitoring,

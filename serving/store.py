@@ -87,6 +87,7 @@ class ModelStore:
         on_load: Callable[[str, int, float, bool], None] = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
+        allow_unavailable_labels: bool = False,
     ) -> None:
         """`on_load(model, version, seconds, ok)` hears of every load (metrics); `on_change()` of every
         change of which versions answer (the health service); `on_batch(model, size)` of every batch."""
@@ -97,14 +98,21 @@ class ModelStore:
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self.reload(config)
+        self.reload(config, allow_unavailable_labels)
 
     # ---- configuration and polling -------------------------------------------------------------
 
-    def reload(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded."""
+    def reload(
+        self, config: model_server_config_pb2.ModelServerConfig, allow_unavailable_labels: bool = False
+    ) -> None:
+        """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded.
+
+        As TF Serving, a label may name only an AVAILABLE version (so that moving a label never sends
+        its traffic to a version still loading); `allow_unavailable_labels` lets a label that is new,
+        or that keeps its version, name any version. A config that breaks the rule is refused whole."""
         configs = list(config.model_config_list.config)
         with self._sync_lock, self._lock:
+            self._check_labels(configs, allow_unavailable_labels)
             removed = [m for name, m in self._models.items() if name not in {c.name for c in configs}]
             models = {}
             for model_config in configs:
@@ -119,6 +127,22 @@ class ModelStore:
         for entry in removed:
             for record in [r for r in entry.records.values() if r.state == AVAILABLE]:
                 self._unload(entry, record)
+
+    def _check_labels(
+        self, configs: list[model_server_config_pb2.ModelConfig], allow_unavailable: bool
+    ) -> None:
+        for model_config in configs:
+            entry = self._models.get(model_config.name)
+            available = entry.available() if entry is not None else []
+            current = dict(entry.config.version_labels) if entry is not None else {}
+            for label, version in model_config.version_labels.items():
+                if version in available or (allow_unavailable and current.get(label, version) == version):
+                    continue
+                raise ServingError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Request to assign label to version {version} of model {model_config.name}, "
+                    "which is not currently available for inference",
+                )
 
     def poll(self) -> None:
         """Look at every base path once and load, retire or unload versions to match it.

@@ -50,7 +50,7 @@ def test_model_config_file_policies_labels_and_reload(
 ) -> None:
     config = tmp_path / "models.config"
     config.write_text(TWO_MODELS.format(base=two_versions))
-    server = start_server(f"--model_config_file={config}")
+    server = start_server(f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models")
     try:
         wait_for(
             lambda: server.model_states("mnist") == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions"
@@ -107,6 +107,7 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
         f"--model_config_file={config}",
         "--model_config_file_poll_wait_seconds=0.2",
         f"--base_path_map=/models={two_versions.parent}",
+        "--allow_version_labels_for_unavailable_models=true",
     )
 
     def stable_version() -> int:
@@ -125,6 +126,56 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
         config.write_text(PINNED.format(stable=1).replace("specific", "no_such_policy"))
         wait_for(lambda: any("keeping the previous config" in line for line in log), 10, "the error logged")
         assert stable_version() == 2
+    finally:
+        assert server.stop() == 0
+
+
+def test_labels_name_only_available_versions_as_in_tf_serving(
+    two_versions: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """A label may point only at an AVAILABLE version, so moving one never strands its traffic on a
+    version still loading; the flag lets a new label point anywhere, not an existing one move."""
+    config = tmp_path / "models.config"
+    config.write_text(PINNED.format(stable=1).replace("/models/mnist", str(two_versions)))
+    refused = subprocess.run(
+        [sys.executable, "-m", "serving", "--port=0", f"--model_config_file={config}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "--allow_version_labels_for_unavailable_models" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    (two_versions / "3").mkdir()  # a version that will never load
+    server = start_server(f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models")
+
+    def reload(stable: int, **labels: int) -> grpc.StatusCode:
+        new = model_server_config_pb2.ModelServerConfig()
+        model = new.model_config_list.config.add(name="mnist", base_path=str(two_versions))
+        model.model_version_policy.all.SetInParent()
+        model.version_labels["stable"] = stable
+        model.version_labels.update(labels)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            try:
+                stub.HandleReloadConfigRequest(
+                    model_management_pb2.ReloadConfigRequest(config=new), timeout=30
+                )
+            except grpc.RpcError as err:
+                assert "not currently available" in err.details()
+                return err.code()
+        return grpc.StatusCode.OK
+
+    try:
+        wait_for(lambda: server.model_states() == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions")
+        assert reload(stable=3) == grpc.StatusCode.FAILED_PRECONDITION  # an existing label, moved
+        assert reload(stable=1, canary=3) == grpc.StatusCode.OK  # a new label, allowed by the flag
+        assert reload(stable=2) == grpc.StatusCode.OK  # moved to an AVAILABLE version
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
+        assert reply.model_spec.version.value == 2
     finally:
         assert server.stop() == 0
 
