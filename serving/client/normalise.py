@@ -25,6 +25,10 @@ DIGIT_SIDE = 20
 FIELD_SIDE = 28
 MNIST_CENTRE = np.array([14.0, 14.0])  # the mean centre of mass of MNIST digits, (row, column)
 
+# Pillow warns of images over its own pixel limit; ours (Limits.max_pixels) refuses them anyway, so the
+# warning is noise. Filtered once here: warnings.catch_warnings() per call is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageError(ValueError):
     """An upload that cannot become a digit, with what is wrong with it."""
@@ -49,9 +53,7 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ImageError(f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
-            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError as err:
         raise ImageError(f"the image is too large to decode ({err.args[0].split(',')[0]})") from None
     except UnidentifiedImageError:
@@ -79,15 +81,24 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     return image
 
 
+# A canvas export is mostly see-through around opaque strokes; a picture with a few see-through
+# pixels (rounded corners, a cut-out border) is paper with ink on it.
+CANVAS_MIN_TRANSPARENT_SHARE = 0.3
+
+
 def ink_map(image: Image.Image) -> np.ndarray:
     """Float [h, w] in [0, 255] with ink high: alpha for transparent canvases, else inverted grey
     when the paper is light."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3]
-        if alpha.min() < 250:  # really transparent somewhere: the strokes are the opaque part
-            return alpha
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
+        see_through = rgba[..., 3] < 250
+        if see_through.mean() >= CANVAS_MIN_TRANSPARENT_SHARE:  # the strokes are the opaque part
+            return rgba[..., 3]
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
+        if see_through.any():  # whatever colour hides under them, the see-through pixels are paper
+            grey[see_through] = np.median(grey[~see_through])
+    else:
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
     return 255.0 - grey if np.median(grey) > 127 else grey
 
 

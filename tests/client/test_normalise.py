@@ -58,6 +58,18 @@ def test_rgba_canvas_export_reads_ink_from_alpha(mnist_test: Split) -> None:
     assert_mnist_layout(normalise_bytes(encode(canvas, "PNG", "RGBA")).image, mnist_test.images[3])
 
 
+def test_opaque_picture_with_transparent_corners_is_paper_not_a_canvas(mnist_test: Split) -> None:
+    photo = photo_of(mnist_test.images[5], size=(320, 320), at=(20, 20))
+    rgba = np.zeros((320, 320, 4), np.uint8)  # see-through corners hide black, as many exporters do
+    rgba[..., :3] = photo[..., None]
+    rows, cols = np.ogrid[:320, :320]
+    corners = np.minimum(np.hypot(np.minimum(rows, 319 - rows) - 40, np.minimum(cols, 319 - cols) - 40), 99)
+    inside = (np.minimum(rows, 319 - rows) >= 40) | (np.minimum(cols, 319 - cols) >= 40) | (corners <= 40)
+    rgba[..., 3] = np.where(inside, 255, 0)
+    assert 0 < (rgba[..., 3] == 0).mean() < 0.05
+    assert_mnist_layout(normalise_bytes(encode(rgba, "PNG", "RGBA")).image, mnist_test.images[5])
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "TIFF", "GIF"])
 def test_formats_colour_and_palette(fmt: str, mnist_test: Split) -> None:
     grey = photo_of(mnist_test.images[1], size=(300, 300), scale=8, at=(20, 30))
