@@ -171,16 +171,20 @@ class RestTransport(Transport):
     def predict(
         self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
     ) -> tuple[np.ndarray, int]:
-        document = self._call(
-            "POST",
-            f"{self._path(model, version, label)}:predict",
-            timeout,
-            {"inputs": {"images": images.tolist()}},
-        )
-        probabilities = np.asarray(document["outputs"]["probabilities"], dtype=np.float32)
-        # REST predictions do not name the version that answered: ask, unless the request fixed it.
-        answered = version if version is not None else self._answering_version(model, label, timeout)
-        return probabilities, answered
+        """REST predictions do not name the version that answered, so when the caller does not fix one,
+        the version is resolved first (the latest, or the label's) and the prediction sent to it: the
+        version reported is the one that answered. Should it be unloaded in between, once more."""
+        body = {"inputs": {"images": images.tolist()}}
+        target = version if version is not None else self._answering_version(model, label, timeout)
+        url = f"{self.url}/v1/models/{model}/versions/{{}}:predict"
+        try:
+            document = self._call("POST", url.format(target), timeout, body)
+        except ServingClientError as err:
+            if err.status != "NOT_FOUND" or version is not None:
+                raise
+            target = self._answering_version(model, label, timeout)  # unloaded meanwhile: once more
+            document = self._call("POST", url.format(target), timeout, body)
+        return np.asarray(document["outputs"]["probabilities"], dtype=np.float32), target
 
     def _answering_version(self, model: str, label: str | None, timeout: float) -> int:
         metadata = self.metadata(model, None, label, timeout)
