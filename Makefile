@@ -34,7 +34,7 @@ format: $(INSTALLED)
 # The main job: model server and dashboard at once, the trainer in the background when the model has
 # no version yet; the server's flags come from docker-compose.yml. Ctrl-C stops all of them.
 up: $(INSTALLED)
-	exec $(PY) -m stack --model-dir='$(MODEL_DIR)' --train-args='$(TRAIN_ARGS)' \
+	@exec $(PY) -m stack --model-dir='$(MODEL_DIR)' --train-args='$(TRAIN_ARGS)' \
 		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) $(if $(VERBOSE),--verbose)
 
 train: $(INSTALLED)

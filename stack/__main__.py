@@ -179,20 +179,25 @@ def run(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     threading.Thread(target=announce, args=(supervisor, args, stopping), daemon=True).start()
 
-    code = 0
+    try:
+        code = watch(supervisor, base_path)
+    finally:  # whatever happened above, nothing is left running
+        stopping.set()
+        supervisor.stop_all(parts)
+    supervisor.say("stack", "stopped")
+    return code
+
+
+def watch(supervisor: Supervisor, base_path: Path) -> int:
+    """Until a signal, or an exit that ends the stack: the stack's exit code."""
     while True:
         event = supervisor.next_event()
         if isinstance(event, int):
             supervisor.say("stack", "stopping...")
-            break
+            return 0
         code = report_exit(supervisor, event, base_path)
         if code is not None:
-            break
-        code = 0
-    stopping.set()
-    supervisor.stop_all(parts)
-    supervisor.say("stack", "stopped")
-    return code
+            return code
 
 
 def report_exit(supervisor: Supervisor, event: Exited, base_path: Path) -> int | None:

@@ -52,7 +52,7 @@ class Supervisor:
         self._print_lock = threading.Lock()
 
     def say(self, name: str, line: str) -> None:
-        with self._print_lock:
+        with self._print_lock, contextlib.suppress(BrokenPipeError):  # `make up | tee` and a Ctrl-C
             print(f"{name:<9}| {line}", flush=True)
 
     def start(self, part: Part) -> None:
