@@ -225,6 +225,32 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in raised.value.details()
 
 
+def test_packed_content_that_does_not_fill_its_shape_is_refused(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    request = predict_request(images[:1])
+    request.inputs["images"].tensor_content = request.inputs["images"].tensor_content[:-4]
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "3132 bytes" in raised.value.details()
+
+
+def test_values_in_typed_fields_are_read_too(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    """Clients that fill float_val instead of tensor_content (other languages' helpers do) get the
+    same answer."""
+    packed = predictions.Predict(predict_request(images[:1]), timeout=10)
+    request = predict_request(images[:1])
+    tensor = request.inputs["images"]
+    tensor.ClearField("tensor_content")
+    tensor.float_val.extend(images[:1].ravel().tolist())
+    typed = predictions.Predict(request, timeout=10)
+    np.testing.assert_allclose(
+        tf.make_ndarray(typed.outputs["probabilities"]), tf.make_ndarray(packed.outputs["probabilities"])
+    )
+
+
 def test_unknown_inputs_are_refused_before_they_are_decoded(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
