@@ -35,7 +35,7 @@ format: $(INSTALLED)
 # no version yet; the server's flags come from docker-compose.yml. Ctrl-C stops all of them.
 up: $(INSTALLED)
 	@exec $(PY) -m stack --model-dir='$(MODEL_DIR)' --train-args='$(TRAIN_ARGS)' \
-		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) $(if $(VERBOSE),--verbose)
+		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) $(if $(filter 1,$(VERBOSE)),--verbose)
 
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)

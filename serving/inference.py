@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -61,13 +61,13 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
         raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
     if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
-    if tensor.tensor_content and tensor.dtype != types_pb2.DT_STRING:
+    dtype = np.dtype(tf.dtypes.as_dtype(tensor.dtype).as_numpy_dtype)
+    if tensor.tensor_content and dtype.kind in "biufc":
         # The usual packed form, read in place: make_ndarray's general path costs several times more.
         if len(tensor.tensor_content) != math.prod(dims) * itemsize:
             raise invalid_argument(
                 f"tensor parsing error: {name}: {len(tensor.tensor_content)} bytes for shape {dims}"
             )
-        dtype = tf.dtypes.as_dtype(tensor.dtype).as_numpy_dtype
         return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(dims)
     try:
         return tf.make_ndarray(tensor)

@@ -24,9 +24,9 @@ from serving.inference import Inference
 log = logging.getLogger("serving")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# Request bodies read, parsed and answered at once, in bytes. JSON numbers take several times their
-# size as Python objects, so this bounds what REST requests hold in memory together (four bodies at the
-# limit) however many clients connect; a request that does not fit waits, up to the socket timeout.
+# Request bodies parsed and answered at once, in bytes. JSON numbers take several times their size as
+# Python objects, so this bounds what REST requests hold in memory together (four bodies at the limit)
+# however many clients connect; a request that does not fit waits, up to the socket timeout.
 BODY_BUDGET_BYTES = 4 * MAX_BODY_BYTES
 
 
@@ -133,9 +133,9 @@ class RestHandler(BaseHTTPRequestHandler):
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
             spec = (_name(name), _version(version), _label(label))
-            length = self._body_length()
-            with self.server.bodies.reserve(length, self.timeout):
-                body = self._read_body(length)
+            body = self._read_body(self._body_length())
+            # Reserved once the body is in: a client that sends slowly holds only its own bytes.
+            with self.server.bodies.reserve(len(body), self.timeout):
                 if verb == "predict":
                     document = inference.predict_json(*spec, body)
                 else:

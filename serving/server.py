@@ -78,24 +78,26 @@ class ModelServer:
         self.store.poll()
 
     def _watch_model_config_file(self) -> None:
-        """--model_config_file_poll_wait_seconds: adopt the file whenever it changes (a new label, a
-        pinned version); a file that stops parsing is logged and the last good config stays."""
+        """--model_config_file_poll_wait_seconds: adopt the file whenever it differs from the config in
+        force. As in TF Serving, a refused config (a label on a version still loading, say) is tried
+        again at every poll, so it takes effect once it can; a file that does not parse is logged and
+        the last good config stays. Each distinct error is logged once."""
         path, every_s = self.settings.model_config_file, self.settings.model_config_file_poll_wait_seconds
-        current = self.settings.models
+        adopted, last_error = self.settings.models, ""
         while not self._stop.wait(every_s):
             try:
                 config = read_model_config(path)
-            except ConfigError as err:
-                log.error("%s; keeping the previous config", err)
-                continue
-            if config != current:
-                current = config  # tried once per change, as TF Serving logs a refused reload once
-                try:
-                    self._adopt(config)
-                except ServingError as err:
-                    log.error("%s: %s; keeping the previous config", path, err.message)
+                if config == adopted:
                     continue
-                log.warning("adopted the changed %s", path)
+                self._adopt(config)
+            except (ConfigError, ServingError) as err:
+                message = err.message if isinstance(err, ServingError) else str(err)
+                if message != last_error:
+                    log.error("%s: %s; keeping the previous config", path, message)
+                last_error = message
+                continue
+            adopted, last_error = config, ""
+            log.warning("adopted the changed %s", path)
 
     def _update_health(self) -> None:
         if self.health is None:

@@ -133,6 +133,8 @@ class ModelStore:
     ) -> None:
         for model_config in configs:
             entry = self._models.get(model_config.name)
+            if entry is not None and entry.config.base_path != model_config.base_path:
+                entry = None  # a new base path: none of the old versions will be there
             available = entry.available() if entry is not None else []
             current = dict(entry.config.version_labels) if entry is not None else {}
             for label, version in model_config.version_labels.items():

@@ -14,12 +14,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import requests
 
 from stack.compose import ComposeError, server_flags
-from stack.supervisor import Exited, Part, Supervisor
+from stack.supervisor import Exited, Part, Signalled, Supervisor
 from trainer.versions import numeric_versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
     ]
     parts[0].argv += verbose
     if train:
-        trainer = [sys.executable, "-m", "trainer", "--model-dir", str(args.model_dir), *verbose]
+        trainer = [sys.executable, "-m", "trainer", "--model-dir", str(args.model_dir.resolve()), *verbose]
         parts.append(
             Part(
                 "trainer",
@@ -144,60 +145,68 @@ def _latest_available(url: str) -> int | None:
     return max(versions, default=None)
 
 
-def run(args: argparse.Namespace) -> int:
+class StartError(Exception):
+    """The stack cannot start: one line for the user."""
+
+
+def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
+    """The parts to run, the model's base path, and whether the trainer is among the parts."""
     busy = [p for p in (args.grpc_port, args.rest_port, args.dashboard_port) if port_in_use(p)]
     if busy:
-        print(
-            f"error: port {busy[0]} is in use (another `make up`?): stop what holds it, or choose other "
-            "ports with GRPC_PORT, REST_PORT and DASHBOARD_PORT",
-            file=sys.stderr,
+        raise StartError(
+            f"port {busy[0]} is in use (another `make up`?): stop what holds it, or choose other "
+            "ports with GRPC_PORT, REST_PORT and DASHBOARD_PORT"
         )
-        return 2
-    base_path = args.model_dir / MODEL_NAME
-    train = not numeric_versions(base_path) or os.environ.get("RETRAIN") == "1"
+    base_path = args.model_dir.resolve() / MODEL_NAME
     try:
+        train = not numeric_versions(base_path) or os.environ.get("RETRAIN") == "1"
         base_path.mkdir(parents=True, exist_ok=True)  # the server waits on it quietly, not "not found"
     except OSError as err:
-        print(f"error: cannot create the model directory {base_path}: {err.strerror}", file=sys.stderr)
-        return 2
+        raise StartError(f"cannot use the model directory {base_path}: {err.strerror}") from None
     try:
-        parts = build_parts(args, train)
+        return build_parts(args, train), base_path, train
     except ComposeError as err:
+        raise StartError(str(err)) from None
+
+
+def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
+    try:
+        parts, base_path, train = prepare(args)
+    except StartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    supervisor = Supervisor(str(ROOT))
-    supervisor.forward_signals()
-    for part in parts:
-        supervisor.start(part)
-    if train:
-        supervisor.say(
-            "stack", f"training a version into {base_path} in the background; the dashboard shows it live"
-        )
-    else:
-        supervisor.say("stack", f"serving the newest version in {base_path} (RETRAIN=1 trains another)")
     stopping = threading.Event()
-    threading.Thread(target=announce, args=(supervisor, args, stopping), daemon=True).start()
-
+    code, asked_at = 1, time.monotonic()
     try:
-        code = watch(supervisor, base_path)
+        for part in parts:
+            supervisor.start(part)
+        if train:
+            supervisor.say(
+                "stack", f"training a version into {base_path} in the background; the dashboard shows it live"
+            )
+        else:
+            supervisor.say("stack", f"serving the newest version in {base_path} (RETRAIN=1 trains another)")
+        threading.Thread(target=announce, args=(supervisor, args, stopping), daemon=True).start()
+        code, asked_at = watch(supervisor, base_path)
+    except OSError as err:
+        print(f"error: cannot start the stack: {err}", file=sys.stderr)
     finally:  # whatever happened above, nothing is left running
         stopping.set()
-        supervisor.stop_all(parts)
+        supervisor.stop_all(parts, since=asked_at)
     supervisor.say("stack", "stopped")
     return code
 
 
-def watch(supervisor: Supervisor, base_path: Path) -> int:
-    """Until a signal, or an exit that ends the stack: the stack's exit code."""
+def watch(supervisor: Supervisor, base_path: Path) -> tuple[int, float]:
+    """Until a stop signal, or an exit that ends the stack: the stack's exit code, and when it ended."""
     while True:
         event = supervisor.next_event()
-        if isinstance(event, int):
+        if isinstance(event, Signalled):
             supervisor.say("stack", "stopping...")
-            return 0
+            return 0, event.at
         code = report_exit(supervisor, event, base_path)
         if code is not None:
-            return code
+            return code, time.monotonic()
 
 
 def report_exit(supervisor: Supervisor, event: Exited, base_path: Path) -> int | None:
@@ -220,7 +229,10 @@ def report_exit(supervisor: Supervisor, event: Exited, base_path: Path) -> int |
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    supervisor = Supervisor(str(ROOT))
+    supervisor.forward_signals()  # before anything starts: a Ctrl-C now is an event, not a traceback
+    return run(args, supervisor)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,12 @@ def serving_service(compose_file: Path) -> dict:
         raise ComposeError(f"cannot read {compose_file}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ComposeError(f"{compose_file} is not valid YAML: {err}") from None
-    service = (document or {}).get("services", {}).get(SERVICE)
+    services = document.get("services") if isinstance(document, dict) else None
+    service = services.get(SERVICE) if isinstance(services, dict) else None
     if not isinstance(service, dict) or not isinstance(service.get("command"), list):
         raise ComposeError(f"{compose_file}: service {SERVICE!r} with a command list not found")
+    if not all(isinstance(v, str) and ":" in v for v in service.get("volumes", [])):
+        raise ComposeError(f"{compose_file}: service {SERVICE!r}: volumes must be SOURCE:TARGET strings")
     return service
 
 

@@ -19,6 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill or make, a closed terminal
+# One stop request often arrives twice (make forwards SIGTERM to us, and `kill -- -PGID` or `timeout`
+# signal the whole group); only a signal this much later means "kill now".
+IMPATIENT_AFTER_S = 1.0
+# Looked up before any fork: the child between fork and exec may only call what is already there.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 @dataclass
@@ -40,22 +46,37 @@ class Exited:
     last_lines: list[str]
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+@dataclass
+class Signalled:
+    signum: int
+    at: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
     def __init__(self, cwd: str) -> None:
         self.cwd = cwd
-        self.events: queue.Queue[Exited | int] = queue.Queue()  # an exit, or a signal number
+        # SimpleQueue: its put() may be called from a signal handler that interrupted a get().
+        self.events: queue.SimpleQueue[Exited | Signalled] = queue.SimpleQueue()
         self.running: dict[str, subprocess.Popen[str]] = {}
         self._print_lock = threading.Lock()
+
+    def forward_signals(self) -> None:
+        """Stop signals become events, handled in the main loop like an exit."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, lambda signum, _frame: self.events.put(Signalled(signum)))
 
     def say(self, name: str, line: str) -> None:
         with self._print_lock, contextlib.suppress(BrokenPipeError):  # `make up | tee` and a Ctrl-C
             print(f"{name:<9}| {line}", flush=True)
 
     def start(self, part: Part) -> None:
+        parent = os.getpid()
+
+        def die_with_parent() -> None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the parent died before the request was in place
+                os.kill(os.getpid(), signal.SIGTERM)
+
         process = subprocess.Popen(
             part.argv,
             cwd=self.cwd,
@@ -66,7 +87,7 @@ class Supervisor:
             text=True,
             errors="replace",
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.running[part.name] = process
         threading.Thread(target=self._follow, args=(part, process), daemon=True).start()
@@ -83,21 +104,16 @@ class Supervisor:
                 self.say(part.name, line)
         self.events.put(Exited(part, process.wait(), list(tail)))
 
-    def forward_signals(self) -> None:
-        """SIGINT and SIGTERM become events, handled in the main loop like an exit."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, _frame: self.events.put(signum))
-
-    def next_event(self) -> Exited | int:
+    def next_event(self) -> Exited | Signalled:
         while True:
             try:
                 return self.events.get(timeout=0.5)
             except queue.Empty:
                 continue
 
-    def stop_all(self, parts: list[Part], grace_s: float = 20.0) -> None:
-        """Ask every running part to stop, wait up to `grace_s`, then kill what is left. A second
-        Ctrl-C while waiting kills at once."""
+    def stop_all(self, parts: list[Part], since: float, grace_s: float = 20.0) -> None:
+        """Ask every running part to stop, wait up to `grace_s`, then kill what is left. A stop signal
+        that comes a second or more after the one at `since` (a second Ctrl-C) kills at once."""
         for part in parts:
             process = self.running.get(part.name)
             if process is not None and process.poll() is None:
@@ -105,16 +121,16 @@ class Supervisor:
         deadline = time.monotonic() + grace_s
         while any(p.poll() is None for p in self.running.values()) and time.monotonic() < deadline:
             try:
-                if isinstance(self.events.get(timeout=0.1), int):
-                    break  # impatient: kill now
+                event = self.events.get(timeout=0.1)
             except queue.Empty:
-                pass
+                continue
+            if isinstance(event, Signalled) and event.at - since >= IMPATIENT_AFTER_S:
+                break
         for process in self.running.values():
-            if process.poll() is None:
-                self._signal(process, signal.SIGKILL)
-                process.wait()
+            self._signal(process, signal.SIGKILL)  # the whole group, even if its leader is gone
+            process.wait()
 
     @staticmethod
     def _signal(process: subprocess.Popen[str], signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
             os.killpg(process.pid, signum)

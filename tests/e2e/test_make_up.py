@@ -36,12 +36,13 @@ class MakeUp:
     ports: dict[str, int]
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, train_args: tuple[str, ...] = QUICK_TRAIN_ARGS) -> None:
         env = {
             **os.environ,
             "MODEL_DIR": str(self.model_dir),
-            "TRAIN_ARGS": " ".join(QUICK_TRAIN_ARGS),
+            "TRAIN_ARGS": " ".join(train_args),
             "GRPC_PORT": str(self.ports["port"]),
             "REST_PORT": str(self.ports["rest_api_port"]),
             "DASHBOARD_PORT": str(self.ports["dashboard"]),
@@ -57,7 +58,8 @@ class MakeUp:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=lambda: self.output.extend(self.process.stdout), daemon=True).start()
+        self.reader = threading.Thread(target=lambda: self.output.extend(self.process.stdout), daemon=True)
+        self.reader.start()
 
     @property
     def rest(self) -> str:
@@ -85,6 +87,7 @@ class MakeUp:
         else:
             self.process.send_signal(signum)
         self.process.wait(60)
+        self.reader.join(10)  # every line read
 
 
 def descendants(pid: int) -> list[int]:
@@ -105,7 +108,10 @@ def descendants(pid: int) -> list[int]:
 
 
 def cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+    except FileNotFoundError:  # it ended meanwhile
+        return []
 
 
 def alive(pid: int) -> bool:
@@ -192,6 +198,19 @@ def test_a_second_make_up_reuses_the_model_and_stops_on_sigterm(
     assert not [p for p in parts if alive(p)]
     assert not [port for port in make_up.ports.values() if listening(port)]
     assert numeric_versions(make_up.model_dir / "mnist") == [1]
+
+
+def test_ctrl_c_while_training_exports_nothing_and_leaves_nothing(make_up: MakeUp) -> None:
+    make_up.start(train_args=("--arch", "seed", "--limit", "20000", "--epochs", "30", "--patience", "30"))
+    wait_for(lambda: make_up.says("epoch 1/30"), 120, "the first epoch to end")
+    parts = descendants(make_up.process.pid)
+    assert [p for p in parts if cmdline(p)[1:3] == ["-m", "trainer"]]
+    make_up.stop(signal.SIGINT, whole_group=True)
+    assert make_up.says("interrupted: no version was exported") and make_up.says("stopped")
+    assert not [p for p in parts if alive(p)]
+    assert not [port for port in make_up.ports.values() if listening(port)]
+    base = make_up.model_dir / "mnist"
+    assert numeric_versions(base) == [] and sorted(p.name for p in base.iterdir()) == [".runs"]
 
 
 def test_a_busy_port_is_one_line_and_nothing_starts(make_up: MakeUp) -> None:

@@ -130,6 +130,45 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
         assert server.stop() == 0
 
 
+def test_a_refused_config_is_tried_again_until_it_can_be_adopted(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """A label moved to a version that is not there yet is refused, and adopted at a later poll once
+    the version is AVAILABLE, as TF Serving's config polling does."""
+    base = tmp_path / "mnist"
+    shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
+    config = tmp_path / "models.config"
+    labelled = (
+        'model_config_list {{ config {{ name: "mnist" base_path: "{base}" model_version_policy {{ all {{}} }}'
+    )
+    labelled += ' version_labels {{ key: "stable" value: {stable} }} }} }}'
+    config.write_text(labelled.format(base=base, stable=1))
+    server = start_server(
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=0.2",
+        "--file_system_poll_wait_seconds=0.2",
+        "--allow_version_labels_for_unavailable_models",
+    )
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
+
+    def stable_version() -> int:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
+            return reply.model_spec.version.value
+
+    try:
+        config.write_text(labelled.format(base=base, stable=2))
+        wait_for(lambda: any("not currently available" in line for line in log), 10, "the refusal logged")
+        assert stable_version() == 1
+        shutil.copytree(trained_model_dir / "mnist" / "1", base / ".staging")
+        (base / ".staging").rename(base / "2")  # published whole, as the trainer does
+        wait_for(lambda: stable_version() == 2, 30, "the label to follow once version 2 is AVAILABLE")
+    finally:
+        assert server.stop() == 0
+
+
 def test_labels_name_only_available_versions_as_in_tf_serving(
     two_versions: Path, tmp_path: Path, images: np.ndarray
 ) -> None:
