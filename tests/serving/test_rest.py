@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -189,6 +192,27 @@ def test_bad_base64_is_a_bad_request(server: ServerProcess) -> None:
     body = {"signature_name": "classify", "examples": [{"image": {"b64": "é"}}]}
     reply = post(server, "/v1/models/mnist:classify", body)
     assert reply.status_code == 400 and "b64" in reply.json()["error"]
+
+
+def test_a_client_still_sending_an_oversized_body_reads_the_answer(server: ServerProcess) -> None:
+    """The server answers 400 before reading the body and closes; the client, busy sending it, must
+    still find the answer rather than a connection reset."""
+    body = b"[" + b" " * (17 * 1024 * 1024) + b"]"
+    head = f"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as client:
+            sender = threading.Thread(target=lambda c=client: _send_quietly(c, head.encode() + body))
+            sender.start()
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+            sender.join(30)
+        assert reply.startswith(b"HTTP/1.1 400") and b"over the limit" in reply
+
+
+def _send_quietly(client: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        client.sendall(data)
 
 
 def peak_memory_bytes(pid: int) -> int:
