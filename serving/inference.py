@@ -35,6 +35,9 @@ from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
 
 MAX_TENSOR_BYTES = 256 << 20  # far beyond any batch of 28x28 images
+# make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
+# ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
+MAX_FILLED_BYTES = 16 << 20
 
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, str, float], None]
@@ -69,6 +72,12 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
                 f"tensor parsing error: {name}: {len(tensor.tensor_content)} bytes for shape {dims}"
             )
         return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(dims)
+    given = max((len(v) for f, v in tensor.ListFields() if f.name.endswith("_val")), default=0)
+    if given < math.prod(dims) and math.prod(dims) * itemsize > MAX_FILLED_BYTES:
+        raise invalid_argument(
+            f"tensor parsing error: {name}: shape {dims} from {given} values; send every value "
+            "(or tensor_content) for tensors this large"
+        )
     try:
         return tf.make_ndarray(tensor)
     except (ValueError, TypeError) as err:

@@ -251,6 +251,23 @@ def test_values_in_typed_fields_are_read_too(
     )
 
 
+def test_a_few_values_cannot_ask_for_a_large_filled_tensor(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    tensor = request.inputs["images"]
+    tensor.dtype = tf.float32.as_datatype_enum
+    tensor.float_val.append(0.5)  # make_ndarray would repeat it 64 MiB worth
+    for size in (21400, 28, 28, 1):
+        tensor.tensor_shape.dim.add(size=size)
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert (
+        raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "from 1 values" in raised.value.details()
+    )
+
+
 def test_unknown_inputs_are_refused_before_they_are_decoded(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
