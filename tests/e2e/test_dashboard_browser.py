@@ -103,7 +103,10 @@ def test_drawing_gets_a_prediction(page: object, dashboard: str) -> None:
         page.mouse.move(x, top + step * box["height"] * 0.035)  # type: ignore[attr-defined]
     page.mouse.up()  # type: ignore[attr-defined]
     page.get_by_text("what the model saw").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
-    assert page.locator('[data-testid="stMetricValue"]').count() >= 1  # type: ignore[attr-defined]
+    # The digit's metric is drawn a moment after the caption: waited for, not counted at once.
+    digit = page.locator('[data-testid="stMetricValue"]').first  # type: ignore[attr-defined]
+    digit.wait_for(timeout=30_000)
+    assert digit.inner_text().strip() in [str(d) for d in range(10)]
     screenshot(page, "predict-drawing")
 
 

@@ -17,7 +17,7 @@ import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.conftest import ROOT, start_server, wait_for
+from tests.conftest import ROOT, ServerProcess, start_server, wait_for
 from tests.serving.test_grpc import predict_request
 from tfquiet import import_tensorflow
 
@@ -85,6 +85,14 @@ def test_model_config_file_policies_labels_and_reload(
         assert server.stop() == 0
 
 
+def labelled_version(server: ServerProcess, images: np.ndarray, label: str = "stable") -> int:
+    """The version that answers a prediction asked for by label."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        reply = stub.Predict(predict_request(images[:1], version_label=label), timeout=10)
+        return reply.model_spec.version.value
+
+
 PINNED = """
 model_config_list {{
   config {{
@@ -110,22 +118,16 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
         "--allow_version_labels_for_unavailable_models=true",
     )
 
-    def stable_version() -> int:
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
-            return reply.model_spec.version.value
-
     try:
         wait_for(lambda: server.model_states() == {2: "AVAILABLE", 1: "AVAILABLE"}, 30, "both versions")
-        assert stable_version() == 1
+        assert labelled_version(server, images) == 1
         config.write_text(PINNED.format(stable=2))
-        wait_for(lambda: stable_version() == 2, 10, "the label to move to version 2")
+        wait_for(lambda: labelled_version(server, images) == 2, 10, "the label to move to version 2")
         log: list[str] = []
         threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
         config.write_text(PINNED.format(stable=1).replace("specific", "no_such_policy"))
         wait_for(lambda: any("keeping the previous config" in line for line in log), 10, "the error logged")
-        assert stable_version() == 2
+        assert labelled_version(server, images) == 2
     finally:
         assert server.stop() == 0
 
@@ -152,19 +154,17 @@ def test_a_refused_config_is_tried_again_until_it_can_be_adopted(
     log: list[str] = []
     threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
 
-    def stable_version() -> int:
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
-            return reply.model_spec.version.value
-
     try:
         config.write_text(labelled.format(base=base, stable=2))
         wait_for(lambda: any("not currently available" in line for line in log), 10, "the refusal logged")
-        assert stable_version() == 1
+        assert labelled_version(server, images) == 1
         shutil.copytree(trained_model_dir / "mnist" / "1", base / ".staging")
         (base / ".staging").rename(base / "2")  # published whole, as the trainer does
-        wait_for(lambda: stable_version() == 2, 30, "the label to follow once version 2 is AVAILABLE")
+        wait_for(
+            lambda: labelled_version(server, images) == 2,
+            30,
+            "the label to follow once version 2 is AVAILABLE",
+        )
     finally:
         assert server.stop() == 0
 
@@ -211,10 +211,7 @@ def test_labels_name_only_available_versions_as_in_tf_serving(
         assert reload(stable=3) == grpc.StatusCode.FAILED_PRECONDITION  # an existing label, moved
         assert reload(stable=1, canary=3) == grpc.StatusCode.OK  # a new label, allowed by the flag
         assert reload(stable=2) == grpc.StatusCode.OK  # moved to an AVAILABLE version
-        with grpc.insecure_channel(server.grpc_target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            reply = stub.Predict(predict_request(images[:1], version_label="stable"), timeout=10)
-        assert reply.model_spec.version.value == 2
+        assert labelled_version(server, images) == 2
     finally:
         assert server.stop() == 0
 
