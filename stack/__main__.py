@@ -167,6 +167,8 @@ def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
         return build_parts(args, train), base_path, train
     except ComposeError as err:
         raise StartError(str(err)) from None
+    except ValueError as err:  # shlex: an unclosed quote
+        raise StartError(f"TRAIN_ARGS {args.train_args!r}: {err}") from None
 
 
 def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
