@@ -196,6 +196,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
         stopping.set()
         supervisor.stop_all(parts, since=asked_at)
     supervisor.say("stack", "stopped")
+    supervisor.flush()
     return code
 
 

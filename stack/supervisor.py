@@ -23,6 +23,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill or
 # One stop request often arrives twice (make forwards SIGTERM to us, and `kill -- -PGID` or `timeout`
 # signal the whole group); only a signal this much later means "kill now".
 IMPATIENT_AFTER_S = 1.0
+OUTPUT_BACKLOG = 10_000  # lines
 # Looked up before any fork: the child between fork and exec may only call what is already there.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
@@ -58,7 +59,11 @@ class Supervisor:
         # SimpleQueue: its put() may be called from a signal handler that interrupted a get().
         self.events: queue.SimpleQueue[Exited | Signalled] = queue.SimpleQueue()
         self.running: dict[str, subprocess.Popen[str]] = {}
-        self._print_lock = threading.Lock()
+        # Lines go out through one writer thread: should the terminal stop reading (Ctrl-S, an unread
+        # pipe), the parts' logs are still drained and a Ctrl-C still stops everything.
+        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=OUTPUT_BACKLOG)
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._writer.start()
 
     def forward_signals(self) -> None:
         """Stop signals become events, handled in the main loop like an exit."""
@@ -66,8 +71,19 @@ class Supervisor:
             signal.signal(signum, lambda signum, _frame: self.events.put(Signalled(signum)))
 
     def say(self, name: str, line: str) -> None:
-        with self._print_lock, contextlib.suppress(BrokenPipeError):  # `make up | tee` and a Ctrl-C
-            print(f"{name:<9}| {line}", flush=True)
+        with contextlib.suppress(queue.Full):  # a terminal that stopped reading loses lines, not the stack
+            self._lines.put_nowait(f"{name:<9}| {line}")
+
+    def _write(self) -> None:
+        while (line := self._lines.get()) is not None:
+            with contextlib.suppress(BrokenPipeError):  # `make up | tee` and a Ctrl-C
+                print(line, flush=True)
+
+    def flush(self, timeout_s: float = 2.0) -> None:
+        """Let the writer print what is queued (at most `timeout_s` if the terminal is not reading)."""
+        with contextlib.suppress(queue.Full):
+            self._lines.put(None, timeout=timeout_s)
+        self._writer.join(timeout_s)
 
     def start(self, part: Part) -> None:
         parent = os.getpid()
