@@ -59,12 +59,13 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
     (make_ndarray fills a whole shape from a single value)."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     try:
-        itemsize = max(1, tf.dtypes.as_dtype(tensor.dtype).size)
+        tf_dtype = tf.dtypes.as_dtype(tensor.dtype)
     except TypeError:
         raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
+    itemsize = max(1, tf_dtype.size)
     if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
-    dtype = np.dtype(tf.dtypes.as_dtype(tensor.dtype).as_numpy_dtype)
+    dtype = np.dtype(tf_dtype.as_numpy_dtype)
     if tensor.tensor_content and dtype.kind in "biufc":
         # The usual packed form, read in place: make_ndarray's general path costs several times more.
         if len(tensor.tensor_content) != math.prod(dims) * itemsize:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from serving.client import ServingClient, ServingClientError
 from stack.compose import ComposeError, server_flags
 from stack.supervisor import Exited, Part, Signalled, Supervisor
 from trainer.versions import numeric_versions
@@ -109,7 +110,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
 def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threading.Event) -> None:
     """Print the addresses once the dashboard answers, and each version as it becomes the served one."""
     health = f"http://127.0.0.1:{args.dashboard_port}/_stcore/health"
-    status = f"http://127.0.0.1:{args.rest_port}/v1/models/{MODEL_NAME}"
+    server = ServingClient.rest(f"http://127.0.0.1:{args.rest_port}", timeout=2, retries=0)
     announced, serving = False, None
     while not stopping.wait(0.5):
         if not announced and _answers(health):
@@ -121,7 +122,7 @@ def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threadi
                 "Ctrl-C stops everything",
             ):
                 supervisor.say("stack", line)
-        latest = _latest_available(status)
+        latest = _latest_available(server)
         if latest is not None and latest != serving:
             serving = latest
             supervisor.say("stack", f"{MODEL_NAME} version {latest} is AVAILABLE")
@@ -134,15 +135,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _latest_available(url: str) -> int | None:
+def _latest_available(server: ServingClient) -> int | None:
     try:
-        reply = requests.get(url, timeout=2)
-        versions = [
-            int(v["version"]) for v in reply.json()["model_version_status"] if v["state"] == "AVAILABLE"
-        ]
-    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return max((v.version for v in server.status(MODEL_NAME) if v.state == "AVAILABLE"), default=None)
+    except ServingClientError:  # not up yet, or no version yet
         return None
-    return max(versions, default=None)
 
 
 class StartError(Exception):
