@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -202,6 +203,9 @@ def _version(text: str | None) -> int | None:
 class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The standard library's default backlog of 5 drops and resets connections when clients arrive
+    # together (a batch job opening its pool); the kernel caps this at net.core.somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,

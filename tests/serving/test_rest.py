@@ -238,3 +238,21 @@ def test_many_large_bodies_at_once_are_answered_within_bounded_memory(
         assert post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_a_crowd_of_new_connections_is_answered(server: ServerProcess, images: np.ndarray) -> None:
+    """A batch job opening its whole pool at once, while the server is busy answering: every
+    connection is accepted and answered, none reset (the standard library's listen backlog of 5 let
+    the kernel drop some)."""
+    crowd = 256
+    body = json.dumps({"instances": images[:1].tolist()})
+    gate = threading.Barrier(crowd)
+
+    def predict(_: int) -> int:
+        with requests.Session() as session:
+            gate.wait(timeout=30)
+            return session.post(f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(crowd) as pool:
+        codes = list(pool.map(predict, range(crowd)))
+    assert codes == [200] * crowd
