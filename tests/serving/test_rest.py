@@ -251,7 +251,9 @@ def test_a_crowd_of_new_connections_is_answered(server: ServerProcess, images: n
     def predict(_: int) -> int:
         with requests.Session() as session:
             gate.wait(timeout=30)
-            return session.post(f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=60).status_code
+            return session.post(
+                f"{server.rest_url}/v1/models/mnist:predict", data=body, timeout=60
+            ).status_code
 
     with ThreadPoolExecutor(crowd) as pool:
         codes = list(pool.map(predict, range(crowd)))
