@@ -142,6 +142,7 @@ def bench_server(
         "--host=127.0.0.1",
         "--port=18600",
         "--rest_api_port=18601",
+        "--tensorflow_intra_op_parallelism=1",  # as docker-compose.yml runs it
     ]
     if batching:
         flags += [
@@ -229,6 +230,7 @@ def main() -> None:
         "machine": describe_machine(),
         "model": "plus (same network as the default model)",
         "seconds_per_cell": args.seconds,
+        "server_flags": "--tensorflow_intra_op_parallelism=1, as docker-compose.yml runs the server",
         "load_generator": "1-4 spawned processes of client threads on the same cores as the server; "
         "gRPC requests pre-serialised, REST bodies pre-encoded JSON",
         "batching_parameters": (ROOT / "serving" / "config" / "batching.config")
