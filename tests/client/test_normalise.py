@@ -46,6 +46,16 @@ def test_photos_of_digits_land_in_the_mnist_layout(kind: str, mnist_test: Split)
         assert normalised.tensor.max() == pytest.approx(1.0)
 
 
+def test_a_stroke_that_fades_stays_whole(mnist_test: Split) -> None:
+    """Pencil pressed hard at the top and lightly at the bottom: the faint end is part of the same
+    stroke, not paper (a single threshold cut it off, or broke it into specks)."""
+    for index in range(8):
+        fading = np.linspace(1.0, 0.3, 28)[:, None]
+        digit = (mnist_test.images[index] * fading).astype(np.uint8)
+        normalised = normalise_bytes(encode(photo_of(digit, noise=6), "JPEG"))
+        assert_mnist_layout(normalised.image, digit)
+
+
 def test_light_ink_on_dark_board(mnist_test: Split) -> None:
     board = 255 - photo_of(mnist_test.images[0])
     assert_mnist_layout(normalise_bytes(encode(board)).image, mnist_test.images[0])
