@@ -15,7 +15,9 @@ from tests.client.conftest import encode, photo_of
 from trainer.data import Split
 
 
-def assert_mnist_layout(image: np.ndarray, original: np.ndarray | None = None) -> None:
+def assert_mnist_layout(
+    image: np.ndarray, original: np.ndarray | None = None, min_correlation: float = 0.8
+) -> None:
     """Centre of mass within a pixel of (14, 14), longer side of the ink 19-20 px, like MNIST's."""
     assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() == 255
     row, col = ndimage.center_of_mass(image.astype(float))
@@ -24,7 +26,7 @@ def assert_mnist_layout(image: np.ndarray, original: np.ndarray | None = None) -
     assert 18 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 21
     if original is not None:  # the same strokes, give or take a pixel of placement
         shifted = (np.roll(original, (dr, dc), axis=(0, 1)) for dr in (-1, 0, 1) for dc in (-1, 0, 1))
-        assert max(np.corrcoef(image.ravel(), s.ravel())[0, 1] for s in shifted) > 0.8
+        assert max(np.corrcoef(image.ravel(), s.ravel())[0, 1] for s in shifted) > min_correlation
 
 
 KINDS = {
@@ -54,6 +56,17 @@ def test_a_stroke_that_fades_stays_whole(mnist_test: Split) -> None:
         digit = (mnist_test.images[index] * fading).astype(np.uint8)
         normalised = normalise_bytes(encode(photo_of(digit, noise=6), "JPEG"))
         assert_mnist_layout(normalised.image, digit)
+
+
+def test_digit_on_squared_paper(mnist_test: Split) -> None:
+    """Squared paper's lines touch every stroke, a third as dark as the ink and twice that where they
+    cross: they are paper, and the digit comes out as it does from plain paper."""
+    for index in range(8):
+        photo = photo_of(mnist_test.images[index], noise=4, seed=index)
+        rows, cols = (np.arange(side) % 60 < 2 for side in photo.shape)
+        squared = np.clip(photo - 60.0 * rows[:, None] - 60.0 * cols[None, :], 0, 255).astype(np.uint8)
+        plain = normalise_bytes(encode(photo, "JPEG")).image
+        assert_mnist_layout(normalise_bytes(encode(squared, "JPEG")).image, plain, min_correlation=0.9)
 
 
 def test_light_ink_on_dark_board(mnist_test: Split) -> None:
