@@ -121,6 +121,21 @@ def test_typeset_digit(mnist_test: Split) -> None:
     assert_mnist_layout(normalise_bytes(encode(np.asarray(page))).image)
 
 
+def test_small_digit_in_a_noisy_photo_gets_black_paper_around_it() -> None:
+    """As in MNIST, where every pixel two or more away from the strokes is 0: the sensor noise around
+    a small digit in a large photo does not come out as a grey halo."""
+    from PIL import ImageDraw, ImageFont
+
+    for digit in "2357":
+        page = Image.new("L", (1024, 768), 220)
+        ImageDraw.Draw(page).text((400, 300), digit, fill=40, font=ImageFont.load_default(size=60))
+        noise = np.random.default_rng(int(digit)).normal(0, 15, page.size[::-1])
+        photo = np.clip(np.asarray(page) + noise, 0, 255).astype(np.uint8)
+        image = normalise_bytes(encode(photo, "JPEG")).image
+        around = ndimage.distance_transform_edt(image < 128) >= 2
+        assert image[around].mean() < 2.5, digit
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
