@@ -153,14 +153,17 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
     # stroke leaves of the image. Taken away, uneven light is gone.
     background = ndimage.grey_opening(ink, size=max(3, side // 4))
     ink = np.clip(ink - background, 0, None)
-    smooth = ndimage.gaussian_filter(ink, sigma=max(0.5, side / 400))
+    sigma = max(0.5, side / 400)
+    smooth = ndimage.gaussian_filter(ink, sigma)
     if smooth.max() - smooth.min() < 24:  # under ~10% contrast: paper, not a digit
         raise ImageError("no ink found: the image looks blank")
+    level = otsu_threshold(smooth)
     # Blurred again in proportion to the strokes: thick strokes keep their strength while lines
     # thinner than them (ruled or squared paper) fade, and a stroke broken into fragments joins up.
-    width = stroke_width(smooth > otsu_threshold(smooth))
-    smooth = ndimage.gaussian_filter(ink, sigma=max(0.5, side / 400, width / 4))
-    level = otsu_threshold(smooth)
+    stroke_sigma = stroke_width(smooth > level) / 4
+    if stroke_sigma > sigma:  # else the first blur already is the one wanted
+        smooth = ndimage.gaussian_filter(ink, stroke_sigma)
+        level = otsu_threshold(smooth)
     mask = grown(smooth > level, smooth > FAINT_INK_SHARE * level)
     labels, count = ndimage.label(mask)
     if count == 0:
