@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -22,6 +22,7 @@ from tfquiet import import_tensorflow
 
 import_tensorflow()
 import tensorflow as tf  # noqa: E402
+from tensorflow.core.framework import tensor_pb2  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,20 @@ def predict_request(images: np.ndarray, name: str = "mnist", **spec: object) -> 
             setattr(request.model_spec, key, value)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
     return request
+
+
+def assert_invalid(call: Callable[..., object], request: object, fragment: str) -> None:
+    """`call(request)` is refused with INVALID_ARGUMENT and a message that names `fragment`."""
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in raised.value.details()
+
+
+def claim_shape(tensor: tensor_pb2.TensorProto, dtype: tf.DType, dims: tuple[int, ...]) -> None:
+    """Give `tensor` a dtype and a shape, whatever values it carries (or does not)."""
+    tensor.dtype = dtype.as_datatype_enum
+    for size in dims:
+        tensor.tensor_shape.dim.add(size=size)
 
 
 def test_predict_matches_the_savedmodel_and_names_the_version(
@@ -133,9 +148,7 @@ def test_wrong_input_name_and_unknown_output(
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(images[:1]))
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'images'" in raised.value.details()
+    assert_invalid(predictions.Predict, request, "'images'")
     filtered = predict_request(images[:1])
     filtered.output_filter.append("logits")
     with pytest.raises(grpc.RpcError) as raised:
@@ -197,18 +210,16 @@ def test_classify_and_regress_refuse_signatures_that_do_not_fit(
 ) -> None:
     from tensorflow_serving.apis import regression_pb2
 
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Classify(classification_request(images[:1], signature_name=""), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not serialized tf.Examples" in (
-        raised.value.details()
+    assert_invalid(
+        predictions.Classify,
+        classification_request(images[:1], signature_name=""),
+        "not serialized tf.Examples",
     )
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.name = "mnist"
     regress.model_spec.signature_name = "classify"
     regress.input.example_list.examples.add()
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Regress(regress, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "outputs" in raised.value.details()
+    assert_invalid(predictions.Regress, regress, "outputs")
 
 
 def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
@@ -216,13 +227,8 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
 ) -> None:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
-    tensor = request.inputs["images"]
-    tensor.dtype = tf.float32.as_datatype_enum
-    for size in (10**9, 28, 28, 1):
-        tensor.tensor_shape.dim.add(size=size)
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in raised.value.details()
+    claim_shape(request.inputs["images"], tf.float32, (10**9, 28, 28, 1))
+    assert_invalid(predictions.Predict, request, "too large")
 
 
 def test_packed_content_that_does_not_fill_its_shape_is_refused(
@@ -230,9 +236,7 @@ def test_packed_content_that_does_not_fill_its_shape_is_refused(
 ) -> None:
     request = predict_request(images[:1])
     request.inputs["images"].tensor_content = request.inputs["images"].tensor_content[:-4]
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "3132 bytes" in raised.value.details()
+    assert_invalid(predictions.Predict, request, "3132 bytes")
 
 
 def test_values_in_typed_fields_are_read_too(
@@ -257,15 +261,9 @@ def test_a_few_values_cannot_ask_for_a_large_filled_tensor(
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     tensor = request.inputs["images"]
-    tensor.dtype = tf.float32.as_datatype_enum
     tensor.float_val.append(0.5)  # make_ndarray would repeat it 64 MiB worth
-    for size in (21400, 28, 28, 1):
-        tensor.tensor_shape.dim.add(size=size)
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request, timeout=10)
-    assert (
-        raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "from 1 values" in raised.value.details()
-    )
+    claim_shape(tensor, tf.float32, (21400, 28, 28, 1))
+    assert_invalid(predictions.Predict, request, "from 1 values")
 
 
 def test_unknown_inputs_are_refused_before_they_are_decoded(
@@ -273,13 +271,6 @@ def test_unknown_inputs_are_refused_before_they_are_decoded(
 ) -> None:
     request = predict_request(images[:1])
     junk = request.inputs["junk"]
-    junk.dtype = tf.float64.as_datatype_enum
     junk.double_val.append(1.0)  # one value that make_ndarray would spread over the whole shape
-    for size in (2000, 2000, 28):
-        junk.tensor_shape.dim.add(size=size)
-    with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request, timeout=10)
-    assert (
-        raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        and "unexpected ['junk']" in raised.value.details()
-    )
+    claim_shape(junk, tf.float64, (2000, 2000, 28))
+    assert_invalid(predictions.Predict, request, "unexpected ['junk']")
