@@ -9,6 +9,8 @@ TRAIN_ARGS ?=
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 DASHBOARD_PORT ?= 8080
+# The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
+HOST ?= 127.0.0.1
 
 .PHONY: install test lint format up train bench-train bench-serve bench-uploads
 
@@ -16,8 +18,8 @@ install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'  # dependency groups
+	$(PY) -m pip install --quiet -e . --group dev
 	touch $@
 
 test: $(INSTALLED)
@@ -35,7 +37,7 @@ format: $(INSTALLED)
 # no version yet; the server's flags come from docker-compose.yml. Ctrl-C stops all of them.
 up: $(INSTALLED)
 	@exec $(PY) -m stack --model-dir='$(MODEL_DIR)' --train-args='$(TRAIN_ARGS)' \
-		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) $(if $(filter 1,$(VERBOSE)),--verbose)
+		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) --host='$(HOST)' $(if $(filter 1,$(VERBOSE)),--verbose)
 
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
@@ -47,5 +49,5 @@ bench-serve: $(INSTALLED)
 	$(PY) bench/serve.py
 
 bench-uploads: $(INSTALLED)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --group bench
 	$(PY) bench/uploads.py

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from serving.client import ServingClient, ServingClientError
-from stack.compose import ComposeError, server_flags
+from stack.compose import ComposeError, restart_policy, server_flags
 from stack.supervisor import Exited, Part, Signalled, Supervisor
 from trainer.versions import numeric_versions
 
@@ -35,6 +35,7 @@ EXAMPLES = """examples:
                                                 a quick first model (about 10 s)
   VERBOSE=1 make up                             every part's own logging too
   MODEL_DIR=/tmp/models make up                 another model directory
+  HOST=0.0.0.0 make up                          open the ports to the network (no password!)
   RETRAIN=1 make up                             train a new version even though one exists
 """
 
@@ -52,26 +53,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc-port", type=int, default=8500, help="default 8500")
     parser.add_argument("--rest-port", type=int, default=8501, help="default 8501")
     parser.add_argument("--dashboard-port", type=int, default=8080, help="default 8080")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="where the server and dashboard listen (default: this machine)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show every part's own logging")
     return parser.parse_args(argv)
 
 
-def port_in_use(port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", port))
+            probe.bind((host, port))
         except OSError:
             return True
     return False
 
 
 def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
+    """The parts as docker-compose.yml's services run them, each restarted by its service's policy."""
     ports = {"port": args.grpc_port, "rest_api_port": args.rest_port}
     verbose = ["--verbose"] if args.verbose else []
+    flags = server_flags(COMPOSE_FILE, args.model_dir, ports, args.host)
     parts = [
         Part(
-            "serving", [sys.executable, "-m", "serving", *server_flags(COMPOSE_FILE, args.model_dir, ports)]
+            "serving",
+            [sys.executable, "-m", "serving", *flags],
+            restart=restart_policy(COMPOSE_FILE, "serving"),
         ),
         Part(
             "dashboard",
@@ -82,6 +90,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
                 "run",
                 "dashboard/app.py",
                 f"--server.port={args.dashboard_port}",
+                f"--server.address={args.host}",
             ],
             env={
                 "MODEL_DIR": str(args.model_dir.resolve()),
@@ -91,6 +100,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
                 "SERVING_REST": f"http://localhost:{args.rest_port}",
             },
             echo=args.verbose,  # Streamlit's own banner names addresses that are not the ones to open
+            restart=restart_policy(COMPOSE_FILE, "dashboard"),
         ),
     ]
     parts[0].argv += verbose
@@ -102,6 +112,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
                 trainer + shlex.split(args.train_args),
                 essential=False,
                 stop_signal=signal.SIGINT,  # the trainer's clean stop: no version exported
+                restart=restart_policy(COMPOSE_FILE, "trainer"),
             )
         )
     return parts
@@ -123,9 +134,9 @@ def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threadi
             ):
                 supervisor.say("stack", line)
         latest = _latest_available(server)
-        if latest is not None and latest != serving:
-            serving = latest
+        if latest != serving and latest is not None:
             supervisor.say("stack", f"{MODEL_NAME} version {latest} is AVAILABLE")
+        serving = latest  # None while the server is down: said again once it is back
 
 
 def _answers(url: str) -> bool:
@@ -148,7 +159,7 @@ class StartError(Exception):
 
 def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
     """The parts to run, the model's base path, and whether the trainer is among the parts."""
-    busy = [p for p in (args.grpc_port, args.rest_port, args.dashboard_port) if port_in_use(p)]
+    busy = [p for p in (args.grpc_port, args.rest_port, args.dashboard_port) if port_in_use(args.host, p)]
     if busy:
         raise StartError(
             f"port {busy[0]} is in use (another `make up`?): stop what holds it, or choose other "
@@ -198,33 +209,58 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
 
 
 def watch(supervisor: Supervisor, base_path: Path) -> tuple[int, float]:
-    """Until a stop signal, or an exit that ends the stack: the stack's exit code, and when it ended."""
+    """Until a stop signal, or an exit that ends the stack: the stack's exit code, and when it ended.
+    Parts that died meanwhile are started again when their restart delay has passed."""
+    restarts: dict[str, tuple[float, Part]] = {}  # name: (when, part)
     while True:
-        event = supervisor.next_event()
+        due = min((when for when, _ in restarts.values()), default=None)
+        event = supervisor.next_event(None if due is None else max(due - time.monotonic(), 0))
+        if event is None:  # a restart is due
+            for name, (when, part) in list(restarts.items()):
+                if when <= time.monotonic():
+                    del restarts[name]
+                    supervisor.start(part)
+            continue
         if isinstance(event, Signalled):
             supervisor.say("stack", "stopping...")
             return 0, event.at
-        code = report_exit(supervisor, event, base_path)
+        verdict = event.part.restart.after_exit(event.returncode, event.ran_for_s)
+        if verdict.restart:
+            _say_last_lines(supervisor, event)
+            supervisor.say(
+                "stack",
+                f"{event.part.name} stopped unexpectedly ({event.how}); starting it again in "
+                f"{verdict.delay_s:g} s (restart: {event.part.restart.name})",
+            )
+            restarts[event.part.name] = (time.monotonic() + verdict.delay_s, event.part)
+            continue
+        code = report_exit(supervisor, event, base_path, verdict.why)
         if code is not None:
             return code, time.monotonic()
 
 
-def report_exit(supervisor: Supervisor, event: Exited, base_path: Path) -> int | None:
-    """What an exit means: None to keep going, or the stack's exit code."""
-    part, code = event.part, event.returncode
-    if not part.echo:
+def _say_last_lines(supervisor: Supervisor, event: Exited) -> None:
+    """A quiet part's last words, which were not shown as they came."""
+    if not event.part.echo:
         for line in event.last_lines:
-            supervisor.say(part.name, line)
+            supervisor.say(event.part.name, line)
+
+
+def report_exit(supervisor: Supervisor, event: Exited, base_path: Path, gave_up: str = "") -> int | None:
+    """What an exit that is not restarted means: None to keep going, or the stack's exit code."""
+    part, code = event.part, event.returncode
+    _say_last_lines(supervisor, event)
     if part.essential:
-        supervisor.say("stack", f"{part.name} stopped unexpectedly (exit {code}); stopping the rest")
+        why = f"; it {gave_up}, so it is not started again" if gave_up else ""
+        supervisor.say("stack", f"{part.name} stopped unexpectedly ({event.how}){why}; stopping the rest")
         return 1
     if code == 0:
         supervisor.say("stack", "trainer done; the server takes the new version within seconds")
         return None
     if numeric_versions(base_path):
-        supervisor.say("stack", f"trainer failed (exit {code}); the previous version keeps serving")
+        supervisor.say("stack", f"trainer failed ({event.how}); the previous version keeps serving")
         return None
-    supervisor.say("stack", f"trainer failed (exit {code}) and there is no model to serve; stopping")
+    supervisor.say("stack", f"trainer failed ({event.how}) and there is no model to serve; stopping")
     return 1
 
 

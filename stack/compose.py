@@ -5,6 +5,7 @@ compose file and applies the service's volumes the way Docker would, so that bot
 flags over the same config files. A bind mount (`./serving/config:/config`) turns container paths in
 flag values back into host paths; the named model volume (`models:/models`) becomes
 `--base_path_map=/models=MODEL_DIR`, which points the config file's base paths at the host's directory.
+Each part also takes its service's `restart:` policy from here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from stack.restarts import RestartPolicy
+
 SERVICE = "serving"
 
 
@@ -20,7 +23,7 @@ class ComposeError(Exception):
     """The compose file cannot be read, or its `serving` service is not what this module expects."""
 
 
-def serving_service(compose_file: Path) -> dict:
+def service(compose_file: Path, name: str) -> dict:
     try:
         document = yaml.safe_load(compose_file.read_text())
     except OSError as err:
@@ -28,12 +31,27 @@ def serving_service(compose_file: Path) -> dict:
     except yaml.YAMLError as err:
         raise ComposeError(f"{compose_file} is not valid YAML: {err}") from None
     services = document.get("services") if isinstance(document, dict) else None
-    service = services.get(SERVICE) if isinstance(services, dict) else None
-    if not isinstance(service, dict) or not isinstance(service.get("command"), list):
+    found = services.get(name) if isinstance(services, dict) else None
+    if not isinstance(found, dict):
+        raise ComposeError(f"{compose_file}: service {name!r} not found")
+    return found
+
+
+def restart_policy(compose_file: Path, name: str) -> RestartPolicy:
+    """The service's `restart:` (Compose's default: "no"), for the process that stands in for it."""
+    try:
+        return RestartPolicy.parse(service(compose_file, name).get("restart", "no"))
+    except ValueError as err:
+        raise ComposeError(f"{compose_file}: service {name!r}: {err}") from None
+
+
+def serving_service(compose_file: Path) -> dict:
+    found = service(compose_file, SERVICE)
+    if not isinstance(found.get("command"), list):
         raise ComposeError(f"{compose_file}: service {SERVICE!r} with a command list not found")
-    if not all(isinstance(v, str) and ":" in v for v in service.get("volumes", [])):
+    if not all(isinstance(v, str) and ":" in v for v in found.get("volumes", [])):
         raise ComposeError(f"{compose_file}: service {SERVICE!r}: volumes must be SOURCE:TARGET strings")
-    return service
+    return found
 
 
 def _mounts(service: dict, root: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
@@ -56,18 +74,21 @@ def _host_value(value: str, binds: dict[str, Path]) -> str:
     return value
 
 
-def server_flags(compose_file: Path, model_dir: Path, ports: dict[str, int] | None = None) -> list[str]:
+def server_flags(
+    compose_file: Path, model_dir: Path, ports: dict[str, int] | None = None, host: str = "127.0.0.1"
+) -> list[str]:
     """The `serving` service's flags for `python -m serving` here: host paths, MODEL_DIR for the model
-    volume, and `ports` ({"port": 8500, "rest_api_port": 8501}) in place of the published ones."""
-    service = serving_service(compose_file)
-    binds, volumes = _mounts(service, compose_file.parent)
+    volume, `ports` ({"port": 8500, "rest_api_port": 8501}) in place of the published ones, and the
+    address to listen on (as the published ports' bind address does for the container)."""
+    serving = serving_service(compose_file)
+    binds, volumes = _mounts(serving, compose_file.parent)
     if len(volumes) > 1:
         raise ComposeError(f"{compose_file}: service {SERVICE!r} mounts more than the one model volume")
     flags = []
-    for flag in service["command"]:
+    for flag in serving["command"]:
         name, sep, value = str(flag).partition("=")
         if ports and name.lstrip("-") in ports:
             value = str(ports[name.lstrip("-")])
         flags.append(name + sep + _host_value(value, binds))
     flags += [f"--base_path_map={target}={model_dir.resolve()}" for _, target in volumes]
-    return flags
+    return [*flags, f"--host={host}"]

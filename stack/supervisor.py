@@ -18,6 +18,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from stack.restarts import RestartPolicy
+
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill or make, a closed terminal
 # One stop request often arrives twice (make forwards SIGTERM to us, and `kill -- -PGID` or `timeout`
@@ -36,8 +38,9 @@ class Part:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     echo: bool = True  # print its output as it comes (else only its last lines if it fails)
-    essential: bool = True  # its exit ends the stack; a job (the trainer) may end on its own
+    essential: bool = True  # its exit (unless restarted) ends the stack; a job (the trainer) need not run
     stop_signal: int = signal.SIGTERM
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 @dataclass
@@ -45,6 +48,14 @@ class Exited:
     part: Part
     returncode: int
     last_lines: list[str]
+    ran_for_s: float
+
+    @property
+    def how(self) -> str:
+        """ "exit 3", or "killed by SIGKILL"."""
+        if self.returncode < 0:
+            return f"killed by {signal.Signals(-self.returncode).name}"
+        return f"exit {self.returncode}"
 
 
 @dataclass
@@ -106,9 +117,9 @@ class Supervisor:
             preexec_fn=die_with_parent,
         )
         self.running[part.name] = process
-        threading.Thread(target=self._follow, args=(part, process), daemon=True).start()
+        threading.Thread(target=self._follow, args=(part, process, time.monotonic()), daemon=True).start()
 
-    def _follow(self, part: Part, process: subprocess.Popen[str]) -> None:
+    def _follow(self, part: Part, process: subprocess.Popen[str], started: float) -> None:
         tail: collections.deque[str] = collections.deque(maxlen=20)
         assert process.stdout is not None
         for raw in process.stdout:
@@ -118,14 +129,19 @@ class Supervisor:
             tail.append(line)
             if part.echo:
                 self.say(part.name, line)
-        self.events.put(Exited(part, process.wait(), list(tail)))
+        returncode = process.wait()
+        self.events.put(Exited(part, returncode, list(tail), time.monotonic() - started))
 
-    def next_event(self) -> Exited | Signalled:
-        while True:
-            try:
-                return self.events.get(timeout=0.5)
+    def next_event(self, timeout_s: float | None = None) -> Exited | Signalled | None:
+        """The next exit or stop signal; None once `timeout_s` has passed without one."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while deadline is None or time.monotonic() < deadline:
+            try:  # short waits: a signal handler's put() is then seen at once
+                wait = 0.5 if deadline is None else min(0.5, max(deadline - time.monotonic(), 0))
+                return self.events.get(timeout=wait)
             except queue.Empty:
                 continue
+        return None
 
     def stop_all(self, parts: list[Part], since: float, grace_s: float = 20.0) -> None:
         """Ask every running part to stop, wait up to `grace_s`, then kill what is left. A stop signal

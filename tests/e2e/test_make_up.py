@@ -4,6 +4,8 @@ A second `make up` reuses the model and stops on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from serving.client import ServingClient
+from serving.client import ServingClient, ServingClientError
 from stack.compose import server_flags
 from tests.client.conftest import encode, photo_of
 from tests.conftest import QUICK_TRAIN_ARGS, ROOT, free_port, wait_for
@@ -127,6 +129,42 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listening_addresses(pids: list[int]) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses the processes' TCP sockets listen on, from the kernel's socket tables."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            inodes |= {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    addresses = set()
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and f"socket:[{fields[9]}]" in inodes:  # 0A: LISTEN
+                raw = bytes.fromhex(fields[1].split(":")[0])  # 32-bit words in host (little-endian) order
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+                address = ipaddress.ip_address(words)
+                addresses.add(getattr(address, "ipv4_mapped", None) or address)  # gRPC's ::ffff:127.0.0.1
+    return addresses
+
+
+def serving_pids(make_up: MakeUp) -> list[int]:
+    return [p for p in descendants(make_up.process.pid) if cmdline(p)[1:3] == ["-m", "serving"]]
+
+
+def predicts(make_up: MakeUp) -> bool:
+    client = ServingClient.grpc(f"127.0.0.1:{make_up.ports['port']}", retries=0, timeout=2)
+    try:
+        return client.predict(np.zeros((1, 28, 28, 1), np.float32))[0].version == 1
+    except ServingClientError:
+        return False
+
+
+def with_model(make_up: MakeUp, trained_model_dir: Path) -> None:
+    """A model directory that already holds version 1 (the quick model the test run trained)."""
+    (make_up.model_dir / "mnist").mkdir(parents=True)
+    (make_up.model_dir / "mnist" / "1").symlink_to(trained_model_dir / "mnist" / "1")
+
+
 @pytest.fixture
 def make_up(tmp_path: Path) -> Iterator[MakeUp]:
     ports = {"port": free_port(), "rest_api_port": free_port(), "dashboard": free_port()}
@@ -148,6 +186,9 @@ def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
     servers = [cmdline(p)[3:] for p in parts if cmdline(p)[1:3] == ["-m", "serving"]]
     ports = {k: v for k, v in make_up.ports.items() if k != "dashboard"}
     assert servers == [server_flags(ROOT / "docker-compose.yml", make_up.model_dir, ports)]
+    # Nothing listens beyond this machine unless HOST says so.
+    addresses = listening_addresses(parts)
+    assert addresses and all(address.is_loopback for address in addresses), addresses
 
     images = mnist_test.images[:20, :, :, None].astype(np.float32) / 255.0
     over_grpc = ServingClient.grpc(f"127.0.0.1:{make_up.ports['port']}").predict(images)
@@ -186,9 +227,7 @@ def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
 def test_a_second_make_up_reuses_the_model_and_stops_on_sigterm(
     make_up: MakeUp, trained_model_dir: Path
 ) -> None:
-    make_up.model_dir.mkdir()
-    (make_up.model_dir / "mnist").mkdir()
-    (make_up.model_dir / "mnist" / "1").symlink_to(trained_model_dir / "mnist" / "1")
+    with_model(make_up, trained_model_dir)
     make_up.start()
     wait_for(make_up.available, 120, "the existing version to be served")
     parts = descendants(make_up.process.pid)
@@ -198,6 +237,44 @@ def test_a_second_make_up_reuses_the_model_and_stops_on_sigterm(
     assert not [p for p in parts if alive(p)]
     assert not [port for port in make_up.ports.values() if listening(port)]
     assert numeric_versions(make_up.model_dir / "mnist") == [1]
+
+
+def test_a_killed_server_is_started_again_and_the_dashboard_stays_up(
+    make_up: MakeUp, trained_model_dir: Path
+) -> None:
+    with_model(make_up, trained_model_dir)
+    make_up.start()
+    wait_for(lambda: predicts(make_up), 120, "predictions")
+    health = f"{make_up.dashboard}/_stcore/health"
+    wait_for(lambda: requests.get(health, timeout=5).ok, 60, "the dashboard")
+    (server,) = serving_pids(make_up)
+
+    dashboard_down: list[str] = []
+    stop = threading.Event()
+
+    def watch_dashboard() -> None:
+        while not stop.wait(0.2):
+            try:
+                requests.get(health, timeout=5).raise_for_status()
+            except requests.RequestException as err:
+                dashboard_down.append(str(err))
+
+    watcher = threading.Thread(target=watch_dashboard)
+    watcher.start()
+    try:
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not predicts(make_up), 10, "the server to be gone")
+        wait_for(lambda: predicts(make_up), 30, "predictions from the restarted server")
+    finally:
+        stop.set()
+        watcher.join()
+    assert dashboard_down == []
+    assert make_up.says("serving stopped unexpectedly (killed by SIGKILL); starting it again")
+    (restarted,) = serving_pids(make_up)
+    assert restarted != server
+    wait_for(lambda: sum("version 1 is AVAILABLE" in line for line in make_up.output) == 2, 10, "the news")
+    make_up.stop(signal.SIGINT, whole_group=True)
+    assert make_up.says("stopped")
 
 
 def test_ctrl_c_while_training_exports_nothing_and_leaves_nothing(make_up: MakeUp) -> None:

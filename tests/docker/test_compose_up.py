@@ -1,0 +1,168 @@
+"""`docker compose --profile embedded up` run for real, then drilled: a new version under load, the
+server's process killed, the volume's permissions, and `down -v`. The tests run in order on one project.
+
+The default profile's `tensorflow/serving` image cannot be pulled on our machines; tests/stack checks it
+statically (the compose file, the flags, the healthcheck's command)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import requests
+
+from serving.client import ServingClient, ServingClientError
+from tests.conftest import wait_for
+from tests.docker.conftest import ComposeProject
+from tests.e2e.conftest import needs_chromium, open_page, screenshot
+from trainer.data import Split
+
+EMBEDDED = ("--profile", "embedded")
+SERVER = "serving-embedded"
+
+
+def available_versions(project: ComposeProject) -> set[int]:
+    try:
+        reply = requests.get(f"{project.url('REST_PORT')}/v1/models/mnist", timeout=5)
+    except requests.ConnectionError:
+        return set()
+    if not reply.ok:
+        return set()
+    return {int(s["version"]) for s in reply.json()["model_version_status"] if s["state"] == "AVAILABLE"}
+
+
+def health(project: ComposeProject, service: str) -> str:
+    state = project.inspect(service)["State"]
+    return f"{state['Status']}/{state.get('Health', {}).get('Status', 'none')}"
+
+
+@needs_chromium
+def test_up_builds_trains_serves_and_shows_the_dashboard(
+    project: ComposeProject, mnist_test: Split, browser: object
+) -> None:
+    started = time.monotonic()
+    result = project.run(*EMBEDDED, "up", "--build", "--wait")
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"up --build --wait: {time.monotonic() - started:.0f} s")  # for the README's figures (-s)
+
+    containers = project.containers()
+    assert set(containers) == {"trainer", SERVER, "dashboard"}
+    assert containers["trainer"]["State"] == "exited" and containers["trainer"]["ExitCode"] == 0
+    assert containers[SERVER]["Health"] == containers["dashboard"]["Health"] == "healthy"
+    # Published on loopback only, unless HOST says otherwise.
+    published = [p for c in containers.values() for p in c["Publishers"] or [] if p["PublishedPort"]]
+    assert {p["PublishedPort"] for p in published} == set(project.ports.values())
+    assert {p["URL"] for p in published} == {"127.0.0.1"}
+
+    assert available_versions(project) == {1}
+    images = mnist_test.images[:20, :, :, None].astype(np.float32) / 255.0
+    over_grpc = ServingClient.grpc(project.grpc_target).predict(images)
+    over_rest = ServingClient.rest(project.url("REST_PORT")).predict(images)
+    assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
+    assert np.mean([p.digit for p in over_grpc] == mnist_test.labels[:20]) >= 0.7
+    assert {p.version for p in over_grpc} == {1}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    open_page(page, f"{project.url('DASHBOARD_PORT')}/models")
+    page.get_by_text("Requests without a version go to version 1").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    screenshot(page, "docker-models")
+    page.close()
+
+
+class PredictLoad:
+    """Single-image gRPC predictions from `clients` threads, each its own channel, no retries, until
+    stopped: every failure counts."""
+
+    def __init__(self, target: str, image: np.ndarray, clients: int = 8) -> None:
+        self.target, self.image = target, image
+        self.versions: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        client = ServingClient.grpc(self.target, retries=0, timeout=10)
+        while not self._stop.is_set():
+            try:
+                (answer,) = client.predict(self.image[None])
+                self.versions[answer.version] += 1
+            except ServingClientError as err:
+                self.failures.append(f"{err.status}: {err.message}")
+
+    def __enter__(self) -> PredictLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def test_retrain_rolls_over_to_version_2_with_zero_failed_requests(
+    project: ComposeProject, mnist_test: Split
+) -> None:
+    image = mnist_test.images[0, :, :, None].astype(np.float32) / 255.0
+    with PredictLoad(project.grpc_target, image) as load:
+        wait_for(lambda: sum(load.versions.values()) >= 50, 60, "traffic on version 1")
+        started = time.monotonic()
+        result = project.run("up", "trainer", RETRAIN="1")
+        assert result.returncode == 0, result.stderr[-3000:]
+        wait_for(lambda: load.versions[2] >= 50, 120, "version 2 to take traffic")
+        print(f"RETRAIN=1 up trainer to traffic on version 2: {time.monotonic() - started:.0f} s")
+    assert load.failures == []
+    assert available_versions(project) == {2}  # TF Serving's default policy: the latest version only
+    assert load.versions[1] > 0
+
+
+@needs_chromium
+def test_a_killed_server_is_restarted_and_the_dashboard_recovers(
+    project: ComposeProject, mnist_test: Split, browser: object
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    open_page(page, f"{project.url('DASHBOARD_PORT')}/models")
+    page.get_by_text("Requests without a version go to version 2").wait_for(timeout=30_000)
+
+    before = project.inspect(SERVER)["RestartCount"]
+    killed = time.monotonic()
+    os.kill(project.inspect(SERVER)["State"]["Pid"], signal.SIGKILL)  # a crash, not `docker kill`
+    page.get_by_text("is not answering").wait_for(timeout=30_000)
+    wait_for(lambda: project.inspect(SERVER)["RestartCount"] > before, 30, "Docker to restart the server")
+    wait_for(lambda: health(project, SERVER) == "running/healthy", 60, "the server to be healthy again")
+    print(f"SIGKILL to healthy again: {time.monotonic() - killed:.0f} s")
+    page.get_by_text("Requests without a version go to version 2").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.close()
+
+    image = mnist_test.images[:1, :, :, None].astype(np.float32) / 255.0
+    assert ServingClient.grpc(project.grpc_target).predict(image)[0].version == 2
+
+
+@pytest.mark.parametrize("service", [SERVER, "dashboard"])
+def test_readers_mount_the_volume_read_only_and_the_trainer_wrote_it_as_non_root(
+    project: ComposeProject, service: str
+) -> None:
+    assert project.inspect("trainer")["Config"]["User"] == "10001:10001"
+
+    def execute(*command: str) -> tuple[int, str]:
+        result = project.run(*EMBEDDED, "exec", "-T", service, *command)
+        return result.returncode, (result.stdout + result.stderr).strip()
+
+    assert execute("id", "-u") == (0, "10001")
+    assert execute("stat", "-c", "%u", "/models/mnist/2/saved_model.pb") == (0, "10001")
+    code, output = execute("touch", "/models/mnist/intruder")
+    assert code != 0 and "Read-only file system" in output
+
+
+def test_down_with_volumes_leaves_nothing_of_the_project(project: ComposeProject) -> None:
+    assert any(project.leftovers().values())
+    result = project.run(*EMBEDDED, "down", "--volumes")
+    assert result.returncode == 0, result.stderr
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
