@@ -10,15 +10,17 @@ from serving.client import ServingClientError
 
 config = settings()
 st.title("Models")
+# Often enough that a server restarting after a crash (about 5 s here) is seen down and then back.
+REFRESH_S = 2
 
 
-@st.fragment(run_every=5)
+@st.fragment(run_every=REFRESH_S)
 def server_view() -> None:
     try:
         statuses = client().status(config.model_name)
     except ServingClientError as err:
         if err.status == "UNAVAILABLE":
-            st.error(f"The model server at {config.grpc} is not answering; this page retries every 5 s.")
+            st.error(f"The model server at {config.grpc} is not answering; asking again every {REFRESH_S} s.")
         else:
             st.warning(f"The server knows no version of {config.model_name} yet ({err.message}).")
         return

@@ -91,11 +91,11 @@ class ComposeProject:
         """The project's containers, networks and volumes that still exist."""
         label = f"label=com.docker.compose.project={PROJECT}"
         return {
-            kind: self.engine.docker(*command, "--filter", label, "--format", "{{.Name}}").split()
-            for kind, command in (
-                ("containers", ("ps", "--all")),
-                ("networks", ("network", "ls")),
-                ("volumes", ("volume", "ls")),
+            kind: self.engine.docker(*command, "--filter", label, "--format", name).split()
+            for kind, command, name in (
+                ("containers", ("ps", "--all"), "{{.Names}}"),
+                ("networks", ("network", "ls"), "{{.Name}}"),
+                ("volumes", ("volume", "ls"), "{{.Name}}"),
             )
         }
 
