@@ -20,6 +20,7 @@ FROM base AS trainer
 RUN pip install --group trainer
 COPY data data
 COPY tfquiet tfquiet
+COPY contract contract
 COPY trainer trainer
 # /models is created here, owned by the user that writes it, so a fresh named volume starts writable.
 RUN mkdir /models && chown 10001:10001 /models
@@ -45,7 +46,8 @@ FROM base AS dashboard
 RUN pip install --group dashboard
 COPY .streamlit .streamlit
 COPY tfquiet tfquiet
-COPY serving serving
+COPY contract contract
+COPY client client
 COPY dashboard dashboard
 USER 10001:10001
 EXPOSE 8080

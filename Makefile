@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test lint format up train bench-train bench-serve bench-uploads
+.PHONY: install test test-fast lint format up train bench-train bench-serve bench-uploads
 
 install: $(INSTALLED)
 
@@ -24,6 +24,10 @@ $(INSTALLED): pyproject.toml
 
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+# The in-process tier: one module's logic at a time, no trained model, no server process (under 30 s).
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m fast
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

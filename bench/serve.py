@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from contract import model_dir
+from contract.signature import scale_pixels
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "serve.json"
@@ -214,11 +217,10 @@ def main() -> None:
     from bench.machine import describe_machine
     from trainer.data import load_pair
 
-    image = load_pair(ROOT / "data" / "mnist", "t10k", verify=False).images[:1, :, :, None] / 255.0
-    image = image.astype(np.float32)
+    image = scale_pixels(load_pair(ROOT / "data" / "mnist", "t10k", verify=False).images[:1])
     with tempfile.TemporaryDirectory() as scratch:
         base_path = args.model_base_path or quick_model(Path(scratch))
-        version_dir = base_path / str(max(int(p.name) for p in base_path.iterdir() if p.name.isdigit()))
+        version_dir = base_path / str(model_dir.versions(base_path)[-1])
         results: dict[str, object] = {"in_process": in_process_ceiling(version_dir, image, args.seconds)}
         print(f"in-process: {results['in_process']}", file=sys.stderr, flush=True)
         payloads = payloads_for(image)

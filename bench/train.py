@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.machine import describe_machine  # noqa: E402
+from contract.signature import scale_pixels  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import Split, load_mnist  # noqa: E402
 from trainer.evaluate import test_metrics  # noqa: E402
@@ -41,7 +42,7 @@ class TestAccuracyClock(keras.callbacks.Callback):
 
     def __init__(self, test: Split, started: float) -> None:
         super().__init__()
-        self.x = (test.images.astype("float32") / 255.0)[..., None]
+        self.x = scale_pixels(test.images)
         self.y = keras.utils.to_categorical(test.labels, 10)
         self.started = started
         self.own_seconds = 0.0

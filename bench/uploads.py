@@ -7,7 +7,7 @@ Two evaluation sets, built here with fixed seeds and written as image files:
   sizes, offsets, slants, paper colours (light and dark boards) and noise levels, as PNG and JPEG;
 - handwriting: the 1,797 digits of the UCI optical-recognition set (43 writers, none of them MNIST's;
   shipped inside scikit-learn), scaled up from 8x8 and written dark on paper of varying light and noise.
-The files go through `python -m serving.client predict --json FOLDER` against `python -m serving`
+The files go through `python -m client predict --json FOLDER` against `python -m serving`
 serving the model directory, so the figures include everything a user's folder goes through.
 Writes bench/results/uploads.json.
 """
@@ -155,7 +155,7 @@ def main() -> None:
                 [
                     sys.executable,
                     "-m",
-                    "serving.client",
+                    "client",
                     "predict",
                     "--grpc",
                     "127.0.0.1:18700",

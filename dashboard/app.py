@@ -1,7 +1,7 @@
 """The dashboard: `streamlit run dashboard/app.py` from the project root (port 8080, .streamlit/).
 
 Configuration from the environment: MODEL_DIR (default models), MODEL_NAME (mnist),
-SERVING_GRPC (localhost:8500), SERVING_REST (http://localhost:8501).
+SERVING_GRPC (localhost:8500), MODEL_CONFIG_FILE (the server's, for its version labels).
 """
 
 from pathlib import Path

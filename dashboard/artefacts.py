@@ -12,13 +12,12 @@ from typing import Any
 
 import streamlit as st
 
+from contract import model_dir
+
 
 def versions(base_path: Path) -> list[int]:
-    """Exported versions, newest first (numeric directories, as the servers see them)."""
-    if not base_path.is_dir():
-        return []
-    numbered = (p for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir())
-    return sorted((v for v in (int(p.name) for p in numbered) if v > 0), reverse=True)  # as the servers count
+    """Exported versions, newest first."""
+    return model_dir.versions(base_path)[::-1]
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -34,8 +33,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def artefact(base_path: Path, version: int, name: str) -> dict[str, Any] | None:
-    """`history`, `metrics` or `model_card` of a version, or None if it has none."""
-    return read_json(base_path / str(version) / "assets.extra" / f"{name}.json")
+    """model_dir.HISTORY, METRICS or MODEL_CARD of a version, or None if it has none."""
+    return read_json(model_dir.artefact_path(base_path, version, name))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -60,5 +59,6 @@ def version_labels(config_file: str, model_name: str) -> dict[int, list[str]]:
 
 def runs(base_path: Path) -> list[dict[str, Any]]:
     """Every run's progress record, newest first."""
-    records = (read_json(p) for p in sorted((base_path / ".runs").glob("*/progress.json"), reverse=True))
+    progress = sorted((base_path / model_dir.RUNS).glob(f"*/{model_dir.PROGRESS_FILE}"), reverse=True)
+    records = (read_json(p) for p in progress)
     return [r for r in records if r is not None]

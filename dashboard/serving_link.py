@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from client import ServingClient
 from dashboard.settings import settings
-from serving.client import ServingClient
 
 
 @st.cache_resource(show_spinner="Connecting to the model server...")

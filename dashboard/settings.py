@@ -15,7 +15,6 @@ class Settings:
     model_dir: Path
     model_name: str
     grpc: str
-    rest: str
     model_config_file: Path | None  # the server's ModelServerConfig, for its version labels
 
     @property
@@ -28,7 +27,6 @@ def settings() -> Settings:
         model_dir=Path(os.environ.get("MODEL_DIR", "models")),
         model_name=os.environ.get("MODEL_NAME", "mnist"),
         grpc=os.environ.get("SERVING_GRPC", "localhost:8500"),
-        rest=os.environ.get("SERVING_REST", "http://localhost:8501"),
         model_config_file=Path(os.environ["MODEL_CONFIG_FILE"])
         if os.environ.get("MODEL_CONFIG_FILE")
         else None,

@@ -1,4 +1,4 @@
-"""A TensorFlow-Serving-compatible model server, and (in serving.client) the code that calls one."""
+"""A TensorFlow-Serving-compatible model server: serves any SavedModel by its SignatureDefs."""
 
 import os
 

@@ -34,7 +34,7 @@ from serving.errors import ServingError, invalid_argument
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
 
-MAX_TENSOR_BYTES = 256 << 20  # far beyond any batch of 28x28 images
+MAX_TENSOR_BYTES = 256 << 20  # per request tensor: bounds what one request can make the server allocate
 # make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
 # ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
 MAX_FILLED_BYTES = 16 << 20

@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, errors and latency per model, version and API; model loads."""
+"""Prometheus metrics: requests (by status code) and latency per model, version and API; model loads."""
 
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ class ServingMetrics:
         self.requests = Counter(
             "serving_requests",
             "Requests answered, by status code.",
-            (*labels, "code"),
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "serving_request_errors",
-            "Requests answered with an error.",
             (*labels, "code"),
             registry=self.registry,
         )
@@ -61,8 +55,6 @@ class ServingMetrics:
         self, model: str, version: str, api: str, method: str, code: str, seconds: float
     ) -> None:
         self.requests.labels(model, version, api, method, code).inc()
-        if code != "OK":
-            self.errors.labels(model, version, api, method, code).inc()
         self.latency.labels(model, version, api, method).observe(seconds)
 
     def observe_load(self, model: str, version: int, seconds: float, ok: bool) -> None:

@@ -29,7 +29,7 @@ log = logging.getLogger("serving")
 UNLOAD_GRACE_S = 30.0  # how long an unload waits for in-flight requests
 
 # tensorflow_serving.apis.get_model_status_pb2.ModelVersionStatus.State names
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
 
 
 def settle_heap() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import requests
 
-from serving.client import ServingClient, ServingClientError
+from client import ServingClient, ServingClientError
+from contract import model_dir
 from stack.compose import ComposeError, restart_policy, server_flags
 from stack.supervisor import Exited, Part, Signalled, Supervisor
-from trainer.versions import numeric_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -97,7 +97,6 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
                 "MODEL_NAME": MODEL_NAME,
                 "MODEL_CONFIG_FILE": str(MODEL_CONFIG_FILE),
                 "SERVING_GRPC": f"localhost:{args.grpc_port}",
-                "SERVING_REST": f"http://localhost:{args.rest_port}",
             },
             echo=args.verbose,  # Streamlit's own banner names addresses that are not the ones to open
             restart=restart_policy(COMPOSE_FILE, "dashboard"),
@@ -167,7 +166,7 @@ def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
         )
     base_path = args.model_dir.resolve() / MODEL_NAME
     try:
-        train = not numeric_versions(base_path) or os.environ.get("RETRAIN") == "1"
+        train = not model_dir.versions(base_path) or os.environ.get("RETRAIN") == "1"
         base_path.mkdir(parents=True, exist_ok=True)  # the server waits on it quietly, not "not found"
     except OSError as err:
         raise StartError(f"cannot use the model directory {base_path}: {err.strerror}") from None
@@ -257,7 +256,7 @@ def report_exit(supervisor: Supervisor, event: Exited, base_path: Path, gave_up:
     if code == 0:
         supervisor.say("stack", "trainer done; the server takes the new version within seconds")
         return None
-    if numeric_versions(base_path):
+    if model_dir.versions(base_path):
         supervisor.say("stack", f"trainer failed ({event.how}); the previous version keeps serving")
         return None
     supervisor.say("stack", f"trainer failed ({event.how}) and there is no model to serve; stopping")

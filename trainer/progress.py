@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contract import model_dir
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -27,7 +29,7 @@ class RunProgress:
     """The progress record of one run: state running/done/failed, epochs, history so far, version."""
 
     def __init__(self, base_path: Path, run_id: str, arch: str, planned_epochs: int) -> None:
-        self.path = base_path / ".runs" / run_id / "progress.json"
+        self.path = model_dir.progress_path(base_path, run_id)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.record: dict[str, Any] = {
             "run_id": run_id,

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from contract.signature import MAX_PIXEL
 from trainer.augment import augment_batch
 from trainer.config import TrainConfig
 from trainer.data import Mnist, Split
@@ -31,7 +32,7 @@ class Trained:
 
 def to_model_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     """uint8 [b, 28, 28] or [b, 28, 28, 1] -> float32 [b, 28, 28, 1] in [0, 1]."""
-    images = tf.cast(images, tf.float32) / 255.0
+    images = tf.cast(images, tf.float32) / MAX_PIXEL
     return images if images.shape.rank == 4 else images[..., None]
 
 

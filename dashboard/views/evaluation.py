@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from contract import model_dir
 from dashboard import artefacts, charts
 from dashboard.settings import ORIGINAL, settings
 
@@ -20,14 +21,14 @@ left, right = st.columns(2)
 version = left.selectbox("Version", versions, format_func=lambda v: f"version {v}")
 others = ["the original project", *(f"version {v}" for v in versions if v != version)]
 against = right.selectbox("Compare with", others)
-metrics = artefacts.artefact(config.base_path, version, "metrics")
+metrics = artefacts.artefact(config.base_path, version, model_dir.METRICS)
 if metrics is None:
     st.warning(f"Version {version} has no assets.extra/metrics.json.")
     st.stop()
 
 baseline = ORIGINAL
 if against != "the original project":
-    baseline = artefacts.artefact(config.base_path, int(against.split()[-1]), "metrics") or ORIGINAL
+    baseline = artefacts.artefact(config.base_path, int(against.split()[-1]), model_dir.METRICS) or ORIGINAL
 for column, name in zip(st.columns(3), ("accuracy", "recall", "loss"), strict=True):
     value, delta = metrics[name], metrics[name] - baseline[name]
     shown = f"{value:.2%}" if name != "loss" else f"{value:.4f}"

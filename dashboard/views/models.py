@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
+from client import ServingClientError
 from dashboard import artefacts
 from dashboard.serving_link import client
 from dashboard.settings import settings
-from serving.client import ServingClientError
 
 config = settings()
 st.title("Models")

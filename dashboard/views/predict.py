@@ -6,10 +6,10 @@ import time
 
 import streamlit as st
 
+from client import ImageError, ServingClientError, normalise_bytes
 from dashboard import charts
 from dashboard.serving_link import client
 from dashboard.settings import settings
-from serving.client import ImageError, ServingClientError, normalise_bytes
 
 config = settings()
 st.title("Predict")

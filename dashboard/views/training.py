@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from contract import model_dir
 from dashboard import artefacts, charts
 from dashboard.settings import settings
 
@@ -35,7 +36,7 @@ if not versions:
 chosen = st.multiselect("Versions", versions, default=versions[:1], format_func=lambda v: f"version {v}")
 histories = {}
 for version in chosen:
-    history = artefacts.artefact(config.base_path, version, "history")
+    history = artefacts.artefact(config.base_path, version, model_dir.HISTORY)
     if history is None:
         st.warning(f"Version {version} has no assets.extra/history.json.")
     else:

@@ -9,14 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA_DIR
-from trainer.data import Split, load_pair
-
-
-@pytest.fixture(scope="session")
-def mnist_test() -> Split:
-    return load_pair(DATA_DIR, "t10k", verify=False)
-
 
 def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
     buffer = io.BytesIO()

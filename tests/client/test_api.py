@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from serving.client import ServingClient, ServingClientError, normalise_bytes
+from client import ServingClient, ServingClientError, normalise_bytes
+from contract.signature import scale_pixels
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ServerProcess, free_port
 from trainer.data import Split
@@ -19,7 +20,7 @@ def clients(server: ServerProcess) -> dict[str, ServingClient]:
 
 
 def test_grpc_and_rest_give_the_same_answers(clients: dict[str, ServingClient], mnist_test: Split) -> None:
-    images = mnist_test.images[:16] / 255.0
+    images = scale_pixels(mnist_test.images[:16])
     over_grpc, over_rest = clients["grpc"].predict(images), clients["rest"].predict(images)
     assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
     np.testing.assert_allclose(
@@ -32,7 +33,7 @@ def test_grpc_and_rest_give_the_same_answers(clients: dict[str, ServingClient], 
 def test_a_photographed_digit_round_trips_to_its_class(
     clients: dict[str, ServingClient], mnist_test: Split
 ) -> None:
-    direct = clients["grpc"].predict(mnist_test.images[:20] / 255.0)
+    direct = clients["grpc"].predict(scale_pixels(mnist_test.images[:20]))
     right = [i for i, p in enumerate(direct) if p.digit == mnist_test.labels[i]][:5]
     for index in right:
         upload = encode(photo_of(mnist_test.images[index], light_slope=60, noise=6), "JPEG")

@@ -1,4 +1,4 @@
-"""`python -m serving.client` as a user runs it: formats, batches, bad files, exit codes."""
+"""The `mnist` command as a user runs it: formats, batches, bad files, exit codes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from trainer.data import Split
 
 def client_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "serving.client", *args],
+        [str(Path(sys.executable).parent / "mnist"), *args],
         cwd=ROOT,
         input=stdin,
         capture_output=True,

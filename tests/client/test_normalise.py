@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from serving.client.normalise import ImageError, Limits, normalise_bytes
+from client.normalise import ImageError, Limits, normalise_bytes
 from tests.client.conftest import encode, photo_of
 from trainer.data import Split
 

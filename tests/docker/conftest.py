@@ -16,7 +16,6 @@ import pytest
 
 from tests.conftest import COMPOSE, ROOT, free_port
 from tests.docker.engine import Engine, EngineUnavailable, base_images, ensure_image, start_engine
-from tests.e2e.conftest import browser, mnist_test  # noqa: F401
 
 QUICK_TRAINER = Path(__file__).parent / "quick-trainer.yml"
 PROJECT = "mnist-platform-test"

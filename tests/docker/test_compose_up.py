@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from serving.client import ServingClient, ServingClientError
+from client import ServingClient, ServingClientError
+from contract.signature import scale_pixels
 from tests.conftest import wait_for
 from tests.docker.conftest import ComposeProject
 from tests.e2e.conftest import needs_chromium, open_page, screenshot
@@ -60,7 +61,7 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     assert {p["URL"] for p in published} == {"127.0.0.1"}
 
     assert available_versions(project) == {1}
-    images = mnist_test.images[:20, :, :, None].astype(np.float32) / 255.0
+    images = scale_pixels(mnist_test.images[:20])
     over_grpc = ServingClient.grpc(project.grpc_target).predict(images)
     over_rest = ServingClient.rest(project.url("REST_PORT")).predict(images)
     assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
@@ -109,7 +110,7 @@ class PredictLoad:
 def test_retrain_rolls_over_to_version_2_with_zero_failed_requests(
     project: ComposeProject, mnist_test: Split
 ) -> None:
-    image = mnist_test.images[0, :, :, None].astype(np.float32) / 255.0
+    image = scale_pixels(mnist_test.images[0])
     with PredictLoad(project.grpc_target, image) as load:
         wait_for(lambda: sum(load.versions.values()) >= 50, 60, "traffic on version 1")
         started = time.monotonic()
@@ -141,7 +142,7 @@ def test_a_killed_server_is_restarted_and_the_dashboard_recovers(
     assert page.locator('[data-testid="stException"]').count() == 0
     page.close()
 
-    image = mnist_test.images[:1, :, :, None].astype(np.float32) / 255.0
+    image = scale_pixels(mnist_test.images[:1])
     assert ServingClient.grpc(project.grpc_target).predict(image)[0].version == 2
 
 

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 import requests
 
-from serving.client import ServingClient, ServingClientError
+from client import ServingClient, ServingClientError
+from contract.model_dir import versions
+from contract.signature import scale_pixels
 from stack.compose import server_flags
 from tests.client.conftest import encode, photo_of
 from tests.conftest import QUICK_TRAIN_ARGS, ROOT, free_port, wait_for
 from tests.e2e.conftest import needs_chromium, open_page, screenshot
 from trainer.data import Split
-from trainer.versions import numeric_versions
 
 pytestmark = needs_chromium
 
@@ -190,7 +191,7 @@ def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
     addresses = listening_addresses(parts)
     assert addresses and all(address.is_loopback for address in addresses), addresses
 
-    images = mnist_test.images[:20, :, :, None].astype(np.float32) / 255.0
+    images = scale_pixels(mnist_test.images[:20])
     over_grpc = ServingClient.grpc(f"127.0.0.1:{make_up.ports['port']}").predict(images)
     over_rest = ServingClient.rest(make_up.rest).predict(images)
     assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
@@ -217,7 +218,7 @@ def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
     assert not [p for p in parts if alive(p)]
     assert not [port for port in make_up.ports.values() if listening(port)]
     base = make_up.model_dir / "mnist"
-    assert numeric_versions(base) == [1]
+    assert versions(base) == [1]
     assert sorted(p.name for p in base.iterdir()) == [
         ".runs",
         "1",
@@ -236,7 +237,7 @@ def test_a_second_make_up_reuses_the_model_and_stops_on_sigterm(
     make_up.stop(signal.SIGTERM, whole_group=False)
     assert not [p for p in parts if alive(p)]
     assert not [port for port in make_up.ports.values() if listening(port)]
-    assert numeric_versions(make_up.model_dir / "mnist") == [1]
+    assert versions(make_up.model_dir / "mnist") == [1]
 
 
 def test_a_killed_server_is_started_again_and_the_dashboard_stays_up(
@@ -287,7 +288,7 @@ def test_ctrl_c_while_training_exports_nothing_and_leaves_nothing(make_up: MakeU
     assert not [p for p in parts if alive(p)]
     assert not [port for port in make_up.ports.values() if listening(port)]
     base = make_up.model_dir / "mnist"
-    assert numeric_versions(base) == [] and sorted(p.name for p in base.iterdir()) == [".runs"]
+    assert versions(base) == [] and sorted(p.name for p in base.iterdir()) == [".runs"]
 
 
 def test_a_busy_port_is_one_line_and_nothing_starts(make_up: MakeUp) -> None:

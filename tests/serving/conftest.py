@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.signature import scale_pixels
 from tests.conftest import DATA_DIR
 from trainer.data import load_pair
 
@@ -15,7 +16,7 @@ from trainer.data import load_pair
 def images() -> np.ndarray:
     """Eight MNIST test images as the signature takes them: float32 [8, 28, 28, 1] in [0, 1]."""
     test = load_pair(DATA_DIR, "t10k", verify=False)
-    return (test.images[:8, :, :, None] / 255.0).astype(np.float32)
+    return scale_pixels(test.images[:8])
 
 
 @pytest.fixture(scope="session")

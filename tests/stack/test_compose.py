@@ -130,7 +130,13 @@ def test_every_part_is_a_stage_on_one_pinned_base_and_runs_as_a_non_root_user() 
         assert min(i for i, line in enumerate(lines) if line.startswith("COPY ")) > install
 
 
-FIRST_PARTY = {"trainer", "serving", "dashboard", "stack", "tfquiet"}
+# The project's own top-level packages, as pyproject.toml lists them ("trainer*" and so on).
+FIRST_PARTY = {
+    pattern.rstrip("*")
+    for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
+}
 
 
 # What each image runs: `python -m trainer`, `python -m serving`, and every page of the dashboard

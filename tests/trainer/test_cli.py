@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from contract.model_dir import versions
 from tests.conftest import DATA_DIR, ROOT, run_trainer
 
 
 def no_versions(base: Path) -> bool:
-    return not base.exists() or not any(p.name.isdigit() for p in base.iterdir())
+    return versions(base) == []
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

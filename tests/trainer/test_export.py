@@ -17,10 +17,17 @@ import_tensorflow()
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
+from contract import model_dir  # noqa: E402
+from contract.model_dir import versions  # noqa: E402
+from contract.signature import (  # noqa: E402
+    IMAGE_SHAPE,
+    INPUT,
+    SIGNATURE_NAME,
+    scale_pixels,  # noqa: E402
+)
 from trainer import export  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.model import build_model  # noqa: E402
-from trainer.versions import numeric_versions  # noqa: E402
 
 HISTORY_KEYS = {"loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall", "best_epoch"}
 METRICS_KEYS = {"loss", "accuracy", "recall", "confusion_matrix", "per_class", "misclassified"}
@@ -43,7 +50,7 @@ def read_json(path: Path) -> dict:
 
 def test_first_run_exports_version_1_with_the_design_signature(trained_model_dir: Path) -> None:
     version = trained_model_dir / "mnist" / "1"
-    assert numeric_versions(trained_model_dir / "mnist") == [1]
+    assert versions(trained_model_dir / "mnist") == [1]
     assert {"saved_model.pb", "variables", "fingerprint.pb", "assets.extra"} <= {
         p.name for p in version.iterdir()
     }
@@ -84,15 +91,15 @@ def test_artefacts_have_the_documented_keys(trained_model_dir: Path) -> None:
 
 def test_warmup_file_holds_predict_requests_for_the_signature(trained_model_dir: Path) -> None:
     records = tf.data.TFRecordDataset(
-        str(trained_model_dir / "mnist" / "1" / "assets.extra" / export.WARMUP_FILE)
+        str(trained_model_dir / "mnist" / "1" / model_dir.ASSETS_EXTRA / model_dir.WARMUP_FILE)
     )
     sizes = []
     for raw in records:
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
         request = log.predict_log.request
-        assert request.model_spec.signature_name == "serving_default"
-        sizes.append(tf.make_ndarray(request.inputs["images"]).shape)
-    assert sizes == [(n, 28, 28, 1) for n in export.WARMUP_BATCH_SIZES]
+        assert request.model_spec.signature_name == SIGNATURE_NAME
+        sizes.append(tf.make_ndarray(request.inputs[INPUT]).shape)
+    assert sizes == [(n, *IMAGE_SHAPE) for n in export.WARMUP_BATCH_SIZES]
 
 
 def test_progress_record_ends_done_with_the_version(trained_model_dir: Path) -> None:
@@ -107,7 +114,7 @@ def test_second_run_exports_version_2(tmp_path: Path) -> None:
         result = run_trainer(*QUICK_TRAIN_ARGS, "--epochs", "1", "--model-dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
         assert f"exported mnist version {expected} (seed)" in result.stdout
-    assert numeric_versions(tmp_path / "mnist") == [1, 2]
+    assert versions(tmp_path / "mnist") == [1, 2]
     assert not list((tmp_path / "mnist").glob(".staging-*"))
     # The same seed and data give the same training, bit for bit.
     first, second = (read_json(tmp_path / "mnist" / v / "assets.extra" / "history.json") for v in ("1", "2"))
@@ -118,7 +125,7 @@ def test_exported_signature_answers_as_the_keras_model(tmp_path: Path) -> None:
     data = load_mnist(DATA_DIR, 0.1, seed=0, limit=200)
     model = build_model("seed")
     model.compile("adam", "categorical_crossentropy")
-    images = (data.test.images[:50] / 255.0)[..., None].astype(np.float32)
+    images = scale_pixels(data.test.images[:50])
     version, path = export.export_version(model, tmp_path, "mnist", {}, images, "test")
     served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
     expected = model.predict(images, verbose=0)

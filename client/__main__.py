@@ -1,8 +1,8 @@
 """Send images of digits to a model server and print what it read; or ask it about its models.
 
-python -m serving.client predict digit.png photos/ 'scans/*.jpg'
-python -m serving.client predict --rest http://localhost:8501 --json folder/ > answers.jsonl
-python -m serving.client status
+mnist predict digit.png photos/ 'scans/*.jpg'
+mnist predict --rest http://localhost:8501 --json folder/ > answers.jsonl
+mnist status
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.client.api import DEFAULT_GRPC, ServingClient, ServingClientError
-from serving.client.normalise import ImageError, normalise_bytes
+from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
+from client.normalise import ImageError, normalise_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 EXAMPLES = """examples:
-  python -m serving.client predict digit.png                      one image, over gRPC (localhost:8500)
-  python -m serving.client predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
-  python -m serving.client predict --json - < digit.png           standard input, one JSON line out
-  python -m serving.client predict --rest http://localhost:8501 --label stable --csv folder/
-  python -m serving.client status
-  python -m serving.client metadata --version 2
+  mnist predict digit.png                      one image, over gRPC (localhost:8500)
+  mnist predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
+  mnist predict --json - < digit.png           standard input, one JSON line out
+  mnist predict --rest http://localhost:8501 --label stable --csv folder/
+  mnist status
+  mnist metadata --version 2
 """
 
 
@@ -173,7 +173,7 @@ def run_metadata(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.client",
+        prog="mnist",
         description="Predict digits with a TF-Serving-compatible model server, or ask it about its models.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -19,10 +19,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from contract.signature import IMAGE_SHAPE
+
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 WORKING_SIDE = 1024  # larger images are reduced to this before the ink is found: plenty for a 20 px digit
 DIGIT_SIDE = 20
-FIELD_SIDE = 28
+FIELD_SIDE = IMAGE_SHAPE[0]
 MNIST_CENTRE = np.array([14.0, 14.0])  # the mean centre of mass of MNIST digits, (row, column)
 # Faint ink, down to this share of the Otsu level, counts when it touches ink above the level. Lower
 # lets the lines of squared paper in along the strokes (0.6 did, at a third of the ink's contrast).

@@ -1,7 +1,7 @@
 """The client library every consumer of the model server shares: calls, and image normalisation."""
 
-from serving.client.api import Prediction, ServingClient, ServingClientError, VersionStatus
-from serving.client.normalise import ImageError, Limits, Normalised, normalise_bytes, normalise_image
+from client.api import Prediction, ServingClient, ServingClientError, VersionStatus
+from client.normalise import ImageError, Limits, Normalised, normalise_bytes, normalise_image
 
 __all__ = [
     "ImageError",

@@ -1,0 +1,71 @@
+"""The model directory: numbered versions beside the trainer's staging and progress files.
+
+`<base>/<N>/` is version N (a positive integer, as TF Serving counts), holding the SavedModel,
+and `assets.extra/`. A version is written under a dot-named staging directory and
+renamed into place when complete, so a reader never sees half of one. `<base>/.runs/<run-id>/` holds a
+run's live progress; dot-names are never versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+ASSETS_EXTRA = "assets.extra"
+HISTORY, METRICS, MODEL_CARD = "history", "metrics", "model_card"  # assets.extra/<name>.json
+WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra, replayed by the server before traffic
+RUNS = ".runs"
+PROGRESS_FILE = "progress.json"
+
+
+def is_version(name: str) -> bool:
+    """A directory name TF Serving takes for a version: a positive ASCII integer."""
+    return name.isascii() and name.isdigit() and int(name) > 0
+
+
+def versions(base_path: Path) -> list[int]:
+    """The versions present, oldest first; none when the base path does not exist yet."""
+    if not base_path.is_dir():
+        return []
+    return sorted(int(p.name) for p in base_path.iterdir() if is_version(p.name) and p.is_dir())
+
+
+def artefact_path(base_path: Path, version: int, name: str) -> Path:
+    """assets.extra/<name>.json of a version (HISTORY, METRICS or MODEL_CARD)."""
+    return base_path / str(version) / ASSETS_EXTRA / f"{name}.json"
+
+
+def progress_path(base_path: Path, run_id: str) -> Path:
+    return base_path / RUNS / run_id / PROGRESS_FILE
+
+
+@contextlib.contextmanager
+def staging(base_path: Path, name: str) -> Iterator[Path]:
+    """A fresh staging directory for one version; removed on the way out, whatever happened (after a
+    publish there is nothing left to remove)."""
+    path = base_path / f".staging-{name}"
+    try:
+        yield path
+    finally:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
+    """Rename a complete staging directory to the next version number: (version, its directory).
+    Another trainer may take a number at the same moment; then the next one is tried."""
+    while True:
+        # Every numeric name counts, files too: a rename onto one would fail again and again.
+        taken = [int(p.name) for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit()]
+        version = max(taken, default=0) + 1
+        target = base_path / str(version)
+        try:
+            os.rename(staged, target)  # fails if `target` appeared since we looked
+        except OSError:
+            if target.exists():
+                continue
+            raise
+        return version, target
