@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -57,7 +58,7 @@ def client_process(
             call = channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
         else:  # http.client, not requests: a keep-alive connection at a fraction of the client CPU
             url = urllib.parse.urlsplit(target)
-            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+            connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
         while (now := time.monotonic()) < stop:
             try:
                 if api == "grpc":
@@ -221,13 +222,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         base_path = args.model_base_path or quick_model(Path(scratch))
         version_dir = base_path / str(model_dir.versions(base_path)[-1])
-        results: dict[str, object] = {"in_process": in_process_ceiling(version_dir, image, args.seconds)}
+        results: dict[str, Any] = {"in_process": in_process_ceiling(version_dir, image, args.seconds)}
         print(f"in-process: {results['in_process']}", file=sys.stderr, flush=True)
         payloads = payloads_for(image)
         for batching in (False, True):
             for api, cells in bench_server(base_path, batching, payloads, args.seconds).items():
                 mode = "batching" if batching else "no_batching"
-                results.setdefault(api, {})[mode] = cells  # type: ignore[index]
+                results.setdefault(api, {})[mode] = cells
     results["setup"] = {
         "machine": describe_machine(),
         "model": "plus (same network as the default model)",

@@ -78,7 +78,7 @@ def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
         "test_accuracy": round(metrics["accuracy"], 4),
         "test_recall": round(metrics["recall"], 4),
         "test_loss": round(metrics["loss"], 4),
-        "epochs": len(trained.history["loss"]),  # type: ignore[arg-type]
+        "epochs": len(trained.history["loss"]),
         "best_epoch": trained.history["best_epoch"],
         "wall_s": round(clock.elapsed(), 1),
         "seconds_to_99_15": clock.seconds_to_target,

@@ -34,21 +34,27 @@ RESULTS = ROOT / "bench" / "results" / "uploads.json"
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 
 
-def fonts() -> dict[str, ImageFont.FreeTypeFont | None]:
+def fonts() -> dict[str, Path | None]:
     """Every TrueType font on the machine (None stands for Pillow's built-in font)."""
-    found: dict[str, ImageFont.FreeTypeFont | None] = {"pillow-default": None}
+    found: dict[str, Path | None] = {"pillow-default": None}
     for folder in FONT_DIRS:
         for path in sorted(folder.rglob("*.[ot]tf")) if folder.exists() else []:
-            found[path.stem] = path  # type: ignore[assignment]
+            found[path.stem] = path
     return found
 
 
-def paper_and_ink(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+Colour = tuple[int, int, int]
+
+
+def colour(rng: np.random.Generator, low: int, high: int) -> Colour:
+    red, green, blue = (int(v) for v in rng.integers(low, high, 3))
+    return red, green, blue
+
+
+def paper_and_ink(rng: np.random.Generator) -> tuple[Colour, Colour]:
     if rng.random() < 0.2:  # a dark board with chalk
-        board = tuple(int(v) for v in rng.integers(20, 70, 3))
-        return board, tuple(int(v) for v in rng.integers(200, 256, 3))  # type: ignore[return-value]
-    paper = tuple(int(v) for v in rng.integers(190, 256, 3))
-    return paper, tuple(int(v) for v in rng.integers(0, 90, 3))  # type: ignore[return-value]
+        return colour(rng, 20, 70), colour(rng, 200, 256)
+    return colour(rng, 190, 256), colour(rng, 0, 90)
 
 
 def finish(image: Image.Image, rng: np.random.Generator, out: Path) -> None:

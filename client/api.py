@@ -160,6 +160,8 @@ class RestTransport(Transport):
             raise ServingClientError(
                 "DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s"
             ) from None
+        except requests.RequestException as err:  # a connection cut mid-answer, say
+            raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {err}") from None
         try:
             document = reply.json()
         except ValueError:

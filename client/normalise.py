@@ -58,7 +58,7 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ImageError(f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError as err:
         raise ImageError(f"the image is too large to decode ({err.args[0].split(',')[0]})") from None
     except UnidentifiedImageError:

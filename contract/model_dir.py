@@ -56,7 +56,8 @@ def staging(base_path: Path, name: str) -> Iterator[Path]:
 
 def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
     """Rename a complete staging directory to the next version number: (version, its directory).
-    Another trainer may take a number at the same moment; then the next one is tried."""
+    Another trainer may take a number at the same moment; then the next one is tried. `staged` must
+    not be empty (a version never is): rename(2) refuses a non-empty target but replaces an empty one."""
     while True:
         # Every numeric name counts, files too: a rename onto one would fail again and again.
         taken = [int(p.name) for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit()]

@@ -56,7 +56,7 @@ def classification_result(
     outputs: dict[str, np.ndarray], batch: int
 ) -> classification_pb2.ClassificationResult:
     classes, scores = outputs.get("classes"), outputs.get("scores")
-    width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+    width = next(output.shape[1] for output in (classes, scores) if output is not None)
     result = classification_pb2.ClassificationResult()
     for row in range(batch):
         entry = result.classifications.add()
@@ -81,6 +81,8 @@ def regression_result(outputs: np.ndarray) -> regression_pb2.RegressionResult:
 
 
 def _feature(name: str, value: Any) -> tf.train.Feature:
+    """A JSON feature value (or list of values) as a tf.train.Feature. JSON true/false are int64 1/0,
+    as TF Serving's AddValueToFeature stores them: a tf.Example has no boolean list."""
     values = value if isinstance(value, list) else [value]
     if all(isinstance(v, (str, dict)) for v in values):
         try:
@@ -93,8 +95,8 @@ def _feature(name: str, value: Any) -> tf.train.Feature:
                 f'Feature: {name} has a value that is neither a string nor {{"b64": ...}}'
             ) from None
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if all(isinstance(v, int) for v in values):  # bool is an int: True is 1, False is 0
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return tf.train.Feature(float_list=tf.train.FloatList(value=values))
     raise invalid_argument(f"Feature: {name} has element with unexpected JSON type")

@@ -36,7 +36,7 @@ def _add_fields(message: descriptor_pb2.DescriptorProto, specs: list[tuple[str, 
         if isinstance(kind, str):
             field.type, field.type_name = Field.TYPE_MESSAGE, kind
         else:
-            field.type = kind  # type: ignore[assignment]
+            field.type = kind
 
 
 def _build() -> tuple[type, type]:

@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import grpc
 
 from serving.errors import ServingError, invalid_argument, not_found
+from serving.in_flight import InFlight
 from serving.inference import Inference
 
 log = logging.getLogger("serving")
@@ -67,6 +68,7 @@ class RestHandler(BaseHTTPRequestHandler):
     # until the client's delayed ACK, 40 ms later.
     disable_nagle_algorithm = True
     server: RestServer
+    timeout: ClassVar[float]  # seconds a socket may stay silent; always set, per server (RestServer)
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         self._answer("GET")
@@ -81,11 +83,11 @@ class RestHandler(BaseHTTPRequestHandler):
         self._answer("DELETE")
 
     def _answer(self, method: str) -> None:
-        self.server.request_started()
+        self.server.requests.enter()
         try:
             self._respond(method)
         finally:
-            self.server.request_finished()
+            self.server.requests.leave()
 
     def _respond(self, method: str) -> None:
         self._body_read = False
@@ -221,21 +223,11 @@ class RestServer(ThreadingHTTPServer):
         )  # socket timeout per request
         self.closing = False
         self.bodies = ByteBudget(BODY_BUDGET_BYTES)
-        self._active = 0
-        self._idle = threading.Condition()
+        self.requests = InFlight()  # a stop answers these first
         try:
             super().__init__(address, handler)
         except OSError as err:
             raise OSError(f"cannot listen for REST on {address[0]}:{address[1]}: {err.strerror}") from None
-
-    def request_started(self) -> None:
-        with self._idle:
-            self._active += 1
-
-    def request_finished(self) -> None:
-        with self._idle:
-            self._active -= 1
-            self._idle.notify_all()
 
     def serve_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)
@@ -246,6 +238,5 @@ class RestServer(ThreadingHTTPServer):
         """Stop accepting, answer the requests already in (closing their connections), then close."""
         self.closing = True
         self.shutdown()
-        with self._idle:
-            self._idle.wait_for(lambda: self._active == 0, grace_s)
+        self.requests.wait_idle(grace_s)
         self.server_close()

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 
 
 @dataclass(frozen=True)
@@ -80,42 +80,91 @@ def parse_predict_body(body: bytes) -> PredictBody:
     return PredictBody(signature_name, document["instances" if has_rows else "inputs"], has_rows)
 
 
-def _decode_strings(value: Any) -> Any:
+# What refusals call a JSON leaf that a string input cannot take.
+_JSON_KINDS = {bool: "booleans", int: "numbers", float: "numbers", dict: "objects", type(None): "nulls"}
+
+
+def _decode_strings(name: str, value: Any) -> Any:
+    """The value with each leaf as bytes: a string as UTF-8, {"b64": ...} decoded. Any other leaf is
+    refused here, as TF Serving refuses it, because tf.constant would fail on it later with a 500."""
+    if isinstance(value, list):
+        return [_decode_strings(name, v) for v in value]
+    if isinstance(value, str):
+        return value.encode()
     if isinstance(value, dict) and set(value) == {"b64"}:
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise invalid_argument("'b64' value is not valid base64") from None
-    if isinstance(value, list):
-        return [_decode_strings(v) for v in value]
-    if isinstance(value, str):
-        return value.encode()
-    return value
+    found = _JSON_KINDS.get(type(value), "objects")
+    raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
+
+
+def _ragged(name: str) -> ServingError:
+    return invalid_argument(f"input '{name}': the nested lists are not all the same length")
+
+
+def _out_of_range(name: str, dtype: tf.DType) -> ServingError:
+    return invalid_argument(f"input '{name}' holds values out of range for {dtype.name}")
+
+
+def _string_array(name: str, value: Any) -> np.ndarray:
+    """A DT_STRING input as an object array of bytes. np.asarray(dtype=object) takes ragged lists
+    without complaint, as an array holding lists, so density is checked on what it made."""
+    try:
+        array = np.asarray(_decode_strings(name, value), dtype=object)
+    except ValueError:
+        raise _ragged(name) from None
+    if not all(isinstance(item, bytes) for item in array.flat):
+        raise _ragged(name)
+    return array
 
 
 # The JSON number kinds each numeric dtype accepts, as TF Serving's parser does (no 1.0 for an int).
-_ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "u", "b": "b"}
+# JSON integers come as int64 (uint64 past its range) whatever the input's integer dtype, so every
+# integer dtype takes both; _checked_integers then refuses the values outside the dtype's range.
+_ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
+
+
+def _checked_integers(name: str, values: np.ndarray, dtype: tf.DType) -> np.ndarray:
+    """The integers as `dtype`, refused when any is out of its range: astype would wrap them around
+    (2**40 + 5 becomes 5 as int32)."""
+    target = np.dtype(dtype.as_numpy_dtype)
+    limits = np.iinfo(target)
+    if values.size and (int(values.min()) < limits.min or int(values.max()) > limits.max):
+        raise _out_of_range(name, dtype)
+    return values.astype(target)
 
 
 def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+    """The JSON value as an array of the input's dtype, or a 400 naming the input: whatever gets past
+    here must not make TensorFlow raise (a 500), nor be changed on the way (no wraparound)."""
     dtype = tf.dtypes.as_dtype(info.dtype)
     if dtype == tf.string:
-        return np.asarray(_decode_strings(value), dtype=object)
+        return _string_array(name, value)
     try:
         inferred = np.asarray(value)
     except ValueError:
-        raise invalid_argument(f"input '{name}': the nested lists are not all the same length") from None
+        raise _ragged(name) from None
     target = np.dtype(dtype.as_numpy_dtype)
+    if target.kind in "iu" and inferred.dtype.kind in "fO":
+        # numpy makes JSON integers float64 (rounded) when they fit neither int64 nor uint64 together,
+        # as 0 and 2**64 - 1, and Python objects past uint64: take them again as exact Python ints.
+        exact = np.asarray(value, dtype=object)
+        if exact.size and all(type(v) is int for v in exact.flat):
+            return _checked_integers(name, exact, dtype)
     if inferred.dtype.kind not in _ACCEPTED_KINDS.get(target.kind, ""):
         found = {"U": "strings", "O": "objects or nulls", "b": "booleans", "f": "fractional numbers"}.get(
             inferred.dtype.kind, inferred.dtype.name
         )
         raise invalid_argument(f"input '{name}' holds {found}, expected values of type {dtype.name}")
+    if target.kind in "iu":
+        return _checked_integers(name, inferred, dtype)
     try:
-        with np.errstate(over="raise"):
+        with np.errstate(over="raise"):  # float64 to float32
             return inferred.astype(target)
     except (OverflowError, FloatingPointError):
-        raise invalid_argument(f"input '{name}' holds values out of range for {dtype.name}") from None
+        raise _out_of_range(name, dtype) from None
 
 
 def _is_named(value: Any) -> bool:
@@ -166,15 +215,23 @@ def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -
     return {name: _to_array(name, value, signature.inputs[name]) for name, value in columns.items()}
 
 
+def _b64_value(raw: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(raw).decode()}
+
+
+def _text_value(raw: bytes) -> str:
+    # TF Serving copies the bytes into the JSON as they are; bytes that are not UTF-8 would make the
+    # response invalid JSON, so they come out as U+FFFD instead.
+    return raw.decode(errors="replace")
+
+
 def _jsonable(name: str, array: np.ndarray) -> Any:
     if array.dtype == object or array.dtype.kind == "S":
-        if name.endswith("_bytes"):
-            return (
-                [_jsonable(name, a) for a in array]
-                if array.ndim
-                else {"b64": base64.b64encode(array.item()).decode()}
-            )
-        return np.vectorize(lambda b: b.decode(errors="replace"), otypes=[object])(array).tolist()
+        # TF Serving's rule (g3doc/api_rest.md): a DT_STRING output is text, or {"b64": ...} when its
+        # alias ends in `_bytes`. Each element is encoded on its own, whatever the rank, since the
+        # elements of TensorFlow's object arrays are plain bytes.
+        encode = _b64_value if name.endswith("_bytes") else _text_value
+        return np.vectorize(encode, otypes=[object])(array).tolist()
     if array.dtype == np.float32:
         # Printed at float32 precision (0.1, not 0.10000000149011612), as TF Serving prints floats.
         return array.astype(str).astype(np.float64).tolist()

@@ -6,7 +6,6 @@ shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an excepti
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
+from serving.in_flight import InFlight
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -49,22 +49,7 @@ class Servable:
         self._loaded = tf.saved_model.load(str(path), tags=["serve"])
         self._functions = dict(self._loaded.signatures)
         self._batcher = Batcher(batching, f"{name}-{version}", on_batch) if batching is not None else None
-        self._in_flight = 0
-        self._idle = threading.Condition()
-
-    def acquire(self) -> None:
-        """Count a request against this version so that an unload waits for it to finish."""
-        with self._idle:
-            self._in_flight += 1
-
-    def release(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+        self.requests = InFlight()  # an unload waits for these
 
     def close(self) -> None:
         """Stop the batch threads; the SavedModel goes with the last reference."""
@@ -107,7 +92,7 @@ class Servable:
             results = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.InvalidArgumentError as err:
             raise invalid_argument(err.message) from None
-        return {name: results[name].numpy() for name in wanted}
+        return {name: _to_numpy(results[name]) for name in wanted}
 
     def warm_up(self) -> int:
         """Replay `assets.extra/tf_serving_warmup_requests`; a failing record fails the load."""
@@ -124,6 +109,12 @@ class Servable:
             self.predict(request.model_spec.signature_name, inputs, request.output_filter)
             count += 1
         return count
+
+
+def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
+    """The tensor as an ndarray at every rank: `.numpy()` of a scalar is a numpy scalar, or plain
+    `bytes` for a string, which the output encoders cannot take (`bytes` has no dtype)."""
+    return np.asarray(tensor.numpy(), dtype=object if tensor.dtype == tf.string else None)
 
 
 def check_inputs(

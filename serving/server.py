@@ -83,6 +83,8 @@ class ModelServer:
         again at every poll, so it takes effect once it can; a file that does not parse is logged and
         the last good config stays. Each distinct error is logged once."""
         path, every_s = self.settings.model_config_file, self.settings.model_config_file_poll_wait_seconds
+        if path is None:  # started with --model_name and --model_base_path: no file to watch
+            return
         adopted, last_error = self.settings.models, ""
         while not self._stop.wait(every_s):
             try:

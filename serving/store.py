@@ -63,16 +63,21 @@ class ModelEntry:
     def name(self) -> str:
         return self.config.name
 
-    def present_versions(self) -> list[int] | None:
-        """The numbered version directories, or None when the base path itself is missing."""
+    def present_versions(self) -> dict[int, Path] | None:
+        """The numbered version directories by version, in version order, or None when the base path
+        itself is missing.
+
+        A version is loaded from the directory as it is named (`007` is version 7, read from `007`).
+        When two names give one number (`7` and `007`), the name that sorts last as a string wins, as
+        in TF Serving (its IndexChildrenByVersion): `7` over `07` over `007`."""
         base = Path(self.config.base_path)
         if not base.is_dir():
             return None
-        return sorted(
-            int(p.name)
-            for p in base.iterdir()
-            if p.name.isascii() and p.name.isdigit() and int(p.name) > 0 and p.is_dir()
-        )
+        found: dict[int, Path] = {}
+        for path in sorted(base.iterdir()):
+            if path.name.isascii() and path.name.isdigit() and int(path.name) > 0 and path.is_dir():
+                found[int(path.name)] = path
+        return dict(sorted(found.items()))
 
     def aspired(self, present: list[int]) -> list[int]:
         """The versions the model's version policy asks to serve, of those present."""
@@ -198,7 +203,7 @@ class ModelStore:
             entry.base_missing = True
             return
         entry.base_missing = False
-        aspired = entry.aspired(present)
+        aspired = entry.aspired(list(present))
         with self._lock:
             # A version whose load failed is retried only if its directory goes away and comes back.
             failed_and_gone = [
@@ -218,7 +223,7 @@ class ModelStore:
             for version in to_load:
                 entry.records[version] = VersionRecord(version, LOADING)
         for version in to_load:
-            self._load(entry, version)
+            self._load(entry, version, present[version])
         with self._lock:
             serving_aspired = any(v in aspired for v in entry.available())
             retire = [
@@ -229,8 +234,7 @@ class ModelStore:
         for record in retire:
             self._unload(entry, record)
 
-    def _load(self, entry: ModelEntry, version: int) -> None:
-        path = Path(entry.config.base_path) / str(version)
+    def _load(self, entry: ModelEntry, version: int, path: Path) -> None:
         started = time.monotonic()
         try:
             servable = Servable(
@@ -259,7 +263,7 @@ class ModelStore:
             servable = record.servable
         self._on_change()
         if servable is not None:
-            if not servable.wait_idle(UNLOAD_GRACE_S):
+            if not servable.requests.wait_idle(UNLOAD_GRACE_S):
                 log.warning("unloading %s version %d with requests still running", entry.name, record.version)
             servable.close()
         with self._lock:
@@ -274,11 +278,11 @@ class ModelStore:
         """The servable a request names, held so that no unload pulls it away mid-request."""
         with self._lock:
             servable = self._resolve(name, version, label)
-            servable.acquire()
+            servable.requests.enter()
         try:
             yield servable
         finally:
-            servable.release()
+            servable.requests.leave()
 
     def _entry(self, name: str) -> ModelEntry:
         if not name:
@@ -326,7 +330,7 @@ class ModelStore:
         deadline = time.monotonic() + timeout
         with self._lock:
             servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
-        return all(s.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
+        return all(s.requests.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
 
     def any_available(self) -> bool:
         with self._lock:

@@ -119,8 +119,9 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
 
 def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threading.Event) -> None:
     """Print the addresses once the dashboard answers, and each version as it becomes the served one."""
-    health = f"http://127.0.0.1:{args.dashboard_port}/_stcore/health"
-    server = ServingClient.rest(f"http://127.0.0.1:{args.rest_port}", timeout=2, retries=0)
+    here = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this machine reaches them
+    health = f"http://{here}:{args.dashboard_port}/_stcore/health"
+    server = ServingClient.rest(f"http://{here}:{args.rest_port}", timeout=2, retries=0)
     announced, serving = False, None
     while not stopping.wait(0.5):
         if not announced and _answers(health):
@@ -132,10 +133,16 @@ def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threadi
                 "Ctrl-C stops everything",
             ):
                 supervisor.say("stack", line)
-        latest = _latest_available(server)
-        if latest != serving and latest is not None:
+        try:
+            statuses = server.status(MODEL_NAME)
+        except ServingClientError as err:
+            if err.status == "UNAVAILABLE":  # the server is down: its version is said again once it is back
+                serving = None
+            continue  # no version yet, or a slow answer
+        latest = max((s.version for s in statuses if s.state == "AVAILABLE"), default=None)
+        if latest is not None and latest != serving:
             supervisor.say("stack", f"{MODEL_NAME} version {latest} is AVAILABLE")
-        serving = latest  # None while the server is down: said again once it is back
+            serving = latest
 
 
 def _answers(url: str) -> bool:
@@ -143,13 +150,6 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=2).ok
     except requests.RequestException:
         return False
-
-
-def _latest_available(server: ServingClient) -> int | None:
-    try:
-        return max((v.version for v in server.status(MODEL_NAME) if v.state == "AVAILABLE"), default=None)
-    except ServingClientError:  # not up yet, or no version yet
-        return None
 
 
 class StartError(Exception):

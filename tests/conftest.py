@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import compose
+import numpy as np
 import pytest
 import requests
+from playwright.sync_api import Browser
 
+from client import ServingClient, ServingClientError
 from trainer.data import Split, load_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +54,7 @@ def mnist_test() -> Split:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     """One headless Chromium for the whole run (Playwright's sync API allows one at a time)."""
     from playwright.sync_api import sync_playwright
 
@@ -69,6 +76,18 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return model_dir
 
 
+def example_commands(epilog: str, prog: str) -> list[list[str]]:
+    """The argument lists of the `prog ...` examples in a --help epilog: continuation lines joined,
+    the description after two spaces and shell redirections left out."""
+    commands = []
+    for line in re.sub(r"\\\n\s*", " ", epilog).splitlines():
+        command = re.split(r"\s{2,}", line.strip())[0]
+        if command == prog or command.startswith(prog + " "):
+            words = shlex.split(command)[len(prog.split()) :]
+            commands.append(words[: words.index("<")] if "<" in words else words)
+    return commands
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -82,6 +101,58 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def model_states(rest_url: str, name: str = "mnist") -> dict[int, str]:
+    """{version: state} from a server's REST API, {} while the server or the model is not there."""
+    try:
+        reply = requests.get(f"{rest_url}/v1/models/{name}", timeout=5)
+    except requests.ConnectionError:
+        return {}
+    if reply.status_code != 200:
+        return {}
+    return {int(s["version"]): s["state"] for s in reply.json()["model_version_status"]}
+
+
+class PredictLoad:
+    """Single-image gRPC predictions from `clients` threads until stopped, with no retries: the version
+    named in every reply is counted, so the record shows which version answered each request. A thread
+    that finds the server gone (UNAVAILABLE) counts it in `refused` and ends."""
+
+    def __init__(self, target: str, image: np.ndarray, clients: int = 4) -> None:
+        self.target, self.image = target, image
+        self.versions: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self.refused = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    @property
+    def answered(self) -> int:
+        return sum(self.versions.values())
+
+    def _run(self) -> None:
+        client = ServingClient.grpc(self.target, retries=0, timeout=30)
+        while not self._stop.is_set():
+            try:
+                (answer,) = client.predict(self.image)
+            except ServingClientError as err:
+                if err.status == "UNAVAILABLE":
+                    self.refused += 1
+                    return
+                self.failures.append(str(err))
+                continue
+            self.versions[answer.version] += 1
+
+    def __enter__(self) -> PredictLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
 
 
 @dataclass
@@ -101,14 +172,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def model_states(self, name: str = "mnist") -> dict[int, str]:
-        """{version: state} from REST, {} while the server or the model is not there."""
-        try:
-            reply = requests.get(f"{self.rest_url}/v1/models/{name}", timeout=2)
-        except requests.ConnectionError:
-            return {}
-        if reply.status_code != 200:
-            return {}
-        return {int(s["version"]): s["state"] for s in reply.json()["model_version_status"]}
+        return model_states(self.rest_url, name)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.process.poll() is None:

@@ -77,34 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--epochs", type=_positive_int, help="cap on epochs (default: the arch's recipe)")
     parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
-    parser.add_argument(
-        "--val-split",
-        type=_fraction,
-        default=DEFAULTS.val_split,
-        help=f"share of the training images held out for validation (default {DEFAULTS.val_split})",
-    )
-    parser.add_argument(
-        "--patience",
-        type=_positive_int,
-        default=DEFAULTS.patience,
-        help=f"epochs without a better val_loss before stopping (default {DEFAULTS.patience})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, help=f"makes runs repeatable (default {DEFAULTS.seed})"
-    )
     parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULTS.data_dir,
-        help=f"the four MNIST IDX files (default {DEFAULTS.data_dir})",
-    )
-    parser.add_argument(
-        "--model-dir", type=Path, default=DEFAULTS.model_dir, help=f"default {DEFAULTS.model_dir}"
-    )
-    parser.add_argument(
-        "--model-name", type=_model_name, default=DEFAULTS.model_name, help=f"default {DEFAULTS.model_name}"
-    )
+    # Flags whose defaults are the config's fields: written once, in TrainConfig.
+    for field_name, kind, meaning in (
+        ("val_split", _fraction, "share of the training images held out for validation"),
+        ("patience", _positive_int, "epochs without a better val_loss before stopping"),
+        ("seed", int, "makes runs repeatable"),
+        ("data_dir", Path, "the four MNIST IDX files"),
+        ("model_dir", Path, "where models are written"),
+        ("model_name", _model_name, "versions go to MODEL_DIR/MODEL_NAME/<N>"),
+    ):
+        default = getattr(DEFAULTS, field_name)
+        flag = "--" + field_name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default})")
     parser.add_argument(
         "--skip-if-trained",
         action="store_true",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 # Each architecture's tuned recipe; flags on the command line override single fields.
-RECIPES: dict[str, dict[str, object]] = {
+RECIPES: dict[str, dict[str, Any]] = {
     # The original network with a faster recipe: larger batches, a short warm-up and a cosine decay.
     "seed": {"epochs": 12, "batch_size": 128, "learning_rate": 2e-3, "warmup_epochs": 1, "augment": False},
     "plus": {"epochs": 12, "batch_size": 128, "learning_rate": 3e-3, "warmup_epochs": 1, "augment": True},
@@ -31,11 +32,11 @@ class TrainConfig:
     model_name: str = field(default="mnist", metadata={"hyper": False})
 
     @classmethod
-    def for_arch(cls, arch: str, **overrides: object) -> TrainConfig:
+    def for_arch(cls, arch: str, **overrides: Any) -> TrainConfig:
         """The recipe of `arch`, with the given fields replaced (None means keep the recipe's)."""
         if arch not in RECIPES:
             raise ValueError(f"unknown architecture {arch!r}, expected one of {', '.join(RECIPES)}")
-        base = cls(arch=arch, **RECIPES[arch])  # type: ignore[arg-type]
+        base = cls(arch=arch, **RECIPES[arch])
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     @property

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ HISTORY_KEYS = ("loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_r
 @dataclass(frozen=True)
 class Trained:
     model: keras.Model
-    history: dict[str, object]  # what history.json holds
+    history: dict[str, Any]  # what history.json holds
 
 
 def to_model_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:
@@ -143,7 +143,7 @@ def train(
         shuffle=False,
     )  # the dataset shuffles itself
     epochs_run = len(report.history["loss"])
-    history: dict[str, object] = {
+    history: dict[str, Any] = {
         "epochs": list(range(1, epochs_run + 1)),
         **report.history,
         "best_epoch": stopper.best_epoch + 1,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from client.__main__ import EXAMPLES, parse_args
 from tests.client.conftest import encode, photo_of
-from tests.conftest import ROOT, ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, example_commands, free_port
 from trainer.data import Split
 
 
@@ -93,3 +94,12 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     assert bad_flag.returncode == 2 and "--batch-size must be at least 1" in bad_flag.stderr
     missing = client_cli("predict", "--json", "/nonexistent.png", "--grpc", f"127.0.0.1:{free_port()}")
     assert missing.returncode == 1 and "No such file or directory" in json.loads(missing.stdout)["error"]
+
+
+def test_help_shows_examples_that_parse() -> None:
+    result = client_cli("--help")
+    assert result.returncode == 0 and EXAMPLES.strip() in result.stdout
+    examples = example_commands(EXAMPLES, "mnist")
+    assert [argv[0] for argv in examples] == ["predict"] * 4 + ["status", "metadata"]
+    for argv in examples:
+        parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def assert_mnist_layout(
         assert max(np.corrcoef(image.ravel(), s.ravel())[0, 1] for s in shifted) > min_correlation
 
 
-KINDS = {
+KINDS: dict[str, dict[str, Any]] = {
     "dark ink on light paper, off-centre": dict(at=(40, 300)),
     "small and far off-centre": dict(scale=4, at=(350, 20)),
     "uneven light": dict(light_slope=120),

@@ -63,6 +63,7 @@ def test_two_publishers_at_once_get_different_versions(tmp_path: Path) -> None:
     def publish(index: int) -> None:
         staged = tmp_path / f".staging-{index}"
         staged.mkdir()
+        (staged / "saved_model.pb").write_text(str(index))  # never empty, as a real version
         ready.wait()
         results.append(model_dir.publish(staged, tmp_path)[0])
 
@@ -72,7 +73,9 @@ def test_two_publishers_at_once_get_different_versions(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == list(range(1, 9))
-    assert model_dir.versions(tmp_path) == list(range(1, 9))
+    assert sorted((tmp_path / str(v) / "saved_model.pb").read_text() for v in results) == [
+        str(i) for i in range(8)
+    ]
 
 
 def test_artefacts_and_progress_live_where_the_dashboard_reads_them(tmp_path: Path) -> None:

@@ -81,7 +81,11 @@ def test_models_page_reports_the_server(dashboard_env: Path) -> None:
     app = page("models").run()
     assert not app.exception
     assert "Requests without a version go to version 1" in texts(app)
-    assert len(app.dataframe) == 3  # versions; serving_default; classify
+    versions, serving_default, classify = (frame.value for frame in app.dataframe)
+    assert versions[["version", "state", "status"]].values.tolist() == [[1, "AVAILABLE", "OK"]]
+    assert set(serving_default["name"]) == {"images", "probabilities", "classes"}
+    assert serving_default.set_index("name").loc["images", "dtype"] == "DT_FLOAT"
+    assert set(classify["signature"]) == {"classify"}
 
 
 def test_models_page_shows_labels_from_the_model_config(

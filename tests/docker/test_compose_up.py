@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections import Counter
 
 import numpy as np
 import pytest
-import requests
+from playwright.sync_api import Browser
 
-from client import ServingClient, ServingClientError
+from client import ServingClient
 from contract.signature import scale_pixels
-from tests.conftest import wait_for
+from tests.conftest import PredictLoad, model_states, wait_for
 from tests.docker.conftest import ComposeProject
 from tests.e2e.conftest import needs_chromium, open_page, screenshot
 from trainer.data import Split
@@ -28,13 +26,7 @@ SERVER = "serving-embedded"
 
 
 def available_versions(project: ComposeProject) -> set[int]:
-    try:
-        reply = requests.get(f"{project.url('REST_PORT')}/v1/models/mnist", timeout=5)
-    except requests.ConnectionError:
-        return set()
-    if not reply.ok:
-        return set()
-    return {int(s["version"]) for s in reply.json()["model_version_status"] if s["state"] == "AVAILABLE"}
+    return {v for v, state in model_states(project.url("REST_PORT")).items() if state == "AVAILABLE"}
 
 
 def health(project: ComposeProject, service: str) -> str:
@@ -44,7 +36,7 @@ def health(project: ComposeProject, service: str) -> str:
 
 @needs_chromium
 def test_up_builds_trains_serves_and_shows_the_dashboard(
-    project: ComposeProject, mnist_test: Split, browser: object
+    project: ComposeProject, mnist_test: Split, browser: Browser
 ) -> None:
     started = time.monotonic()
     result = project.run(*EMBEDDED, "up", "--build", "--wait")
@@ -68,7 +60,7 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     assert np.mean([p.digit for p in over_grpc] == mnist_test.labels[:20]) >= 0.7
     assert {p.version for p in over_grpc} == {1}
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_page(page, f"{project.url('DASHBOARD_PORT')}/models")
     page.get_by_text("Requests without a version go to version 1").wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -76,58 +68,27 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     page.close()
 
 
-class PredictLoad:
-    """Single-image gRPC predictions from `clients` threads, each its own channel, no retries, until
-    stopped: every failure counts."""
-
-    def __init__(self, target: str, image: np.ndarray, clients: int = 8) -> None:
-        self.target, self.image = target, image
-        self.versions: Counter[int] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self) -> None:
-        client = ServingClient.grpc(self.target, retries=0, timeout=10)
-        while not self._stop.is_set():
-            try:
-                (answer,) = client.predict(self.image[None])
-                self.versions[answer.version] += 1
-            except ServingClientError as err:
-                self.failures.append(f"{err.status}: {err.message}")
-
-    def __enter__(self) -> PredictLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-
 def test_retrain_rolls_over_to_version_2_with_zero_failed_requests(
     project: ComposeProject, mnist_test: Split
 ) -> None:
     image = scale_pixels(mnist_test.images[0])
-    with PredictLoad(project.grpc_target, image) as load:
-        wait_for(lambda: sum(load.versions.values()) >= 50, 60, "traffic on version 1")
+    with PredictLoad(project.grpc_target, image, clients=8) as load:
+        wait_for(lambda: load.answered >= 50, 60, "traffic on version 1")
         started = time.monotonic()
         result = project.run("up", "trainer", RETRAIN="1")
         assert result.returncode == 0, result.stderr[-3000:]
         wait_for(lambda: load.versions[2] >= 50, 120, "version 2 to take traffic")
         print(f"RETRAIN=1 up trainer to traffic on version 2: {time.monotonic() - started:.0f} s")
-    assert load.failures == []
+    assert load.failures == [] and load.refused == 0
     assert available_versions(project) == {2}  # TF Serving's default policy: the latest version only
     assert load.versions[1] > 0
 
 
 @needs_chromium
 def test_a_killed_server_is_restarted_and_the_dashboard_recovers(
-    project: ComposeProject, mnist_test: Split, browser: object
+    project: ComposeProject, mnist_test: Split, browser: Browser
 ) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_page(page, f"{project.url('DASHBOARD_PORT')}/models")
     page.get_by_text("Requests without a version go to version 2").wait_for(timeout=30_000)
 

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import CHROMIUM, ROOT
 
@@ -13,26 +14,26 @@ needs_chromium = pytest.mark.skipif(
 
 
 @pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     opened = context.new_page()
     yield opened
     context.close()
 
 
-def open_page(page: object, url: str) -> None:
+def open_page(page: Page, url: str) -> None:
     """Load a page and wait until Streamlit has finished running its script."""
-    page.goto(url)  # type: ignore[attr-defined]
-    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=60_000)  # type: ignore[attr-defined]
+    page.goto(url)
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=60_000)
 
 
-def screenshot(page: object, name: str) -> None:
+def screenshot(page: Page, name: str) -> None:
     """Once images and charts have arrived, so the picture shows what a person sees."""
-    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function(
         "() => [...document.images].every(i => i.complete)"
         " && [...document.querySelectorAll('.vega-embed')].every(c => c.querySelector('canvas, svg'))",
         timeout=30_000,
     )
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)

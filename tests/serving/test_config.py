@@ -17,7 +17,8 @@ import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.conftest import ROOT, ServerProcess, start_server, wait_for
+from serving.settings import EXAMPLES, parse_flags
+from tests.conftest import ROOT, ServerProcess, example_commands, start_server, wait_for
 from tests.serving.test_grpc import predict_request
 from tfquiet import import_tensorflow
 
@@ -124,7 +125,7 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
         config.write_text(PINNED.format(stable=2))
         wait_for(lambda: labelled_version(server, images) == 2, 10, "the label to move to version 2")
         log: list[str] = []
-        threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
+        threading.Thread(target=lambda: log.extend(server.process.stderr or ()), daemon=True).start()
         config.write_text(PINNED.format(stable=1).replace("specific", "no_such_policy"))
         wait_for(lambda: any("keeping the previous config" in line for line in log), 10, "the error logged")
         assert labelled_version(server, images) == 2
@@ -152,7 +153,7 @@ def test_a_refused_config_is_tried_again_until_it_can_be_adopted(
         "--allow_version_labels_for_unavailable_models",
     )
     log: list[str] = []
-    threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True).start()
+    threading.Thread(target=lambda: log.extend(server.process.stderr or ()), daemon=True).start()
 
     try:
         config.write_text(labelled.format(base=base, stable=2))
@@ -267,6 +268,14 @@ def run_server_cli(*flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "serving", *flags], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
+
+
+def test_help_examples_start_a_server_with_those_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the examples' paths are the project's
+    examples = example_commands(EXAMPLES, "python -m serving")
+    assert len(examples) == 3
+    for argv in examples:
+        assert parse_flags(argv).port == 8500  # the files they name exist and parse
 
 
 def test_help_uses_tensorflow_model_server_flags() -> None:

@@ -41,7 +41,7 @@ def predict_request(images: np.ndarray, name: str = "mnist", **spec: object) -> 
     request.model_spec.name = name
     for key, value in spec.items():
         if key == "version":
-            request.model_spec.version.value = value  # type: ignore[assignment]
+            request.model_spec.version.value = value
         else:
             setattr(request.model_spec, key, value)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
@@ -133,12 +133,12 @@ def test_output_filter_and_explicit_version(
 def test_bad_requests_get_tf_serving_status_codes(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub,
     images: np.ndarray,
-    request_of: object,
+    request_of: Callable[[np.ndarray], predict_pb2.PredictRequest],
     code: grpc.StatusCode,
     message: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as raised:
-        predictions.Predict(request_of(images[:1]), timeout=10)  # type: ignore[operator]
+        predictions.Predict(request_of(images[:1]), timeout=10)
     assert raised.value.code() == code and message in raised.value.details()
 
 

@@ -315,9 +315,12 @@ def test_a_terminal_that_stops_reading_loses_lines_not_the_stack(
     terminal = StalledTerminal()
     monkeypatch.setattr(sys, "stdout", terminal)
     try:
-        saying = threading.Thread(
-            target=lambda: [supervisor.say("stack", str(i)) for i in range(OUTPUT_BACKLOG + 500)], daemon=True
-        )
+
+        def say_more_than_the_backlog() -> None:
+            for i in range(OUTPUT_BACKLOG + 500):
+                supervisor.say("stack", str(i))
+
+        saying = threading.Thread(target=say_more_than_the_backlog, daemon=True)
         saying.start()
         saying.join(5)
         assert not saying.is_alive(), "say() blocked on a stalled terminal"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from contract.model_dir import versions
-from tests.conftest import DATA_DIR, ROOT, run_trainer
+from tests.conftest import DATA_DIR, ROOT, example_commands, run_trainer
+from trainer.__main__ import EXAMPLES, parse_args
 
 
 def no_versions(base: Path) -> bool:
@@ -28,9 +29,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0]
 
 
-def test_help_shows_examples() -> None:
+def test_help_shows_examples_that_work() -> None:
     result = run_trainer("--help")
-    assert result.returncode == 0 and "examples:" in result.stdout and "--limit 3000" in result.stdout
+    assert result.returncode == 0 and EXAMPLES.strip() in result.stdout
+    examples = example_commands(EXAMPLES, "python -m trainer")
+    assert len(examples) == 5
+    for argv in examples:
+        parse_args(argv)  # an example that no longer parses exits here
 
 
 @pytest.mark.parametrize(

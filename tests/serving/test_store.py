@@ -1,0 +1,576 @@
+"""serving/store.py in process: the ModelStore's version lifecycle against a fake loader.
+
+The store has no loader parameter: it builds `serving.store.Servable(name, version, path, batching,
+on_batch)` itself. So each test monkeypatches that one name with a FakeLoader, whose servables count
+requests and closes like the real one without TensorFlow, and whose loads can be held at a gate or made
+to fail per version. Version directories are empty numbered directories under tmp_path.
+
+`settle_heap` (a gc.collect + gc.freeze after every load and unload) is patched out as well: it is heap
+housekeeping, not lifecycle logic, and freezing the test process's heap would leak into other tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+import serving.store as store_module
+from serving.errors import ServingError
+from serving.in_flight import InFlight
+from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.fast
+
+WAIT_S = 10.0
+
+
+class FakeServable:
+    """What the store needs of a Servable: its requests in flight, close, warm-up; nothing loaded."""
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        self.name, self.version, self.path = name, version, path
+        self.closed = False
+        self.warmed = False
+        self.requests = GuardedInFlight(self)
+
+    def close(self) -> None:
+        assert self.requests.wait_idle(0), "closed with requests still running"
+        self.closed = True
+
+    def warm_up(self) -> int:
+        self.warmed = True
+        return 0
+
+
+class GuardedInFlight(InFlight):
+    """Fails the test when the store routes a request to a servable it has closed."""
+
+    def __init__(self, servable: FakeServable) -> None:
+        super().__init__()
+        self.servable = servable
+
+    def enter(self) -> None:
+        assert not self.servable.closed, "a request was routed to a closed servable"
+        super().enter()
+
+
+class FakeLoader:
+    """Stands in for the Servable class: records every load; `fail[v]` makes version v's load raise,
+    `gate(v)` holds version v's load until the test opens it."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, int]] = []
+        self.servables: dict[tuple[str, int], FakeServable] = {}
+        self.fail: dict[int, Exception] = {}
+        self._gates: dict[int, threading.Event] = {}
+        self._entered: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def gate(self, version: int) -> threading.Event:
+        """Hold version's load until the returned event is set."""
+        self._entered[version] = threading.Event()
+        self._gates[version] = threading.Event()
+        return self._gates[version]
+
+    def is_loading(self, version: int) -> bool:
+        return self._entered[version].is_set()
+
+    def __call__(
+        self, name: str, version: int, path: Path, batching: object = None, on_batch: object = None
+    ) -> FakeServable:
+        with self._lock:
+            self.attempts.append((name, version))
+        if not path.is_dir():  # the real Servable reads path/saved_model.pb
+            raise FileNotFoundError(f"{path} is not a directory")
+        if version in self._gates:
+            self._entered[version].set()
+            assert self._gates[version].wait(WAIT_S), f"the test never opened version {version}'s gate"
+        if version in self.fail:
+            raise self.fail[version]
+        servable = FakeServable(name, version, path)
+        with self._lock:
+            self.servables[(name, version)] = servable
+        return servable
+
+    def tries(self, version: int, name: str = "m") -> int:
+        return self.attempts.count((name, version))
+
+
+@pytest.fixture
+def loader(monkeypatch: pytest.MonkeyPatch) -> FakeLoader:
+    fake = FakeLoader()
+    monkeypatch.setattr(store_module, "Servable", fake)
+    monkeypatch.setattr(store_module, "settle_heap", lambda: None)
+    return fake
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    path = tmp_path / "m"
+    path.mkdir()
+    return path
+
+
+def publish(base: Path, *versions: int) -> None:
+    for version in versions:
+        (base / str(version)).mkdir()
+
+
+def config(
+    *models: tuple[str, Path],
+    policy: str = "latest",
+    arg: int | list[int] = 1,
+    labels: dict[str, int] | None = None,
+) -> model_server_config_pb2.ModelServerConfig:
+    """A ModelServerConfig of these (name, base path) models, all with one version policy and labels."""
+    made = model_server_config_pb2.ModelServerConfig()
+    for name, path in models:
+        model = made.model_config_list.config.add(name=name, base_path=str(path), model_platform="tensorflow")
+        chosen = model.model_version_policy
+        if policy == "latest":
+            chosen.latest.num_versions = arg
+        elif policy == "all":
+            chosen.all.SetInParent()
+        elif policy == "specific":
+            chosen.specific.versions.extend(arg)
+        for label, version in (labels or {}).items():
+            model.version_labels[label] = version
+    return made
+
+
+def states(store: ModelStore, name: str = "m") -> dict[int, str]:
+    try:
+        return {r.version: r.state for r in store.statuses(name)}
+    except ServingError:
+        return {}
+
+
+def answering(store: ModelStore, name: str = "m", **spec: Any) -> int:
+    with store.serving(name, **spec) as servable:
+        return servable.version
+
+
+def refused(call: Callable[[], object], code: grpc.StatusCode) -> str:
+    with pytest.raises(ServingError) as raised:
+        call()
+    assert raised.value.code == code, raised.value.message
+    return raised.value.message
+
+
+@pytest.fixture
+def stores() -> Iterator[list[ModelStore]]:
+    """Stores a test made, stopped afterwards (their pollers are daemon threads)."""
+    made: list[ModelStore] = []
+    yield made
+    for store in made:
+        store.stop()
+
+
+MakeStore = Callable[..., ModelStore]
+
+
+@pytest.fixture
+def make_store(loader: FakeLoader, stores: list[ModelStore]) -> MakeStore:
+    def make(*args: Any, **kwargs: Any) -> ModelStore:
+        store = ModelStore(*args, **kwargs)
+        stores.append(store)
+        return store
+
+    return make
+
+
+def background_poll(store: ModelStore) -> threading.Thread:
+    thread = threading.Thread(target=store.poll, daemon=True)
+    thread.start()
+    return thread
+
+
+# ---- what is loaded -----------------------------------------------------------------------------
+
+
+def test_the_default_policy_serves_only_the_newest_version(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """Latest(1) is TF Serving's default; names that are not positive numbers are not versions."""
+    publish(base, 1, 2, 10)
+    for other in ("0", "notes", ".staging-11", "-3"):
+        (base / other).mkdir()
+    (base / "12").write_text("a file, not a version directory")
+    store = make_store(config(("m", base)))
+    store.poll()
+
+    assert states(store) == {10: AVAILABLE}
+    assert loader.attempts == [("m", 10)]
+    assert answering(store) == 10
+    assert loader.servables[("m", 10)].warmed
+
+
+@pytest.mark.parametrize(
+    ("policy", "arg", "expected"),
+    [
+        ("latest", 2, {2, 3}),
+        ("all", 0, {1, 2, 3}),
+        ("specific", [1, 3], {1, 3}),
+        ("specific", [3, 7], {3}),
+    ],
+    ids=["latest-2", "all", "specific", "specific-partly-absent"],
+)
+def test_the_version_policy_chooses_what_is_loaded(
+    base: Path,
+    loader: FakeLoader,
+    make_store: MakeStore,
+    policy: str,
+    arg: int | list[int],
+    expected: set[int],
+) -> None:
+    publish(base, 1, 2, 3)
+    store = make_store(config(("m", base), policy=policy, arg=arg))
+    store.poll()
+
+    assert states(store) == dict.fromkeys(expected, AVAILABLE)
+    assert {v for _, v in loader.attempts} == expected
+    assert answering(store) == max(expected)  # no version named: the newest AVAILABLE one
+    for version in expected:
+        assert answering(store, version=version) == version
+
+
+def test_a_specific_policy_with_none_present_loads_nothing(base: Path, make_store: MakeStore) -> None:
+    publish(base, 1)
+    store = make_store(config(("m", base), policy="specific", arg=[5]))
+    store.poll()
+    assert refused(lambda: store.statuses("m"), grpc.StatusCode.NOT_FOUND) == (
+        "Could not find any versions of model m"
+    )
+    assert not store.any_available()
+
+
+def test_narrowing_the_policy_retires_versions_no_longer_aspired(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    publish(base, 1, 2)
+    store = make_store(config(("m", base), policy="all"))
+    store.poll()
+    assert states(store) == {1: AVAILABLE, 2: AVAILABLE}
+
+    store.reload(config(("m", base)))
+    store.poll()
+    assert states(store) == {2: AVAILABLE, 1: END}
+    assert loader.servables[("m", 1)].closed
+    assert loader.tries(2) == 1  # kept, not loaded again
+
+
+def test_warm_up_can_be_switched_off(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
+    publish(base, 1)
+    store = make_store(config(("m", base)), warm_up=False)
+    store.poll()
+    assert not loader.servables[("m", 1)].warmed
+
+
+# ---- routing during a rollover ------------------------------------------------------------------
+
+
+def test_a_version_still_loading_gets_no_requests(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """Until version 2 is AVAILABLE every request goes to version 1, and naming 2 is NOT_FOUND; once it
+    is, requests go to 2 and 1 is unloaded."""
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    publish(base, 2)
+    gate = loader.gate(2)
+    poll = background_poll(store)
+    wait_for(lambda: loader.is_loading(2), WAIT_S, "version 2 to start loading")
+
+    assert states(store) == {1: AVAILABLE, 2: LOADING}
+    assert answering(store) == 1
+    assert refused(lambda: answering(store, version=2), grpc.StatusCode.NOT_FOUND) == (
+        "Servable not found for request: Specific(m, 2)"
+    )
+
+    gate.set()
+    poll.join(WAIT_S)
+    assert not poll.is_alive()
+    assert states(store) == {2: AVAILABLE, 1: END}
+    assert answering(store) == 2
+    assert loader.servables[("m", 1)].closed
+
+
+def test_a_superseded_version_is_unloaded_only_after_its_requests_finish(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """Availability-preserving: 1 stops taking requests the moment 2 is AVAILABLE (UNLOADING), but is
+    closed only once the request it is running has finished."""
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    old = loader.servables[("m", 1)]
+
+    with store.serving("m") as held:
+        assert held is old
+        publish(base, 2)
+        poll = background_poll(store)
+        wait_for(lambda: states(store) == {2: AVAILABLE, 1: UNLOADING}, WAIT_S, "version 1 to be unloading")
+        assert answering(store) == 2  # new requests already go to 2
+        assert refused(lambda: answering(store, version=1), grpc.StatusCode.NOT_FOUND) == (
+            "Servable not found for request: Specific(m, 1)"
+        )
+        assert not old.closed and poll.is_alive()
+
+    poll.join(WAIT_S)
+    assert not poll.is_alive()
+    assert old.closed
+    assert states(store) == {2: AVAILABLE, 1: END}
+
+
+def test_a_deleted_version_is_unloaded(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
+    publish(base, 1, 2)
+    store = make_store(config(("m", base), policy="all"))
+    store.poll()
+    shutil.rmtree(base / "1")
+    store.poll()
+
+    assert states(store) == {2: AVAILABLE, 1: END}
+    assert loader.servables[("m", 1)].closed
+    assert answering(store) == 2
+
+
+def test_deleting_the_newest_version_brings_back_the_one_before(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """Under Latest(1) a rollback is deleting the bad version: the previous one is loaded again."""
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    publish(base, 2)
+    store.poll()
+    assert states(store) == {2: AVAILABLE, 1: END}
+
+    shutil.rmtree(base / "2")
+    store.poll()
+    assert states(store) == {1: AVAILABLE, 2: END}
+    assert answering(store) == 1
+    assert loader.tries(1) == 2
+    assert loader.servables[("m", 2)].closed
+
+
+# ---- failed loads -------------------------------------------------------------------------------
+
+
+def test_a_version_that_fails_to_load_is_end_with_its_error_and_the_older_keeps_serving(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    heard: list[tuple[str, int, bool]] = []
+    publish(base, 1)
+    store = make_store(config(("m", base)), on_load=lambda m, v, _s, ok: heard.append((m, v, ok)))
+    store.poll()
+    publish(base, 2)
+    loader.fail[2] = ValueError("saved_model.pb is truncated")
+    store.poll()
+
+    (failed,) = store.statuses("m", 2)
+    assert failed.state == END
+    assert failed.error_code == grpc.StatusCode.UNKNOWN
+    assert (
+        failed.error_message == f"Failed to load m version 2 from {base / '2'}: saved_model.pb is truncated"
+    )
+    assert states(store) == {2: END, 1: AVAILABLE}
+    assert answering(store) == 1
+    assert not loader.servables[("m", 1)].closed
+    assert heard == [("m", 1, True), ("m", 2, False)]
+
+    store.poll()
+    assert loader.tries(2) == 1, "a failed version is not retried while its directory stays"
+
+
+def test_a_failed_version_is_tried_again_once_its_directory_is_replaced(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    publish(base, 1, 2)
+    loader.fail[2] = ValueError("broken")
+    store = make_store(config(("m", base), policy="all"))
+    store.poll()
+    assert states(store) == {1: AVAILABLE, 2: END}
+
+    shutil.rmtree(base / "2")
+    store.poll()
+    assert states(store) == {1: AVAILABLE}  # the failure is forgotten with its directory
+    del loader.fail[2]
+    publish(base, 2)
+    store.poll()
+    assert states(store) == {1: AVAILABLE, 2: AVAILABLE}
+    assert loader.tries(2) == 2
+
+
+def test_a_load_failing_with_a_status_keeps_its_code(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    publish(base, 1)
+    loader.fail[1] = ServingError(grpc.StatusCode.FAILED_PRECONDITION, "no MetaGraph tagged 'serve'")
+    store = make_store(config(("m", base)))
+    store.poll()
+    (record,) = store.statuses("m")
+    assert (record.state, record.error_code) == (END, grpc.StatusCode.FAILED_PRECONDITION)
+    assert refused(lambda: answering(store), grpc.StatusCode.NOT_FOUND) == (
+        "Servable not found for request: Latest(m)"
+    )
+
+
+def test_a_version_directory_with_leading_zeros_is_loaded_from_that_directory(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """TF Serving parses `007` as version 7 and loads it from `007`, the directory as it is named."""
+    (base / "007").mkdir()
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert states(store) == {7: AVAILABLE}
+    assert loader.servables[("m", 7)].path == base / "007"
+
+
+def test_of_two_directories_for_one_version_the_name_sorting_last_is_loaded(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """As TF Serving's IndexChildrenByVersion: `7` wins over `07` and `007`, whatever the listing order."""
+    for name in ("007", "7", "07"):
+        (base / name).mkdir()
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert states(store) == {7: AVAILABLE}
+    assert loader.tries(7) == 1
+    assert loader.servables[("m", 7)].path == base / "7"
+
+
+# ---- names and labels ---------------------------------------------------------------------------
+
+
+def test_labels_route_to_their_versions_and_may_move_only_to_available_ones(
+    base: Path, make_store: MakeStore
+) -> None:
+    publish(base, 1, 2)
+    store = make_store(config(("m", base), policy="all"))
+    store.poll()
+    store.reload(config(("m", base), policy="all", labels={"stable": 1, "canary": 2}))
+
+    assert answering(store, label="stable") == 1
+    assert answering(store, label="canary") == 2
+    assert refused(lambda: answering(store, label="beta"), grpc.StatusCode.INVALID_ARGUMENT) == (
+        "Unrecognized servable version label: beta"
+    )
+
+    moved = config(("m", base), policy="all", labels={"stable": 1, "canary": 3})
+    assert refused(lambda: store.reload(moved), grpc.StatusCode.FAILED_PRECONDITION) == (
+        "Request to assign label to version 3 of model m, which is not currently available for inference"
+    )
+    assert answering(store, label="canary") == 2  # the refused config changed nothing
+
+
+def test_labels_for_versions_not_yet_loaded_need_allow_unavailable(base: Path, make_store: MakeStore) -> None:
+    """At start-up nothing is loaded, so a config with labels is refused unless
+    --allow_version_labels_for_unavailable_models, as in TF Serving."""
+    publish(base, 1, 2)
+    labelled = config(("m", base), policy="all", labels={"stable": 1})
+    with pytest.raises(ServingError) as raised:
+        make_store(labelled)
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+    store = make_store(labelled, allow_unavailable_labels=True)
+    assert refused(lambda: answering(store, label="stable"), grpc.StatusCode.NOT_FOUND) == (
+        "Servable not found for request: Specific(m, 1)"
+    )
+    store.poll()
+    assert answering(store, label="stable") == 1
+
+
+def test_unknown_models_versions_and_empty_names(base: Path, make_store: MakeStore) -> None:
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert refused(lambda: answering(store, "other"), grpc.StatusCode.NOT_FOUND) == (
+        "Servable not found for request: Latest(other)"
+    )
+    assert refused(lambda: answering(store, ""), grpc.StatusCode.INVALID_ARGUMENT) == (
+        "ModelSpec has no name specified."
+    )
+    assert refused(lambda: store.statuses("m", 7), grpc.StatusCode.NOT_FOUND) == (
+        "Could not find version 7 of model m"
+    )
+    assert refused(lambda: store.statuses("other"), grpc.StatusCode.NOT_FOUND) == (
+        "Could not find any versions of model other"
+    )
+
+
+# ---- base paths, config reloads, the poller ------------------------------------------------------
+
+
+def test_a_missing_base_path_changes_nothing_until_it_appears(tmp_path: Path, make_store: MakeStore) -> None:
+    base = tmp_path / "later"
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert states(store) == {} and not store.any_available()
+
+    base.mkdir()
+    publish(base, 3)
+    store.poll()
+    assert states(store) == {3: AVAILABLE} and store.any_available()
+
+
+def test_a_missing_base_path_keeps_the_versions_already_serving(base: Path, make_store: MakeStore) -> None:
+    """As TF Serving: a base path that vanishes (an unmounted volume?) unloads nothing."""
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    shutil.rmtree(base)
+    store.poll()
+    assert states(store) == {1: AVAILABLE}
+    assert answering(store) == 1
+
+
+def test_a_model_dropped_from_the_config_is_unloaded(
+    tmp_path: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    publish(first, 1)
+    publish(second, 4)
+    changes: list[None] = []
+    store = make_store(config(("a", first), ("b", second)), on_change=lambda: changes.append(None))
+    store.poll()
+    assert (answering(store, "a"), answering(store, "b")) == (1, 4)
+    loaded_changes = len(changes)
+
+    store.reload(config(("a", first)))
+    assert loader.servables[("b", 4)].closed
+    assert not loader.servables[("a", 1)].closed
+    assert refused(lambda: answering(store, "b"), grpc.StatusCode.NOT_FOUND) == (
+        "Servable not found for request: Latest(b)"
+    )
+    assert len(changes) > loaded_changes  # the health service hears that b stopped answering
+
+
+def test_the_poller_picks_up_new_versions(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.start_polling(0.02)
+    wait_for(lambda: states(store) == {1: AVAILABLE}, WAIT_S, "version 1 to be loaded by the poller")
+    publish(base, 2)
+    wait_for(lambda: states(store) == {2: AVAILABLE, 1: END}, WAIT_S, "the poller to roll over to 2")
+    store.stop()
+    assert loader.tries(2) == 1
+
+
+def test_wait_idle_waits_for_every_request_in_flight(base: Path, make_store: MakeStore) -> None:
+    publish(base, 1)
+    store = make_store(config(("m", base)))
+    store.poll()
+    with store.serving("m"):
+        assert not store.wait_idle(0.01)
+    assert store.wait_idle(0.01)
