@@ -117,7 +117,8 @@ def model_states(rest_url: str, name: str = "mnist") -> dict[int, str]:
 class PredictLoad:
     """Single-image gRPC predictions from `clients` threads until stopped, with no retries: the version
     named in every reply is counted, so the record shows which version answered each request. A thread
-    that finds the server gone (UNAVAILABLE) counts it in `refused` and ends."""
+    that finds the server gone or going (UNAVAILABLE; CANCELLED for a call that arrives once a gRPC server
+    has begun to stop) counts it in `refused` and ends."""
 
     def __init__(self, target: str, image: np.ndarray, clients: int = 4) -> None:
         self.target, self.image = target, image
@@ -137,7 +138,7 @@ class PredictLoad:
             try:
                 (answer,) = client.predict(self.image)
             except ServingClientError as err:
-                if err.status == "UNAVAILABLE":
+                if err.status in ("UNAVAILABLE", "CANCELLED"):
                     self.refused += 1
                     return
                 self.failures.append(str(err))
