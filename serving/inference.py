@@ -40,7 +40,8 @@ MAX_TENSOR_BYTES = 256 << 20  # per request tensor: bounds what one request can 
 MAX_FILLED_BYTES = 16 << 20
 
 # (model, version, api, method, status code name, seconds)
-RequestObserver = Callable[[str, str, str, str, str, float], None]
+RequestObserver = Callable[[str, str, str, str, float], None]  # model, door, API, status, seconds
+RuntimeObserver = Callable[[str, str, float], None]  # model, API, seconds
 InputMaker = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
 
 
@@ -105,19 +106,24 @@ def proto_json(message: Message) -> dict[str, Any]:
 
 
 class Inference:
-    def __init__(self, store: ModelStore, observe: RequestObserver = lambda *_: None) -> None:
-        """`observe` hears of every prediction: model, version, api, method, status code, seconds."""
+    def __init__(
+        self,
+        store: ModelStore,
+        observe: RequestObserver = lambda *_: None,
+        observe_runtime: RuntimeObserver = lambda *_: None,
+    ) -> None:
+        """`observe` hears of every request (model, door, API, status code, seconds), `observe_runtime`
+        of the model call inside each (model, API, seconds)."""
         self.store = store
-        self._observe = observe
+        self._observe, self._observe_runtime = observe, observe_runtime
 
     @contextmanager
-    def _observed(self, name: str, api: str, method: str = "predict") -> Iterator[dict[str, str]]:
-        """Time a prediction and report it with the version that answered and its status code."""
+    def _observed(self, name: str, api: str, method: str = "predict") -> Iterator[None]:
+        """Time a request and report it with its status code."""
         started = time.perf_counter()
-        seen = {"version": ""}
         code = "OK"
         try:
-            yield seen
+            yield
         except ServingError as err:
             code = err.code.name
             raise
@@ -125,14 +131,28 @@ class Inference:
             code = "INTERNAL"
             raise
         finally:
-            self._observe(name, seen["version"], api, method, code, time.perf_counter() - started)
+            self._observe(name, api, method, code, time.perf_counter() - started)
+
+    def _run(
+        self,
+        servable: Servable,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Iterable[str],
+        method: str,
+    ) -> dict[str, np.ndarray]:
+        """The model call itself, timed as TF Serving's runtime latency."""
+        started = time.perf_counter()
+        try:
+            return servable.predict(signature_name, inputs, outputs)
+        finally:
+            self._observe_runtime(servable.name, method, time.perf_counter() - started)
 
     def _predict(
         self, servable: Servable, signature_name: str, make_inputs: InputMaker, output_filter: Iterable[str]
     ) -> dict[str, np.ndarray]:
-        return servable.predict(
-            signature_name, make_inputs(servable.signature(signature_name)), output_filter
-        )
+        inputs = make_inputs(servable.signature(signature_name))
+        return self._run(servable, signature_name, inputs, output_filter, "predict")
 
     def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         spec = request.model_spec
@@ -147,11 +167,7 @@ class Inference:
                 )
             return {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
 
-        with (
-            self._observed(spec.name, "grpc") as seen,
-            self.store.serving(spec.name, version, label) as servable,
-        ):
-            seen["version"] = str(servable.version)
+        with self._observed(spec.name, "grpc"), self.store.serving(spec.name, version, label) as servable:
             outputs = self._predict(servable, spec.signature_name, make_inputs, request.output_filter)
             response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():
@@ -159,10 +175,9 @@ class Inference:
             return response
 
     def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> dict[str, Any]:
-        with self._observed(name, "rest") as seen:
+        with self._observed(name, "rest"):
             parsed = rest_json.parse_predict_body(body)
             with self.store.serving(name, version, label) as servable:
-                seen["version"] = str(servable.version)
                 if not servable.has_signature(parsed.signature_name):
                     raise invalid_argument(
                         f'Serving signature name: "{parsed.signature_name or DEFAULT_SIGNATURE}" '
@@ -187,10 +202,9 @@ class Inference:
         """Classify or Regress: serialized examples into the signature's one string input."""
         version, label = version_of(spec)
         with (
-            self._observed(spec.name, api, method) as seen,
+            self._observed(spec.name, api, method),
             self.store.serving(spec.name, version, label) as servable,
         ):
-            seen["version"] = str(servable.version)
             signature = servable.signature(spec.signature_name)
             wanted = [name for name in outputs if name in signature.outputs]
             if not wanted:
@@ -200,7 +214,7 @@ class Inference:
                 )
             examples = classify.serialized_examples(request_input)
             inputs = {classify.example_input(signature): examples}
-            return servable.version, servable.predict(spec.signature_name, inputs, wanted)
+            return servable.version, self._run(servable, spec.signature_name, inputs, wanted, method)
 
     def _answer_spec(self, spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
         answered = model_pb2.ModelSpec(

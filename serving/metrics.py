@@ -1,65 +1,131 @@
-"""Prometheus metrics: requests (by status code) and latency per model, version and API; model loads."""
+"""Prometheus metrics under TF Serving's own names and labels, so dashboards built for it work unchanged.
+
+TF Serving registers TensorFlow monitoring metrics (`/tensorflow/serving/request_count`, ...) and its
+Prometheus exporter writes them with the slashes as colons; latencies are in microseconds, histogram
+buckets as TF Serving's samplers define them. Counters are written under their exact names (no `_total`
+suffix, as TF Serving writes them), hence a collector of our own on prometheus_client's registry.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+
+# Exponential(scale 10, growth 1.8, 33 buckets): TF Serving's request and runtime latency samplers.
+LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))
+RUNTIME = "TF1"  # TF Serving's label for a SavedModel run in a TensorFlow session
+
+
+class Histogram:
+    """Cumulative bucket counts and the sum, per label values."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.cells: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0] * (len(buckets) + 2))
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        cell = self.cells[labels]  # [count per bucket..., count over the last bucket, sum]
+        index = next((i for i, bound in enumerate(self.buckets) if value <= bound), len(self.buckets))
+        cell[index] += 1
+        cell[-1] += value
+
+    def family(self, name: str, documentation: str, label_names: list[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=label_names)
+        for labels, cell in self.cells.items():
+            running, buckets = 0.0, []
+            for bound, count in zip((*map(repr, self.buckets), "+Inf"), cell[:-1], strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric(list(labels), buckets, cell[-1])
+        return family
 
 
 class ServingMetrics:
-    """One registry per server, so two servers in one process (tests) never share counts."""
+    """One set per server, so two servers in one process (tests) never share counts."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], float] = defaultdict(float)  # (model_name, status)
+        self.request_latency = Histogram(LATENCY_BUCKETS_US)  # (model_name, API, entrypoint)
+        self.runtime_latency = Histogram(LATENCY_BUCKETS_US)  # (model_name, API, runtime)
+        self.loads: dict[tuple[str, str], float] = defaultdict(float)  # (model_path, status)
+        self.load_latency: dict[str, float] = defaultdict(float)  # model_path: microseconds
+        self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)
         self.registry = CollectorRegistry()
-        labels = ("model", "version", "api", "method")
-        self.requests = Counter(
-            "serving_requests",
-            "Requests answered, by status code.",
-            (*labels, "code"),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "serving_request_latency_seconds",
-            "Time from request to answer.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.loads = Counter(
-            "serving_model_loads",
-            "Model version loads, by outcome.",
-            ("model", "outcome"),
-            registry=self.registry,
-        )
-        self.load_seconds = Histogram(
-            "serving_model_load_seconds",
-            "Time to load and warm a model version.",
-            ("model",),
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=self.registry,
-        )
+        self.registry.register(self)
 
-        self.batch_size = Histogram(
-            "serving_batch_size",
-            "Examples per merged model call (with --enable_batching).",
-            ("model",),
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-            registry=self.registry,
-        )
+    def observe_request(self, model: str, api: str, method: str, code: str, seconds: float) -> None:
+        """A request answered: `api` is the door (grpc or rest), `method` TF Serving's API name."""
+        with self._lock:
+            self.requests[model, code] += 1
+            self.request_latency.observe((model, method, api.upper()), seconds * 1e6)
+
+    def observe_runtime(self, model: str, method: str, seconds: float) -> None:
+        with self._lock:
+            self.runtime_latency.observe((model, method, RUNTIME), seconds * 1e6)
+
+    def observe_load(self, model: str, version: int, path: Path, seconds: float, ok: bool) -> None:
+        """A version loaded (or failed to): TF Serving counts loads by the SavedModel's path."""
+        with self._lock:
+            self.loads[str(path), "success" if ok else "fail"] += 1
+            if ok:
+                self.load_latency[str(path)] += seconds * 1e6
 
     def observe_batch(self, model: str, size: int) -> None:
-        self.batch_size.labels(model).observe(size)
+        """A merged model call of `size` examples (TF Serving's histogram has no model label)."""
+        with self._lock:
+            self.batch_sizes.observe((), size)
 
-    def observe_request(
-        self, model: str, version: str, api: str, method: str, code: str, seconds: float
-    ) -> None:
-        self.requests.labels(model, version, api, method, code).inc()
-        self.latency.labels(model, version, api, method).observe(seconds)
-
-    def observe_load(self, model: str, version: int, seconds: float, ok: bool) -> None:
-        self.loads.labels(model, "ok" if ok else "error").inc()
-        self.load_seconds.labels(model).observe(seconds)
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield _counter(
+                ":tensorflow:serving:request_count",
+                "The total number of requests.",
+                ["model_name", "status"],
+                self.requests,
+            )
+            yield self.request_latency.family(
+                ":tensorflow:serving:request_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+                ["model_name", "API", "entrypoint"],
+            )
+            yield self.runtime_latency.family(
+                ":tensorflow:serving:runtime_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+                ["model_name", "API", "runtime"],
+            )
+            yield _counter(
+                ":tensorflow:cc:saved_model:load_attempt_count",
+                "The number of times a SavedModel was successfully loaded.",
+                ["model_path", "status"],
+                self.loads,
+            )
+            yield _counter(
+                ":tensorflow:cc:saved_model:load_latency",
+                "Latency in microseconds for SavedModels that were successfully loaded.",
+                ["model_path"],
+                {(path,): value for path, value in self.load_latency.items()},
+            )
+            yield self.batch_sizes.family(
+                ":tensorflow:serving:batching_session:processed_batch_size",
+                "Tracks the batch size distribution on processing.",
+                [],
+            )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _counter(name: str, documentation: str, label_names: list[str], cells: dict) -> Metric:
+    """A counter sample under its bare name, as TF Serving writes it. Declared untyped: prometheus_client
+    would otherwise announce it as NAME_total, a name with no samples."""
+    metric = Metric(name, documentation, "unknown")
+    for labels, value in cells.items():
+        metric.add_sample(name, dict(zip(label_names, labels, strict=True)), value)
+    return metric

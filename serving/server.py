@@ -44,7 +44,7 @@ class ModelServer:
                 f"{err.message}: no version is loaded before the server starts; give "
                 "--allow_version_labels_for_unavailable_models to assign labels in the first config"
             ) from None
-        self.inference = Inference(self.store, self.metrics.observe_request)
+        self.inference = Inference(self.store, self.metrics.observe_request, self.metrics.observe_runtime)
         self._update_health()
         self.grpc = build_grpc_server(
             f"{settings.host}:{settings.port}",

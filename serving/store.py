@@ -100,12 +100,12 @@ class ModelStore:
         config: model_server_config_pb2.ModelServerConfig,
         warm_up: bool = True,
         batching: BatchPolicy | None = None,
-        on_load: Callable[[str, int, float, bool], None] = lambda *_: None,
+        on_load: Callable[[str, int, Path, float, bool], None] = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
         allow_unavailable_labels: bool = False,
     ) -> None:
-        """`on_load(model, version, seconds, ok)` hears of every load (metrics); `on_change()` of every
+        """`on_load(model, version, path, seconds, ok)` hears of every load (metrics); `on_change()` of every
         change of which versions answer (the health service); `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
@@ -247,12 +247,12 @@ class ModelStore:
             log.error("%s", message)
             with self._lock:
                 entry.records[version] = VersionRecord(version, END, code, message)
-            self._on_load(entry.name, version, time.monotonic() - started, False)
+            self._on_load(entry.name, version, path, time.monotonic() - started, False)
             return
         seconds = time.monotonic() - started
         with self._lock:
             entry.records[version] = VersionRecord(version, AVAILABLE, servable=servable)
-        self._on_load(entry.name, version, seconds, True)
+        self._on_load(entry.name, version, path, seconds, True)
         self._on_change()
         settle_heap()
         log.info("loaded %s version %d in %.2fs (%d warm-up requests)", entry.name, version, seconds, warmed)

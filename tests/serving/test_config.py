@@ -256,8 +256,9 @@ def test_batching_merges_concurrent_requests(
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "Task size 9 is larger than maximum input batch size 8" in raised.value.details()
         metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
-        count = float(metrics.split('serving_batch_size_count{model="mnist"} ')[1].split()[0])
-        total = float(metrics.split('serving_batch_size_sum{model="mnist"} ')[1].split()[0])
+        name = ":tensorflow:serving:batching_session:processed_batch_size"
+        count = float(metrics.split(f"{name}_count ")[1].split()[0])
+        total = float(metrics.split(f"{name}_sum ")[1].split()[0])
         assert total == 16 + 1 + 8  # the requests and the two warm-up requests
         assert count < 16 + 2, "concurrent requests were never merged"
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, start_server
 
@@ -141,18 +142,38 @@ def test_oversized_body_is_refused_and_the_server_keeps_serving(
     assert again.status_code == 200
 
 
-def test_prometheus_metrics_count_requests_by_model_version_and_api(
+def test_prometheus_metrics_have_tf_servings_names_and_labels(
     server: ServerProcess, images: np.ndarray
 ) -> None:
+    before = prometheus_samples(server)
     post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()})
     post(server, "/v1/models/nope:predict", {"instances": [0]})
-    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
-    assert 'serving_requests_total{api="rest",code="OK",method="predict",model="mnist",version="1"}' in text
+    after = prometheus_samples(server)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew(":tensorflow:serving:request_count", model_name="mnist", status="OK") == 1
+    assert grew(":tensorflow:serving:request_count", model_name="nope", status="NOT_FOUND") == 1
+    rest_predict = {"model_name": "mnist", "API": "predict"}
+    assert grew(":tensorflow:serving:request_latency_count", **rest_predict, entrypoint="REST") == 1
+    assert grew(":tensorflow:serving:runtime_latency_count", **rest_predict, runtime="TF1") == 1
     assert (
-        'serving_requests_total{api="rest",code="NOT_FOUND",method="predict",model="nope",version=""}' in text
-    )
-    assert 'serving_request_latency_seconds_bucket{api="rest"' in text
-    assert 'serving_model_loads_total{model="mnist",outcome="ok"} 1.0' in text
+        grew(":tensorflow:serving:request_latency_sum", **rest_predict, entrypoint="REST") > 0
+    )  # microseconds
+    loads = {labels: value for (name, labels), value in after.items() if name.endswith("load_attempt_count")}
+    assert [dict(labels)["status"] for labels in loads] == ["success"] and list(loads.values()) == [1.0]
+
+
+def prometheus_samples(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from the server's metrics, parsed as Prometheus does."""
+    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_rest_classify_takes_examples_as_json(

@@ -370,7 +370,7 @@ def test_a_version_that_fails_to_load_is_end_with_its_error_and_the_older_keeps_
 ) -> None:
     heard: list[tuple[str, int, bool]] = []
     publish(base, 1)
-    store = make_store(config(("m", base)), on_load=lambda m, v, _s, ok: heard.append((m, v, ok)))
+    store = make_store(config(("m", base)), on_load=lambda m, v, _path, _s, ok: heard.append((m, v, ok)))
     store.poll()
     publish(base, 2)
     loader.fail[2] = ValueError("saved_model.pb is truncated")
