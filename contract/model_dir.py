@@ -1,7 +1,7 @@
 """The model directory: numbered versions beside the trainer's staging and progress files.
 
 `<base>/<N>/` is version N (a positive integer, as TF Serving counts), holding the SavedModel,
-and `assets.extra/`. A version is written under a dot-named staging directory and
+`model.tflite` and `assets.extra/`. A version is written under a dot-named staging directory and
 renamed into place when complete, so a reader never sees half of one. `<base>/.runs/<run-id>/` holds a
 run's live progress; dot-names are never versions.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 ASSETS_EXTRA = "assets.extra"
 HISTORY, METRICS, MODEL_CARD = "history", "metrics", "model_card"  # assets.extra/<name>.json
 WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra, replayed by the server before traffic
+TFLITE_FILE = "model.tflite"  # serving_default for LiteRT, read by --prefer_tflite_model
 RUNS = ".runs"
 PROGRESS_FILE = "progress.json"
 

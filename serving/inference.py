@@ -41,7 +41,7 @@ MAX_FILLED_BYTES = 16 << 20
 
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, float], None]  # model, door, API, status, seconds
-RuntimeObserver = Callable[[str, str, float], None]  # model, API, seconds
+RuntimeObserver = Callable[[str, str, str, float], None]  # model, API, runtime, seconds
 InputMaker = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
 
 
@@ -113,7 +113,7 @@ class Inference:
         observe_runtime: RuntimeObserver = lambda *_: None,
     ) -> None:
         """`observe` hears of every request (model, door, API, status code, seconds), `observe_runtime`
-        of the model call inside each (model, API, seconds)."""
+        of the model call inside each (model, API, runtime, seconds)."""
         self.store = store
         self._observe, self._observe_runtime = observe, observe_runtime
 
@@ -146,7 +146,7 @@ class Inference:
         try:
             return servable.predict(signature_name, inputs, outputs)
         finally:
-            self._observe_runtime(servable.name, method, time.perf_counter() - started)
+            self._observe_runtime(servable.name, method, servable.runtime, time.perf_counter() - started)
 
     def _predict(
         self, servable: Servable, signature_name: str, make_inputs: InputMaker, output_filter: Iterable[str]

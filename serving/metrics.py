@@ -19,7 +19,6 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 # Exponential(scale 10, growth 1.8, 33 buckets): TF Serving's request and runtime latency samplers.
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))
-RUNTIME = "TF1"  # TF Serving's label for a SavedModel run in a TensorFlow session
 
 
 class Histogram:
@@ -66,9 +65,9 @@ class ServingMetrics:
             self.requests[model, code] += 1
             self.request_latency.observe((model, method, api.upper()), seconds * 1e6)
 
-    def observe_runtime(self, model: str, method: str, seconds: float) -> None:
+    def observe_runtime(self, model: str, method: str, runtime: str, seconds: float) -> None:
         with self._lock:
-            self.runtime_latency.observe((model, method, RUNTIME), seconds * 1e6)
+            self.runtime_latency.observe((model, method, runtime), seconds * 1e6)
 
     def observe_load(self, model: str, version: int, path: Path, seconds: float, ok: bool) -> None:
         """A version loaded (or failed to): TF Serving counts loads by the SavedModel's path."""

@@ -1,4 +1,4 @@
-"""One loaded model version: its SavedModel's signatures, called with numpy tensors.
+"""One loaded model version: its SavedModel's signatures (or its model.tflite's), called with numpy tensors.
 
 Requests are checked against the SignatureDef before TensorFlow sees them, so a wrong name, dtype or
 shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an exception from deep inside.
@@ -6,8 +6,9 @@ shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an excepti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,8 +19,13 @@ from tensorflow_serving.apis import prediction_log_pb2
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
+from serving.settings import TflitePolicy
+from serving.tflite import RUNTIME as TFLITE_RUNTIME
+from serving.tflite import TfliteModel
 
 DEFAULT_SIGNATURE = "serving_default"
+TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
+SAVED_MODEL_RUNTIME = "TF1"  # TF Serving's runtime label for a SavedModel in a TensorFlow session
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap
 
@@ -43,11 +49,19 @@ class Servable:
         path: Path,
         batching: BatchPolicy | None = None,
         on_batch: Callable[[int], None] = lambda _: None,
+        tflite: TflitePolicy | None = None,
     ) -> None:
+        """`tflite` set (--prefer_tflite_model): the version's model.tflite, when it has one, answers."""
         self.name, self.version, self.path = name, version, path
-        self.signature_defs = read_signature_defs(path)
-        self._loaded = tf.saved_model.load(str(path), tags=["serve"])
-        self._functions = dict(self._loaded.signatures)
+        self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, Any]]
+        if tflite is not None and (path / TFLITE_FILE).is_file():
+            model = TfliteModel(path / TFLITE_FILE, tflite)
+            self.signature_defs, self._model, self.runtime = model.signature_defs, model, TFLITE_RUNTIME
+        else:
+            self.signature_defs = read_signature_defs(path)
+            functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
+            self._model = lambda key, inputs: functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+            self.runtime = SAVED_MODEL_RUNTIME
         self._batcher = Batcher(batching, f"{name}-{version}", on_batch) if batching is not None else None
         self.requests = InFlight()  # an unload waits for these
 
@@ -57,11 +71,11 @@ class Servable:
             self._batcher.close()
 
     def has_signature(self, name: str) -> bool:
-        return (name or DEFAULT_SIGNATURE) in self._functions
+        return (name or DEFAULT_SIGNATURE) in self.signature_defs
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         key = name or DEFAULT_SIGNATURE
-        if key not in self._functions:
+        if key not in self.signature_defs:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
             )
@@ -89,9 +103,11 @@ class Servable:
 
     def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         try:
-            results = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+            results = self._model(key, inputs)
         except tf.errors.InvalidArgumentError as err:
             raise invalid_argument(err.message) from None
+        except ValueError as err:  # LiteRT's word for a tensor it cannot take
+            raise invalid_argument(str(err)) from None
         return {name: _to_numpy(results[name]) for name in wanted}
 
     def warm_up(self) -> int:
@@ -111,9 +127,12 @@ class Servable:
         return count
 
 
-def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
+def _to_numpy(tensor: tf.Tensor | np.ndarray) -> np.ndarray:
     """The tensor as an ndarray at every rank: `.numpy()` of a scalar is a numpy scalar, or plain
-    `bytes` for a string, which the output encoders cannot take (`bytes` has no dtype)."""
+    `bytes` for a string, which the output encoders cannot take (`bytes` has no dtype). LiteRT's
+    outputs are ndarrays already."""
+    if isinstance(tensor, np.ndarray):
+        return tensor
     return np.asarray(tensor.numpy(), dtype=object if tensor.dtype == tf.string else None)
 
 

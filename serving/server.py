@@ -34,6 +34,7 @@ class ModelServer:
                 map_base_paths(settings.models, settings.base_path_map),
                 warm_up=settings.enable_model_warmup,
                 batching=settings.batching,
+                tflite=settings.tflite,
                 on_load=self.metrics.observe_load,
                 on_change=self._update_health,
                 on_batch=self.metrics.observe_batch,

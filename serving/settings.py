@@ -36,6 +36,14 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TflitePolicy:
+    """--num_tflite_pools x --num_tflite_interpreters_per_pool LiteRT interpreters per version."""
+
+    pools: int = 1
+    interpreters_per_pool: int = 1
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int
@@ -47,6 +55,7 @@ class Settings:
     allow_version_labels_for_unavailable_models: bool
     file_system_poll_wait_seconds: float
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
+    tflite: TflitePolicy | None  # when --prefer_tflite_model
     monitoring: Message  # MonitoringConfig
     rest_api_timeout_s: float
     enable_model_warmup: bool
@@ -200,6 +209,21 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         default=False,
         help="serve grpc.health.v1, SERVING once a model is AVAILABLE",
     )
+    flag(
+        "--prefer_tflite_model",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="run a version's model.tflite with LiteRT when it has one, else its SavedModel",
+    )
+    flag("--num_tflite_pools", type=int, default=1, help="with --prefer_tflite_model (default 1)")
+    flag(
+        "--num_tflite_interpreters_per_pool",
+        type=int,
+        default=1,
+        help="LiteRT interpreters per pool: calls that run at once on one version (default 1)",
+    )
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")
     flag("--grpc_max_threads", type=int, default=0, help="gRPC worker threads; 0: 16 per core")
@@ -243,6 +267,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
+    for name in ("num_tflite_pools", "num_tflite_interpreters_per_pool"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    tflite = None
+    if args.prefer_tflite_model:
+        tflite = TflitePolicy(args.num_tflite_pools, args.num_tflite_interpreters_per_pool)
     cores = os.cpu_count() or 1
     return Settings(
         host=args.host,
@@ -255,6 +285,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         batching=batching,
+        tflite=tflite,
         monitoring=monitoring,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000,
         enable_model_warmup=args.enable_model_warmup,

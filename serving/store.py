@@ -23,6 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.batching import BatchPolicy
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.servable import Servable
+from serving.settings import TflitePolicy
 
 log = logging.getLogger("serving")
 
@@ -100,6 +101,7 @@ class ModelStore:
         config: model_server_config_pb2.ModelServerConfig,
         warm_up: bool = True,
         batching: BatchPolicy | None = None,
+        tflite: TflitePolicy | None = None,
         on_load: Callable[[str, int, Path, float, bool], None] = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
@@ -110,7 +112,7 @@ class ModelStore:
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
-        self._warm_up, self._batching = warm_up, batching
+        self._warm_up, self._batching, self._tflite = warm_up, batching, tflite
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -238,7 +240,12 @@ class ModelStore:
         started = time.monotonic()
         try:
             servable = Servable(
-                entry.name, version, path, self._batching, lambda size: self._on_batch(entry.name, size)
+                entry.name,
+                version,
+                path,
+                self._batching,
+                lambda size: self._on_batch(entry.name, size),
+                self._tflite,
             )
             warmed = servable.warm_up() if self._warm_up else 0
         except Exception as err:  # any failure to load is reported in the status, not raised

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def _stderr_silenced() -> Iterator[None]:
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: C++ libraries' own logging (LiteRT's delegate banner, say)."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -32,7 +33,7 @@ def import_tensorflow(verbose: bool = False) -> None:
     if verbose or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_silenced():
+    with stderr_silenced():
         import keras  # noqa: F401
         import tensorflow as tf
 

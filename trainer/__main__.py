@@ -21,6 +21,7 @@ from contract.signature import scale_pixels
 from tfquiet import import_tensorflow
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
+from trainer.errors import ExportError
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: no version was exported", file=sys.stderr)
         return 130

@@ -27,8 +27,13 @@ from contract.signature import (
     PROBABILITIES,
     SIGNATURE_NAME,
 )
+from tfquiet import stderr_silenced
+from trainer.errors import ExportError
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+# How far LiteRT's probabilities may stray from the SavedModel's before model.tflite (and so the version)
+# is refused: float32 kernels that differ in summation order stay within about 1e-7 here.
+TFLITE_TOLERANCE = 1e-5
 # Small enough for any sensible max_batch_size: TF Serving fails a load whose warm-up is over it.
 WARMUP_BATCH_SIZES = (1, 8)
 
@@ -94,4 +99,27 @@ def export_version(
         for name, content in artefacts.items():
             (extra / f"{name}.json").write_text(json.dumps(content, indent=1))
         _write_warmup(extra / model_dir.WARMUP_FILE, model_name, warmup_images)
+        _write_tflite(staging, warmup_images.astype(np.float32))
         return model_dir.publish(staging, base_path)
+
+
+def _write_tflite(staging: Path, check_images: np.ndarray) -> None:
+    """`serving_default` converted for LiteRT (TF Serving's --prefer_tflite_model reads it), written only
+    if its probabilities agree with the SavedModel's on `check_images`. `classify` stays SavedModel-only:
+    parsing tf.Examples does not convert."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=[SIGNATURE_NAME])
+    content = converter.convert()
+    interpreter = Interpreter(model_content=content)
+    with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
+        interpreter.allocate_tensors()
+    lite = interpreter.get_signature_runner(SIGNATURE_NAME)(**{INPUT: check_images})
+    saved = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME](**{INPUT: tf.constant(check_images)})
+    worst = float(np.abs(lite[PROBABILITIES] - saved[PROBABILITIES].numpy()).max())
+    if worst > TFLITE_TOLERANCE:
+        raise ExportError(
+            f"the LiteRT conversion disagrees with the SavedModel by {worst:.2g} "
+            f"(over {TFLITE_TOLERANCE:g}): no version exported"
+        )
+    (staging / model_dir.TFLITE_FILE).write_bytes(content)

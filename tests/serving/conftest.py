@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorflow_serving.apis import predict_pb2
 
 from contract.signature import scale_pixels
 from tests.conftest import DATA_DIR
@@ -29,3 +30,18 @@ def in_process(trained_model_dir: Path, images: np.ndarray) -> dict[str, np.ndar
 
     signature = tf.saved_model.load(str(trained_model_dir / "mnist" / "1")).signatures["serving_default"]
     return {k: v.numpy() for k, v in signature(images=tf.constant(images)).items()}
+
+
+def predict_request(images: np.ndarray, name: str = "mnist", **spec: object) -> predict_pb2.PredictRequest:
+    """A PredictRequest for `images`, its ModelSpec fields (version=, version_label=, ...) from `spec`."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value
+        else:
+            setattr(request.model_spec, key, value)
+    import tensorflow as tf
+
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+    return request

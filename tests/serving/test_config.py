@@ -19,7 +19,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.settings import EXAMPLES, parse_flags
 from tests.conftest import ROOT, ServerProcess, example_commands, start_server, wait_for
-from tests.serving.test_grpc import predict_request
+from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow
 
 import_tensorflow()

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.conftest import ServerProcess
+from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow
 
 import_tensorflow()
@@ -34,18 +35,6 @@ def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="module")
 def predictions(channel: grpc.Channel) -> prediction_service_pb2_grpc.PredictionServiceStub:
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-
-def predict_request(images: np.ndarray, name: str = "mnist", **spec: object) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    for key, value in spec.items():
-        if key == "version":
-            request.model_spec.version.value = value
-        else:
-            setattr(request.model_spec, key, value)
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
-    return request
 
 
 def assert_invalid(call: Callable[..., object], request: object, fragment: str) -> None:

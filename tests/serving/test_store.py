@@ -84,7 +84,13 @@ class FakeLoader:
         return self._entered[version].is_set()
 
     def __call__(
-        self, name: str, version: int, path: Path, batching: object = None, on_batch: object = None
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        batching: object = None,
+        on_batch: object = None,
+        tflite: object = None,
     ) -> FakeServable:
         with self._lock:
             self.attempts.append((name, version))

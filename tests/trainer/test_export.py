@@ -27,6 +27,7 @@ from contract.signature import (  # noqa: E402
 )
 from trainer import export  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
+from trainer.errors import ExportError  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 
 HISTORY_KEYS = {"loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall", "best_epoch"}
@@ -51,7 +52,7 @@ def read_json(path: Path) -> dict:
 def test_first_run_exports_version_1_with_the_design_signature(trained_model_dir: Path) -> None:
     version = trained_model_dir / "mnist" / "1"
     assert versions(trained_model_dir / "mnist") == [1]
-    assert {"saved_model.pb", "variables", "fingerprint.pb", "assets.extra"} <= {
+    assert {"saved_model.pb", "variables", "fingerprint.pb", "model.tflite", "assets.extra"} <= {
         p.name for p in version.iterdir()
     }
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -141,6 +142,30 @@ def test_interrupted_export_leaves_no_version(tmp_path: Path, monkeypatch: pytes
     model = build_model(TrainConfig.for_arch("seed").arch)
     with pytest.raises(KeyboardInterrupt):
         export.export_version(model, tmp_path, "mnist", {"history": {}}, np.zeros((1, 28, 28, 1)), "cut")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_tflite_agrees_with_the_savedmodel(trained_model_dir: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    version = trained_model_dir / "mnist" / "1"
+    images = scale_pixels(load_mnist(DATA_DIR, 0.1, 0).test.images[:32])
+    runner = Interpreter(str(version / model_dir.TFLITE_FILE)).get_signature_runner(SIGNATURE_NAME)
+    saved = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME](**{INPUT: tf.constant(images)})
+    np.testing.assert_allclose(
+        runner(**{INPUT: images})["probabilities"],
+        saved["probabilities"].numpy(),
+        atol=export.TFLITE_TOLERANCE,
+    )
+
+
+def test_a_tflite_conversion_that_disagrees_exports_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "TFLITE_TOLERANCE", -1.0)  # no conversion can agree this closely
+    model = build_model("seed")
+    with pytest.raises(ExportError, match="disagrees with the SavedModel"):
+        export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "strict")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,6 @@
+"""Errors of the export step that `python -m trainer` reports in one line, kept apart from export.py so
+the command can name them without importing TensorFlow."""
+
+
+class ExportError(Exception):
+    """The trained model cannot be published as it is (no version is exported)."""
