@@ -15,12 +15,14 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import numpy as np
 import requests
 
 from contract import model_dir
-from contract.signature import scale_pixels
+from contract.signature import SIGNATURE_NAME, scale_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -108,7 +110,7 @@ def in_process_ceiling(version_dir: Path, image: np.ndarray, seconds: float) -> 
     import_tensorflow()
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
     result = {}
     for batch in (1, 64):
         images = tf.constant(np.repeat(image, batch, axis=0))
@@ -119,7 +121,43 @@ def in_process_ceiling(version_dir: Path, image: np.ndarray, seconds: float) -> 
             signature(images=images)
             calls += 1
         result[f"batch_{batch}_images_per_s"] = round(calls * batch / (time.monotonic() - began), 1)
+    result |= litert_ceiling(version_dir / model_dir.TFLITE_FILE, image, seconds)
     return result
+
+
+def litert_ceiling(path: Path, image: np.ndarray, seconds: float) -> dict[str, float]:
+    """model.tflite in LiteRT: batch 1 on one interpreter, batch 64 on one interpreter per core at once
+    (LiteRT releases the GIL while it computes)."""
+    cores = os.cpu_count() or 1
+    return {
+        "litert_batch_1_images_per_s": litert_images_per_s(path, image, 1, seconds),
+        "litert_batch_64_images_per_s": litert_images_per_s(
+            path, np.repeat(image, 64, axis=0), cores, seconds
+        ),
+    }
+
+
+def litert_images_per_s(path: Path, images: np.ndarray, interpreters: int, seconds: float) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runners = [
+        Interpreter(str(path), num_threads=1).get_signature_runner(SIGNATURE_NAME)
+        for _ in range(interpreters)
+    ]
+    for runner in runners:
+        runner(images=images)  # the delegate is applied at the first call
+    began = time.monotonic()
+
+    def calls_of(runner: Any) -> int:
+        calls = 0
+        while time.monotonic() - began < seconds:
+            runner(images=images)
+            calls += 1
+        return calls
+
+    with ThreadPoolExecutor(interpreters) as pool:
+        total = sum(pool.map(calls_of, runners))
+    return round(total * len(images) / (time.monotonic() - began), 1)
 
 
 def wait_available(rest_url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -138,7 +176,7 @@ def wait_available(rest_url: str, process: subprocess.Popen, timeout: float = 12
 
 
 def bench_server(
-    base_path: Path, batching: bool, payloads: dict[str, bytes], seconds: float
+    base_path: Path, batching: bool, tflite: bool, payloads: dict[str, bytes], seconds: float
 ) -> dict[str, dict]:
     flags = [
         f"--model_base_path={base_path}",
@@ -153,6 +191,8 @@ def bench_server(
             "--enable_batching",
             f"--batching_parameters_file={ROOT / 'serving' / 'config' / 'batching.config'}",
         ]
+    if tflite:  # as docker-compose.yml runs it
+        flags += ["--prefer_tflite_model", "--num_tflite_interpreters_per_pool=2"]
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", *flags], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
@@ -164,12 +204,17 @@ def bench_server(
             for clients in CLIENTS:
                 figures = measure(api, targets[api], payloads[api], clients, seconds)
                 results[api][f"clients_{clients}"] = figures
-                mode = "batching" if batching else "no_batching"
-                print(f"{api:4} {mode:11} clients {clients:2}: {figures}", file=sys.stderr, flush=True)
+                mode = cell_name(batching, tflite)
+                print(f"{api:4} {mode:18} clients {clients:2}: {figures}", file=sys.stderr, flush=True)
         return results
     finally:
         server.terminate()
         server.wait(30)
+
+
+def cell_name(batching: bool, tflite: bool) -> str:
+    """no_batching, batching: the SavedModel answers; the same with _tflite: model.tflite in LiteRT."""
+    return ("batching" if batching else "no_batching") + ("_tflite" if tflite else "")
 
 
 def quick_model(scratch: Path) -> Path:
@@ -225,15 +270,16 @@ def main() -> None:
         results: dict[str, Any] = {"in_process": in_process_ceiling(version_dir, image, args.seconds)}
         print(f"in-process: {results['in_process']}", file=sys.stderr, flush=True)
         payloads = payloads_for(image)
-        for batching in (False, True):
-            for api, cells in bench_server(base_path, batching, payloads, args.seconds).items():
-                mode = "batching" if batching else "no_batching"
-                results.setdefault(api, {})[mode] = cells
+        for tflite in (False, True):
+            for batching in (False, True):
+                for api, cells in bench_server(base_path, batching, tflite, payloads, args.seconds).items():
+                    results.setdefault(api, {})[cell_name(batching, tflite)] = cells
     results["setup"] = {
         "machine": describe_machine(),
         "model": "plus (same network as the default model)",
         "seconds_per_cell": args.seconds,
-        "server_flags": "--tensorflow_intra_op_parallelism=1, as docker-compose.yml runs the server",
+        "server_flags": "--tensorflow_intra_op_parallelism=1, as docker-compose.yml runs the server; "
+        "*_tflite cells add --prefer_tflite_model --num_tflite_interpreters_per_pool=2, as it does too",
         "load_generator": "1-4 spawned processes of client threads on the same cores as the server; "
         "gRPC requests pre-serialised, REST bodies pre-encoded JSON",
         "batching_parameters": (ROOT / "serving" / "config" / "batching.config")
