@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -228,6 +229,15 @@ class RestServer(ThreadingHTTPServer):
             super().__init__(address, handler)
         except OSError as err:
             raise OSError(f"cannot listen for REST on {address[0]}:{address[1]}: {err.strerror}") from None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (reset, timed out, closed) is a debug line: nobody is left
+        to answer, and socketserver's default, a traceback on stderr, would fill the server's log."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("REST client %s went away: %s", client_address, error)
+        else:
+            log.error("REST request from %s failed", client_address, exc_info=error)
 
     def serve_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)

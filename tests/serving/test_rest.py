@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -278,3 +279,30 @@ def test_a_crowd_of_new_connections_is_answered(server: ServerProcess, images: n
     with ThreadPoolExecutor(crowd) as pool:
         codes = list(pool.map(predict, range(crowd)))
     assert codes == [200] * crowd
+
+
+def test_clients_that_drop_their_connections_leave_no_traceback(
+    trained_model_dir: Path, images: np.ndarray
+) -> None:
+    """64 clients reset their connections mid-request (SO_LINGER 0: a RST, as a killed client sends),
+    some inside the request line, some inside the body: the log stays quiet and the server serves on."""
+    server = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}")
+    body = json.dumps({"instances": images[:1].tolist()}).encode()
+    request = (
+        f"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+    def drop(index: int) -> None:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.sendall(request[: 10 + index * len(request) // 80])  # a different cut for each
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(drop, range(64)))
+        assert post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code == 200
+    finally:
+        assert server.stop() == 0
+    stderr = server.process.stderr.read() if server.process.stderr else ""
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr[-2000:]
