@@ -1,27 +1,23 @@
-"""Benchmark: the model server under 1, 8 and 32 concurrent clients, gRPC and REST, batching off and on.
+"""Benchmark: the model server with 1, 8 and 32 requests in flight, gRPC and REST, batching off and on,
+the SavedModel and the TFLite runtime.
 
     make bench-serve            (or: .venv/bin/python bench/serve.py [--seconds 5] [--model-base-path DIR])
 
-Each client sends one image per request, back to back, for a fixed time. Clients run as threads spread
-over several processes (spawned, without TensorFlow: gRPC requests are sent pre-serialised), so the
-Python client is not the bottleneck; they share the machine's cores with the server, as they would on a
-laptop. The ceiling is the same SavedModel signature called in-process at batch 1 and batch 64.
-Writes bench/results/serve.json.
+One image per request, back to back, for a fixed time, from C load generators (h2load, wrk; bench/load.py)
+that share the machine's two cores with the server at a small fraction of a core. Each cell records the
+server's and the generator's CPU share. The ceilings: the same signature called in-process, in TensorFlow
+and in LiteRT, at batch 1 and batch 64. Writes bench/results/serve.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,79 +25,16 @@ from typing import Any
 import numpy as np
 import requests
 
-from contract import model_dir
-from contract.signature import SIGNATURE_NAME, scale_pixels
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.load import PREDICT_PATH, ensure_tools, h2load_grpc, wrk_rest  # noqa: E402
+from contract import model_dir  # noqa: E402
+from contract.signature import SIGNATURE_NAME, scale_pixels  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "serve.json"
-CLIENTS = (1, 8, 32)
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
-JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def client_process(
-    api: str, target: str, payload: bytes, threads: int, warmup_s: float, seconds: float
-) -> dict:
-    """One load-generating process: `threads` clients sending `payload` until the time is up."""
-    import grpc
-
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    start = time.monotonic() + warmup_s
-    stop = start + seconds
-
-    def run() -> None:
-        mine: list[float] = []
-        failed = 0
-        if api == "grpc":
-            channel = grpc.insecure_channel(target)
-            call = channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
-        else:  # http.client, not requests: a keep-alive connection at a fraction of the client CPU
-            url = urllib.parse.urlsplit(target)
-            connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
-        while (now := time.monotonic()) < stop:
-            try:
-                if api == "grpc":
-                    call(payload, timeout=10)
-                    ok = True
-                else:
-                    connection.request("POST", url.path, body=payload, headers=JSON_HEADERS)
-                    reply = connection.getresponse()
-                    reply.read()
-                    ok = reply.status == 200
-            except Exception:
-                ok = False
-                if api != "grpc":
-                    connection.close()  # the next request opens a new one
-            if now >= start:
-                mine.append(time.monotonic() - now)
-                failed += not ok
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
-
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return {"latencies": latencies, "errors": errors[0]}
-
-
-def measure(api: str, target: str, payload: bytes, clients: int, seconds: float) -> dict[str, float]:
-    processes = min(clients, 4)
-    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.starmap(client_process, [(api, target, payload, n, 1.0, seconds) for n in shares])
-    latencies = np.array([x for part in parts for x in part["latencies"]]) * 1000
-    return {
-        "requests_per_s": round(len(latencies) / seconds, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
-        "errors": sum(part["errors"] for part in parts),
-    }
+REST_URL = "http://127.0.0.1:18601/v1/models/mnist:predict"
+IN_FLIGHT = (1, 8, 32)
 
 
 def in_process_ceiling(version_dir: Path, image: np.ndarray, seconds: float) -> dict[str, float]:
@@ -198,18 +131,44 @@ def bench_server(
     )
     try:
         wait_available("http://127.0.0.1:18601", server)
-        targets = {"grpc": "127.0.0.1:18600", "rest": "http://127.0.0.1:18601/v1/models/mnist:predict"}
+        check_answers(payloads)
         results: dict[str, dict] = {"grpc": {}, "rest": {}}
         for api in ("grpc", "rest"):
-            for clients in CLIENTS:
-                figures = measure(api, targets[api], payloads[api], clients, seconds)
-                results[api][f"clients_{clients}"] = figures
+            for in_flight in IN_FLIGHT:
+                cpu_before = process_cpu_seconds(server.pid)
+                if api == "grpc":
+                    figures = h2load_grpc("127.0.0.1:18600", payloads["grpc"], in_flight, seconds)
+                else:
+                    figures = wrk_rest(REST_URL, payloads["rest"], in_flight, seconds)
+                # Warm-up second included: a close upper bound on the measured seconds' share.
+                figures["server_cpu"] = round(
+                    (process_cpu_seconds(server.pid) - cpu_before) / (seconds + 1), 2
+                )
+                results[api][f"clients_{in_flight}"] = figures
                 mode = cell_name(batching, tflite)
-                print(f"{api:4} {mode:18} clients {clients:2}: {figures}", file=sys.stderr, flush=True)
+                print(f"{api:4} {mode:18} in flight {in_flight:2}: {figures}", file=sys.stderr, flush=True)
         return results
     finally:
         server.terminate()
         server.wait(30)
+
+
+def check_answers(payloads: dict[str, bytes]) -> None:
+    """The load generators count HTTP statuses only (gRPC's own sits in a trailer): a real client
+    checks first that the server answers these very requests."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    with grpc.insecure_channel("127.0.0.1:18600") as channel:
+        reply = channel.unary_unary(PREDICT_PATH)(payloads["grpc"], timeout=10)
+    assert "probabilities" in predict_pb2.PredictResponse.FromString(reply).outputs
+    assert "predictions" in requests.post(REST_URL, data=payloads["rest"], timeout=10).json()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (/proc/PID/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cell_name(batching: bool, tflite: bool) -> str:
@@ -260,6 +219,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--model-base-path", type=Path, help="default: a quick `plus` model in a temp dir")
     args = parser.parse_args()
+    ensure_tools()
     from bench.machine import describe_machine
     from trainer.data import load_pair
 
@@ -280,8 +240,9 @@ def main() -> None:
         "seconds_per_cell": args.seconds,
         "server_flags": "--tensorflow_intra_op_parallelism=1, as docker-compose.yml runs the server; "
         "*_tflite cells add --prefer_tflite_model --num_tflite_interpreters_per_pool=2, as it does too",
-        "load_generator": "1-4 spawned processes of client threads on the same cores as the server; "
-        "gRPC requests pre-serialised, REST bodies pre-encoded JSON",
+        "load_generator": "h2load (gRPC: at most 4 HTTP/2 connections, the rest as concurrent streams) and "
+        "wrk (REST: one keep-alive connection per request in flight), on the same cores as the server; "
+        "CPU shares in cores (1.0 = one core busy)",
         "batching_parameters": (ROOT / "serving" / "config" / "batching.config")
         .read_text()
         .split("\n# ")[-1]
