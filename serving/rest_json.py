@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,23 +101,74 @@ def _decode_strings(name: str, value: Any) -> Any:
     raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
 
 
-def _ragged(name: str) -> ServingError:
-    return invalid_argument(f"input '{name}': the nested lists are not all the same length")
+def _dense_shape(value: Any) -> list[int]:
+    """The shape a nested list claims by its first elements, as TF Serving reads it (GetDenseTensorShape)."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _misfit(value: Any, shape: list[int], level: int = 0) -> str:
+    """TF Serving's words (json_tensor.cc, FillTensorProto) for the first place where `value` leaves
+    `shape`; "" where it keeps it."""
+    if not isinstance(value, list):
+        if level != len(shape):
+            return (
+                f"JSON Value: {_excerpt(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"Expected at level: {len(shape)}"
+            )
+        return ""
+    if level >= len(shape):
+        return f"Encountered list at unexpected level: {level} expected < {len(shape)}"
+    if len(value) != shape[level]:
+        return (
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    return next((found for item in value if (found := _misfit(item, shape, level + 1))), "")
+
+
+def _ragged(value: Any, rows: bool) -> ServingError:
+    """A value that is no dense tensor, refused with TF Serving's message. In rows ("instances") each
+    row is read on its own and must then match the first row, as TF Serving reads them."""
+    if not rows:
+        return invalid_argument(_misfit(value, _dense_shape(value)))
+    first = _dense_shape(value[0])
+    for index, row in enumerate(value):
+        shape = _dense_shape(row)
+        problem = _misfit(row, shape)
+        if not problem and math.prod(shape) != math.prod(first):
+            problem = f"Expecting tensor size: {math.prod(first)} but got: {math.prod(shape)}"
+        elif not problem and shape != first:
+            problem = f"Expecting shape {_shape_text(first)} but got: {_shape_text(shape)}"
+        if problem:
+            return invalid_argument(
+                f"Failed to process element: {index} of 'instances' list. Error: INVALID_ARGUMENT: {problem}"
+            )
+    raise AssertionError("a ragged value has a misfit")  # numpy refused it, so one of the above holds
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
 
 
 def _out_of_range(name: str, dtype: tf.DType) -> ServingError:
     return invalid_argument(f"input '{name}' holds values out of range for {dtype.name}")
 
 
-def _string_array(name: str, value: Any) -> np.ndarray:
+def _string_array(name: str, value: Any, rows: bool) -> np.ndarray:
     """A DT_STRING input as an object array of bytes. np.asarray(dtype=object) takes ragged lists
     without complaint, as an array holding lists, so density is checked on what it made."""
     try:
         array = np.asarray(_decode_strings(name, value), dtype=object)
     except ValueError:
-        raise _ragged(name) from None
+        raise _ragged(value, rows) from None
     if not all(isinstance(item, bytes) for item in array.flat):
-        raise _ragged(name)
+        raise _ragged(value, rows)
     return array
 
 
@@ -136,16 +188,17 @@ def _checked_integers(name: str, values: np.ndarray, dtype: tf.DType) -> np.ndar
     return values.astype(target)
 
 
-def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
-    """The JSON value as an array of the input's dtype, or a 400 naming the input: whatever gets past
-    here must not make TensorFlow raise (a 500), nor be changed on the way (no wraparound)."""
+def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool) -> np.ndarray:
+    """The JSON value as an array of the input's dtype, or a 400 naming the problem: whatever gets past
+    here must not make TensorFlow raise (a 500), nor be changed on the way (no wraparound). `rows`: the
+    value is the list of an input's "instances" rows."""
     dtype = tf.dtypes.as_dtype(info.dtype)
     if dtype == tf.string:
-        return _string_array(name, value)
+        return _string_array(name, value, rows)
     try:
         inferred = np.asarray(value)
     except ValueError:
-        raise _ragged(name) from None
+        raise _ragged(value, rows) from None
     target = np.dtype(dtype.as_numpy_dtype)
     if target.kind in "iu" and inferred.dtype.kind in "fO":
         # numpy makes JSON integers float64 (rounded) when they fit neither int64 nor uint64 together,
@@ -187,8 +240,8 @@ def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
     for index, row in enumerate(rows):
         if set(row) != set(names):
             raise invalid_argument(
-                f"Failed to process element: {index} of 'instances' list. JSON object: {_excerpt(row)} keys "
-                f"must be equal to: {','.join(sorted(names))}"
+                f"Failed to process element: {index} of 'instances' list. JSON object: {_excerpt(row)} "
+                f"must only have keys: {','.join(sorted(names))}"
             )
         for name in names:
             columns[name].append(row[name])
@@ -212,7 +265,10 @@ def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -
             "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
             "tensorinfo_map"
         )
-    return {name: _to_array(name, value, signature.inputs[name]) for name, value in columns.items()}
+    return {
+        name: _to_array(name, value, signature.inputs[name], body.row_format)
+        for name, value in columns.items()
+    }
 
 
 def _b64_value(raw: bytes) -> dict[str, str]:

@@ -87,7 +87,12 @@ def test_columnar_predict_and_named_rows(
         ("/v1/models/mnist:predict", {"inputs": {"pixels": [[0.0]]}}, 400, "Missing named input: images"),
         ("/v1/models/mnist:predict", {"instances": [[[0.0] * 28] * 27]}, 400, "shape [1, 27, 28]"),
         ("/v1/models/mnist:predict", {"instances": [[["x"] * 28] * 28]}, 400, "holds strings"),
-        ("/v1/models/mnist:predict", {"instances": [[[0.0], [1.0, 2.0]]]}, 400, "not all the same length"),
+        (
+            "/v1/models/mnist:predict",
+            {"instances": [[[0.0], [1.0, 2.0]]]},
+            400,
+            "Encountered list at unexpected",
+        ),
         ("/v1/models/mnist:predict", '{"instances": [NaN]}', 400, "NaN"),
         (
             "/v1/models/mnist:predict",

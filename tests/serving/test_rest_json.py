@@ -192,8 +192,8 @@ def test_columnar_inputs_may_be_a_scalar() -> None:
         (
             {"instances": [{"a": 1, "b": 2}, {"a": 1, "c": 2}]},
             TWO,
-            """Failed to process element: 1 of 'instances' list. JSON object: {"a":1,"c":2} keys must be """
-            "equal to: a,b",
+            """Failed to process element: 1 of 'instances' list. JSON object: {"a":1,"c":2} must only have """
+            "keys: a,b",
         ),
     ],
     ids=["rows-plain-for-two", "columns-plain-for-two", "rows-mixed", "columns-missing", "rows-wrong-keys"],
@@ -204,21 +204,26 @@ def test_inputs_that_do_not_fit_the_signature_are_refused(
     assert refusal(to_input_arrays, body(document), sig) == message
 
 
+ROW_ERROR = "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+
+
 @pytest.mark.parametrize(
-    "document",
+    ("document", "message"),
     [
-        {"instances": [[1, 2], [3]]},
-        {"instances": [[[1, 2]], [[3, 4], [5, 6]]]},
-        {"inputs": [[1, 2], [3]]},
-        {"inputs": [[1, 2], 3]},
+        ({"instances": [[1, 2], [3]]}, ROW_ERROR + "Expecting tensor size: 2 but got: 1"),
+        ({"instances": [[[1, 2]], [[3, 4], [5, 6]]]}, ROW_ERROR + "Expecting tensor size: 2 but got: 4"),
+        ({"inputs": [[1, 2], [3]]}, "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+        (
+            {"inputs": [[1, 2], 3]},
+            "JSON Value: 3 found at incorrect level: 2 in the JSON DOM. Expected at level: 2",
+        ),
     ],
     ids=["rows", "rows-deeper", "columns", "list-and-scalar"],
 )
-def test_ragged_inputs_are_refused_naming_the_input(document: dict[str, Any]) -> None:
-    """A tensor must be dense: lists of different lengths at one level are refused before any model
-    sees them (TF Serving: "Encountered list at unexpected size" / "Expecting tensor size")."""
-    message = refusal(to_input_arrays, body(document), IMAGES)
-    assert message == "input 'images': the nested lists are not all the same length"
+def test_ragged_inputs_are_refused_in_tf_servings_words(document: dict[str, Any], message: str) -> None:
+    """A tensor must be dense: the first elements set the shape, and the first place that leaves it is
+    named as TF Serving's json_tensor.cc names it (each row on its own, then against the first row)."""
+    assert refusal(to_input_arrays, body(document), IMAGES) == message
 
 
 # ---- inputs: dtypes -----------------------------------------------------------------------------
@@ -342,19 +347,18 @@ def test_bad_b64_is_refused(value: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "document",
+    ("document", "message"),
     [
-        {"instances": [["a", "b"], ["c"]]},
-        {"instances": [[[b64(b"a")]], ["c"]]},
-        {"inputs": ["a", ["b"]]},
-        {"inputs": [[], ["b"]]},
+        ({"instances": [["a", "b"], ["c"]]}, ROW_ERROR + "Expecting tensor size: 2 but got: 1"),
+        ({"instances": [[[b64(b"a")]], ["c"]]}, ROW_ERROR + "Expecting shape [1,1] but got: [1]"),
+        ({"inputs": ["a", ["b"]]}, "Encountered list at unexpected level: 1 expected < 1"),
+        ({"inputs": [[], ["b"]]}, "Encountered list at unexpected size: 1 at level: 1 expected size: 0"),
     ],
     ids=["rows", "rows-deeper", "list-and-scalar", "empty-and-not"],
 )
-def test_ragged_string_inputs_are_refused(document: dict[str, Any]) -> None:
+def test_ragged_string_inputs_are_refused(document: dict[str, Any], message: str) -> None:
     """np.asarray(dtype=object) takes ragged lists (as an array of lists); tf.constant would not."""
-    message = refusal(to_input_arrays, body(document), signature(s=tf.string))
-    assert message == "input 's': the nested lists are not all the same length"
+    assert refusal(to_input_arrays, body(document), signature(s=tf.string)) == message
 
 
 @pytest.mark.parametrize(
