@@ -102,11 +102,17 @@ def _feature(name: str, value: Any) -> tf.train.Feature:
     raise invalid_argument(f"Feature: {name} has element with unexpected JSON type")
 
 
+def _json_type(value: Any) -> str:
+    """A JSON value's type as TF Serving names it (rapidjson's names, JsonTypeString)."""
+    if isinstance(value, bool) or value is None:
+        return str(value) if value is not None else "Null"
+    names = {dict: "Object", list: "Array", str: "String"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "Number")
+
+
 def _example(document: Any, where: str) -> tf.train.Example:
     if not isinstance(document, dict):
-        raise invalid_argument(
-            f"Example must be JSON object but got JSON {type(document).__name__} ({where})"
-        )
+        raise invalid_argument(f"Example must be JSON object but got JSON {_json_type(document)} ({where})")
     example = tf.train.Example()
     for name, value in document.items():
         example.features.feature[name].CopyFrom(_feature(name, value))

@@ -237,13 +237,16 @@ def test_a_json_context_becomes_an_example_list_with_context() -> None:
         (
             {"examples": [{"x": 1}, [1]]},
             "classify",
-            "Example must be JSON object but got JSON list (example 1)",
+            "Example must be JSON object but got JSON Array (example 1)",
         ),
         (
             {"context": "c", "examples": [{}]},
             "classify",
-            "Example must be JSON object but got JSON str (context)",
+            "Example must be JSON object but got JSON String (context)",
         ),
+        ({"examples": [True]}, "classify", "Example must be JSON object but got JSON True (example 0)"),
+        ({"examples": [None]}, "classify", "Example must be JSON object but got JSON Null (example 0)"),
+        ({"examples": [7]}, "classify", "Example must be JSON object but got JSON Number (example 0)"),
         ({"examples": [{"x": None}]}, "classify", "Feature: x has element with unexpected JSON type"),
         ({"examples": [{"x": [[1]]}]}, "classify", "Feature: x has element with unexpected JSON type"),
         ({"examples": [{"x": [1, "a"]}]}, "classify", "Feature: x has element with unexpected JSON type"),
