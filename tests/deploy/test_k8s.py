@@ -1,0 +1,110 @@
+"""The Kubernetes manifests in deploy/k8s: valid against Kubernetes' own schemas (strict, offline), wired
+to each other, and running the server exactly as docker-compose.yml does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.fast
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.37.0"
+
+
+def kustomization() -> dict[str, Any]:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def resources() -> list[dict[str, Any]]:
+    """Every resource of the files the kustomization lists."""
+    return [
+        document
+        for name in kustomization()["resources"]
+        for document in yaml.safe_load_all((K8S / name).read_text())
+        if document
+    ]
+
+
+def resource(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r for r in resources() if r["kind"] == kind and r["metadata"]["name"] == name]
+    return found
+
+
+def pod_spec(kind: str, name: str) -> dict[str, Any]:
+    return resource(kind, name)["spec"]["template"]["spec"]
+
+
+def compose_serving() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["serving"]
+
+
+def test_every_file_in_the_folder_is_applied_and_valid_in_strict_mode() -> None:
+    listed = set(kustomization()["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    for document in resources():
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)  # raises when invalid
+
+
+def test_an_unknown_field_is_refused() -> None:
+    """The validator is strict: a misspelt field cannot slip through."""
+    deployment = resource("Deployment", "serving")
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPorts"] = 8500
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_server_runs_the_compose_files_flags_and_healthcheck() -> None:
+    (container,) = pod_spec("Deployment", "serving")["containers"]
+    serving = compose_serving()
+    assert container["args"] == serving["command"]
+    assert container["readinessProbe"]["exec"]["command"] == serving["healthcheck"]["test"][1:]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "writes"),
+    [("Job", "trainer", True), ("Deployment", "serving", False), ("Deployment", "dashboard", False)],
+)
+def test_only_the_trainer_writes_the_models_volume(kind: str, name: str, writes: bool) -> None:
+    spec = pod_spec(kind, name)
+    (mount,) = [m for c in spec["containers"] for m in c["volumeMounts"] if m["name"] == "models"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "models"]
+    assert mount["mountPath"] == "/models"
+    assert mount.get("readOnly", False) is not writes
+    assert (
+        volume["persistentVolumeClaim"]["claimName"]
+        == resource("PersistentVolumeClaim", "models")["metadata"]["name"]
+    )
+    assert spec["securityContext"]["runAsUser"] == 10001  # the images' user, never root
+
+
+def test_services_and_the_autoscaler_reach_their_pods() -> None:
+    labels = {
+        r["metadata"]["name"]: r["spec"]["template"]["metadata"]["labels"]
+        for r in resources()
+        if r["kind"] == "Deployment"
+    }
+    for service in (r for r in resources() if r["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        assert any(selector.items() <= pod.items() for pod in labels.values()), service["metadata"]["name"]
+    target = resource("HorizontalPodAutoscaler", "serving")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "serving")
+    dashboard_env = {
+        e["name"]: e["value"] for e in pod_spec("Deployment", "dashboard")["containers"][0]["env"]
+    }
+    assert dashboard_env["SERVING_GRPC"] == "serving:8500"
+
+
+def test_the_kustomization_sets_every_image_once() -> None:
+    used = {
+        c["image"].split()[0]
+        for r in resources()
+        if "template" in r.get("spec", {})
+        for c in r["spec"]["template"]["spec"]["containers"]
+    }
+    assert used == {image["name"] for image in kustomization()["images"]}
