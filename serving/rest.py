@@ -151,6 +151,8 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise invalid_argument("Missing model name in request.")
             if metadata:
                 document = inference.metadata_json(_name(name), _version(version), _label(label))
+            elif self.server.draining():
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             else:
                 document = inference.status_json(_name(name), _version(version))
             return 200, self._json(document), "application/json"
@@ -217,8 +219,11 @@ class RestServer(ThreadingHTTPServer):
         timeout_s: float,
         metrics: Callable[[], bytes] | None = None,
         metrics_path: str = "/monitoring/prometheus/metrics",
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`draining()`: the server is in its lame-duck period, and model status answers 503."""
         self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
+        self.draining = draining
         handler = type(
             "TimedRestHandler", (RestHandler,), {"timeout": timeout_s}
         )  # socket timeout per request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
@@ -29,6 +30,7 @@ class ModelServer:
         self.metrics = ServingMetrics()
         self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
         self._stop = threading.Event()
+        self.draining = False  # the lame-duck period before a stop (see stop)
         try:
             self.store = ModelStore(
                 map_base_paths(settings.models, settings.base_path_map),
@@ -63,6 +65,7 @@ class ModelServer:
                 settings.rest_api_timeout_s,
                 metrics=self.metrics.exposition if prometheus.enable else None,
                 metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
+                draining=lambda: self.draining,
             )
 
     def reload_config(self, config: Any) -> None:
@@ -107,7 +110,7 @@ class ModelServer:
             return
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self.store.any_available()
+            if self.store.any_available() and not self.draining
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in HEALTH_SERVICES:
@@ -124,7 +127,19 @@ class ModelServer:
             log.warning("REST API at http://%s:%d", self.settings.host, self.settings.rest_api_port)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything."""
+        """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything.
+
+        With a lame-duck period (SERVING_LAME_DUCK_SECONDS), first say "going away" while still answering
+        predictions: gRPC health NOT_SERVING and REST model status 503. A balancer's health check then
+        takes this replica out of rotation before it stops accepting, so no call sent its way fails (a
+        gRPC call that reaches a stopping server is CANCELLED)."""
+        if self.settings.lame_duck_s > 0:
+            self.draining = True
+            self._update_health()
+            log.warning(
+                "stopping in %gs; until then answering, reported as going away", self.settings.lame_duck_s
+            )
+            time.sleep(self.settings.lame_duck_s)  # the balancer's checks see it meanwhile
         self._stop.set()
         grpc_stopped = self.grpc.stop(grace_s)  # returns at once: both doors drain at the same time
         if self.rest is not None:

@@ -63,6 +63,7 @@ class Settings:
     intra_op_threads: int
     inter_op_threads: int
     grpc_max_threads: int
+    lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
     verbose: bool
 
 
@@ -139,6 +140,19 @@ def map_base_paths(
         if model.base_path == container or model.base_path.startswith(container + "/"):
             model.base_path = host + model.base_path[len(container) :]
     return mapped
+
+
+def lame_duck_seconds() -> float:
+    """SERVING_LAME_DUCK_SECONDS from the environment (ours, not a tensorflow_model_server flag, so that
+    docker-compose.yml can give it to both servers alike: TF Serving ignores it); 0 when unset."""
+    text = os.environ.get("SERVING_LAME_DUCK_SECONDS", "0")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 60:
+        raise ConfigError(f"SERVING_LAME_DUCK_SECONDS={text!r}: expected seconds from 0 to 60")
+    return seconds
 
 
 def parse_flags(argv: list[str] | None = None) -> Settings:
@@ -293,5 +307,6 @@ def _settings(args: argparse.Namespace) -> Settings:
         intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
         inter_op_threads=args.tensorflow_inter_op_parallelism or 1,
         grpc_max_threads=args.grpc_max_threads or 16 * cores,
+        lame_duck_s=lame_duck_seconds(),
         verbose=args.verbose,
     )

@@ -181,7 +181,9 @@ class ServerProcess:
         return self.process.wait(timeout)
 
 
-def start_server(*flags: str, wait_available: str | None = "mnist") -> ServerProcess:
+def start_server(
+    *flags: str, wait_available: str | None = "mnist", env: dict[str, str] | None = None
+) -> ServerProcess:
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
         [
@@ -197,6 +199,7 @@ def start_server(*flags: str, wait_available: str | None = "mnist") -> ServerPro
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     server = ServerProcess(process, grpc_port, rest_port)
     if wait_available:

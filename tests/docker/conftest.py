@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import COMPOSE, ROOT, free_port
 from tests.docker.engine import Engine, EngineUnavailable, base_images, ensure_image, start_engine
@@ -30,11 +31,15 @@ def engine() -> Iterator[Engine]:
             pytest.fail(f"the Docker tests need an engine: {err}", pytrace=False)
         pytest.skip(f"no Docker engine: {err}")
     try:
-        for image in base_images(ROOT / "Dockerfile"):
+        for image in [*base_images(ROOT / "Dockerfile"), balancer_image()]:
             ensure_image(started, image)
         yield started
     finally:
         started.stop()
+
+
+def balancer_image() -> str:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["balancer"]["image"]
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ComposeProject:
     """docker-compose.yml under one project name, on free loopback ports, with the quick trainer."""
 
     engine: Engine
+    replicas: int = 1  # SERVING_REPLICAS
     ports: dict[str, int] = field(
         default_factory=lambda: {
             "GRPC_PORT": free_port(),
@@ -53,6 +59,7 @@ class ComposeProject:
     @property
     def env(self) -> dict[str, str]:
         env = {**self.engine.env, **{name: str(port) for name, port in self.ports.items()}}
+        env["SERVING_REPLICAS"] = str(self.replicas)
         for name in ("HOST", "RETRAIN", "COMPOSE_PROFILES"):  # as .env says, unless a test says otherwise
             env.pop(name, None)
         return env
@@ -68,15 +75,20 @@ class ComposeProject:
             timeout=timeout,
         )
 
-    def containers(self) -> dict[str, dict]:
-        """{service: `docker compose ps` entry} for every container of the project, running or not."""
+    def entries(self) -> list[dict]:
+        """`docker compose ps` entries for every container of the project, running or not."""
         result = self.run("--profile", "embedded", "ps", "--all", "--format", "json")
         assert result.returncode == 0, result.stderr
-        entries = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-        return {entry["Service"]: entry for entry in entries}
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
-    def inspect(self, service: str) -> dict:
-        container = self.containers()[service]["ID"]
+    def containers(self) -> dict[str, dict]:
+        """{service: its container's entry} (the last, for a service with several replicas)."""
+        return {entry["Service"]: entry for entry in self.entries()}
+
+    def inspect(self, service_or_container: str) -> dict:
+        """`docker inspect` of a service's container (the last, if several), or of a named container."""
+        entry = self.containers().get(service_or_container)
+        container = entry["ID"] if entry else service_or_container
         return json.loads(self.engine.docker("inspect", container))[0]
 
     def url(self, port: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser
 
-from client import ServingClient
+from client import ServingClient, ServingClientError
 from contract.signature import scale_pixels
 from tests.conftest import PredictLoad, model_states, wait_for
 from tests.docker.conftest import ComposeProject
@@ -44,15 +44,24 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     print(f"up --build --wait: {time.monotonic() - started:.0f} s")  # for the README's figures (-s)
 
     containers = project.containers()
-    assert set(containers) == {"trainer", SERVER, "dashboard"}
+    assert set(containers) == {"trainer", SERVER, "balancer", "dashboard"}
     assert containers["trainer"]["State"] == "exited" and containers["trainer"]["ExitCode"] == 0
     assert containers[SERVER]["Health"] == containers["dashboard"]["Health"] == "healthy"
-    # Published on loopback only, unless HOST says otherwise.
-    published = [p for c in containers.values() for p in c["Publishers"] or [] if p["PublishedPort"]]
-    assert {p["PublishedPort"] for p in published} == set(project.ports.values())
-    assert {p["URL"] for p in published} == {"127.0.0.1"}
+    # Only the balancer and the dashboard publish ports, on loopback unless HOST says otherwise.
+    published = {
+        (service, p["PublishedPort"], p["URL"])
+        for service, c in containers.items()
+        for p in c["Publishers"] or []
+        if p["PublishedPort"]
+    }
+    assert published == {
+        ("balancer", project.ports["GRPC_PORT"], "127.0.0.1"),
+        ("balancer", project.ports["REST_PORT"], "127.0.0.1"),
+        ("dashboard", project.ports["DASHBOARD_PORT"], "127.0.0.1"),
+    }
 
-    assert available_versions(project) == {1}
+    # The balancer sends traffic once its health check has seen the replica AVAILABLE.
+    wait_for(lambda: available_versions(project) == {1}, 30, "version 1 through the balancer")
     images = scale_pixels(mnist_test.images[:20])
     over_grpc = ServingClient.grpc(project.grpc_target).predict(images)
     over_rest = ServingClient.rest(project.url("REST_PORT")).predict(images)
@@ -103,8 +112,17 @@ def test_a_killed_server_is_restarted_and_the_dashboard_recovers(
     assert page.locator('[data-testid="stException"]').count() == 0
     page.close()
 
+    # Through the balancer again once its health check has seen the replica back.
     image = scale_pixels(mnist_test.images[:1])
-    assert ServingClient.grpc(project.grpc_target).predict(image)[0].version == 2
+    client = ServingClient.grpc(project.grpc_target, retries=0, timeout=5)
+    wait_for(lambda: answered_version(client, image) == 2, 30, "predictions through the balancer")
+
+
+def answered_version(client: ServingClient, image: np.ndarray) -> int | None:
+    try:
+        return client.predict(image)[0].version
+    except ServingClientError:
+        return None
 
 
 @pytest.mark.parametrize("service", [SERVER, "dashboard"])

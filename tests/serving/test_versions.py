@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,31 @@ def test_sigterm_finishes_cleanly_while_requests_run(model_dir: Path, images: np
     _, stderr = server.process.communicate()
     assert "Traceback" not in stderr
     assert load.failures == []  # requests either got their answer or found the server gone
+
+
+def test_a_lame_duck_reports_itself_going_away_while_it_still_answers(
+    model_dir: Path, images: np.ndarray
+) -> None:
+    """SERVING_LAME_DUCK_SECONDS: after SIGTERM the model status is 503 (a balancer's health check takes
+    the replica out) while predictions are still answered; then the server drains and exits 0."""
+    server = start_server(
+        "--model_name=mnist", f"--model_base_path={model_dir}", env={"SERVING_LAME_DUCK_SECONDS": "3"}
+    )
+    client = ServingClient.grpc(server.grpc_target, retries=0)
+    status = f"{server.rest_url}/v1/models/mnist"
+    assert requests.get(status, timeout=5).status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(status, timeout=5).status_code == 503, 2, "the status to say 503")
+    assert client.predict(images[:1])[0].version == 1  # still answering
+    assert server.process.wait(20) == 0
+
+
+def test_a_lame_duck_setting_out_of_range_is_one_line(model_dir: Path) -> None:
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={model_dir}",
+        wait_available=None,
+        env={"SERVING_LAME_DUCK_SECONDS": "soon"},
+    )
+    _, stderr = server.process.communicate(timeout=60)
+    assert server.process.returncode == 2 and "SERVING_LAME_DUCK_SECONDS='soon'" in stderr

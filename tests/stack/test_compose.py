@@ -49,8 +49,8 @@ def pins() -> dict[str, str]:
 @pytest.mark.parametrize(
     ("profile", "services"),
     [
-        ((), {"trainer", "serving", "dashboard"}),
-        (("--profile", "embedded"), {"trainer", "serving-embedded", "dashboard"}),
+        ((), {"trainer", "serving", "balancer", "dashboard"}),
+        (("--profile", "embedded"), {"trainer", "serving-embedded", "balancer", "dashboard"}),
     ],
 )
 def test_compose_file_is_valid_and_profiles_swap_the_server(
@@ -62,10 +62,19 @@ def test_compose_file_is_valid_and_profiles_swap_the_server(
 def test_services_are_wired_as_the_design_says() -> None:
     services = resolved()["services"]
     serving, trainer, dashboard = services["serving"], services["trainer"], services["dashboard"]
+    balancer = services["balancer"]
     assert serving["image"] == f"tensorflow/serving:{pins()['tensorflow-serving-api']}"
     assert serving["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
-    assert dashboard["depends_on"]["serving"]["condition"] == "service_healthy"
-    assert {p["target"] for p in serving["ports"]} == {8500, 8501}
+    assert balancer["depends_on"]["serving"]["condition"] == "service_healthy"
+    assert (
+        "balancer" in dashboard["depends_on"] and dashboard["environment"]["SERVING_GRPC"] == "balancer:8500"
+    )
+    # The replicas publish nothing: the balancer holds 8500 and 8501, on loopback by default.
+    assert "ports" not in serving and serving["deploy"]["replicas"] == 1
+    assert {(p["target"], p["host_ip"]) for p in balancer["ports"]} == {
+        (8500, "127.0.0.1"),
+        (8501, "127.0.0.1"),
+    }
     assert [p["target"] for p in dashboard["ports"]] == [8080]
     for service in (serving, dashboard):
         mounts = {v["target"]: v for v in service["volumes"]}
