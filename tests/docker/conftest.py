@@ -48,6 +48,8 @@ class ComposeProject:
 
     engine: Engine
     replicas: int = 1  # SERVING_REPLICAS
+    overrides: tuple[Path, ...] = ()  # compose files applied after the quick trainer's
+    extra_env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(
         default_factory=lambda: {
             "GRPC_PORT": free_port(),
@@ -60,6 +62,7 @@ class ComposeProject:
     def env(self) -> dict[str, str]:
         env = {**self.engine.env, **{name: str(port) for name, port in self.ports.items()}}
         env["SERVING_REPLICAS"] = str(self.replicas)
+        env.update(self.extra_env)
         for name in ("HOST", "RETRAIN", "COMPOSE_PROFILES"):  # as .env says, unless a test says otherwise
             env.pop(name, None)
         return env
@@ -67,13 +70,18 @@ class ComposeProject:
     def run(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
         """`docker compose ARGS` in the project's directory, as a user types it."""
         return subprocess.run(
-            [str(COMPOSE), "-p", PROJECT, "-f", "docker-compose.yml", "-f", str(QUICK_TRAINER), *args],
+            [str(COMPOSE), "-p", PROJECT, *self.compose_files, *args],
             cwd=ROOT,
             env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+
+    @property
+    def compose_files(self) -> list[str]:
+        files = [ROOT / "docker-compose.yml", QUICK_TRAINER, *self.overrides]
+        return [argument for file in files for argument in ("-f", str(file))]
 
     def entries(self) -> list[dict]:
         """`docker compose ps` entries for every container of the project, running or not."""
