@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import compose
 import numpy as np
@@ -114,25 +115,46 @@ def model_states(rest_url: str, name: str = "mnist") -> dict[int, str]:
     return {int(s["version"]): s["state"] for s in reply.json()["model_version_status"]}
 
 
-class PredictLoad:
+class BackgroundThreads:
+    """Threads that run `_run(*args)` from `__enter__` until `__exit__` sets `_stop` (which `_run`
+    polls), then are joined: the frame of every load the tests keep up while something happens."""
+
+    def __init__(self, arguments: list[tuple[object, ...]]) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=args) for args in arguments]
+
+    def _run(self, *args: object) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+class PredictLoad(BackgroundThreads):
     """Single-image gRPC predictions from `clients` threads until stopped, with no retries: the version
     named in every reply is counted, so the record shows which version answered each request. A thread
     that finds the server gone or going (UNAVAILABLE; CANCELLED for a call that arrives once a gRPC server
     has begun to stop) counts it in `refused` and ends."""
 
     def __init__(self, target: str, image: np.ndarray, clients: int = 4) -> None:
+        super().__init__([()] * clients)
         self.target, self.image = target, image
         self.versions: Counter[int] = Counter()
         self.failures: list[str] = []
         self.refused = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
     @property
     def answered(self) -> int:
         return sum(self.versions.values())
 
-    def _run(self) -> None:
+    def _run(self, *args: object) -> None:
         client = ServingClient.grpc(self.target, retries=0, timeout=30)
         while not self._stop.is_set():
             try:
@@ -144,16 +166,6 @@ class PredictLoad:
                 self.failures.append(str(err))
                 continue
             self.versions[answer.version] += 1
-
-    def __enter__(self) -> PredictLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 @dataclass

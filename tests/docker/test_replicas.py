@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2
 
 from contract.signature import INPUT, scale_pixels
-from tests.conftest import wait_for
+from tests.conftest import BackgroundThreads, wait_for
 from tests.docker.conftest import ComposeProject
 from tests.docker.engine import Engine
 from trainer.data import Split
@@ -80,16 +80,18 @@ def _post(session: requests.Session, url: str, body: str) -> None:
     session.post(f"{url}/v1/models/mnist:predict", data=body, timeout=30).raise_for_status()
 
 
-class Traffic:
+class Traffic(BackgroundThreads):
     """Each call sent back to back from its own thread until stopped; every failure kept."""
 
     def __init__(self, calls: list[Callable[[], None]], limit: int | None = None) -> None:
+        super().__init__([(call,) for call in calls])
         self.sent = 0
         self.failures: list[str] = []
-        self._lock, self._stop, self._limit = threading.Lock(), threading.Event(), limit
-        self._threads = [threading.Thread(target=self._run, args=(call,)) for call in calls]
+        self._lock, self._limit = threading.Lock(), limit
 
-    def _run(self, call: Callable[[], None]) -> None:
+    def _run(self, *args: object) -> None:
+        (call,) = args
+        assert callable(call)
         while not self._stop.is_set():
             with self._lock:
                 if self._limit is not None and self.sent >= self._limit:
@@ -99,16 +101,6 @@ class Traffic:
                 call()
             except Exception as err:  # any failure at all counts
                 self.failures.append(repr(err)[:200])
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
 
 @pytest.mark.parametrize("api", ["grpc", "rest"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,14 +101,16 @@ def test_a_lame_duck_reports_itself_going_away_while_it_still_answers(
     """SERVING_LAME_DUCK_SECONDS: after SIGTERM the model status is 503 (a balancer's health check takes
     the replica out) while predictions are still answered; then the server drains and exits 0."""
     server = start_server(
-        "--model_name=mnist", f"--model_base_path={model_dir}", env={"SERVING_LAME_DUCK_SECONDS": "3"}
+        "--model_name=mnist", f"--model_base_path={model_dir}", env={"SERVING_LAME_DUCK_SECONDS": "6"}
     )
     client = ServingClient.grpc(server.grpc_target, retries=0)
     status = f"{server.rest_url}/v1/models/mnist"
     assert requests.get(status, timeout=5).status_code == 200
+    signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: requests.get(status, timeout=5).status_code == 503, 2, "the status to say 503")
+    wait_for(lambda: requests.get(status, timeout=2).status_code == 503, 3, "the status to say 503")
     assert client.predict(images[:1])[0].version == 1  # still answering
+    assert time.monotonic() - signalled < 6  # both seen within the lame-duck period
     assert server.process.wait(20) == 0
 
 
