@@ -122,8 +122,10 @@ def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threadi
     here = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this machine reaches them
     health = f"http://{here}:{args.dashboard_port}/_stcore/health"
     server = ServingClient.rest(f"http://{here}:{args.rest_port}", timeout=2, retries=0)
-    announced, serving = False, None
+    announced, serving, server_starts = False, None, 0
     while not stopping.wait(0.5):
+        if supervisor.starts["serving"] != server_starts:  # (re)started: its version is news again
+            server_starts, serving = supervisor.starts["serving"], None
         if not announced and _answers(health):
             announced = True
             for line in (
@@ -135,10 +137,8 @@ def announce(supervisor: Supervisor, args: argparse.Namespace, stopping: threadi
                 supervisor.say("stack", line)
         try:
             statuses = server.status(MODEL_NAME)
-        except ServingClientError as err:
-            if err.status == "UNAVAILABLE":  # the server is down: its version is said again once it is back
-                serving = None
-            continue  # no version yet, or a slow answer
+        except ServingClientError:
+            continue  # not up yet, no version yet, or a slow answer
         latest = max((s.version for s in statuses if s.state == "AVAILABLE"), default=None)
         if latest is not None and latest != serving:
             supervisor.say("stack", f"{MODEL_NAME} version {latest} is AVAILABLE")

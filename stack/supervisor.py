@@ -70,6 +70,7 @@ class Supervisor:
         # SimpleQueue: its put() may be called from a signal handler that interrupted a get().
         self.events: queue.SimpleQueue[Exited | Signalled] = queue.SimpleQueue()
         self.running: dict[str, subprocess.Popen[str]] = {}
+        self.starts: collections.Counter[str] = collections.Counter()  # how often each part was started
         # Lines go out through one writer thread: should the terminal stop reading (Ctrl-S, an unread
         # pipe), the parts' logs are still drained and a Ctrl-C still stops everything.
         self._lines: queue.Queue[str | None] = queue.Queue(maxsize=OUTPUT_BACKLOG)
@@ -117,6 +118,7 @@ class Supervisor:
             preexec_fn=die_with_parent,
         )
         self.running[part.name] = process
+        self.starts[part.name] += 1
         threading.Thread(target=self._follow, args=(part, process, time.monotonic()), daemon=True).start()
 
     def _follow(self, part: Part, process: subprocess.Popen[str], started: float) -> None:

@@ -270,7 +270,12 @@ def test_a_killed_server_is_started_again_and_the_dashboard_stays_up(
     assert make_up.says("serving stopped unexpectedly (killed by SIGKILL); starting it again")
     (restarted,) = serving_pids(make_up)
     assert restarted != server
-    wait_for(lambda: sum("version 1 is AVAILABLE" in line for line in make_up.output) >= 2, 10, "the news")
+    news = "version 1 is AVAILABLE"
+    wait_for(
+        lambda: sum(news in line for line in make_up.output) >= 2,
+        10,
+        f"{news!r} again in {make_up.output[-12:]}",
+    )
     make_up.stop(signal.SIGINT, whole_group=True)
     assert make_up.says("stopped")
 
