@@ -6,6 +6,7 @@ statically (the compose file, the flags, the healthcheck's command)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -103,8 +104,27 @@ def test_a_killed_server_is_restarted_and_the_dashboard_recovers(
 
     before = project.inspect(SERVER)["RestartCount"]
     killed = time.monotonic()
-    os.kill(project.inspect(SERVER)["State"]["Pid"], signal.SIGKILL)  # a crash, not `docker kill`
-    page.get_by_text("is not answering").wait_for(timeout=30_000)
+    said_down = page.get_by_text("is not answering")
+
+    restarted_at: dict[int, float] = {}  # restart count: when this test first saw it running
+
+    def crash_until_the_dashboard_says_so() -> bool:
+        """Crash it (SIGKILL to its host PID: `docker kill` would count as a manual stop), and again
+        2 s into each of Docker's first two restarts: behind the balancer one outage of about 3 s can
+        fall between two of the page's refreshes, three in a row cannot."""
+        if said_down.is_visible():
+            return True
+        state = project.inspect(SERVER)
+        count, running = state["RestartCount"] - before, state["State"]["Running"]
+        if 0 < count < 3 and running:
+            first_seen = restarted_at.setdefault(count, time.monotonic())
+            if time.monotonic() - first_seen > 2:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state["State"]["Pid"], signal.SIGKILL)
+        return False
+
+    os.kill(project.inspect(SERVER)["State"]["Pid"], signal.SIGKILL)
+    wait_for(crash_until_the_dashboard_says_so, 60, "the dashboard to say the server is not answering")
     wait_for(lambda: project.inspect(SERVER)["RestartCount"] > before, 30, "Docker to restart the server")
     wait_for(lambda: health(project, SERVER) == "running/healthy", 60, "the server to be healthy again")
     print(f"SIGKILL to healthy again: {time.monotonic() - killed:.0f} s")
