@@ -245,6 +245,7 @@ def test_a_killed_server_is_started_again_and_the_dashboard_stays_up(
     wait_for(lambda: predicts(make_up), 120, "predictions")
     health = f"{make_up.dashboard}/_stcore/health"
     wait_for(lambda: requests.get(health, timeout=5).ok, 60, "the dashboard")
+    wait_for(lambda: make_up.says("version 1 is AVAILABLE"), 30, "the first announcement")
     (server,) = serving_pids(make_up)
 
     dashboard_down: list[str] = []
