@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from playwright.sync_api import Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
@@ -94,15 +95,29 @@ def test_drawing_gets_a_prediction(page: Page, dashboard: str) -> None:
     open_page(page, dashboard)
     canvas = page.locator("canvas").last
     canvas.wait_for(timeout=30_000)
-    box = canvas.bounding_box()
-    assert box is not None  # visible, as wait_for made sure
-    x, top = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15
-    page.mouse.move(x, top)
-    page.mouse.down()
-    for step in range(1, 21):  # a vertical stroke: a one
-        page.mouse.move(x, top + step * box["height"] * 0.035)
-    page.mouse.up()
-    page.get_by_text("what the model saw").first.wait_for(timeout=60_000)
+    saw = page.get_by_text("what the model saw").first
+
+    def stroke_answered() -> bool:
+        """Draw a vertical stroke (a one) and give the page a while to answer it.
+
+        The canvas can be visible before its script listens for the mouse (seen on a loaded
+        machine), when a stroke draws nothing: then the next round draws it again.
+        """
+        box = canvas.bounding_box()
+        assert box is not None  # visible, as wait_for made sure
+        x, top = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15
+        page.mouse.move(x, top)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x, top + step * box["height"] * 0.035)
+        page.mouse.up()
+        try:
+            saw.wait_for(timeout=15_000)
+        except PlaywrightTimeoutError:
+            return False
+        return True
+
+    wait_for(stroke_answered, 90, "the drawing to be answered")
     # The digit's metric is drawn a moment after the caption: waited for, not counted at once.
     digit = page.locator('[data-testid="stMetricValue"]').first
     digit.wait_for(timeout=30_000)
