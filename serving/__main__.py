@@ -7,13 +7,19 @@ python -m serving --rest_api_port=8501 --model_config_file=serving/config/models
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
-import threading
+from typing import TYPE_CHECKING
+
+import uvloop
 
 from serving.settings import ConfigError, parse_flags
 from tfquiet import import_tensorflow
+
+if TYPE_CHECKING:
+    from serving.server import ModelServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,21 +38,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.server import ModelServer
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     try:
         server = ModelServer(settings)
-        server.start()
-    except OSError as err:
-        print(f"error: cannot start the server: {err}", file=sys.stderr)
-        return 1
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stop.wait()
-    server.stop()
+    try:
+        uvloop.run(_serve_until_signalled(server))
+    except OSError as err:
+        print(f"error: cannot start the server: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _serve_until_signalled(server: ModelServer) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully (see ModelServer.serve)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await server.serve(stop)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 Semantics follow TF Serving's BatchingParameters: a batch is run when it holds `max_batch_size`
 examples or when its oldest request has waited `batch_timeout_micros`; at most `max_enqueued_batches`
-batches wait; `num_batch_threads` batches run at once. A request larger than `max_batch_size` is
-refused, as TF Serving does without large-batch splitting.
+batches wait; `num_batch_threads` batches run at once (on the model pool's threads). A request larger
+than `max_batch_size` is refused, as TF Serving does without large-batch splitting.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,6 +19,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from serving.errors import ServingError, invalid_argument
+from serving.model_pool import ModelPool
 
 Arrays = dict[str, np.ndarray]
 
@@ -50,127 +50,157 @@ class BatchPolicy:
         return policy
 
 
+def task_size(inputs: Arrays, policy: BatchPolicy) -> int:
+    """A request's examples; more than a batch holds is refused, as TF Serving without splitting does."""
+    size = len(next(iter(inputs.values())))
+    if size > policy.max_batch_size:
+        raise invalid_argument(
+            f"Task size {size} is larger than maximum input batch size {policy.max_batch_size}"
+        )
+    return size
+
+
 @dataclass
 class _Task:
     inputs: Arrays
     size: int
-    done: Future[Arrays] = field(default_factory=Future)
+    done: asyncio.Future[Arrays]
     arrived: float = field(default_factory=time.monotonic)
 
 
 class BatchQueue:
-    """The queue of one signature of one version (same output filter, same example shape)."""
+    """The queue of one signature of one version (same output filter, same example shape).
+
+    It lives on the event loop (no locks): requests wait as futures, a batch is formed when one of the
+    `num_batch_threads` slots is free and the batch is full or its oldest request has waited long enough,
+    and the merged call runs on the model pool. While every slot is busy, requests pile up, so the next
+    batch is larger: under load the queue trades a little latency for a lot of throughput by itself.
+    """
 
     def __init__(
-        self, run: Callable[[Arrays], Arrays], policy: BatchPolicy, name: str, on_batch: Callable[[int], None]
+        self,
+        run: Callable[[Arrays], Arrays],
+        policy: BatchPolicy,
+        pool: ModelPool,
+        on_batch: Callable[[int], None],
     ) -> None:
-        self._run, self._policy, self._on_batch = run, policy, on_batch
+        self._run, self._policy, self._pool, self._on_batch = run, policy, pool, on_batch
         self._tasks: deque[_Task] = deque()
-        self._pending = 0
+        self._pending = 0  # examples waiting
+        self._running = 0  # batches running
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._cond = threading.Condition()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"batch-{name}-{i}", daemon=True)
-            for i in range(policy.num_batch_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
 
-    def submit(self, inputs: Arrays) -> Arrays:
-        size = len(next(iter(inputs.values())))
-        if size > self._policy.max_batch_size:
-            raise invalid_argument(
-                f"Task size {size} is larger than maximum input batch size {self._policy.max_batch_size}"
+    async def submit(self, inputs: Arrays) -> Arrays:
+        size = task_size(inputs, self._policy)
+        limit = self._policy.max_enqueued_batches * self._policy.max_batch_size
+        if self._closed or self._pending + size > limit:
+            raise ServingError(
+                grpc.StatusCode.UNAVAILABLE,
+                "The batch scheduling queue to which this task was submitted is full",
             )
-        task = _Task(inputs, size)
-        with self._cond:
-            limit = self._policy.max_enqueued_batches * self._policy.max_batch_size
-            if self._closed or self._pending + size > limit:
-                raise ServingError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "The batch scheduling queue to which this task was submitted is full",
-                )
-            self._tasks.append(task)
-            self._pending += size
-            self._cond.notify()
-        return task.done.result()
+        task = _Task(inputs, size, asyncio.get_running_loop().create_future())
+        self._tasks.append(task)
+        self._pending += size
+        self._schedule()
+        return await task.done
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        """Refuse what still waits (an unload waits for requests in flight first, so normally nothing)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        while self._tasks:
+            task = self._tasks.popleft()
+            if not task.done.done():
+                task.done.set_exception(ServingError(grpc.StatusCode.UNAVAILABLE, "the model was unloaded"))
+        self._pending = 0
 
-    def _next_batch(self) -> list[_Task] | None:
-        """Block until a batch is full or its oldest task has waited long enough; None when closed."""
-        with self._cond:
-            while True:
-                if self._tasks:
-                    wait = self._tasks[0].arrived + self._policy.batch_timeout_s - time.monotonic()
-                    if self._pending >= self._policy.max_batch_size or wait <= 0 or self._closed:
-                        break
-                    self._cond.wait(wait)
-                elif self._closed:
-                    return None
-                else:
-                    self._cond.wait()
-            batch, size = [], 0
-            while self._tasks and size + self._tasks[0].size <= self._policy.max_batch_size:
-                task = self._tasks.popleft()
-                batch.append(task)
-                size += task.size
-            self._pending -= size
-            return batch
+    def _schedule(self) -> None:
+        """Start every batch that is due and has a free slot; otherwise wake up when the oldest is due."""
+        while self._tasks and self._running < self._policy.num_batch_threads:
+            wait = self._tasks[0].arrived + self._policy.batch_timeout_s - time.monotonic()
+            if self._pending < self._policy.max_batch_size and wait > 0:
+                if self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(wait, self._timer_fired)
+                return
+            batch = self._take()
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._run_batch(batch))
 
-    def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            try:
-                merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
-                self._on_batch(sum(t.size for t in batch))
-                outputs = self._run(merged)
-                starts = np.cumsum([0] + [t.size for t in batch])
-                if any(np.ndim(v) == 0 or len(v) != starts[-1] for v in outputs.values()):
-                    raise ServingError(
-                        grpc.StatusCode.INTERNAL, "an output's batch size differs from the input's"
-                    )
-                bounds = zip(starts[:-1], starts[1:], strict=True)
-                parts = [{k: v[a:b] for k, v in outputs.items()} for a, b in bounds]
-            except Exception as err:  # every waiting request gets the failure, the thread lives on
-                for task in batch:
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _take(self) -> list[_Task]:
+        batch, size = [], 0
+        while self._tasks and size + self._tasks[0].size <= self._policy.max_batch_size:
+            task = self._tasks.popleft()
+            batch.append(task)
+            size += task.size
+        self._pending -= size
+        return batch
+
+    async def _run_batch(self, batch: list[_Task]) -> None:
+        try:
+            parts = await self._pool.run(lambda: self._merged_call(batch))
+        except Exception as err:  # every waiting request gets the failure; the queue lives on
+            for task in batch:
+                if not task.done.done():  # a caller that gave up has cancelled its future
                     task.done.set_exception(err)
-                continue
+        else:
             for task, part in zip(batch, parts, strict=True):
-                task.done.set_result(part)
+                if not task.done.done():
+                    task.done.set_result(part)
+        finally:
+            self._running -= 1
+            self._schedule()
+
+    def _merged_call(self, batch: list[_Task]) -> list[Arrays]:
+        """On a pool thread: merge, call the model once, split the outputs back by rows."""
+        merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+        self._on_batch(sum(t.size for t in batch))
+        outputs = self._run(merged)
+        starts = np.cumsum([0] + [t.size for t in batch])
+        if any(np.ndim(v) == 0 or len(v) != starts[-1] for v in outputs.values()):
+            raise ServingError(grpc.StatusCode.INTERNAL, "an output's batch size differs from the input's")
+        return [{k: v[a:b] for k, v in outputs.items()} for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 class Batcher:
     """The batch queues of one servable, created on first use, closed when it unloads."""
 
     def __init__(
-        self, policy: BatchPolicy, name: str, on_batch: Callable[[int], None] = lambda _: None
+        self,
+        policy: BatchPolicy,
+        name: str,
+        pool: ModelPool,
+        on_batch: Callable[[int], None] = lambda _: None,
     ) -> None:
         """`on_batch(size)` hears of every merged model call (the batch-size metric)."""
-        self._policy, self._name, self._on_batch = policy, name, on_batch
+        self._policy, self._name, self._pool, self._on_batch = policy, name, pool, on_batch
         self._queues: dict[tuple[object, ...], BatchQueue] = {}
-        self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, key: tuple[object, ...], inputs: Arrays, call: Callable[[Arrays], Arrays]) -> Arrays:
+    async def run(self, key: tuple[object, ...], inputs: Arrays, call: Callable[[Arrays], Arrays]) -> Arrays:
+        if self._closed:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{self._name} has been unloaded")
         shapes = tuple(sorted((k, v.shape[1:]) for k, v in inputs.items()))
-        with self._lock:
-            if self._closed:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{self._name} has been unloaded")
-            queue = self._queues.get((key, shapes))
-            if queue is None:
-                queue = self._queues[(key, shapes)] = BatchQueue(
-                    call, self._policy, self._name, self._on_batch
-                )
-        return queue.submit(inputs)
+        queue = self._queues.get((key, shapes))
+        if queue is None:
+            queue = self._queues[(key, shapes)] = BatchQueue(call, self._policy, self._pool, self._on_batch)
+        return await queue.submit(inputs)
+
+    def run_alone(self, inputs: Arrays, call: Callable[[Arrays], Arrays]) -> Arrays:
+        """On the calling thread, a batch of this one request: warm-up, which runs before the version
+        serves and so has nobody to share a batch with (TF Serving runs it through the batcher too)."""
+        size = task_size(inputs, self._policy)
+        self._on_batch(size)
+        return call(inputs)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            queues, self._queues = list(self._queues.values()), {}
-        for queue in queues:
+        """At an unload, once no request is in flight: nothing waits in a queue any more."""
+        self._closed = True
+        for queue in self._queues.values():
             queue.close()
+        self._queues = {}

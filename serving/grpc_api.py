@@ -1,10 +1,14 @@
-"""The gRPC front door: tensorflow-serving-api's PredictionService and ModelService on the shared layer."""
+"""The gRPC front door: tensorflow-serving-api's PredictionService and ModelService on grpc.aio.
+
+Calls are coroutines on the server's one event loop: parsing and answering happen there, model calls on
+the model pool (see Inference), and a reload, which loads models for seconds, on a thread of its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -29,40 +33,49 @@ Reply = TypeVar("Reply")
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default as far as it goes
 
 
-def _answer(context: grpc.ServicerContext, call: Callable[[], Reply]) -> Reply:
-    """Run a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash."""
+async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> Reply:
+    """Await a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash."""
     try:
-        return call()
+        return await call
     except ServingError as err:
-        context.abort(err.code, err.message)
+        await context.abort(err.code, err.message)
     except Exception as err:
         log.exception("gRPC call failed")
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
     raise AssertionError("unreachable: abort raises")
+
+
+async def _now(call: Callable[[], Reply]) -> Reply:
+    """A quick call that needs no model (status, metadata), as an awaitable for _answer."""
+    return call()
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _answer(context, lambda: self.inference.predict_proto(request))
+    async def Predict(  # noqa: N802
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await _answer(context, self.inference.predict_proto(request))
 
-    def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
-    ) -> Any:  # noqa: N802
-        return _answer(context, lambda: self.inference.classify_proto(request))
+    async def Classify(  # noqa: N802
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await _answer(context, self.inference.classify_proto(request))
 
-    def Regress(self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _answer(context, lambda: self.inference.regress_proto(request))
+    async def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await _answer(context, self.inference.regress_proto(request))
 
-    def GetModelMetadata(  # noqa: N802
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    async def GetModelMetadata(  # noqa: N802
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         version, label = version_of(request.model_spec)
-        return _answer(
-            context,
-            lambda: self.inference.metadata(request.model_spec.name, version, label, request.metadata_field),
+        spec = request.model_spec
+        return await _answer(
+            context, _now(lambda: self.inference.metadata(spec.name, version, label, request.metadata_field))
         )
 
 
@@ -71,37 +84,35 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.inference = inference
         self.reload_config = reload_config
 
-    def GetModelStatus(  # noqa: N802
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    async def GetModelStatus(  # noqa: N802
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         version, _ = version_of(request.model_spec)  # TF Serving ignores a label here
-        return _answer(context, lambda: self.inference.status(request.model_spec.name, version))
+        return await _answer(context, _now(lambda: self.inference.status(request.model_spec.name, version)))
 
-    def HandleReloadConfigRequest(  # noqa: N802
-        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    async def HandleReloadConfigRequest(  # noqa: N802
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        def reload() -> model_management_pb2.ReloadConfigResponse:
-            self.reload_config(request.config)
+        async def reload() -> model_management_pb2.ReloadConfigResponse:
+            await asyncio.to_thread(self.reload_config, request.config)
             return model_management_pb2.ReloadConfigResponse()
 
-        return _answer(context, reload)
+        return await _answer(context, reload())
 
 
 def build_grpc_server(
     address: str,
     inference: Inference,
     reload_config: Callable[[Any], None],
-    workers: int,
-    health_servicer: health.HealthServicer | None,
-) -> grpc.Server:
+    health_servicer: health.aio.HealthServicer | None,
+) -> grpc.aio.Server:
+    """The server, bound but not started; call on the loop it will serve from."""
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
     ]
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"), options=options
-    )
+    server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)
     if health_servicer is not None:

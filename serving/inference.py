@@ -17,7 +17,6 @@ import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -42,7 +41,6 @@ MAX_FILLED_BYTES = 16 << 20
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, float], None]  # model, door, API, status, seconds
 RuntimeObserver = Callable[[str, str, str, float], None]  # model, API, runtime, seconds
-InputMaker = Callable[[meta_graph_pb2.SignatureDef], dict[str, np.ndarray]]
 
 
 def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -133,7 +131,7 @@ class Inference:
         finally:
             self._observe(name, api, method, code, time.perf_counter() - started)
 
-    def _run(
+    async def _run(
         self,
         servable: Servable,
         signature_name: str,
@@ -144,54 +142,47 @@ class Inference:
         """The model call itself, timed as TF Serving's runtime latency."""
         started = time.perf_counter()
         try:
-            return servable.predict(signature_name, inputs, outputs)
+            return await servable.predict(signature_name, inputs, outputs)
         finally:
             self._observe_runtime(servable.name, method, servable.runtime, time.perf_counter() - started)
 
-    def _predict(
-        self, servable: Servable, signature_name: str, make_inputs: InputMaker, output_filter: Iterable[str]
-    ) -> dict[str, np.ndarray]:
-        inputs = make_inputs(servable.signature(signature_name))
-        return self._run(servable, signature_name, inputs, output_filter, "predict")
-
-    def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    async def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         version, label = version_of(spec)
-
-        def make_inputs(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+        with self._observed(spec.name, "grpc"), self.store.serving(spec.name, version, label) as servable:
+            signature = servable.signature(spec.signature_name)
             unknown = sorted(set(request.inputs) - set(signature.inputs))
             if unknown:  # refused before any tensor is decoded
                 raise invalid_argument(
                     f"input names do not match the signature: unexpected {unknown}; "
                     f"expected exactly {sorted(signature.inputs)}"
                 )
-            return {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
-
-        with self._observed(spec.name, "grpc"), self.store.serving(spec.name, version, label) as servable:
-            outputs = self._predict(servable, spec.signature_name, make_inputs, request.output_filter)
+            inputs = {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
+            outputs = await self._run(servable, spec.signature_name, inputs, request.output_filter, "predict")
             response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():
                 response.outputs[key].CopyFrom(array_to_tensor(array))
             return response
 
-    def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> dict[str, Any]:
+    async def predict_json(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> dict[str, Any]:
         with self._observed(name, "rest"):
             parsed = rest_json.parse_predict_body(body)
+            signature_name, row_format = parsed.signature_name, parsed.row_format
             with self.store.serving(name, version, label) as servable:
-                if not servable.has_signature(parsed.signature_name):
+                if not servable.has_signature(signature_name):
                     raise invalid_argument(
-                        f'Serving signature name: "{parsed.signature_name or DEFAULT_SIGNATURE}" '
+                        f'Serving signature name: "{signature_name or DEFAULT_SIGNATURE}" '
                         "not found in signature def"
                     )
-                outputs = self._predict(
-                    servable,
-                    parsed.signature_name,
-                    lambda signature: rest_json.to_input_arrays(parsed, signature),
-                    (),
-                )
-            return rest_json.predict_response(outputs, parsed.row_format)
+                inputs = rest_json.to_input_arrays(parsed, servable.signature(signature_name))
+                # Parsed JSON takes several times its body's size: only the arrays wait for the model.
+                del parsed
+                outputs = await self._run(servable, signature_name, inputs, (), "predict")
+            return rest_json.predict_response(outputs, row_format)
 
-    def _run_examples(
+    async def _run_examples(
         self,
         spec: model_pb2.ModelSpec,
         request_input: input_pb2.Input,
@@ -214,7 +205,7 @@ class Inference:
                 )
             examples = classify.serialized_examples(request_input)
             inputs = {classify.example_input(signature): examples}
-            return servable.version, self._run(servable, spec.signature_name, inputs, wanted, method)
+            return servable.version, await self._run(servable, spec.signature_name, inputs, wanted, method)
 
     def _answer_spec(self, spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
         answered = model_pb2.ModelSpec(
@@ -223,10 +214,10 @@ class Inference:
         answered.version.value = version
         return answered
 
-    def classify_proto(
+    async def classify_proto(
         self, request: classification_pb2.ClassificationRequest, api: str = "grpc"
     ) -> classification_pb2.ClassificationResponse:
-        version, outputs = self._run_examples(
+        version, outputs = await self._run_examples(
             request.model_spec, request.input, ("classes", "scores"), api, "classify"
         )
         batch = len(next(iter(outputs.values())))
@@ -235,16 +226,18 @@ class Inference:
             result=classify.classification_result(outputs, batch),
         )
 
-    def regress_proto(
+    async def regress_proto(
         self, request: regression_pb2.RegressionRequest, api: str = "grpc"
     ) -> regression_pb2.RegressionResponse:
-        version, outputs = self._run_examples(request.model_spec, request.input, ("outputs",), api, "regress")
+        version, outputs = await self._run_examples(
+            request.model_spec, request.input, ("outputs",), api, "regress"
+        )
         return regression_pb2.RegressionResponse(
             model_spec=self._answer_spec(request.model_spec, version),
             result=classify.regression_result(outputs["outputs"]),
         )
 
-    def examples_json(
+    async def examples_json(
         self, method: str, name: str, version: int | None, label: str | None, body: bytes
     ) -> dict[str, Any]:
         """REST :classify and :regress."""
@@ -262,9 +255,9 @@ class Inference:
         request_input = classify.input_from_json(document, method)
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
-            return classify.classification_json(self.classify_proto(request, api="rest").result)
+            return classify.classification_json((await self.classify_proto(request, api="rest")).result)
         request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
-        return classify.regression_json(self.regress_proto(request, api="rest").result)
+        return classify.regression_json((await self.regress_proto(request, api="rest")).result)
 
     def metadata(
         self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)

@@ -1,58 +1,41 @@
-"""The REST front door: TF Serving's `/v1/models/...` API over HTTP/1.1, on the shared Inference layer.
+"""The REST front door: TF Serving's `/v1/models/...` API as an ASGI app, served by uvicorn.
 
-The standard library's threading HTTP server is enough here: one thread per connection with
-keep-alive, the model call releasing the GIL, and every answer a small JSON document.
+uvicorn (httptools' parser, keep-alive, chunked bodies, graceful shutdown) runs on the model server's
+event loop beside grpc.aio; this module only routes, reads bodies within a byte budget and answers
+JSON (orjson) from the shared Inference layer.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 import re
 import socket
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
 from urllib.parse import unquote
 
 import grpc
+import orjson
+import uvicorn
 
 from serving.errors import ServingError, invalid_argument, not_found
-from serving.in_flight import InFlight
 from serving.inference import Inference
 
 log = logging.getLogger("serving")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-# Request bodies parsed and answered at once, in bytes. JSON numbers take several times their size as
-# Python objects, so this bounds what REST requests hold in memory together (four bodies at the limit)
-# however many clients connect; a request that does not fit waits, up to the socket timeout.
-BODY_BUDGET_BYTES = 4 * MAX_BODY_BYTES
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-
-class ByteBudget:
-    def __init__(self, total: int) -> None:
-        self.free = total
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def reserve(self, size: int, timeout_s: float) -> Iterator[None]:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.free >= size, timeout_s):
-                raise ServingError(
-                    grpc.StatusCode.UNAVAILABLE, "the server is busy with other large requests; try again"
-                )
-            self.free -= size
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.free += size
-                self._changed.notify_all()
-
+# Bytes of request bodies held at once, over all REST requests. A body of any size up to this is taken
+# (TF Serving sets no limit of its own); JSON numbers take several times their size once parsed, so this
+# bounds what REST requests hold in memory together however many clients send at once. A body that
+# does not fit waits for others to finish, up to the request timeout, then is answered 503.
+BODY_BUDGET_BYTES = 256 << 20
+JSON = (b"content-type", b"application/json")
+PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
 # TF Serving's own patterns (tensorflow_serving/model_servers/http_rest_api_util.cc), matched whole.
 PREDICT_PATH = re.compile(
@@ -63,138 +46,132 @@ STATUS_PATH = re.compile(
 )
 
 
-class RestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving's HTTP server
-    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds the second
-    # until the client's delayed ACK, 40 ms later.
-    disable_nagle_algorithm = True
-    server: RestServer
-    timeout: ClassVar[float]  # seconds a socket may stay silent; always set, per server (RestServer)
+class ClientGone(Exception):
+    """The client closed its connection before its body arrived: nobody is left to answer."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        self._answer("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer("POST")
+class ByteBudget:
+    """Bytes that request bodies may hold at once; lives on the event loop."""
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._answer("PUT")
+    def __init__(self, total: int) -> None:
+        self.total = self.free = total
+        self._freed = asyncio.Event()
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._answer("DELETE")
+    async def take(self, size: int, held: int, timeout_s: float) -> None:
+        """`size` more bytes for a body that holds `held` already: wait for them up to `timeout_s`."""
+        if held + size > self.total:
+            raise invalid_argument(
+                f"the request body is over {held + size} bytes, more than the server's limit of {self.total}"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.free < size:
+            self._freed.clear()
+            try:
+                await asyncio.wait_for(self._freed.wait(), deadline - loop.time())
+            except TimeoutError:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE, "the server is busy with other large requests; try again"
+                ) from None
+        self.free -= size
 
-    def _answer(self, method: str) -> None:
-        self.server.requests.enter()
+    def give_back(self, size: int) -> None:
+        self.free += size
+        self._freed.set()
+
+
+class RestApp:
+    """The ASGI application: one call per HTTP request."""
+
+    def __init__(
+        self,
+        inference: Inference,
+        timeout_s: float,
+        metrics: Callable[[], bytes] | None,
+        metrics_path: str,
+        draining: Callable[[], bool],
+    ) -> None:
+        """`metrics()`: the Prometheus exposition, served at `metrics_path` (None: off); `draining()`:
+        the server is in its lame-duck period, and model status answers 503."""
+        self.inference, self.timeout_s = inference, timeout_s
+        self.metrics, self.metrics_path, self.draining = metrics, metrics_path, draining
+        self.bodies = ByteBudget(BODY_BUDGET_BYTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # uvicorn runs with lifespan off and no websockets
+            return
+        method = scope["method"]
+        # The path as sent, still percent-encoded: the patterns split it first, then names are decoded.
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        header, body = JSON, b""
         try:
-            self._respond(method)
-        finally:
-            self.server.requests.leave()
-
-    def _respond(self, method: str) -> None:
-        self._body_read = False
-        try:
-            status, payload, content_type = self._route(method)
+            status, header, body = await self._route(method, path, receive)
+        except ClientGone:
+            log.debug("REST client went away before its request arrived: %s %s", method, path)
+            return
         except ServingError as err:
-            status, payload, content_type = (
-                err.http_status,
-                self._json({"error": err.message}),
-                "application/json",
-            )
+            status, body = err.http_status, orjson.dumps({"error": err.message})
         except Exception as err:  # the server answers, whatever went wrong
-            log.exception("REST request %s %s failed", method, self.path)
-            status, payload, content_type = (
-                500,
-                self._json({"error": f"internal error: {err}"}),
-                "application/json",
-            )
-        if self.server.closing or (method in ("POST", "PUT") and not self._body_read):
-            # After this answer nothing more on this connection: when closing, or when a body we did
-            # not read would otherwise be taken for the next request.
-            self.close_connection = True
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:  # the client went away; nobody is left to tell
-            self.close_connection = True
+            log.exception("REST request %s %s failed", method, path)
+            status, body = 500, orjson.dumps({"error": f"internal error: {err}"})
+        # A client that has gone away by now is a debug line of uvicorn's, not an error: nobody to tell.
+        headers = [header, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-    @staticmethod
-    def _json(document: Any) -> bytes:
-        return json.dumps(document).encode()
-
-    def _route(self, method: str) -> tuple[int, bytes, str]:
-        path = self.path.split("?", 1)[0]
-        if method == "GET" and path == self.server.metrics_path and self.server.metrics is not None:
-            return 200, self.server.metrics(), "text/plain; version=0.0.4; charset=utf-8"
+    async def _route(
+        self, method: str, path: str, receive: Receive
+    ) -> tuple[int, tuple[bytes, bytes], bytes]:
+        if method == "GET" and path == self.metrics_path and self.metrics is not None:
+            return 200, PROMETHEUS, self.metrics()
         if not path.lower().startswith("/v1/"):
             raise not_found(f"Not found: {method} {path}")
         malformed = invalid_argument(f"Malformed request: {method} {path}")
-        inference = self.server.inference
+        inference = self.inference
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
             name, version, label, verb = match.groups()
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
-            spec = (_name(name), _version(version), _label(label))
-            body = self._read_body(self._body_length())
-            # Reserved once the body is in: a client that sends slowly holds only its own bytes.
-            with self.server.bodies.reserve(len(body), self.timeout):
+            spec = (unquote(name), _version(version), None if label is None else unquote(label))
+            async with self._body(receive) as body:
                 if verb == "predict":
-                    document = inference.predict_json(*spec, body)
+                    document = await inference.predict_json(*spec, body)
                 else:
-                    document = inference.examples_json(verb, *spec, body)
-                return 200, self._json(document), "application/json"
+                    document = await inference.examples_json(verb, *spec, body)
+            return 200, JSON, orjson.dumps(document)
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
                 raise invalid_argument("Missing model name in request.")
             if metadata:
-                document = inference.metadata_json(_name(name), _version(version), _label(label))
-            elif self.server.draining():
+                label = None if label is None else unquote(label)
+                document = inference.metadata_json(unquote(name), _version(version), label)
+            elif self.draining():
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             else:
-                document = inference.status_json(_name(name), _version(version))
-            return 200, self._json(document), "application/json"
+                document = inference.status_json(unquote(name), _version(version))
+            return 200, JSON, orjson.dumps(document)
         raise malformed
 
-    def _body_length(self) -> int:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise invalid_argument("chunked request bodies are not supported; send a Content-Length header")
-        header = self.headers.get("Content-Length", "0")
-        if not (header.isascii() and header.isdigit()):
-            self.close_connection = True
-            raise invalid_argument(f"Content-Length {header!r} is not a byte count")
-        length = int(header)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the unread body must not be taken for the next request
-            raise invalid_argument(
-                f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes"
-            )
-        return length
-
-    def _read_body(self, length: int) -> bytes:
+    @contextlib.asynccontextmanager
+    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
+        """The body, read chunk by chunk (Content-Length or chunked), each chunk within the byte budget;
+        its bytes are given back when the request has been answered."""
+        held, chunks = 0, []
         try:
-            body = self.rfile.read(length)
-        except OSError:  # the socket timeout: a client that stopped sending
-            body = b""
-        if len(body) != length:
-            self.close_connection = True
-            raise invalid_argument(f"the body ended after {len(body)} of its {length} bytes")
-        self._body_read = True
-        return body
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the standard library's name)
-        log.debug("REST %s", format % args)
-
-
-def _name(text: str) -> str:
-    return unquote(text)
-
-
-def _label(text: str | None) -> str | None:
-    return None if text is None else unquote(text)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                await self.bodies.take(len(chunk), held, self.timeout_s)
+                held += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            yield b"".join(chunks)
+        finally:
+            self.bodies.give_back(held)
 
 
 def _version(text: str | None) -> int | None:
@@ -205,53 +182,45 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
-class RestServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # The standard library's default backlog of 5 drops and resets connections when clients arrive
-    # together (a batch job opening its pool); the kernel caps this at net.core.somaxconn.
-    request_queue_size = socket.SOMAXCONN
+class RestServer(uvicorn.Server):
+    """uvicorn on a socket bound here (so a taken port is an OSError at start, where uvicorn would exit
+    the process), without uvicorn's signal handlers: the model server decides when to stop."""
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        inference: Inference,
-        timeout_s: float,
-        metrics: Callable[[], bytes] | None = None,
-        metrics_path: str = "/monitoring/prometheus/metrics",
-        draining: Callable[[], bool] = lambda: False,
-    ) -> None:
-        """`draining()`: the server is in its lame-duck period, and model status answers 503."""
-        self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
-        self.draining = draining
-        handler = type(
-            "TimedRestHandler", (RestHandler,), {"timeout": timeout_s}
-        )  # socket timeout per request
-        self.closing = False
-        self.bodies = ByteBudget(BODY_BUDGET_BYTES)
-        self.requests = InFlight()  # a stop answers these first
+    def __init__(self, host: str, port: int, app: RestApp, timeout_s: float, grace_s: float) -> None:
+        config = uvicorn.Config(
+            app,
+            loop="none",  # the model server's loop, shared with gRPC
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=int(timeout_s),
+            timeout_graceful_shutdown=int(grace_s),
+            backlog=socket.SOMAXCONN,  # clients that arrive together (a batch job opening its pool)
+        )
+        super().__init__(config)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            super().__init__(address, handler)
+            self.socket.bind((host, port))
         except OSError as err:
-            raise OSError(f"cannot listen for REST on {address[0]}:{address[1]}: {err.strerror}") from None
+            self.socket.close()
+            raise OSError(f"cannot listen for REST on {host}:{port}: {err.strerror}") from None
+        self.socket.listen(socket.SOMAXCONN)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-request (reset, timed out, closed) is a debug line: nobody is left
-        to answer, and socketserver's default, a traceback on stderr, would fill the server's log."""
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            log.debug("REST client %s went away: %s", client_address, error)
-        else:
-            log.error("REST request from %s failed", client_address, exc_info=error)
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
-    def serve_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="rest", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> asyncio.Task[None]:
+        """Serve on the running loop until `stop`; connections wait in the backlog meanwhile."""
+        return asyncio.get_running_loop().create_task(self.serve(sockets=[self.socket]))
 
-    def stop(self, grace_s: float) -> None:
-        """Stop accepting, answer the requests already in (closing their connections), then close."""
-        self.closing = True
-        self.shutdown()
-        self.requests.wait_idle(grace_s)
-        self.server_close()
+    async def stop(self, serving: asyncio.Task[None]) -> None:
+        """Stop accepting, finish the requests in flight (up to the grace period), close connections."""
+        self.should_exit = True
+        await serving

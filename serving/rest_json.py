@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -41,8 +42,13 @@ def _excerpt(document: Any) -> str:
 
 
 def parse_json(body: bytes) -> Any:
+    """The document, parsed by orjson; a body it refuses is parsed again by `json` for the message."""
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # the standard library's parser says where and why, in the words these errors use
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
@@ -188,6 +194,12 @@ def _checked_integers(name: str, values: np.ndarray, dtype: tf.DType) -> np.ndar
     return values.astype(target)
 
 
+def _beyond_64_bits(values: np.ndarray) -> bool:
+    """Whole numbers some of which no 64-bit integer holds."""
+    finite = np.isfinite(values).all()
+    return bool(finite and (values == np.trunc(values)).all() and (np.abs(values) >= 2.0**63).any())
+
+
 def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool) -> np.ndarray:
     """The JSON value as an array of the input's dtype, or a 400 naming the problem: whatever gets past
     here must not make TensorFlow raise (a 500), nor be changed on the way (no wraparound). `rows`: the
@@ -206,6 +218,8 @@ def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool
         exact = np.asarray(value, dtype=object)
         if exact.size and all(type(v) is int for v in exact.flat):
             return _checked_integers(name, exact, dtype)
+    if target.kind in "iu" and inferred.dtype.kind == "f" and _beyond_64_bits(inferred):
+        raise _out_of_range(name, dtype)  # orjson reads integers past 64 bits as floats
     if inferred.dtype.kind not in _ACCEPTED_KINDS.get(target.kind, ""):
         found = {"U": "strings", "O": "objects or nulls", "b": "booleans", "f": "fractional numbers"}.get(
             inferred.dtype.kind, inferred.dtype.name

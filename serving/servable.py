@@ -19,6 +19,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
+from serving.model_pool import ModelPool
 from serving.settings import TflitePolicy
 from serving.tflite import RUNTIME as TFLITE_RUNTIME
 from serving.tflite import TfliteModel
@@ -47,11 +48,13 @@ class Servable:
         name: str,
         version: int,
         path: Path,
+        pool: ModelPool,
         batching: BatchPolicy | None = None,
         on_batch: Callable[[int], None] = lambda _: None,
         tflite: TflitePolicy | None = None,
     ) -> None:
-        """`tflite` set (--prefer_tflite_model): the version's model.tflite, when it has one, answers."""
+        """`pool` runs the model calls of requests (not of warm-up, which runs on the loading thread);
+        `tflite` set (--prefer_tflite_model): the version's model.tflite, when it has one, answers."""
         self.name, self.version, self.path = name, version, path
         self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, Any]]
         if tflite is not None and (path / TFLITE_FILE).is_file():
@@ -62,7 +65,10 @@ class Servable:
             functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
             self._model = lambda key, inputs: functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
             self.runtime = SAVED_MODEL_RUNTIME
-        self._batcher = Batcher(batching, f"{name}-{version}", on_batch) if batching is not None else None
+        self._pool = pool
+        self._batcher = (
+            Batcher(batching, f"{name}-{version}", pool, on_batch) if batching is not None else None
+        )
         self.requests = InFlight()  # an unload waits for these
 
     def close(self) -> None:
@@ -81,10 +87,31 @@ class Servable:
             )
         return self.signature_defs[key]
 
-    def predict(
+    async def predict(
         self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Iterable[str] = ()
     ) -> dict[str, np.ndarray]:
-        """Run a signature; `output_filter` names the outputs wanted (all when empty)."""
+        """Run a signature on the model pool, batched when batching is on; `output_filter` names the
+        outputs wanted (all when empty)."""
+        key, checked, wanted = self._checked_call(signature_name, inputs, output_filter)
+        if self._batcher is None:
+            return await self._pool.run(lambda: self._call(key, checked, wanted))
+        return await self._batcher.run(
+            (key, *wanted), checked, lambda merged: self._call(key, merged, wanted)
+        )
+
+    def predict_now(
+        self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Iterable[str] = ()
+    ) -> dict[str, np.ndarray]:
+        """Run a signature on the calling thread: warm-up, before the version serves."""
+        key, checked, wanted = self._checked_call(signature_name, inputs, output_filter)
+        if self._batcher is None:
+            return self._call(key, checked, wanted)
+        return self._batcher.run_alone(checked, lambda merged: self._call(key, merged, wanted))
+
+    def _checked_call(
+        self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Iterable[str]
+    ) -> tuple[str, dict[str, np.ndarray], list[str]]:
+        """The signature key, the inputs checked against it, and the outputs wanted, checked too."""
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature(key)
         checked = check_inputs(signature, inputs)
@@ -97,9 +124,7 @@ class Servable:
                 )
         if len(set(wanted)) != len(wanted):
             raise invalid_argument(f"duplicate output tensor alias in output_filter: {wanted}")
-        if self._batcher is None:
-            return self._call(key, checked, wanted)
-        return self._batcher.run((key, *wanted), checked, lambda merged: self._call(key, merged, wanted))
+        return key, checked, wanted
 
     def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         try:
@@ -122,7 +147,7 @@ class Servable:
                 raise ValueError(f"{path}: warm-up record {count} is not a PredictLog")
             request = log.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            self.predict(request.model_spec.signature_name, inputs, request.output_filter)
+            self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
             count += 1
         return count
 

@@ -1,10 +1,15 @@
-"""The model server assembled: store, inference layer, metrics, gRPC and REST front doors, health."""
+"""The model server assembled: store, model pool, inference layer, metrics, gRPC and REST, health.
+
+Both front doors run on one asyncio loop (the caller's: uvloop in `python -m serving`); model calls run
+on the model pool's threads; loading, polling and the config watcher on threads of their own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
-import time
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
@@ -13,7 +18,8 @@ from serving.errors import ServingError, invalid_argument
 from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
 from serving.metrics import ServingMetrics
-from serving.rest import RestServer
+from serving.model_pool import ModelPool
+from serving.rest import RestApp, RestServer
 from serving.settings import ConfigError, Settings, check_model_config, map_base_paths, read_model_config
 from serving.store import ModelStore
 
@@ -22,18 +28,27 @@ log = logging.getLogger("serving")
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # TF Serving registers its two services by their short names, and "" for the server as a whole.
 HEALTH_SERVICES = ("", "ModelService", "PredictionService")
+# Model calls queued or running at once over the whole server; past this a request is UNAVAILABLE.
+# At a few milliseconds a call that is a second of work queued: a client is better told to retry.
+MAX_WAITING_CALLS = 1024
+STOP_GRACE_S = 5.0  # how long a stop lets requests in flight finish
 
 
 class ModelServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = ServingMetrics()
-        self.health = health.HealthServicer() if settings.enable_grpc_healthcheck_service else None
+        self.health = health.aio.HealthServicer() if settings.enable_grpc_healthcheck_service else None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by serve
         self._stop = threading.Event()
-        self.draining = False  # the lame-duck period before a stop (see stop)
+        self.draining = False  # the lame-duck period before a stop (see serve)
+        cores = os.cpu_count() or 1
+        threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
+        self.pool = ModelPool(threads, MAX_WAITING_CALLS)
         try:
             self.store = ModelStore(
                 map_base_paths(settings.models, settings.base_path_map),
+                self.pool,
                 warm_up=settings.enable_model_warmup,
                 batching=settings.batching,
                 tflite=settings.tflite,
@@ -48,25 +63,6 @@ class ModelServer:
                 "--allow_version_labels_for_unavailable_models to assign labels in the first config"
             ) from None
         self.inference = Inference(self.store, self.metrics.observe_request, self.metrics.observe_runtime)
-        self._update_health()
-        self.grpc = build_grpc_server(
-            f"{settings.host}:{settings.port}",
-            self.inference,
-            self.reload_config,
-            settings.grpc_max_threads,
-            self.health,
-        )
-        self.rest: RestServer | None = None
-        if settings.rest_api_port:
-            prometheus = settings.monitoring.prometheus_config
-            self.rest = RestServer(
-                (settings.host, settings.rest_api_port),
-                self.inference,
-                settings.rest_api_timeout_s,
-                metrics=self.metrics.exposition if prometheus.enable else None,
-                metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
-                draining=lambda: self.draining,
-            )
 
     def reload_config(self, config: Any) -> None:
         """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names."""
@@ -106,44 +102,70 @@ class ModelServer:
             log.warning("adopted the changed %s", path)
 
     def _update_health(self) -> None:
-        if self.health is None:
+        """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs."""
+        health_servicer, loop = self.health, self._loop
+        if health_servicer is None or loop is None:
             return
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if self.store.any_available() and not self.draining
-            else health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def publish() -> None:
+            serving = self.store.any_available() and not self.draining
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for service in HEALTH_SERVICES:
+                await health_servicer.set(service, status)
+
+        asyncio.run_coroutine_threadsafe(publish(), loop)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Listen on both ports (OSError if one is taken), serve until `stop` is set, then stop.
+
+        With a lame-duck period (SERVING_LAME_DUCK_SECONDS), the stop first says "going away" while
+        still answering predictions: gRPC health NOT_SERVING and REST model status 503. A balancer's
+        health check then takes this replica out of rotation before it stops accepting, so no call sent
+        its way fails (a gRPC call that reaches a stopping server is CANCELLED)."""
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        grpc_server = build_grpc_server(
+            f"{settings.host}:{settings.port}", self.inference, self.reload_config, self.health
         )
-        for service in HEALTH_SERVICES:
-            self.health.set(service, status)
-
-    def start(self) -> None:
-        self.store.start_polling(self.settings.file_system_poll_wait_seconds)
-        if self.settings.model_config_file and self.settings.model_config_file_poll_wait_seconds > 0:
+        rest = None
+        if settings.rest_api_port:
+            prometheus = settings.monitoring.prometheus_config
+            app = RestApp(
+                self.inference,
+                settings.rest_api_timeout_s,
+                metrics=self.metrics.exposition if prometheus.enable else None,
+                metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
+                draining=lambda: self.draining,
+            )
+            rest = RestServer(
+                settings.host, settings.rest_api_port, app, settings.rest_api_timeout_s, STOP_GRACE_S
+            )
+        self._update_health()
+        await grpc_server.start()
+        log.warning("gRPC API at %s:%d", settings.host, settings.port)
+        rest_serving = None
+        if rest is not None:
+            rest_serving = rest.start()
+            log.warning("REST API at http://%s:%d", settings.host, settings.rest_api_port)
+        self.store.start_polling(settings.file_system_poll_wait_seconds)
+        if settings.model_config_file and settings.model_config_file_poll_wait_seconds > 0:
             threading.Thread(target=self._watch_model_config_file, name="config-watcher", daemon=True).start()
-        self.grpc.start()
-        log.warning("gRPC API at %s:%d", self.settings.host, self.settings.port)
-        if self.rest is not None:
-            self.rest.serve_in_background()
-            log.warning("REST API at http://%s:%d", self.settings.host, self.settings.rest_api_port)
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting, let requests in flight finish (up to `grace_s`), then let go of everything.
-
-        With a lame-duck period (SERVING_LAME_DUCK_SECONDS), first say "going away" while still answering
-        predictions: gRPC health NOT_SERVING and REST model status 503. A balancer's health check then
-        takes this replica out of rotation before it stops accepting, so no call sent its way fails (a
-        gRPC call that reaches a stopping server is CANCELLED)."""
-        if self.settings.lame_duck_s > 0:
+        await stop.wait()
+        if settings.lame_duck_s > 0:
             self.draining = True
             self._update_health()
-            log.warning(
-                "stopping in %gs; until then answering, reported as going away", self.settings.lame_duck_s
-            )
-            time.sleep(self.settings.lame_duck_s)  # the balancer's checks see it meanwhile
+            log.warning("stopping in %gs; until then answering, reported as going away", settings.lame_duck_s)
+            await asyncio.sleep(settings.lame_duck_s)  # the balancer's checks see it meanwhile
         self._stop.set()
-        grpc_stopped = self.grpc.stop(grace_s)  # returns at once: both doors drain at the same time
-        if self.rest is not None:
-            self.rest.stop(grace_s)
-        grpc_stopped.wait(grace_s)
-        self.store.wait_idle(grace_s)
+        stopping = [grpc_server.stop(STOP_GRACE_S)]  # both doors drain at the same time
+        if rest is not None and rest_serving is not None:
+            stopping.append(rest.stop(rest_serving))
+        await asyncio.gather(*stopping)
+        await asyncio.to_thread(self.store.wait_idle, STOP_GRACE_S)
         self.store.stop()
+        self.pool.shutdown()

@@ -62,7 +62,6 @@ class Settings:
     enable_grpc_healthcheck_service: bool
     intra_op_threads: int
     inter_op_threads: int
-    grpc_max_threads: int
     lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
     verbose: bool
 
@@ -240,7 +239,12 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")
-    flag("--grpc_max_threads", type=int, default=0, help="gRPC worker threads; 0: 16 per core")
+    flag(
+        "--grpc_max_threads",
+        type=int,
+        default=0,
+        help="accepted as TF Serving's; no effect here: gRPC calls share one event loop, not threads",
+    )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
     args = parser.parse_args(argv)
     try:
@@ -306,7 +310,6 @@ def _settings(args: argparse.Namespace) -> Settings:
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
         intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
         inter_op_threads=args.tensorflow_inter_op_parallelism or 1,
-        grpc_max_threads=args.grpc_max_threads or 16 * cores,
         lame_duck_s=lame_duck_seconds(),
         verbose=args.verbose,
     )

@@ -22,6 +22,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchPolicy
 from serving.errors import ServingError, invalid_argument, not_found
+from serving.model_pool import ModelPool
 from serving.servable import Servable
 from serving.settings import TflitePolicy
 
@@ -99,6 +100,7 @@ class ModelStore:
     def __init__(
         self,
         config: model_server_config_pb2.ModelServerConfig,
+        pool: ModelPool,
         warm_up: bool = True,
         batching: BatchPolicy | None = None,
         tflite: TflitePolicy | None = None,
@@ -107,12 +109,13 @@ class ModelStore:
         on_batch: Callable[[str, int], None] = lambda *_: None,
         allow_unavailable_labels: bool = False,
     ) -> None:
-        """`on_load(model, version, path, seconds, ok)` hears of every load (metrics); `on_change()` of every
-        change of which versions answer (the health service); `on_batch(model, size)` of every batch."""
+        """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok)`
+        hears of every load (metrics); `on_change()` of every change of which versions answer (the
+        health service); `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
-        self._warm_up, self._batching, self._tflite = warm_up, batching, tflite
+        self._pool, self._warm_up, self._batching, self._tflite = pool, warm_up, batching, tflite
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -243,6 +246,7 @@ class ModelStore:
                 entry.name,
                 version,
                 path,
+                self._pool,
                 self._batching,
                 lambda size: self._on_batch(entry.name, size),
                 self._tflite,

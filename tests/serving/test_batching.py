@@ -1,16 +1,18 @@
 """serving/batching.py in process: TF Serving's BatchingParameters semantics against a fake model.
 
-The fake model doubles its input and records the batch size of every call, so each test can say which
-requests were merged into which call. Merges are made deterministic without sleeping: a batch whose
-timeout is long runs only once it is full, so "one call of size N" can only happen if N rows were merged.
+The queue lives on an event loop and runs merged calls on a ModelPool's threads. The fake model doubles
+its input and records the batch size of every call, so each test can say which requests were merged
+into which call. Merges are made deterministic without sleeping: a batch whose timeout is long runs
+only once it is full, so "one call of size N" can only happen if N rows were merged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -19,11 +21,12 @@ from google.protobuf import text_format
 
 from serving.batching import Arrays, Batcher, BatchPolicy, BatchQueue
 from serving.errors import ServingError
+from serving.model_pool import ModelPool
 from serving.protos import BatchingParameters
-from tests.conftest import wait_for
 
 pytestmark = pytest.mark.fast
 
+Result = TypeVar("Result")
 LONG_S = 30.0  # a batch timeout no passing test waits for: the batch must fill up instead
 
 
@@ -62,28 +65,43 @@ MakeQueue = Callable[..., tuple[BatchQueue, FakeModel]]
 
 
 @pytest.fixture
-def make_queue() -> Iterator[MakeQueue]:
-    """A BatchQueue over a fresh FakeModel with the given policy; every queue is closed afterwards."""
-    made: list[tuple[BatchQueue, FakeModel]] = []
+def pool() -> Iterator[ModelPool]:
+    made = ModelPool(threads=4, max_waiting=100)
+    yield made
+    made.shutdown()
 
-    def make(**policy: float) -> tuple[BatchQueue, FakeModel]:
+
+@pytest.fixture
+def make_queue(pool: ModelPool) -> Iterator[MakeQueue]:
+    """A BatchQueue over a fresh FakeModel with the given policy; held models are let go afterwards."""
+    models: list[FakeModel] = []
+
+    def make(**policy: Any) -> tuple[BatchQueue, FakeModel]:
         model = FakeModel()
-        # A fake stands in for the Servable: only its call signature matters to the queue.
-        queue = BatchQueue(model, BatchPolicy(**policy), "test", lambda _: None)  # type: ignore[arg-type]
-        made.append((queue, model))
-        return queue, model
+        models.append(model)
+        return BatchQueue(model, BatchPolicy(**policy), pool, lambda _: None), model
 
     yield make
-    for queue, model in made:
+    for model in models:
         model.proceed.set()
-        queue.close()
 
 
-def submit_all(queue: BatchQueue, requests: list[Arrays]) -> list[Future[Arrays]]:
-    pool = ThreadPoolExecutor(len(requests))
-    futures = [pool.submit(queue.submit, request) for request in requests]
-    pool.shutdown(wait=False)
-    return futures
+def run(scenario: Coroutine[Any, Any, Result]) -> Result:
+    """One test's requests, on an event loop of their own, within a deadline."""
+    return asyncio.run(asyncio.wait_for(scenario, LONG_S / 2))
+
+
+async def gather(queue: BatchQueue, requests: list[Arrays]) -> list[Arrays | BaseException]:
+    """Submit every request at once (in order) and wait for all of them."""
+    return await asyncio.gather(*(queue.submit(r) for r in requests), return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` from the loop (the model runs on a pool thread) up to a deadline."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def test_concurrent_requests_are_merged_into_one_call_and_split_back_in_order(make_queue: MakeQueue) -> None:
@@ -92,12 +110,12 @@ def test_concurrent_requests_are_merged_into_one_call_and_split_back_in_order(ma
     queue, model = make_queue(max_batch_size=6, batch_timeout_s=LONG_S, num_batch_threads=1)
     requests = [rows(0, 1), rows(100, 3), rows(200, 2)]
     started = time.monotonic()
-    futures = submit_all(queue, requests)
-    results = [f.result(timeout=10) for f in futures]
+    results = run(gather(queue, requests))
 
     assert time.monotonic() - started < 10, "a full batch must run at once, not after its timeout"
     assert model.sizes == [6]
     for request, result in zip(requests, results, strict=True):
+        assert not isinstance(result, BaseException)
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
     merged = model.inputs[0]
     assert sorted(map(tuple, merged.tolist())) == sorted(
@@ -109,30 +127,51 @@ def test_a_batch_never_holds_more_than_max_batch_size(make_queue: MakeQueue) -> 
     """Two requests of 3 cannot share a batch of at most 4: each runs alone, neither is split."""
     queue, model = make_queue(max_batch_size=4, batch_timeout_s=0.05, num_batch_threads=1)
     requests = [rows(0, 3), rows(100, 3)]
-    results = [f.result(timeout=10) for f in submit_all(queue, requests)]
+    results = run(gather(queue, requests))
 
     assert model.sizes == [3, 3]
     for request, result in zip(requests, results, strict=True):
+        assert not isinstance(result, BaseException)
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
 
 
 def test_a_batch_takes_whole_requests_up_to_the_limit(make_queue: MakeQueue) -> None:
-    """Four requests of 2 under a limit of 4: two full batches of two requests each, however the
-    requests interleave, never one call with everything that is waiting."""
+    """Four requests of 2 under a limit of 4: two full batches of two requests each, never one call
+    with everything that is waiting."""
     queue, model = make_queue(max_batch_size=4, batch_timeout_s=LONG_S, num_batch_threads=1)
     requests = [rows(0, 2), rows(100, 2), rows(200, 2), rows(300, 2)]
-    results = [f.result(timeout=10) for f in submit_all(queue, requests)]
+    results = run(gather(queue, requests))
 
     assert model.sizes == [4, 4]
     for request, result in zip(requests, results, strict=True):
+        assert not isinstance(result, BaseException)
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
+
+
+def test_requests_that_arrive_while_every_slot_is_busy_make_the_next_batch(make_queue: MakeQueue) -> None:
+    """With no timeout, a lone request runs at once; those arriving while it runs (the only slot busy)
+    wait and then go together: under load the batches grow by themselves."""
+    queue, model = make_queue(max_batch_size=100, batch_timeout_s=0.0, num_batch_threads=1)
+
+    async def scenario() -> list[Arrays | BaseException]:
+        model.proceed.clear()
+        first = asyncio.ensure_future(queue.submit(rows(0, 1)))
+        await until(model.entered.is_set, "the first request to reach the model")
+        later = asyncio.gather(*(queue.submit(rows(10 * i, 1)) for i in range(1, 6)), return_exceptions=True)
+        await asyncio.sleep(0)  # the five are queued behind the busy slot
+        model.proceed.set()
+        return [await first, *(await later)]
+
+    results = run(scenario())
+    assert model.sizes == [1, 5]
+    assert all(not isinstance(r, BaseException) for r in results)
 
 
 def test_a_lone_request_waits_batch_timeout_for_company(make_queue: MakeQueue) -> None:
     """batch_timeout_micros: a batch that is not full runs once its oldest request has waited that long."""
     queue, model = make_queue(max_batch_size=100, batch_timeout_s=0.2, num_batch_threads=1)
     started = time.monotonic()
-    result = queue.submit(rows(7, 1))
+    result = run(queue.submit(rows(7, 1)))
 
     assert time.monotonic() - started >= 0.2
     assert model.sizes == [1]
@@ -144,31 +183,49 @@ def test_an_oversized_request_is_refused_and_one_of_exactly_max_is_run(make_queu
     and never reaches the model; a task of exactly max_batch_size is a full batch."""
     queue, model = make_queue(max_batch_size=4, batch_timeout_s=LONG_S, num_batch_threads=1)
     with pytest.raises(ServingError) as refused:
-        queue.submit(rows(0, 5))
+        run(queue.submit(rows(0, 5)))
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.message == "Task size 5 is larger than maximum input batch size 4"
     assert model.sizes == []
 
-    np.testing.assert_array_equal(queue.submit(rows(0, 4))["y"], rows(0, 4)["x"] * 2)
+    np.testing.assert_array_equal(run(queue.submit(rows(0, 4)))["y"], rows(0, 4)["x"] * 2)
     assert model.sizes == [4]
 
 
 def test_a_failing_call_fails_every_caller_of_its_batch_and_the_queue_lives_on(
     make_queue: MakeQueue,
 ) -> None:
-    """The model's exception reaches each request of the batch (none is left waiting), and the batch
-    thread survives to run the next batch."""
+    """The model's exception reaches each request of the batch (none is left waiting), and the queue
+    goes on to run the next batch."""
     queue, model = make_queue(max_batch_size=3, batch_timeout_s=LONG_S, num_batch_threads=1)
     model.error = ValueError("the model broke")
-    futures = submit_all(queue, [rows(0, 1), rows(100, 1), rows(200, 1)])
-    errors = [f.exception(timeout=10) for f in futures]
+    errors = run(gather(queue, [rows(0, 1), rows(100, 1), rows(200, 1)]))
 
     assert model.sizes == [3]
     assert all(isinstance(e, ValueError) and str(e) == "the model broke" for e in errors), errors
 
     model.error = None
-    np.testing.assert_array_equal(queue.submit(rows(5, 3))["y"], rows(5, 3)["x"] * 2)
+    np.testing.assert_array_equal(run(queue.submit(rows(5, 3)))["y"], rows(5, 3)["x"] * 2)
     assert model.sizes == [3, 3]
+
+
+def test_a_caller_that_gives_up_leaves_the_rest_of_its_batch_answered(make_queue: MakeQueue) -> None:
+    """A cancelled request (a client gone mid-call) is dropped from the answers; the batch's other
+    callers get theirs, and the queue runs the next batch."""
+    queue, model = make_queue(max_batch_size=2, batch_timeout_s=LONG_S, num_batch_threads=1)
+
+    async def scenario() -> Arrays:
+        model.proceed.clear()
+        gone = asyncio.ensure_future(queue.submit(rows(0, 1)))
+        stays = asyncio.ensure_future(queue.submit(rows(100, 1)))
+        await until(model.entered.is_set, "the batch to reach the model")
+        gone.cancel()
+        model.proceed.set()
+        return await stays
+
+    np.testing.assert_array_equal(run(scenario())["y"], rows(100, 1)["x"] * 2)
+    np.testing.assert_array_equal(run(queue.submit(rows(5, 2)))["y"], rows(5, 2)["x"] * 2)
+    assert model.sizes == [2, 2]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +239,7 @@ def test_an_output_without_the_batch_dimension_is_internal_for_every_caller(
     """An output that cannot be split by rows must fail the batch, not hand callers the wrong rows."""
     queue, model = make_queue(max_batch_size=2, batch_timeout_s=LONG_S, num_batch_threads=1)
     model.bad_output = bad_output
-    errors = [f.exception(timeout=10) for f in submit_all(queue, [rows(0, 1), rows(100, 1)])]
+    errors = run(gather(queue, [rows(0, 1), rows(100, 1)]))
 
     for error in errors:
         assert isinstance(error, ServingError)
@@ -192,41 +249,42 @@ def test_an_output_without_the_batch_dimension_is_internal_for_every_caller(
 
 def test_a_full_queue_refuses_with_unavailable(make_queue: MakeQueue) -> None:
     """max_enqueued_batches x max_batch_size examples may wait; past that a request is UNAVAILABLE at
-    once. With the only batch thread held, two requests of 2 and 1 cannot both wait in room for 2, so
-    exactly one is refused, whichever came second; the other is run when the thread is free."""
+    once. With the only slot busy, requests of 2 and then 1 cannot both wait in room for 2: the second
+    is refused, the first is run when the slot is free."""
     queue, model = make_queue(
         max_batch_size=2, batch_timeout_s=0.05, max_enqueued_batches=1, num_batch_threads=1
     )
-    model.proceed.clear()
-    running = submit_all(queue, [rows(0, 2)])[0]
-    wait_for(model.entered.is_set, 10, "the first batch to reach the model")
 
-    contenders = submit_all(queue, [rows(100, 2)]) + submit_all(queue, [rows(200, 1)])
-    wait_for(lambda: any(f.done() for f in contenders), 10, "one request to be refused")
-    refused = [f for f in contenders if f.done()]
-    assert len(refused) == 1
-    error = refused[0].exception()
+    async def scenario() -> tuple[Arrays, Arrays, BaseException | None]:
+        model.proceed.clear()
+        running = asyncio.ensure_future(queue.submit(rows(0, 2)))
+        await until(model.entered.is_set, "the first batch to reach the model")
+        waits = asyncio.ensure_future(queue.submit(rows(100, 2)))
+        refused = asyncio.ensure_future(queue.submit(rows(200, 1)))
+        await until(refused.done, "the second request to be refused")
+        assert not waits.done()
+        model.proceed.set()
+        return await running, await waits, refused.exception()
+
+    running, waited, error = run(scenario())
     assert isinstance(error, ServingError)
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.message == "The batch scheduling queue to which this task was submitted is full"
-
-    model.proceed.set()
-    np.testing.assert_array_equal(running.result(timeout=10)["y"], rows(0, 2)["x"] * 2)
-    (waited,) = [f for f in contenders if f is not refused[0]]
-    assert set(waited.result(timeout=10)) == {"y"}
-    assert len(model.sizes) == 2
+    np.testing.assert_array_equal(running["y"], rows(0, 2)["x"] * 2)
+    np.testing.assert_array_equal(waited["y"], rows(100, 2)["x"] * 2)
+    assert model.sizes == [2, 2]
 
 
 def test_a_closed_queue_refuses_new_requests(make_queue: MakeQueue) -> None:
     queue, model = make_queue(max_batch_size=2, batch_timeout_s=0.0, num_batch_threads=1)
     queue.close()
     with pytest.raises(ServingError) as refused:
-        queue.submit(rows(0, 1))
+        run(queue.submit(rows(0, 1)))
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     assert model.sizes == []
 
 
-def test_batcher_merges_only_requests_of_the_same_signature_and_example_shape() -> None:
+def test_batcher_merges_only_requests_of_the_same_signature_and_example_shape(pool: ModelPool) -> None:
     """A Batcher keeps a queue per (signature and outputs, example shape): requests that differ in either
     are never concatenated (they could not be), and on_batch hears each model call's size. Each queue
     gets requests of 1 and 2 examples, so each fills its batch of 3 only with its own two requests."""
@@ -243,32 +301,58 @@ def test_batcher_merges_only_requests_of_the_same_signature_and_example_shape() 
 
         return call
 
-    batcher = Batcher(policy, "m-1", heard.append)
+    batcher = Batcher(policy, "m-1", pool, heard.append)
     requests = [
         (key, rows(100 * start + 10 * count, count, width))
         for start, (key, width) in enumerate([("a", 2), ("a", 3), ("b", 2)])
         for count in (1, 2)
     ]
-    try:
-        with ThreadPoolExecutor(len(requests)) as pool:
-            futures = [pool.submit(batcher.run, (key,), r, call_for(key)) for key, r in requests]
-            results = [f.result(timeout=10) for f in futures]
-    finally:
-        batcher.close()
 
+    async def scenario() -> list[Arrays]:
+        return await asyncio.gather(*(batcher.run((key,), r, call_for(key)) for key, r in requests))
+
+    results = run(scenario())
+    batcher.close()
     for (_, request), result in zip(requests, results, strict=True):
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
     assert sorted(calls) == [("a", (2,), 3), ("a", (3,), 3), ("b", (2,), 3)]
     assert heard == [3, 3, 3]
 
 
-def test_an_unloaded_batcher_refuses_with_unavailable() -> None:
-    batcher = Batcher(BatchPolicy(num_batch_threads=1), "m-1")
+def test_an_unloaded_batcher_refuses_with_unavailable(pool: ModelPool) -> None:
+    batcher = Batcher(BatchPolicy(num_batch_threads=1), "m-1", pool)
     batcher.close()
     with pytest.raises(ServingError) as refused:
-        batcher.run(("k",), rows(0, 1), lambda inputs: inputs)
+        run(batcher.run(("k",), rows(0, 1), lambda inputs: inputs))
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     assert refused.value.message == "m-1 has been unloaded"
+
+
+def test_the_model_pool_sheds_calls_past_its_line_with_unavailable() -> None:
+    """ModelPool: calls beyond `max_waiting` are refused at once (UNAVAILABLE), not queued without end;
+    once the line shortens, calls are taken again."""
+    pool = ModelPool(threads=1, max_waiting=2)
+    release = threading.Event()
+
+    def held_call(answer: int) -> Callable[[], int]:
+        return lambda: answer if release.wait(LONG_S) else -1
+
+    async def scenario() -> tuple[list[int], BaseException | None, int]:
+        held = [asyncio.ensure_future(pool.run(held_call(i))) for i in (1, 2)]
+        await asyncio.sleep(0)  # both are in the line
+        with pytest.raises(ServingError) as refused:
+            await pool.run(lambda: 3)
+        release.set()
+        answers = [await h for h in held]
+        return answers, refused.value, await pool.run(lambda: 4)
+
+    try:
+        answers, error, later = run(scenario())
+    finally:
+        pool.shutdown()
+    assert answers == [1, 2] and later == 4
+    assert isinstance(error, ServingError) and error.code == grpc.StatusCode.UNAVAILABLE
+    assert "overloaded" in error.message
 
 
 def test_policy_from_batching_parameters_takes_tf_serving_defaults() -> None:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError
+from serving.model_pool import ModelPool
 from serving.rest_json import PredictBody, parse_json, parse_predict_body, predict_response, to_input_arrays
 from serving.servable import Servable
 
@@ -442,7 +443,8 @@ def test_scalar_outputs_of_a_savedmodel_reach_json(tmp_path: Path) -> None:
 
     module = Scalars()
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
-    outputs = Servable("m", 1, tmp_path).predict("", {"x": np.array([1, 2], np.float32)})
+    servable = Servable("m", 1, tmp_path, ModelPool(threads=1, max_waiting=1))
+    outputs = servable.predict_now("", {"x": np.array([1, 2], np.float32)})
     response = predict_response(outputs, row_format=False)
     assert response == {"outputs": {"label": "seven", "raw_bytes": {"b64": "/w=="}, "total": 3.0}}
 

@@ -24,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 import serving.store as store_module
 from serving.errors import ServingError
 from serving.in_flight import InFlight
+from serving.model_pool import ModelPool
 from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
 from tests.conftest import wait_for
 
@@ -88,6 +89,7 @@ class FakeLoader:
         name: str,
         version: int,
         path: Path,
+        pool: object = None,
         batching: object = None,
         on_batch: object = None,
         tflite: object = None,
@@ -185,8 +187,8 @@ MakeStore = Callable[..., ModelStore]
 
 @pytest.fixture
 def make_store(loader: FakeLoader, stores: list[ModelStore]) -> MakeStore:
-    def make(*args: Any, **kwargs: Any) -> ModelStore:
-        store = ModelStore(*args, **kwargs)
+    def make(models: model_server_config_pb2.ModelServerConfig, **kwargs: Any) -> ModelStore:
+        store = ModelStore(models, ModelPool(threads=1, max_waiting=8), **kwargs)
         stores.append(store)
         return store
 
