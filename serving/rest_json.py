@@ -41,6 +41,47 @@ def _excerpt(document: Any) -> str:
     return json.dumps(document, separators=(",", ":"))[:256]
 
 
+# The standard library's parse errors in the words of RapidJSON's GetParseError_En, which TF Serving
+# quotes (tensorflow_serving/util/json_tensor.cc), so clients matching on them see the same text.
+_RAPIDJSON_TEXTS = {
+    "Expecting value": "Invalid value.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Extra data": "The document root must not be followed by other values.",
+}
+
+
+def _rapidjson_text(err: json.JSONDecodeError) -> str:
+    if err.msg == "Expecting ',' delimiter":  # RapidJSON tells an object's from an array's
+        inside = _innermost_bracket(err.doc[: err.pos])
+        return (
+            "Missing a comma or '}' after an object member."
+            if inside == "{"
+            else ("Missing a comma or ']' after an array element.")
+        )
+    return _RAPIDJSON_TEXTS.get(err.msg, err.msg)
+
+
+def _innermost_bracket(text: str) -> str:
+    """The last `{` or `[` still open at the end of `text` (strings skipped), "" if none."""
+    open_brackets: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            in_string, escaped = (char != '"' or escaped), (char == "\\" and not escaped)
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            open_brackets.append(char)
+        elif char in "}]" and open_brackets:
+            open_brackets.pop()
+    return open_brackets[-1] if open_brackets else ""
+
+
 def parse_json(body: bytes) -> Any:
     """The document, parsed by orjson; a body it refuses is parsed again by `json` for the message."""
     if not body.strip():
@@ -52,7 +93,7 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
-        raise invalid_argument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
+        raise invalid_argument(f"JSON Parse error: {_rapidjson_text(err)} at offset: {err.pos}") from None
     except UnicodeDecodeError as err:
         raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {err.start}") from None
     except RecursionError:

@@ -71,7 +71,23 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
     [
         (b"", "JSON Parse error: The document is empty"),
         (b"  \n", "JSON Parse error: The document is empty"),
-        (b'{"instances": [1,]}', "JSON Parse error: Expecting value at offset: 17"),
+        (b'{"instances": [1,]}', "JSON Parse error: Invalid value. at offset: 17"),
+        (
+            b'{"instances": [1 2]}',
+            "JSON Parse error: Missing a comma or ']' after an array element. at offset: 17",
+        ),
+        (
+            b'{"a": "]", "instances": [1] "b": 2}',
+            "JSON Parse error: Missing a comma or '}' after an object member. at offset: 28",
+        ),
+        (
+            b'{"instances" [1]}',
+            "JSON Parse error: Missing a colon after a name of object member. at offset: 13",
+        ),
+        (
+            b'{"instances": [1]} []',
+            "JSON Parse error: The document root must not be followed by other values. at offset: 19",
+        ),
         (b"[1, 2]", "JSON Value: [1,2] Is not object"),
         (
             b'{"instances": [1], "inputs": [1]}',
@@ -104,6 +120,10 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
         "empty",
         "blank",
         "syntax",
+        "no-comma-in-array",
+        "no-comma-in-object",
+        "no-colon",
+        "extra-data",
         "not-object",
         "both-keys",
         "neither-key",
