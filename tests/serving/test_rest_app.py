@@ -1,0 +1,141 @@
+"""serving/rest.py's ASGI app in process: routing, bodies, errors and draining, over a fake Inference.
+
+The process tests (test_rest.py) speak real HTTP to uvicorn; these pin down the app's own decisions
+one request at a time, without a model or a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import pytest
+
+from serving.errors import not_found
+from serving.inference import Inference
+from serving.rest import RestApp
+
+pytestmark = pytest.mark.fast
+
+
+class FakeInference:
+    """Answers with what it was asked, so a test sees how the app called the inference layer."""
+
+    async def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
+        if name == "missing":
+            raise not_found("Servable not found for request: Latest(missing)")
+        return {"predict": [name, version, label, body.decode()]}
+
+    async def examples_json(
+        self, verb: str, name: str, version: int | None, label: str | None, body: bytes
+    ) -> Any:
+        return {verb: [name, version, label]}
+
+    def status_json(self, name: str, version: int | None) -> Any:
+        return {"status": [name, version]}
+
+    def metadata_json(self, name: str, version: int | None, label: str | None) -> Any:
+        if name == "broken":
+            raise RuntimeError("the store fell over")
+        return {"metadata": [name, version, label]}
+
+
+class Response:
+    def __init__(self, messages: list[MutableMapping[str, Any]]) -> None:
+        start, body = messages
+        self.status: int = start["status"]
+        self.headers = dict(start["headers"])
+        self.body: bytes = body["body"]
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def call(
+    app: RestApp, method: str, path: str, chunks: tuple[bytes, ...] = (b"",), disconnect: bool = False
+) -> Response | None:
+    """One request through the app: its body in `chunks`, or a client gone before the body arrived."""
+    incoming: list[MutableMapping[str, Any]] = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    if disconnect:
+        incoming = [{"type": "http.disconnect"}]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode()}
+    asyncio.run(app(scope, receive, send))
+    return Response(sent) if sent else None
+
+
+def make_app(draining: bool = False) -> RestApp:
+    fake: Any = FakeInference()
+    inference: Inference = fake
+    return RestApp(inference, 5.0, lambda: b"metric 1\n", "/metrics", lambda: draining)
+
+
+def test_predict_routes_name_version_and_label_and_reads_a_chunked_body_whole() -> None:
+    app = make_app()
+    reply = call(app, "POST", "/v1/models/mnist/versions/3:predict", (b'{"in', b'stances"', b": [1]}"))
+    assert reply is not None and reply.status == 200
+    assert reply.json() == {"predict": ["mnist", 3, None, '{"instances": [1]}']}
+    assert reply.headers[b"content-type"] == b"application/json"
+    labelled = call(app, "POST", "/v1/models/my%20model/labels/can%2Fary:predict")
+    assert labelled is not None and labelled.json()["predict"][:3] == ["my model", None, "can/ary"]
+    assert app.bodies.free == app.bodies.total  # every body's bytes given back
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/v2/models/mnist", 404, "Not found: GET /v2/models/mnist"),
+        ("POST", "/v1/models/mnist:PREDICT", 400, "Malformed request: POST /v1/models/mnist:PREDICT"),
+        ("PUT", "/v1/models/mnist", 400, "Malformed request: PUT /v1/models/mnist"),
+        ("GET", "/v1/models", 400, "Missing model name in request."),
+        ("GET", "/v1/models/mnist/versions/1234567890123456789", 400, "Failed to convert version"),
+        ("POST", "/v1/models/missing:predict", 404, "Servable not found for request: Latest(missing)"),
+        ("GET", "/v1/models/broken/metadata", 500, "internal error: the store fell over"),
+    ],
+)
+def test_refusals_carry_tf_servings_status_and_a_message(
+    method: str, path: str, status: int, error: str
+) -> None:
+    reply = call(make_app(), method, path)
+    assert reply is not None and reply.status == status
+    assert reply.json()["error"].startswith(error)
+
+
+def test_status_classify_metadata_and_metrics_are_routed() -> None:
+    app = make_app()
+    for path, expected in [
+        ("/v1/models/mnist/versions/2", {"status": ["mnist", 2]}),
+        ("/v1/models/mnist/labels/stable/metadata", {"metadata": ["mnist", None, "stable"]}),
+    ]:
+        reply = call(app, "GET", path)
+        assert reply is not None and (reply.status, reply.json()) == (200, expected)
+    classify = call(app, "POST", "/v1/models/mnist:classify", (b"{}",))
+    assert classify is not None and classify.json() == {"classify": ["mnist", None, None]}
+    metrics = call(app, "GET", "/metrics")
+    assert metrics is not None and metrics.body == b"metric 1\n"
+    assert metrics.headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+
+
+def test_while_draining_model_status_is_503_and_predictions_still_answer() -> None:
+    app = make_app(draining=True)
+    status = call(app, "GET", "/v1/models/mnist")
+    assert status is not None and status.status == 503
+    assert call(app, "POST", "/v1/models/mnist:predict", (b"{}",)) is not None
+
+
+def test_a_client_gone_before_its_body_arrived_gets_no_answer_and_holds_no_bytes() -> None:
+    app = make_app()
+    assert call(app, "POST", "/v1/models/mnist:predict", disconnect=True) is None
+    assert app.bodies.free == app.bodies.total
