@@ -19,6 +19,7 @@ from pathlib import Path
 from contract import model_dir
 from contract.signature import scale_pixels
 from tfquiet import import_tensorflow
+from trainer.cluster import Cluster, ClusterError, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
 from trainer.errors import ExportError
@@ -28,6 +29,9 @@ EXAMPLES = """examples:
   python -m trainer --arch seed                the original network, its tuned recipe
   python -m trainer --limit 3000 --epochs 1    a quick model to try the platform with
   python -m trainer --model-dir /tmp/models --model-name digits
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+             "task": {"type": "worker", "index": 0}}' python -m trainer
+                                               worker 0 of two; the other runs the same with index 1
   python -m trainer --skip-if-trained          a one-shot job: train only if there is no version yet
                                                (RETRAIN=1 in the environment trains anyway)
 """
@@ -96,6 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit 0 at once when the model already has a version, unless RETRAIN=1 is set",
     )
+    parser.add_argument(
+        "--worker-timeout",
+        type=_positive_int,
+        default=60,
+        help="with TF_CONFIG (several workers): seconds a step may wait on the others before every "
+        "worker gives up (default 60)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 100:
@@ -113,10 +124,14 @@ def check_writable(base_path: Path) -> None:
         raise UsageError(f"cannot write to model directory {base_path}: {err.strerror}") from None
 
 
-def run(config: TrainConfig, verbose: bool = False) -> int:
+def run(
+    config: TrainConfig, verbose: bool = False, cluster: Cluster | None = None, worker_timeout_s: float = 60.0
+) -> int:
+    """Train, evaluate and export; with a `cluster`, this process is one of its workers."""
     started = time.monotonic()
     data = load_mnist(config.data_dir, config.val_split, config.seed, config.limit)
-    check_writable(config.base_path)
+    if cluster is None or cluster.is_chief:
+        check_writable(config.base_path)
 
     # TensorFlow is imported only once the cheap checks have passed.
     import_tensorflow(verbose)
@@ -127,14 +142,27 @@ def run(config: TrainConfig, verbose: bool = False) -> int:
     from trainer.train import train
 
     run_id = new_run_id()
+    if cluster is not None and not cluster.is_chief:  # trains its share; writes nothing
+        from trainer.distributed import train_across_workers
+
+        train_across_workers(config, data, None, cluster, worker_timeout_s)
+        print(f"{cluster.me} of {len(cluster.workers)}: trained; worker 0 exports the version")
+        return 0
     progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
     try:
-        trained = train(config, data, progress)
+        if cluster is None:
+            trained, workers, strategy = train(config, data, progress), 1, "none"
+        else:
+            from trainer.distributed import STRATEGY, train_across_workers
+
+            trained = train_across_workers(config, data, progress, cluster, worker_timeout_s)
+            workers, strategy = len(cluster.workers), STRATEGY
         metrics = test_metrics(trained.model, data.test)
+        card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
         artefacts = {
             model_dir.HISTORY: trained.history,
             model_dir.METRICS: metrics,
-            model_dir.MODEL_CARD: model_card(config, data, trained.model, time.monotonic() - started, run_id),
+            model_dir.MODEL_CARD: card,
         }
         warmup = scale_pixels(data.test.images[:8])
         version, path = export_version(
@@ -146,6 +174,10 @@ def run(config: TrainConfig, verbose: bool = False) -> int:
         )
         raise
     progress.done(version)
+    if cluster is not None:
+        from trainer.distributed import remove_backup
+
+        remove_backup(config)
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     print(
         f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
@@ -183,11 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
     )
     try:
-        return run(config, args.verbose)
+        cluster = cluster_from_env()
+    except ClusterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return run(config, args.verbose, cluster, args.worker_timeout)
     except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except ExportError as err:
+    except (ExportError, ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,8 +14,15 @@ from trainer.progress import utc_now
 
 
 def model_card(
-    config: TrainConfig, data: Mnist, model: keras.Model, wall_s: float, run_id: str
+    config: TrainConfig,
+    data: Mnist,
+    model: keras.Model,
+    wall_s: float,
+    run_id: str,
+    workers: int = 1,
+    strategy: str = "none",
 ) -> dict[str, Any]:
+    """`workers` and `strategy`: how many tf.distribute workers trained it, under which strategy."""
     return {
         "architecture": config.arch,
         "hyperparameters": config.hyperparameters(),
@@ -26,6 +33,8 @@ def model_card(
         "val_size": len(data.val),
         "test_size": len(data.test),
         "wall_time_s": round(wall_s, 1),
+        "workers": workers,
+        "strategy": strategy,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "python_version": platform.python_version(),

@@ -36,12 +36,24 @@ def to_model_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return images if images.shape.rank == 4 else images[..., None]
 
 
-def make_dataset(split: Split, config: TrainConfig, training: bool) -> tf.data.Dataset:
-    """Batches of (images, one-hot labels); shuffled and, for `plus`, augmented when training."""
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+def make_dataset(
+    split: Split, config: TrainConfig, training: bool, shard: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
+    """Batches of (images, one-hot labels); shuffled and, for `plus`, augmented when training.
+
+    With `shard` (one worker of several), this worker's share of the examples, in batches of its share
+    of the global batch, endless and whole: every worker must run the same number of steps."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    batch_size = config.batch_size
+    if shard is not None:
+        ds = ds.shard(shard.num_input_pipelines, shard.input_pipeline_id)
+        batch_size = shard.get_per_replica_batch_size(config.batch_size)
+    ds = ds.cache()
     if training:
         ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(config.batch_size).map(
+    if shard is not None:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=shard is not None).map(
         lambda x, y: (to_model_input(x), tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE
     )
     if training and config.augment:
@@ -62,10 +74,23 @@ def learning_rate(
     )
 
 
+def compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer | str = "adam") -> keras.Model:
+    """The model with the project's loss and metrics: what fit trains with and evaluate reports."""
+    model.compile(
+        optimizer=optimizer,
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.Recall(name="recall")],
+    )
+    return model
+
+
 class EpochReport(keras.callbacks.Callback):
     """A progress bar per epoch on a terminal, one line per epoch otherwise; progress.json always."""
 
-    def __init__(self, progress: RunProgress, epochs: int, steps: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, progress: RunProgress | None, epochs: int, steps: int, stream: TextIO = sys.stderr
+    ) -> None:
+        """`progress` None: a worker other than the chief, which writes nothing into the model directory."""
         super().__init__()
         self.progress, self.epochs, self.steps, self.stream = progress, epochs, steps, stream
         self.history: dict[str, list[float]] = {key: [] for key in (*HISTORY_KEYS, "epoch_seconds")}
@@ -98,7 +123,8 @@ class EpochReport(keras.callbacks.Callback):
         for key in HISTORY_KEYS:
             self.history[key].append(float(logs[key]))
         self.history["epoch_seconds"].append(round(time.monotonic() - self.started, 3))
-        self.progress.epoch_done(epoch + 1, self.history)
+        if self.progress is not None:
+            self.progress.epoch_done(epoch + 1, self.history)
         print(
             f"epoch {epoch + 1}/{self.epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.2%}  "
             f"val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.2%}  "
@@ -124,12 +150,7 @@ def train(
     train_ds = make_dataset(data.train, config, training=True)
     val_ds = make_dataset(data.val, config, training=False)
     steps = int(np.ceil(len(data.train) / config.batch_size))
-    model = build_model(config.arch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate(config, steps)),
-        loss="categorical_crossentropy",
-        metrics=["accuracy", keras.metrics.Recall(name="recall")],
-    )
+    model = compiled(build_model(config.arch), keras.optimizers.Adam(learning_rate(config, steps)))
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )

@@ -1,0 +1,70 @@
+"""Who trains: the cluster that `TF_CONFIG` describes, as tf.distribute defines it, read without TensorFlow.
+
+`{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}`: every worker gets
+the same cluster and its own index; worker 0 is the chief.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ClusterError(Exception):
+    """TF_CONFIG is malformed, or the cluster failed during training (one line, for the user)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    workers: tuple[str, ...]
+    index: int
+
+    @property
+    def is_chief(self) -> bool:
+        """Worker 0 writes the progress file, the checkpoints and the version, as tf.distribute's chief."""
+        return self.index == 0
+
+    @property
+    def me(self) -> str:
+        return f"worker {self.index} ({self.workers[self.index]})"
+
+
+def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
+    """The cluster `TF_CONFIG` describes; None without one, or for a cluster of one worker."""
+    text = environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        workers = tuple(config["cluster"]["worker"])
+        task = config["task"]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ClusterError(
+            'TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}: {type(err).__name__}: {err}'
+        ) from None
+    if task.get("type", "worker") != "worker":
+        raise ClusterError(f"TF_CONFIG task type {task.get('type')!r}: only 'worker' tasks are run here")
+    if not workers or not all(isinstance(w, str) and ":" in w for w in workers):
+        raise ClusterError(f"TF_CONFIG cluster.worker must list host:port addresses, got {list(workers)}")
+    if not 0 <= index < len(workers):
+        raise ClusterError(f"TF_CONFIG task index {index} is not one of the {len(workers)} workers")
+    return Cluster(workers, index) if len(workers) > 1 else None
+
+
+def silent_peers(cluster: Cluster, timeout_s: float = 2.0) -> list[str]:
+    """The other workers whose address takes no connection now: who to name when a step fails."""
+    silent = []
+    for index, address in enumerate(cluster.workers):
+        if index == cluster.index:
+            continue
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except OSError:
+            silent.append(f"worker {index} ({address})")
+    return silent

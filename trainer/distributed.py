@@ -1,0 +1,202 @@
+"""Training across workers: tf.distribute's MultiWorkerMirroredStrategy, configured by `TF_CONFIG`.
+
+Every worker runs the same command with its own `TF_CONFIG` (`{"cluster": {"worker": [addresses]},
+"task": {"type": "worker", "index": i}}`, as tf.distribute defines it). Each holds a copy of the
+model, reads its shard of the training set, and the gradients are summed across workers at every step,
+so the copies stay identical. The recipe is stated for the global batch: with N workers each takes
+batch_size / N examples a step and the learning-rate schedule runs over the same global steps as alone.
+
+Keras 3's `model.fit` cannot run under this strategy with more than one worker (it reduces its logs
+wrongly: keras-team/keras#20585), so the loop here is a custom one: `strategy.run` of a `tf.function`
+step, `strategy.reduce` of the summed loss and counts. The epoch report, early stopping and the best
+weights are Keras's own callbacks, driven by hand. Validation runs whole on every worker: the weights
+are the same everywhere, so every worker computes the same val_loss and stops at the same epoch.
+
+Faults: a collective operation that a worker cannot complete (a peer died, or never came up) fails
+after `--worker-timeout` seconds at most; the worker then exits non-zero naming the peers that do not
+answer, and nothing is exported. Each epoch ends with a checkpoint (model, optimizer, epoch) in
+`<model>/.backup`, written by worker 0; a run restarted with the same cluster resumes after the last
+completed epoch, and a run that exports removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer.cluster import Cluster, ClusterError, silent_peers
+from trainer.config import TrainConfig
+from trainer.data import Mnist
+from trainer.model import build_model
+from trainer.progress import RunProgress
+from trainer.train import EpochReport, Trained, compiled, learning_rate, make_dataset
+
+STRATEGY = "MultiWorkerMirroredStrategy"
+BACKUP_DIR = ".backup"  # a dot-directory beside the versions: no server takes it for a version
+
+
+def train_across_workers(
+    config: TrainConfig, data: Mnist, progress: RunProgress | None, cluster: Cluster, timeout_s: float
+) -> Trained:
+    """Train with every worker of `cluster`; returns the model (a plain one, outside the strategy, so
+    it exports and evaluates as a single worker's does) with the best validation epoch's weights."""
+    workers = len(cluster.workers)
+    if config.batch_size % workers:
+        raise ClusterError(f"the batch size {config.batch_size} does not split evenly over {workers} workers")
+    keras.utils.set_random_seed(config.seed)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+    )
+    steps = len(data.train) // config.batch_size  # whole global batches: every worker runs as many
+    if steps < 1:
+        raise ClusterError(f"{len(data.train)} training images make no whole batch of {config.batch_size}")
+    shared_backup = config.base_path / BACKUP_DIR
+    # tf.distribute's rule: every worker saves (saving takes part in collectives), the chief where it
+    # counts and the others into a scratch directory of their own, removed afterwards.
+    backup = shared_backup if cluster.is_chief else Path(tempfile.mkdtemp(prefix="mnist-worker-"))
+    try:
+        with strategy.scope():
+            model = build_model(config.arch)
+            optimizer = keras.optimizers.Adam(learning_rate(config, steps))
+            optimizer.build(model.trainable_variables)
+            epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
+        latest = tf.train.latest_checkpoint(str(shared_backup))  # every worker resumes from the chief's
+        if latest:
+            checkpoint.restore(latest)
+        saver = Backup(tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1), backup)
+        history = _train_epochs(config, data, strategy, model, optimizer, steps, progress, saver, epoch_done)
+    except tf.errors.OpError as err:
+        silent = silent_peers(cluster)
+        who = ", ".join(silent) if silent else "a worker"
+        raise ClusterError(
+            f"{cluster.me}: training stopped: {who} stopped answering "
+            f"({type(err).__name__}: {err.message.splitlines()[0][:200]}); no version exported"
+        ) from None
+    finally:
+        if not cluster.is_chief:
+            shutil.rmtree(backup, ignore_errors=True)
+    plain = compiled(build_model(config.arch))
+    plain.set_weights(model.get_weights())
+    return Trained(plain, history)
+
+
+@dataclass(frozen=True)
+class Backup:
+    """The end-of-epoch checkpoint and the history so far beside it, so a resumed run reports whole."""
+
+    manager: tf.train.CheckpointManager
+    directory: Path
+
+    def save(self, history: dict[str, list[float]]) -> None:
+        self.manager.save()
+        (self.directory / "history.json").write_text(json.dumps(history))
+
+    @staticmethod
+    def history(directory: Path) -> dict[str, list[float]] | None:
+        path = directory / "history.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def remove_backup(config: TrainConfig) -> None:
+    """Once the version is exported, a restart has nothing to resume."""
+    shutil.rmtree(config.base_path / BACKUP_DIR, ignore_errors=True)
+
+
+def _train_epochs(
+    config: TrainConfig,
+    data: Mnist,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    steps: int,
+    progress: RunProgress | None,
+    backup: Backup,
+    epoch_done: tf.Variable,
+) -> dict[str, Any]:
+    train_batches = iter(
+        strategy.distribute_datasets_from_function(
+            lambda shard: make_dataset(data.train, config, True, shard)
+        )
+    )
+    global_batch = config.batch_size
+
+    @tf.function
+    def train_step() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                probabilities = model(images, training=True)
+                per_example = keras.losses.categorical_crossentropy(labels, probabilities)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            return (loss, *_counts(labels, probabilities))
+
+        per_replica = strategy.run(replica_step, args=next(train_batches))
+        loss, correct, hits, positives = (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica
+        )
+        return loss, correct, hits, positives
+
+    val_batches = make_dataset(data.val, config, training=False)
+
+    @tf.function
+    def val_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        probabilities = model(images, training=False)
+        loss = tf.reduce_sum(keras.losses.categorical_crossentropy(labels, probabilities))
+        return (loss, *_counts(labels, probabilities))
+
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    report = EpochReport(progress, config.epochs, steps)
+    if int(epoch_done.numpy()) and (earlier := Backup.history(config.base_path / BACKUP_DIR)):
+        report.history = earlier  # resumed: the epochs before the restart stay in the report
+    callbacks = keras.callbacks.CallbackList([stopper, report], model=model)
+    model.stop_training = False
+    callbacks.on_train_begin()
+    for epoch in range(int(epoch_done.numpy()), config.epochs):
+        callbacks.on_epoch_begin(epoch)
+        totals = np.zeros(4)
+        for batch in range(steps):
+            totals += [float(v) for v in train_step()]
+            logs = {"loss": totals[0] / (batch + 1), "accuracy": totals[1] / ((batch + 1) * global_batch)}
+            callbacks.on_train_batch_end(batch, logs)
+        val = np.sum([[float(v) for v in val_step(x, y)] for x, y in val_batches], axis=0)
+        logs = {
+            "loss": totals[0] / steps,
+            "accuracy": totals[1] / (steps * global_batch),
+            "recall": totals[2] / max(totals[3], 1.0),
+            "val_loss": val[0] / len(data.val),
+            "val_accuracy": val[1] / len(data.val),
+            "val_recall": val[2] / max(val[3], 1.0),
+        }
+        callbacks.on_epoch_end(epoch, logs)
+        epoch_done.assign(epoch + 1)
+        backup.save(report.history)
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
+    epochs_run = len(report.history["loss"])
+    return {
+        "epochs": list(range(1, epochs_run + 1)),
+        **report.history,
+        "best_epoch": stopper.best_epoch + 1,
+        "stopped_early": epochs_run < config.epochs,
+    }
+
+
+def _counts(labels: tf.Tensor, probabilities: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Right answers, and recall's hits (a true class scored over 0.5, as keras.metrics.Recall counts
+    with one-hot labels) and positives: sums, so they add up across workers and batches."""
+    correct = tf.reduce_sum(tf.cast(tf.argmax(probabilities, 1) == tf.argmax(labels, 1), tf.float32))
+    hits = tf.reduce_sum(labels * tf.cast(probabilities > 0.5, tf.float32))
+    return correct, hits, tf.reduce_sum(labels)
