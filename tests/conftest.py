@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -12,10 +13,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import compose
 import numpy as np
@@ -93,6 +95,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+Result = TypeVar("Result")
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, Result], timeout: float = 15.0) -> Result:
+    """asyncio.run on a thread of its own, within a deadline: the browser tests' Playwright keeps an
+    event loop running on the main thread for the whole session, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coroutine, timeout)).result()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -23,6 +23,7 @@ from trainer.cluster import Cluster, ClusterError, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
 from trainer.errors import ExportError
+from trainer.progress import RunProgress, new_run_id
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
@@ -103,9 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--worker-timeout",
         type=_positive_int,
-        default=60,
-        help="with TF_CONFIG (several workers): seconds a step may wait on the others before every "
-        "worker gives up (default 60)",
+        default=120,
+        help="with TF_CONFIG (several workers): seconds the workers may take to find each other, and a "
+        "step may wait on the others, before every worker gives up (default 120)",
     )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
     args = parser.parse_args(argv)
@@ -125,7 +126,10 @@ def check_writable(base_path: Path) -> None:
 
 
 def run(
-    config: TrainConfig, verbose: bool = False, cluster: Cluster | None = None, worker_timeout_s: float = 60.0
+    config: TrainConfig,
+    verbose: bool = False,
+    cluster: Cluster | None = None,
+    worker_timeout_s: float = 120.0,
 ) -> int:
     """Train, evaluate and export; with a `cluster`, this process is one of its workers."""
     started = time.monotonic()
@@ -133,30 +137,38 @@ def run(
     if cluster is None or cluster.is_chief:
         check_writable(config.base_path)
 
+    if cluster is not None and not verbose:
+        # A peer's failure is one line of ours; TensorFlow's C++ side would add a screenful of errors.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # TensorFlow is imported only once the cheap checks have passed.
     import_tensorflow(verbose)
     from trainer.evaluate import test_metrics
     from trainer.export import export_version
     from trainer.model_card import model_card
-    from trainer.progress import RunProgress, new_run_id
     from trainer.train import train
 
     run_id = new_run_id()
-    if cluster is not None and not cluster.is_chief:  # trains its share; writes nothing
-        from trainer.distributed import train_across_workers
+    chief = cluster is None or cluster.is_chief
+    progress = RunProgress(config.base_path, run_id, config.arch, config.epochs) if chief else None
+    group = None
+    if cluster is not None:
+        from trainer.distributed import STRATEGY, WorkerGroup
 
-        train_across_workers(config, data, None, cluster, worker_timeout_s)
-        print(f"{cluster.me} of {len(cluster.workers)}: trained; worker 0 exports the version")
-        return 0
-    progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
+        group = WorkerGroup(cluster, worker_timeout_s, progress)
+        if not cluster.is_chief:  # trains its share, writes nothing, and waits for the export
+            group.train(config, data, None)
+            if not group.agree_on_export(False):
+                raise ClusterError(f"{cluster.me}: worker 0 exported no version (see its output)")
+            print(f"{cluster.me} of {len(cluster.workers)}: trained; worker 0 exported the version")
+            return 0
+    assert progress is not None  # the chief's, or a lone trainer's
+    exported = False
     try:
-        if cluster is None:
+        if group is None:
             trained, workers, strategy = train(config, data, progress), 1, "none"
         else:
-            from trainer.distributed import STRATEGY, train_across_workers
-
-            trained = train_across_workers(config, data, progress, cluster, worker_timeout_s)
-            workers, strategy = len(cluster.workers), STRATEGY
+            trained = group.train(config, data, progress)
+            workers, strategy = len(group.cluster.workers), STRATEGY
         metrics = test_metrics(trained.model, data.test)
         card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
         artefacts = {
@@ -168,13 +180,17 @@ def run(
         version, path = export_version(
             trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
         )
+        exported = True
     except BaseException as err:
         progress.failed(
             "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
         )
         raise
+    finally:
+        if group is not None and not isinstance(sys.exc_info()[1], ClusterError):
+            group.agree_on_export(exported)  # the others wait for this; a broken cluster has nobody
     progress.done(version)
-    if cluster is not None:
+    if group is not None:
         from trainer.distributed import remove_backup
 
         remove_backup(config)

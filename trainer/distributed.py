@@ -22,8 +22,13 @@ completed epoch, and a run that exports removes it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,52 +46,104 @@ from trainer.train import EpochReport, Trained, compiled, learning_rate, make_da
 
 STRATEGY = "MultiWorkerMirroredStrategy"
 BACKUP_DIR = ".backup"  # a dot-directory beside the versions: no server takes it for a version
+EXPORT_WAIT_S = 900  # how long the other workers wait for worker 0 to evaluate and export
 
 
-def train_across_workers(
-    config: TrainConfig, data: Mnist, progress: RunProgress | None, cluster: Cluster, timeout_s: float
-) -> Trained:
-    """Train with every worker of `cluster`; returns the model (a plain one, outside the strategy, so
-    it exports and evaluates as a single worker's does) with the best validation epoch's weights."""
-    workers = len(cluster.workers)
-    if config.batch_size % workers:
-        raise ClusterError(f"the batch size {config.batch_size} does not split evenly over {workers} workers")
-    keras.utils.set_random_seed(config.seed)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+class WorkerGroup:
+    """This process's part in a run over several workers: the strategy that links them, the training,
+    and the last word on whether worker 0 exported a version."""
+
+    def __init__(self, cluster: Cluster, timeout_s: float, progress: RunProgress | None) -> None:
+        """`timeout_s`: the longest the workers may take to find each other (trainer.guard ends this
+        process then), and any collective step may wait on the others."""
+        self.cluster = cluster
+        communication = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+        with _guarded(cluster, timeout_s, progress):
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
+
+    def train(self, config: TrainConfig, data: Mnist, progress: RunProgress | None) -> Trained:
+        """Train with every worker; returns the model (a plain one, outside the strategy, so it exports
+        and evaluates as a single worker's does) with the best validation epoch's weights."""
+        workers = len(self.cluster.workers)
+        if config.batch_size % workers:
+            raise ClusterError(
+                f"the batch size {config.batch_size} does not split evenly over {workers} workers"
+            )
+        steps = len(data.train) // config.batch_size  # whole global batches: every worker runs as many
+        if steps < 1:
+            raise ClusterError(
+                f"{len(data.train)} training images make no whole batch of {config.batch_size}"
+            )
+        keras.utils.set_random_seed(config.seed)
+        shared_backup = config.base_path / BACKUP_DIR
+        # tf.distribute's rule: every worker saves (saving takes part in collectives), the chief where it
+        # counts and the others into a scratch directory of their own, removed afterwards.
+        chief = self.cluster.is_chief
+        backup = shared_backup if chief else Path(tempfile.mkdtemp(prefix="mnist-worker-"))
+        try:
+            with self.strategy.scope():
+                model = build_model(config.arch)
+                optimizer = keras.optimizers.Adam(learning_rate(config, steps))
+                optimizer.build(model.trainable_variables)
+                epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
+            latest = tf.train.latest_checkpoint(str(shared_backup))  # every worker resumes from the chief's
+            if latest:
+                checkpoint.restore(latest)
+                print(f"resuming after epoch {int(epoch_done.numpy())} from {shared_backup}", file=sys.stderr)
+            saver = Backup(tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1), backup)
+            history = _train_epochs(
+                config, data, self.strategy, model, optimizer, steps, progress, saver, epoch_done
+            )
+        except tf.errors.OpError as err:
+            raise self._failed("training", err) from None
+        finally:
+            if not chief:
+                shutil.rmtree(backup, ignore_errors=True)
+        plain = compiled(build_model(config.arch))
+        plain.set_weights(model.get_weights())
+        return Trained(plain, history)
+
+    def agree_on_export(self, exported: bool) -> bool:
+        """The last collective step: every worker meets here once worker 0 has exported (or failed to),
+        so all leave together (one that left early would make the others wait at TensorFlow's shutdown
+        barrier and report it as crashed) and each learns whether a version was exported."""
+        flags = self.strategy.run(lambda: tf.constant(1.0 if exported else 0.0))
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=EXPORT_WAIT_S)
+        try:
+            total = self.strategy.extended.reduce_to(tf.distribute.ReduceOp.SUM, flags, flags, options)
+        except tf.errors.OpError as err:
+            raise self._failed("waiting for the export", err) from None
+        return float(self.strategy.experimental_local_results(total)[0]) > 0
+
+    def _failed(self, during: str, err: tf.errors.OpError) -> ClusterError:
+        silent = silent_peers(self.cluster)
+        who = ", ".join(silent) if silent else "another worker"
+        return ClusterError(
+            f"{self.cluster.me}: {during} stopped: {who} did not answer ({type(err).__name__}); "
+            "no version exported"
+        )
+
+
+@contextmanager
+def _guarded(cluster: Cluster, timeout_s: float, progress: RunProgress | None) -> Iterator[None]:
+    """Run the block under trainer.guard, which ends this process if the block outlasts `timeout_s`."""
+    watch = {
+        "parent": os.getpid(),
+        "timeout_s": timeout_s,
+        "workers": list(cluster.workers),
+        "index": cluster.index,
+        "progress": str(progress.path) if progress is not None else None,
+    }
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "trainer.guard", json.dumps(watch)], stdin=subprocess.PIPE
     )
-    steps = len(data.train) // config.batch_size  # whole global batches: every worker runs as many
-    if steps < 1:
-        raise ClusterError(f"{len(data.train)} training images make no whole batch of {config.batch_size}")
-    shared_backup = config.base_path / BACKUP_DIR
-    # tf.distribute's rule: every worker saves (saving takes part in collectives), the chief where it
-    # counts and the others into a scratch directory of their own, removed afterwards.
-    backup = shared_backup if cluster.is_chief else Path(tempfile.mkdtemp(prefix="mnist-worker-"))
     try:
-        with strategy.scope():
-            model = build_model(config.arch)
-            optimizer = keras.optimizers.Adam(learning_rate(config, steps))
-            optimizer.build(model.trainable_variables)
-            epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
-        latest = tf.train.latest_checkpoint(str(shared_backup))  # every worker resumes from the chief's
-        if latest:
-            checkpoint.restore(latest)
-        saver = Backup(tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1), backup)
-        history = _train_epochs(config, data, strategy, model, optimizer, steps, progress, saver, epoch_done)
-    except tf.errors.OpError as err:
-        silent = silent_peers(cluster)
-        who = ", ".join(silent) if silent else "a worker"
-        raise ClusterError(
-            f"{cluster.me}: training stopped: {who} stopped answering "
-            f"({type(err).__name__}: {err.message.splitlines()[0][:200]}); no version exported"
-        ) from None
+        yield
     finally:
-        if not cluster.is_chief:
-            shutil.rmtree(backup, ignore_errors=True)
-    plain = compiled(build_model(config.arch))
-    plain.set_weights(model.get_weights())
-    return Trained(plain, history)
+        assert guard.stdin is not None  # a pipe, as asked
+        guard.stdin.close()  # the end of its input: through
+        guard.wait()
 
 
 @dataclass(frozen=True)

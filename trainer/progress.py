@@ -45,6 +45,13 @@ class RunProgress:
         }
         self._write()
 
+    @classmethod
+    def reopen(cls, path: Path) -> RunProgress:
+        """The record a running trainer writes, taken over by another process (the startup guard)."""
+        progress = cls.__new__(cls)
+        progress.path, progress.record = path, json.loads(path.read_text())
+        return progress
+
     def epoch_done(self, epoch: int, history: dict[str, list[float]]) -> None:
         self.record.update(epoch=epoch, history=history)
         self._write()

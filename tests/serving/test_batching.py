@@ -23,6 +23,7 @@ from serving.batching import Arrays, Batcher, BatchPolicy, BatchQueue
 from serving.errors import ServingError
 from serving.model_pool import ModelPool
 from serving.protos import BatchingParameters
+from tests.conftest import run_coroutine
 
 pytestmark = pytest.mark.fast
 
@@ -88,7 +89,7 @@ def make_queue(pool: ModelPool) -> Iterator[MakeQueue]:
 
 def run(scenario: Coroutine[Any, Any, Result]) -> Result:
     """One test's requests, on an event loop of their own, within a deadline."""
-    return asyncio.run(asyncio.wait_for(scenario, LONG_S / 2))
+    return run_coroutine(scenario, LONG_S / 2)
 
 
 async def gather(queue: BatchQueue, requests: list[Arrays]) -> list[Arrays | BaseException]:

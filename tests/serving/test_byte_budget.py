@@ -9,6 +9,7 @@ import pytest
 
 from serving.errors import ServingError
 from serving.rest import ByteBudget
+from tests.conftest import run_coroutine
 
 pytestmark = pytest.mark.fast
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.fast
 def test_a_body_larger_than_the_whole_budget_is_a_bad_request_at_once() -> None:
     budget = ByteBudget(100)
     with pytest.raises(ServingError) as refused:
-        asyncio.run(budget.take(60, held=50, timeout_s=5))
+        run_coroutine(budget.take(60, held=50, timeout_s=5))
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "over 110 bytes, more than the server's limit of 100" in refused.value.message
     assert budget.free == 100
@@ -34,7 +35,7 @@ def test_a_body_that_does_not_fit_yet_waits_for_bytes_given_back() -> None:
         await waiting
         return budget.free
 
-    assert asyncio.run(scenario()) == 60
+    assert run_coroutine(scenario()) == 60
 
 
 def test_a_body_that_waits_past_the_timeout_is_unavailable() -> None:
@@ -45,6 +46,6 @@ def test_a_body_that_waits_past_the_timeout_is_unavailable() -> None:
         await budget.take(20, held=0, timeout_s=0.05)
 
     with pytest.raises(ServingError) as refused:
-        asyncio.run(scenario())
+        run_coroutine(scenario())
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     assert budget.free == 10  # the refused body took nothing

@@ -6,7 +6,6 @@ one request at a time, without a model or a socket.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from serving.errors import not_found
 from serving.inference import Inference
 from serving.rest import RestApp
+from tests.conftest import run_coroutine
 
 pytestmark = pytest.mark.fast
 
@@ -72,7 +72,7 @@ def call(
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode()}
-    asyncio.run(app(scope, receive, send))
+    run_coroutine(app(scope, receive, send))
     return Response(sent) if sent else None
 
 

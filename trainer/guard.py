@@ -1,0 +1,45 @@
+"""The startup guard: a small process that ends a worker which cannot find the others.
+
+While the workers find each other, TensorFlow blocks inside its C++ holding Python's lock, for as long
+as a peer is missing: no thread, exception or signal handler of the trainer's can act then. So the
+trainer starts this guard first and tells it when the workers have met (a line on its standard input,
+or the end of it). If that has not happened within the timeout, the guard names the workers that do not
+answer in one line, marks the run failed, and kills the trainer (exit status 137).
+
+    python -m trainer.guard '{"parent": PID, "timeout_s": 120, "workers": [...], "index": 0,
+                              "progress": "models/mnist/.runs/<run>/progress.json" or null}'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+
+from trainer.cluster import Cluster, silent_peers
+from trainer.progress import RunProgress
+
+
+def main(argv: list[str]) -> int:
+    watch = json.loads(argv[0])
+    heard, _, _ = select.select([sys.stdin], [], [], watch["timeout_s"])
+    if heard:  # the workers met, or the trainer ended: nothing to do
+        return 0
+    cluster = Cluster(tuple(watch["workers"]), watch["index"])
+    who = ", ".join(silent_peers(cluster)) or "some worker"
+    message = (
+        f"{cluster.me}: the workers did not find each other within {watch['timeout_s']:g}s: {who} not "
+        "answering; no version exported"
+    )
+    if watch["progress"]:
+        RunProgress.reopen(Path(watch["progress"])).failed(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os.kill(watch["parent"], signal.SIGKILL)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
