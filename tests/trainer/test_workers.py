@@ -1,0 +1,179 @@
+"""Training across workers (TF_CONFIG, MultiWorkerMirroredStrategy): worker processes on loopback ports.
+
+Each worker is a real `python -m trainer` with its own TF_CONFIG, as on separate machines; they share
+the model directory, as machines share a volume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contract import model_dir
+from tests.conftest import DATA_DIR, ROOT, free_port, wait_for
+from trainer.cluster import Cluster, ClusterError, cluster_from_env
+
+QUICK = ("--arch", "seed", "--limit", "6000", "--epochs", "2")
+
+
+class Workers:
+    """Worker processes of one cluster on loopback ports; their output goes to files to read back."""
+
+    def __init__(self, model_dir: Path, count: int = 2) -> None:
+        self.model_dir, self.addresses = model_dir, [f"127.0.0.1:{free_port()}" for _ in range(count)]
+        self.processes: dict[int, subprocess.Popen[str]] = {}
+        self.logs: dict[int, Path] = {}
+
+    def start(self, index: int, *args: str) -> None:
+        config = {"cluster": {"worker": self.addresses}, "task": {"type": "worker", "index": index}}
+        log = self.logs[index] = self.model_dir.parent / f"worker-{index}.log"
+        self.processes[index] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trainer",
+                *args,
+                "--model-dir",
+                str(self.model_dir),
+                "--data-dir",
+                str(DATA_DIR),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1"},
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def output(self, index: int) -> str:
+        return self.logs[index].read_text()
+
+    def wait(self, timeout: float = 240) -> dict[int, int]:
+        return {index: process.wait(timeout) for index, process in self.processes.items()}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    made = Workers(tmp_path / "models")
+    yield made
+    made.stop()
+
+
+def test_two_workers_train_one_version_whose_card_says_two_workers(workers: Workers) -> None:
+    for index in (0, 1):
+        workers.start(index, *QUICK)
+    assert workers.wait() == {0: 0, 1: 0}, workers.output(0) + workers.output(1)
+
+    base = workers.model_dir / "mnist"
+    assert model_dir.versions(base) == [1]
+    extra = base / "1" / model_dir.ASSETS_EXTRA
+    card = json.loads((extra / "model_card.json").read_text())
+    assert (card["workers"], card["strategy"]) == (2, "MultiWorkerMirroredStrategy")
+    assert json.loads((extra / "metrics.json").read_text())["accuracy"] >= 0.90
+    assert not (base / ".backup").exists()  # an exported run leaves nothing to resume
+    assert "exported mnist version 1" in workers.output(0)
+    assert "worker 0 exported the version" in workers.output(1)
+    for index in (0, 1):  # quiet: TensorFlow's own logging stays out of a worker's output
+        assert "E0000" not in workers.output(index) and "W0000" not in workers.output(index)
+
+
+def test_a_killed_worker_stops_the_others_and_nothing_is_exported_then_a_restart_resumes(
+    workers: Workers,
+) -> None:
+    """Worker 1 killed mid-run: worker 0 exits non-zero in one line naming it, no version appears, and
+    the last epoch's checkpoint stays; the same cluster started again resumes after that epoch."""
+    longer = ("--arch", "seed", "--limit", "6000", "--epochs", "20", "--patience", "20")
+    for index in (0, 1):
+        workers.start(index, *longer)
+    wait_for(lambda: "epoch 2/20" in workers.output(0), 180, "worker 0 to finish its second epoch")
+    workers.processes[1].kill()
+    started = time.monotonic()
+    codes = workers.wait()
+    assert codes[1] != 0 and codes[0] == 1, workers.output(0)
+    assert time.monotonic() - started < 60  # a dead peer is noticed at its next step, not at a timeout
+    errors = [line for line in workers.output(0).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"worker 1 ({workers.addresses[1]}) did not answer" in errors[0]
+    assert "Traceback" not in workers.output(0)
+    base = workers.model_dir / "mnist"
+    assert model_dir.versions(base) == []
+    assert (base / ".backup" / "checkpoint").is_file()
+
+    resumed = ("--arch", "seed", "--limit", "6000", "--epochs", "3")
+    for index in (0, 1):
+        workers.start(index, *resumed)
+    assert workers.wait() == {0: 0, 1: 0}, workers.output(0)
+    assert "resuming after epoch 2" in workers.output(0) or "resuming after epoch 3" in workers.output(0)
+    history = json.loads((base / "1" / model_dir.ASSETS_EXTRA / "history.json").read_text())
+    assert history["epochs"] == [1, 2, 3]  # the epochs before the restart are in the record
+
+
+def test_a_worker_whose_peers_never_come_gives_up_naming_them(workers: Workers) -> None:
+    workers.start(0, *QUICK, "--worker-timeout", "10")
+    started = time.monotonic()
+    assert workers.wait(60)[0] != 0
+    assert time.monotonic() - started < 40
+    output = workers.output(0).strip()
+    assert output.splitlines()[-1] == (
+        f"error: worker 0 ({workers.addresses[0]}): the workers did not find each other within 10s: "
+        f"worker 1 ({workers.addresses[1]}) not answering; no version exported"
+    )
+    runs = list((workers.model_dir / "mnist" / ".runs").glob("*/progress.json"))
+    assert [json.loads(run.read_text())["state"] for run in runs] == ["failed"]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("tf_config", "expected"),
+    [
+        ("", None),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}', None),  # alone
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}',
+            Cluster(("a:1", "b:2"), 1),
+        ),
+    ],
+)
+def test_tf_config_names_the_cluster_and_this_worker(tf_config: str, expected: Cluster | None) -> None:
+    assert cluster_from_env({"TF_CONFIG": tf_config}) == expected
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("tf_config", "message"),
+    [
+        ("{not json", "TF_CONFIG must look like"),
+        ('{"cluster": {}, "task": {"index": 0}}', "TF_CONFIG must look like"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', "only 'worker'"),
+        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"index": 0}}', "host:port addresses"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 2}}', "index 2 is not one of the 2"),
+    ],
+)
+def test_a_malformed_tf_config_is_refused_with_what_it_should_look_like(tf_config: str, message: str) -> None:
+    with pytest.raises(ClusterError, match=message):
+        cluster_from_env({"TF_CONFIG": tf_config})
+
+
+def test_a_malformed_tf_config_stops_the_trainer_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "--model-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 5}}'},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: TF_CONFIG task index 5 is not one of the 2 workers"
