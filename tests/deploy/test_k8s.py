@@ -3,6 +3,7 @@ to each other, and running the server exactly as docker-compose.yml does."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -10,29 +11,31 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from trainer.cluster import Cluster, cluster_from_env
 
 pytestmark = pytest.mark.fast
 
 K8S = ROOT / "deploy" / "k8s"
+WORKERS = K8S / "workers"  # applied instead of the one-pod trainer Job, for training across workers
 KUBERNETES_VERSION = "1.37.0"
 
 
-def kustomization() -> dict[str, Any]:
-    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+def kustomization(folder: Path = K8S) -> dict[str, Any]:
+    return yaml.safe_load((folder / "kustomization.yaml").read_text())
 
 
-def resources() -> list[dict[str, Any]]:
+def resources(folder: Path = K8S) -> list[dict[str, Any]]:
     """Every resource of the files the kustomization lists."""
     return [
         document
-        for name in kustomization()["resources"]
-        for document in yaml.safe_load_all((K8S / name).read_text())
+        for name in kustomization(folder)["resources"]
+        for document in yaml.safe_load_all((folder / name).read_text())
         if document
     ]
 
 
-def resource(kind: str, name: str) -> dict[str, Any]:
-    (found,) = [r for r in resources() if r["kind"] == kind and r["metadata"]["name"] == name]
+def resource(kind: str, name: str, folder: Path = K8S) -> dict[str, Any]:
+    (found,) = [r for r in resources(folder) if r["kind"] == kind and r["metadata"]["name"] == name]
     return found
 
 
@@ -44,10 +47,11 @@ def compose_serving() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["serving"]
 
 
-def test_every_file_in_the_folder_is_applied_and_valid_in_strict_mode() -> None:
-    listed = set(kustomization()["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    for document in resources():
+@pytest.mark.parametrize("folder", [K8S, WORKERS], ids=["platform", "workers"])
+def test_every_file_in_the_folder_is_applied_and_valid_in_strict_mode(folder: Path) -> None:
+    listed = set(kustomization(folder)["resources"])
+    assert listed == {p.name for p in folder.glob("*.yaml")} - {"kustomization.yaml"}
+    for document in resources(folder):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)  # raises when invalid
 
 
@@ -108,3 +112,28 @@ def test_the_kustomization_sets_every_image_once() -> None:
         for c in r["spec"]["template"]["spec"]["containers"]
     }
     assert used == {image["name"] for image in kustomization()["images"]}
+
+
+def test_the_indexed_job_gives_each_worker_the_cluster_and_its_completion_index() -> None:
+    """Pod i of the Indexed Job is worker i: TF_CONFIG, once Kubernetes expands $(WORKER_INDEX) from
+    the completion index, names every pod by the DNS name the headless Service gives it."""
+    job = resource("Job", "trainer-workers", WORKERS)
+    service = resource("Service", "trainer-workers", WORKERS)
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    assert service["spec"]["clusterIP"] == "None" and pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    (container,) = pod["containers"]
+    env = container["env"]
+    assert [e["name"] for e in env] == ["WORKER_INDEX", "TF_CONFIG"]  # expanded only from earlier ones
+    assert env[0]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    port = service["spec"]["ports"][0]["port"]
+    assert container["ports"][0]["containerPort"] == port
+    name = job["metadata"]["name"]
+    expected = tuple(f"{name}-{i}.{pod['subdomain']}:{port}" for i in range(spec["completions"]))
+    for index in range(spec["completions"]):
+        tf_config = env[1]["value"].replace("$(WORKER_INDEX)", str(index))
+        assert cluster_from_env({"TF_CONFIG": tf_config}) == Cluster(expected, index)
+    assert pod["volumes"] == pod_spec("Job", "trainer")["volumes"]  # the shared model directory

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from packaging.requirements import Requirement
 
 from stack.compose import server_flags
 from tests.conftest import COMPOSE, ROOT, free_port, start_server, wait_for
+from trainer.cluster import cluster_from_env
 
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -257,3 +259,24 @@ def test_healthcheck_is_healthy_only_once_a_version_is_available(
 def _rest_up(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_two_workers_override_gives_each_worker_the_cluster_and_its_own_index() -> None:
+    """deploy/compose/two-workers.yml: every trainer service is a worker of one cluster whose addresses
+    are those services' names, each with its own index, built as the trainer's own image."""
+    result = compose(
+        "-f", "docker-compose.yml", "-f", "deploy/compose/two-workers.yml", "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    trainers = {name: s for name, s in services.items() if name.startswith("trainer")}
+    clusters = {name: cluster_from_env(s["environment"]) for name, s in trainers.items()}
+    assert all(c is not None for c in clusters.values())
+    addresses = {c.workers for c in clusters.values() if c is not None}
+    assert len(addresses) == 1  # one cluster
+    (workers,) = addresses
+    assert sorted(c.index for c in clusters.values() if c is not None) == list(range(len(trainers)))
+    for name, cluster in clusters.items():
+        assert cluster is not None and workers[cluster.index].split(":")[0] == name
+        assert trainers[name]["build"]["target"] == "trainer"
+        assert trainers[name]["command"] == services["trainer"]["command"]
