@@ -1,16 +1,22 @@
-"""Benchmark: train `seed` and `plus` on all the data and time them to their test accuracy.
+"""Benchmark: train `seed` and `plus` on all the data and time them to their test accuracy; then `seed`
+again with two tf.distribute workers.
 
-    make bench-train        (or: .venv/bin/python bench/train.py [--arch seed])
+    make bench-train        (or: .venv/bin/python bench/train.py [--arch seed] [--workers 2])
 
 Writes bench/results/train.json. `seconds_to_99_15` is the wall time until the test accuracy, measured
 at each epoch's end, first reached 99.15% (the original project's figure); the time the benchmark
-spends measuring that is taken off every clock, so the figures are the trainer's own.
+spends measuring that is taken off every clock, so the figures are the trainer's own. The workers' cell
+runs each worker as its own `python -m trainer` process with its TF_CONFIG on loopback ports, as
+machines would, and times the whole run: start-up, training, evaluation and export.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,10 +87,57 @@ def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
         "epochs": len(trained.history["loss"]),
         "best_epoch": trained.history["best_epoch"],
         "wall_s": round(clock.elapsed(), 1),
+        "seconds_per_epoch": round(sum(trained.history["epoch_seconds"]) / len(trained.history["loss"]), 1),
         "seconds_to_99_15": clock.seconds_to_target,
         "test_accuracy_per_epoch": clock.accuracies,
         "recipe": config.hyperparameters(),
     }
+
+
+def bench_workers(arch: str, count: int, scratch: Path) -> dict[str, object]:
+    """`count` trainer processes, one per worker, on loopback ports; figures from the version exported."""
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(count)]
+    model_dir = scratch / f"{arch}-{count}-workers"
+    started = time.monotonic()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainer", "--arch", arch, "--model-dir", str(model_dir)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+                ),
+            },
+            stdout=subprocess.DEVNULL,
+        )
+        for index in range(count)
+    ]
+    if any(worker.wait() for worker in workers):
+        raise SystemExit(f"a worker of the {count}-worker run failed")
+    wall = time.monotonic() - started
+    extra = model_dir / "mnist" / "1" / "assets.extra"
+    metrics = json.loads((extra / "metrics.json").read_text())
+    history = json.loads((extra / "history.json").read_text())
+    card = json.loads((extra / "model_card.json").read_text())
+    return {
+        "workers": card["workers"],
+        "strategy": card["strategy"],
+        "test_accuracy": round(metrics["accuracy"], 4),
+        "test_recall": round(metrics["recall"], 4),
+        "test_loss": round(metrics["loss"], 4),
+        "epochs": len(history["loss"]),
+        "best_epoch": history["best_epoch"],
+        "wall_s": round(wall, 1),
+        "seconds_per_epoch": round(sum(history["epoch_seconds"]) / len(history["loss"]), 1),
+        "recipe": card["hyperparameters"],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def main() -> None:
@@ -92,13 +145,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--arch", choices=("seed", "plus"), action="append", help="default: both")
-    archs = parser.parse_args().arch or ["seed", "plus"]
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="workers of the `seed` multi-worker cell; 0: skip it (default 2)",
+    )
+    args = parser.parse_args()
+    archs = args.arch or ["seed", "plus"]
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     with tempfile.TemporaryDirectory() as scratch:
         for arch in archs:
             print(f"== {arch}", file=sys.stderr)
             results[arch] = bench_arch(arch, Path(scratch))
             print(json.dumps({arch: results[arch]}), flush=True)
+        if args.workers > 1:
+            cell = f"seed_{args.workers}_workers"
+            print(f"== {cell}", file=sys.stderr)
+            results[cell] = bench_workers("seed", args.workers, Path(scratch))
+            print(json.dumps({cell: results[cell]}), flush=True)
     results["machine"] = f"{describe_machine()}, TensorFlow {tf.__version__}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
