@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format up train bench-train bench-serve bench-uploads
+.PHONY: install test test-fast lint format up train bench-train bench-serve bench-replicas bench-uploads
 
 install: $(INSTALLED)
 
@@ -52,6 +52,10 @@ bench-train: $(INSTALLED)
 
 bench-serve: $(INSTALLED)
 	$(PY) bench/serve.py
+
+# Needs Docker (or starts Debian's engine, as the Docker tests do).
+bench-replicas: $(INSTALLED)
+	$(PY) bench/replicas.py
 
 bench-uploads: $(INSTALLED)
 	$(PY) -m pip install --quiet --group bench

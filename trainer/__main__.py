@@ -19,7 +19,7 @@ from pathlib import Path
 from contract import model_dir
 from contract.signature import scale_pixels
 from tfquiet import import_tensorflow
-from trainer.cluster import Cluster, ClusterError, cluster_from_env
+from trainer.cluster import Cluster, ClusterError, TfConfigError, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
 from trainer.errors import ExportError
@@ -231,13 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
     )
     try:
-        cluster = cluster_from_env()
-    except ClusterError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return run(config, args.verbose, cluster, args.worker_timeout)
-    except (DataError, UsageError) as err:
+        return run(config, args.verbose, cluster_from_env(), args.worker_timeout)
+    except (DataError, UsageError, TfConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ExportError, ClusterError) as err:

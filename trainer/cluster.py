@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 
 class ClusterError(Exception):
-    """TF_CONFIG is malformed, or the cluster failed during training (one line, for the user)."""
+    """The cluster failed during training (one line, for the user)."""
+
+
+class TfConfigError(ClusterError):
+    """TF_CONFIG is malformed: the run cannot start."""
 
 
 @dataclass(frozen=True)
@@ -43,16 +47,16 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         task = config["task"]
         index = int(task["index"])
     except (ValueError, KeyError, TypeError) as err:
-        raise ClusterError(
+        raise TfConfigError(
             'TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
             f'"task": {{"type": "worker", "index": 0}}}}: {type(err).__name__}: {err}'
         ) from None
     if task.get("type", "worker") != "worker":
-        raise ClusterError(f"TF_CONFIG task type {task.get('type')!r}: only 'worker' tasks are run here")
+        raise TfConfigError(f"TF_CONFIG task type {task.get('type')!r}: only 'worker' tasks are run here")
     if not workers or not all(isinstance(w, str) and ":" in w for w in workers):
-        raise ClusterError(f"TF_CONFIG cluster.worker must list host:port addresses, got {list(workers)}")
+        raise TfConfigError(f"TF_CONFIG cluster.worker must list host:port addresses, got {list(workers)}")
     if not 0 <= index < len(workers):
-        raise ClusterError(f"TF_CONFIG task index {index} is not one of the {len(workers)} workers")
+        raise TfConfigError(f"TF_CONFIG task index {index} is not one of the {len(workers)} workers")
     return Cluster(workers, index) if len(workers) > 1 else None
 
 

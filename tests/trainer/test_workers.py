@@ -18,7 +18,7 @@ import pytest
 
 from contract import model_dir
 from tests.conftest import DATA_DIR, ROOT, free_port, wait_for
-from trainer.cluster import Cluster, ClusterError, cluster_from_env
+from trainer.cluster import Cluster, TfConfigError, cluster_from_env
 
 QUICK = ("--arch", "seed", "--limit", "6000", "--epochs", "2")
 
@@ -162,7 +162,7 @@ def test_tf_config_names_the_cluster_and_this_worker(tf_config: str, expected: C
     ],
 )
 def test_a_malformed_tf_config_is_refused_with_what_it_should_look_like(tf_config: str, message: str) -> None:
-    with pytest.raises(ClusterError, match=message):
+    with pytest.raises(TfConfigError, match=message):
         cluster_from_env({"TF_CONFIG": tf_config})
 
 
