@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--worker-timeout",
         type=_positive_int,
         default=120,
-        help="with TF_CONFIG (several workers): seconds the workers may take to find each other, and a "
-        "step may wait on the others, before every worker gives up (default 120)",
+        help="with TF_CONFIG (several workers): seconds the workers may take to find each other before "
+        "each gives up (default 120)",
     )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
     args = parser.parse_args(argv)

@@ -12,9 +12,10 @@ step, `strategy.reduce` of the summed loss and counts. The epoch report, early s
 weights are Keras's own callbacks, driven by hand. Validation runs whole on every worker: the weights
 are the same everywhere, so every worker computes the same val_loss and stops at the same epoch.
 
-Faults: a collective operation that a worker cannot complete (a peer died, or never came up) fails
-after `--worker-timeout` seconds at most; the worker then exits non-zero naming the peers that do not
-answer, and nothing is exported. Each epoch ends with a checkpoint (model, optimizer, epoch) in
+Faults: a peer that dies fails the next step (TensorFlow notices the closed connection, or its
+coordination service the missing heartbeats); the worker then exits non-zero naming the peers that do
+not answer, and nothing is exported. Workers that do not find each other within `--worker-timeout`
+seconds are ended by trainer.guard. Each epoch ends with a checkpoint (model, optimizer, epoch) in
 `<model>/.backup`, written by worker 0; a run restarted with the same cluster resumes after the last
 completed epoch, and a run that exports removes it.
 """
@@ -55,11 +56,13 @@ class WorkerGroup:
 
     def __init__(self, cluster: Cluster, timeout_s: float, progress: RunProgress | None) -> None:
         """`timeout_s`: the longest the workers may take to find each other (trainer.guard ends this
-        process then), and any collective step may wait on the others."""
+        process then). Once they have, a peer that dies or is cut off is noticed by TensorFlow's
+        coordination service (its heartbeats) and the connection closing, which fail the next step.
+        The steps' collectives get no timeout of their own: TensorFlow keeps a thread per timed
+        collective for the whole timeout, thousands of them at a few hundred steps a second."""
         self.cluster = cluster
-        communication = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
         with _guarded(cluster, timeout_s, progress):
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     def train(self, config: TrainConfig, data: Mnist, progress: RunProgress | None) -> Trained:
         """Train with every worker; returns the model (a plain one, outside the strategy, so it exports
