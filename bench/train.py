@@ -103,8 +103,8 @@ def bench_workers(arch: str, count: int, scratch: Path) -> dict[str, object]:
         subprocess.Popen(
             [sys.executable, "-m", "trainer", "--arch", arch, "--model-dir", str(model_dir)],
             cwd=ROOT,
-            env={
-                **os.environ,
+            env={  # as a user's shell has it: without the quieting this process set up for itself
+                **{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
                 "TF_CONFIG": json.dumps(
                     {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
                 ),
