@@ -20,6 +20,9 @@ WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra, replayed by the s
 TFLITE_FILE = "model.tflite"  # serving_default for LiteRT, read by --prefer_tflite_model
 RUNS = ".runs"
 PROGRESS_FILE = "progress.json"
+# A multi-worker run's last epoch checkpoint, written by worker 0, read by every worker to resume;
+# removed once the run has exported its version.
+BACKUP = ".backup"
 
 
 def is_version(name: str) -> bool:

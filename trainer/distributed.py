@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from contract import model_dir
 from trainer.cluster import Cluster, ClusterError, silent_peers
 from trainer.config import TrainConfig
 from trainer.data import Mnist
@@ -46,7 +47,6 @@ from trainer.progress import RunProgress
 from trainer.train import EpochReport, Trained, compiled, learning_rate, make_dataset
 
 STRATEGY = "MultiWorkerMirroredStrategy"
-BACKUP_DIR = ".backup"  # a dot-directory beside the versions: no server takes it for a version
 EXPORT_WAIT_S = 900  # how long the other workers wait for worker 0 to evaluate and export
 
 
@@ -78,7 +78,7 @@ class WorkerGroup:
                 f"{len(data.train)} training images make no whole batch of {config.batch_size}"
             )
         keras.utils.set_random_seed(config.seed)
-        shared_backup = config.base_path / BACKUP_DIR
+        shared_backup = config.base_path / model_dir.BACKUP
         # tf.distribute's rule: every worker saves (saving takes part in collectives), the chief where it
         # counts and the others into a scratch directory of their own, removed afterwards.
         chief = self.cluster.is_chief
@@ -168,7 +168,7 @@ class Backup:
 
 def remove_backup(config: TrainConfig) -> None:
     """Once the version is exported, a restart has nothing to resume."""
-    shutil.rmtree(config.base_path / BACKUP_DIR, ignore_errors=True)
+    shutil.rmtree(config.base_path / model_dir.BACKUP, ignore_errors=True)
 
 
 def _train_epochs(
@@ -218,7 +218,7 @@ def _train_epochs(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
     report = EpochReport(progress, config.epochs, steps)
-    if int(epoch_done.numpy()) and (earlier := Backup.history(config.base_path / BACKUP_DIR)):
+    if int(epoch_done.numpy()) and (earlier := Backup.history(config.base_path / model_dir.BACKUP)):
         report.history = earlier  # resumed: the epochs before the restart stay in the report
     callbacks = keras.callbacks.CallbackList([stopper, report], model=model)
     model.stop_training = False
