@@ -8,10 +8,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.serving_link import warm_up
+
 # Not "pages/": Streamlit would also build its older automatic navigation from a folder of that name.
 VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="MNIST platform", page_icon=":material/draw:", layout="wide")
+warm_up()  # the first prediction is then as quick as the rest
 st.navigation(
     [
         st.Page(VIEWS / "predict.py", title="Predict", icon=":material/draw:", default=True),

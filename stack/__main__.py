@@ -105,10 +105,13 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
     parts[0].argv += verbose
     if train:
         trainer = [sys.executable, "-m", "trainer", "--model-dir", str(args.model_dir.resolve()), *verbose]
+        # No flags of the user's: a quick model answers within a minute, the full one follows it as the
+        # next version (the first run shows the rollover, too).
+        extra = shlex.split(args.train_args) or ["--quick-first"]
         parts.append(
             Part(
                 "trainer",
-                trainer + shlex.split(args.train_args),
+                trainer + extra,
                 essential=False,
                 stop_signal=signal.SIGINT,  # the trainer's clean stop: no version exported
                 restart=restart_policy(COMPOSE_FILE, "trainer"),

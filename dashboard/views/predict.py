@@ -5,11 +5,25 @@ import io
 import time
 
 import streamlit as st
+from PIL import Image
 
 from client import ImageError, ServingClientError, normalise_bytes
+from client.normalise import decode
 from dashboard import charts
 from dashboard.serving_link import client
 from dashboard.settings import settings
+
+# An upload is shown at most this large, beside its answers: a tall photo at full width would push them
+# off the screen.
+PREVIEW_BOX = (160, 160)
+
+
+def preview(data: bytes) -> Image.Image:
+    """The upload as the person sent it (turned the right way up), scaled down to PREVIEW_BOX."""
+    image = decode(data)
+    image.thumbnail(PREVIEW_BOX)
+    return image
+
 
 config = settings()
 st.title("Predict")
@@ -63,7 +77,7 @@ if normalised:
     st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")
     for (name, data, seen), answer in zip(normalised, answers, strict=True):
         uploaded, model_saw, verdict, chart = st.columns([2, 1, 1, 3])
-        uploaded.image(data, caption=name, width="stretch")
+        uploaded.image(preview(data), caption=name)
         model_saw.image(seen.image, caption="what the model saw", width=84)
         verdict.metric("Digit", answer.digit)
         verdict.caption(f"{max(answer.probabilities):.1%} sure, version {answer.version}")

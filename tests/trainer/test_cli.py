@@ -113,3 +113,28 @@ def test_ctrl_c_during_training_leaves_no_version(tmp_path: Path) -> None:
     assert no_versions(tmp_path / "mnist") and not list((tmp_path / "mnist").glob(".staging-*"))
     (record,) = progress.glob("*/progress.json")
     assert json.loads(record.read_text())["state"] == "failed"
+
+
+def test_the_quick_example_in_help_gives_a_model_worth_trying(tmp_path: Path) -> None:
+    """The quick run --help offers must give a model that reads digits (>= 90% on the test set)."""
+    (quick,) = [argv for argv in example_commands(EXAMPLES, "python -m trainer") if "--limit" in argv]
+    result = run_trainer(*quick, "--model-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "mnist" / "1" / "assets.extra" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.90
+
+
+def test_quick_first_on_an_empty_model_exports_a_quick_model_then_the_one_asked_for(tmp_path: Path) -> None:
+    """`make up`'s first run: version 1 is the quick `seed` model, version 2 the run asked for."""
+    result = run_trainer(
+        "--arch", "seed", "--limit", "3000", "--epochs", "1", "--quick-first", "--model-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    base = tmp_path / "mnist"
+    assert versions(base) == [1, 2]
+    cards = [json.loads((base / str(v) / "assets.extra" / "model_card.json").read_text()) for v in (1, 2)]
+    assert [(c["hyperparameters"]["limit"], c["hyperparameters"]["epochs"]) for c in cards] == [
+        (6000, 2),
+        (3000, 1),
+    ]
+    assert "exported mnist version 1" in result.stdout and "exported mnist version 2" in result.stdout
