@@ -4,18 +4,23 @@ import csv
 import io
 import time
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
 from client import ImageError, ServingClientError, normalise_bytes
 from client.normalise import decode
 from dashboard import charts
+from dashboard.occlusion import heat_map, overlay
 from dashboard.serving_link import client
 from dashboard.settings import settings
 
 # An upload is shown at most this large, beside its answers: a tall photo at full width would push them
 # off the screen.
 PREVIEW_BOX = (160, 160)
+# Each occlusion map is one more request of 37 images: drawn for the first few answers only.
+EXPLAINED = 4
+WHY = "why: red is the ink the answer hangs on"
 
 
 def preview(data: bytes) -> Image.Image:
@@ -23,6 +28,21 @@ def preview(data: bytes) -> Image.Image:
     image = decode(data)
     image.thumbnail(PREVIEW_BOX)
     return image
+
+
+def why(image: np.ndarray, answered: int) -> None:
+    """The occlusion map of one image, asked of the version that answered it, in the current column."""
+    try:
+        _, heat = heat_map(
+            image,
+            lambda batch: np.array(
+                [p.probabilities for p in client().predict(batch, config.model_name, version=answered)]
+            ),
+        )
+    except ServingClientError as err:
+        st.caption(f"no occlusion map: {err.message}")
+        return
+    st.image(overlay(image, heat), caption=WHY, width=84)
 
 
 config = settings()
@@ -75,10 +95,13 @@ if normalised:
         st.stop()
     round_trip_ms = (time.perf_counter() - started) * 1000
     st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")
-    for (name, data, seen), answer in zip(normalised, answers, strict=True):
-        uploaded, model_saw, verdict, chart = st.columns([2, 1, 1, 3])
+    for index, ((name, data, seen), answer) in enumerate(zip(normalised, answers, strict=True)):
+        uploaded, model_saw, reason, verdict, chart = st.columns([2, 1, 1, 1, 3])
         uploaded.image(preview(data), caption=name)
         model_saw.image(seen.image, caption="what the model saw", width=84)
+        if index < EXPLAINED:
+            with reason:
+                why(seen.tensor, answer.version)
         verdict.metric("Digit", answer.digit)
         verdict.caption(f"{max(answer.probabilities):.1%} sure, version {answer.version}")
         chart.altair_chart(charts.probabilities(answer.probabilities), width="stretch")

@@ -88,6 +88,8 @@ def test_upload_shows_the_right_digit(page: Page, dashboard: str, mnist_test: Sp
     metric = page.locator('[data-testid="stMetricValue"]').first
     metric.wait_for(timeout=60_000)
     assert metric.inner_text().strip() == "7"
+    page.get_by_text("why: red is the ink").first.wait_for(timeout=30_000)  # the occlusion map came back
+    assert page.locator('[data-testid="stException"]').count() == 0
     screenshot(page, "predict-upload")
 
 
