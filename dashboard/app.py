@@ -1,7 +1,9 @@
 """The dashboard: `streamlit run dashboard/app.py` from the project root (port 8080, .streamlit/).
 
 Configuration from the environment: MODEL_DIR (default models), MODEL_NAME (mnist),
-SERVING_GRPC (localhost:8500), MODEL_CONFIG_FILE (the server's, for its version labels).
+SERVING_GRPC (localhost:8500), SERVING_METRICS (the servers' Prometheus endpoint,
+http://localhost:8501/monitoring/prometheus/metrics), MODEL_CONFIG_FILE (the server's, for its version
+labels).
 """
 
 from pathlib import Path
@@ -21,5 +23,6 @@ st.navigation(
         st.Page(VIEWS / "training.py", title="Training", icon=":material/show_chart:"),
         st.Page(VIEWS / "evaluation.py", title="Evaluation", icon=":material/fact_check:"),
         st.Page(VIEWS / "models.py", title="Models", icon=":material/dns:"),
+        st.Page(VIEWS / "monitor.py", title="Serving", icon=":material/monitoring:"),
     ]
 ).run()

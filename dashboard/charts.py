@@ -93,3 +93,36 @@ def probabilities(values: tuple[float, ...] | list[float]) -> alt.Chart:
         )
         .properties(height=160)
     )
+
+
+def over_time(frame: pd.DataFrame, value: str, series: str, title: str) -> alt.Chart:
+    """A serving figure over the last minutes, one line per series (replica, status, quantile...)."""
+    return (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y(f"{value}:Q", title=title),
+            color=alt.Color(f"{series}:N", title=series),
+            tooltip=[
+                series,
+                alt.Tooltip("time:T", format="%H:%M:%S"),
+                alt.Tooltip(f"{value}:Q", format=".4g"),
+            ],
+        )
+        .properties(height=220)
+    )
+
+
+def batch_sizes(frame: pd.DataFrame) -> alt.Chart:
+    """How many merged model calls had each batch size (the histogram's power-of-two buckets)."""
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("size:O", title="batch size (up to)"),
+            y=alt.Y("batches:Q", title="model calls"),
+            tooltip=["size", "batches"],
+        )
+        .properties(height=220)
+    )

@@ -15,6 +15,8 @@ class Settings:
     model_dir: Path
     model_name: str
     grpc: str
+    # The servers' Prometheus endpoint; its host name resolves to every replica (the monitor reads each).
+    metrics_url: str
     model_config_file: Path | None  # the server's ModelServerConfig, for its version labels
 
     @property
@@ -27,6 +29,7 @@ def settings() -> Settings:
         model_dir=Path(os.environ.get("MODEL_DIR", "models")),
         model_name=os.environ.get("MODEL_NAME", "mnist"),
         grpc=os.environ.get("SERVING_GRPC", "localhost:8500"),
+        metrics_url=os.environ.get("SERVING_METRICS", "http://localhost:8501/monitoring/prometheus/metrics"),
         model_config_file=Path(os.environ["MODEL_CONFIG_FILE"])
         if os.environ.get("MODEL_CONFIG_FILE")
         else None,

@@ -27,6 +27,7 @@ from stack.supervisor import Exited, Part, Signalled, Supervisor
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 MODEL_CONFIG_FILE = ROOT / "serving" / "config" / "models.config"
+METRICS_PATH = "/monitoring/prometheus/metrics"  # serving/config/monitoring.config's, TF Serving's default
 MODEL_NAME = "mnist"  # as serving/config/models.config names it
 
 EXAMPLES = """examples:
@@ -97,6 +98,7 @@ def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
                 "MODEL_NAME": MODEL_NAME,
                 "MODEL_CONFIG_FILE": str(MODEL_CONFIG_FILE),
                 "SERVING_GRPC": f"localhost:{args.grpc_port}",
+                "SERVING_METRICS": f"http://localhost:{args.rest_port}{METRICS_PATH}",
             },
             echo=args.verbose,  # Streamlit's own banner names addresses that are not the ones to open
             restart=restart_policy(COMPOSE_FILE, "dashboard"),

@@ -3,6 +3,7 @@
 import csv
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -21,6 +22,17 @@ PREVIEW_BOX = (160, 160)
 # Each occlusion map is one more request of 37 images: drawn for the first few answers only.
 EXPLAINED = 4
 WHY = "why: red is the ink the answer hangs on"
+# Shipped with the dashboard (samples/SOURCES.md): each name is the kind, then the digit it shows.
+KINDS = {"mnist": "MNIST", "photo": "photo", "typeset": "typeset", "board": "chalkboard"}
+SAMPLES = sorted(
+    (p for p in (Path(__file__).parent.parent / "samples").iterdir() if p.suffix in {".png", ".jpg"}),
+    key=lambda p: (list(KINDS).index(p.stem.split("-")[0]), p.name),
+)
+
+
+def sample_label(path: Path) -> str:
+    kind, digit = path.stem.split("-")[:2]
+    return f"{digit} · {KINDS[kind]}"
 
 
 def preview(data: bytes) -> Image.Image:
@@ -62,6 +74,9 @@ uploads = st.file_uploader(
     accept_multiple_files=True,
 )
 inputs = [(upload.name, upload.getvalue()) for upload in uploads or []]
+sample = st.pills("No digit at hand? Try a sample", SAMPLES, format_func=sample_label, key="sample")
+if sample is not None:
+    inputs.append((sample.name, sample.read_bytes()))
 with st.expander("...or draw one", expanded=not inputs):
     from streamlit_drawable_canvas import st_canvas
 
@@ -72,7 +87,7 @@ with st.expander("...or draw one", expanded=not inputs):
         inputs.append(("drawing", drawing.image_bytes))
 
 if not inputs:
-    st.info("Upload images or draw a digit to see the model's answer.")
+    st.info("Upload images, try a sample or draw a digit to see the model's answer.")
     st.stop()
 
 normalised, results = [], []

@@ -102,6 +102,11 @@ def test_services_and_the_autoscaler_reach_their_pods() -> None:
         e["name"]: e["value"] for e in pod_spec("Deployment", "dashboard")["containers"][0]["env"]
     }
     assert dashboard_env["SERVING_GRPC"] == "serving:8500"
+    # The Serving page reads each replica: through the headless Service, on its REST port.
+    metrics = dashboard_env["SERVING_METRICS"]
+    assert metrics.startswith("http://serving-replicas:8501/")
+    headless = resource("Service", "serving-replicas")["spec"]
+    assert headless["clusterIP"] == "None" and 8501 in [p["port"] for p in headless["ports"]]
 
 
 def test_the_kustomization_sets_every_image_once() -> None:

@@ -135,3 +135,15 @@ def test_replicas_share_the_requests_and_one_stopping_fails_none(
         90,
         "the stopped replica to be back",
     )
+
+
+def test_the_serving_page_reads_every_replica(replicas: ComposeProject) -> None:
+    """The dashboard's monitor, inside its container, finds each replica by the servers' name."""
+    (dashboard,) = [e["ID"] for e in replicas.entries() if e["Service"] == "dashboard"]
+    read = (
+        "import os; from dashboard.monitor import Monitor; "
+        "m = Monitor(os.environ['SERVING_METRICS'], 'mnist'); m.read_all(); _, found, _ = m.snapshot(); "
+        "print(sum(r.problem is None and r.version is not None for r in found))"
+    )
+    answering = replicas.engine.docker("exec", dashboard, "python", "-c", read)
+    assert int(answering.strip()) == REPLICAS

@@ -11,11 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from client import ServingClient
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
 from tests.e2e.conftest import needs_chromium, open_page, screenshot
@@ -27,7 +29,11 @@ pytestmark = needs_chromium
 @pytest.fixture(scope="module")
 def own_server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of this module's own: the last test stops it."""
-    running = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}")
+    running = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        f"--monitoring_config_file={ROOT / 'serving' / 'config' / 'monitoring.config'}",
+    )
     yield running
     running.stop()
 
@@ -35,7 +41,12 @@ def own_server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(trained_model_dir), "SERVING_GRPC": own_server.grpc_target}
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(trained_model_dir),
+        "SERVING_GRPC": own_server.grpc_target,
+        "SERVING_METRICS": f"{own_server.rest_url}/monitoring/prometheus/metrics",
+    }
     process = subprocess.Popen(
         [
             sys.executable,
@@ -68,7 +79,13 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
 
 @pytest.mark.parametrize(
     ("path", "heading"),
-    [("training", "Training"), ("evaluation", "Evaluation"), ("models", "Models"), ("", "Predict")],
+    [
+        ("training", "Training"),
+        ("evaluation", "Evaluation"),
+        ("models", "Models"),
+        ("monitor", "Serving"),
+        ("", "Predict"),
+    ],
 )
 def test_every_page_opens(page: Page, dashboard: str, path: str, heading: str) -> None:
     open_page(page, f"{dashboard}/{path}")
@@ -76,7 +93,7 @@ def test_every_page_opens(page: Page, dashboard: str, path: str, heading: str) -
     assert page.locator('[data-testid="stException"]').count() == 0
     navigation = page.locator('[data-testid="stSidebarNav"]').inner_text()
     titles = [word for word in navigation.split() if word[0].isupper()]  # the rest are icon names
-    assert titles == ["Predict", "Training", "Evaluation", "Models"], navigation
+    assert titles == ["Predict", "Training", "Evaluation", "Models", "Serving"], navigation
     screenshot(page, path or "predict")
 
 
@@ -91,6 +108,20 @@ def test_upload_shows_the_right_digit(page: Page, dashboard: str, mnist_test: Sp
     page.get_by_text("why: red is the ink").first.wait_for(timeout=30_000)  # the occlusion map came back
     assert page.locator('[data-testid="stException"]').count() == 0
     screenshot(page, "predict-upload")
+
+
+def test_a_sample_shows_the_whole_path(page: Page, dashboard: str) -> None:
+    open_page(page, dashboard)
+    page.get_by_text("7 · MNIST", exact=True).click()
+    digit = page.locator('[data-testid="stMetricValue"]').first
+    digit.wait_for(timeout=60_000)
+    assert digit.inner_text().strip() == "7"  # MNIST's first test image
+    page.get_by_text("why: red is the ink").first.wait_for(timeout=30_000)
+    page.get_by_text("3 · photo", exact=True).click()  # another sample in its place
+    page.get_by_text("photo-3-test30.jpg").first.wait_for(timeout=60_000)
+    page.get_by_text("mnist-7-test0.png").first.wait_for(state="detached", timeout=30_000)  # replaced
+    assert page.locator('[data-testid="stException"]').count() == 0
+    screenshot(page, "predict-sample")
 
 
 def test_drawing_gets_a_prediction(page: Page, dashboard: str) -> None:
@@ -127,8 +158,32 @@ def test_drawing_gets_a_prediction(page: Page, dashboard: str) -> None:
     screenshot(page, "predict-drawing")
 
 
+def test_the_serving_monitor_follows_the_load(page: Page, dashboard: str, own_server: ServerProcess) -> None:
+    open_page(page, f"{dashboard}/monitor")
+    rate = page.locator('[data-testid="stMetricValue"]').first
+    rate.wait_for(timeout=60_000)
+    quiet = float(rate.inner_text().replace(",", ""))
+    client = ServingClient.grpc(own_server.grpc_target)
+    blank = np.zeros((28, 28), np.float32)
+
+    def busier() -> bool:
+        """Send a burst of predictions, then see whether the page's requests/s has risen with them."""
+        for _ in range(40):
+            client.predict(blank)
+        return float(rate.inner_text().replace(",", "")) > quiet + 5
+
+    wait_for(busier, 60, "the monitor's requests/s to rise under load")
+    page.get_by_text("latency (ms)").first.wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    screenshot(page, "monitor")
+
+
 def test_a_stopped_server_is_reported(page: Page, dashboard: str, own_server: ServerProcess) -> None:
     assert own_server.stop() == 0
     open_page(page, f"{dashboard}/models")
     page.get_by_text("is not answering").first.wait_for(timeout=60_000)
     screenshot(page, "models-server-down")
+    open_page(page, f"{dashboard}/monitor")
+    page.get_by_text("not answering").first.wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    screenshot(page, "monitor-server-down")

@@ -71,6 +71,8 @@ def test_services_are_wired_as_the_design_says() -> None:
     assert (
         "balancer" in dashboard["depends_on"] and dashboard["environment"]["SERVING_GRPC"] == "balancer:8500"
     )
+    # The Serving page reads every replica by the servers' own name, past the balancer.
+    assert dashboard["environment"]["SERVING_METRICS"].startswith("http://serving:8501/")
     # The replicas publish nothing: the balancer holds 8500 and 8501, on loopback by default.
     assert "ports" not in serving and serving["deploy"]["replicas"] == 1
     assert {(p["target"], p["host_ip"]) for p in balancer["ports"]} == {
