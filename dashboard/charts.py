@@ -101,7 +101,7 @@ def over_time(frame: pd.DataFrame, value: str, series: str, title: str) -> alt.C
         alt.Chart(frame)
         .mark_line(point=alt.OverlayMarkDef(size=12))
         .encode(
-            x=alt.X("time:T", title=None),
+            x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
             y=alt.Y(f"{value}:Q", title=title),
             color=alt.Color(f"{series}:N", title=series),
             tooltip=[

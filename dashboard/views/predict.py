@@ -21,7 +21,7 @@ from dashboard.settings import settings
 PREVIEW_BOX = (160, 160)
 # Each occlusion map is one more request of 37 images: drawn for the first few answers only.
 EXPLAINED = 4
-WHY = "why: red is the ink the answer hangs on"
+WHY = "why: the red ink decides"
 # Shipped with the dashboard (samples/SOURCES.md): each name is the kind, then the digit it shows.
 KINDS = {"mnist": "MNIST", "photo": "photo", "typeset": "typeset", "board": "chalkboard"}
 SAMPLES = sorted(
@@ -44,6 +44,7 @@ def preview(data: bytes) -> Image.Image:
 
 def why(image: np.ndarray, answered: int) -> None:
     """The occlusion map of one image, asked of the version that answered it, in the current column."""
+    started = time.perf_counter()
     try:
         _, heat = heat_map(
             image,
@@ -54,7 +55,8 @@ def why(image: np.ndarray, answered: int) -> None:
     except ServingClientError as err:
         st.caption(f"no occlusion map: {err.message}")
         return
-    st.image(overlay(image, heat), caption=WHY, width=84)
+    took_ms = (time.perf_counter() - started) * 1000
+    st.image(overlay(image, heat), caption=f"{WHY} ({took_ms:.0f} ms)", width=84)
 
 
 config = settings()

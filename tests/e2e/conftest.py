@@ -28,7 +28,8 @@ def open_page(page: Page, url: str) -> None:
 
 
 def screenshot(page: Page, name: str) -> None:
-    """Once images and charts have arrived, so the picture shows what a person sees."""
+    """Once the script has run and images and charts have arrived, so the picture shows what a person sees."""
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=60_000)
     page.wait_for_load_state("networkidle")
     page.wait_for_function(
         "() => [...document.images].every(i => i.complete)"

@@ -105,7 +105,7 @@ def test_upload_shows_the_right_digit(page: Page, dashboard: str, mnist_test: Sp
     metric = page.locator('[data-testid="stMetricValue"]').first
     metric.wait_for(timeout=60_000)
     assert metric.inner_text().strip() == "7"
-    page.get_by_text("why: red is the ink").first.wait_for(timeout=30_000)  # the occlusion map came back
+    page.get_by_text("why: the red ink").first.wait_for(timeout=30_000)  # the occlusion map came back
     assert page.locator('[data-testid="stException"]').count() == 0
     screenshot(page, "predict-upload")
 
@@ -116,7 +116,7 @@ def test_a_sample_shows_the_whole_path(page: Page, dashboard: str) -> None:
     digit = page.locator('[data-testid="stMetricValue"]').first
     digit.wait_for(timeout=60_000)
     assert digit.inner_text().strip() == "7"  # MNIST's first test image
-    page.get_by_text("why: red is the ink").first.wait_for(timeout=30_000)
+    page.get_by_text("why: the red ink").first.wait_for(timeout=30_000)
     page.get_by_text("3 · photo", exact=True).click()  # another sample in its place
     page.get_by_text("photo-3-test30.jpg").first.wait_for(timeout=60_000)
     page.get_by_text("mnist-7-test0.png").first.wait_for(state="detached", timeout=30_000)  # replaced
@@ -160,7 +160,9 @@ def test_drawing_gets_a_prediction(page: Page, dashboard: str) -> None:
 
 def test_the_serving_monitor_follows_the_load(page: Page, dashboard: str, own_server: ServerProcess) -> None:
     open_page(page, f"{dashboard}/monitor")
-    rate = page.locator('[data-testid="stMetricValue"]').first
+    rate = page.locator('[data-testid="stMetric"]', has_text="requests/s").locator(
+        '[data-testid="stMetricValue"]'
+    )
     rate.wait_for(timeout=60_000)
     quiet = float(rate.inner_text().replace(",", ""))
     client = ServingClient.grpc(own_server.grpc_target)
