@@ -11,11 +11,16 @@ import argparse
 import csv
 import glob
 import json
+import os
+import signal
 import sys
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.normalise import ImageError, normalise_bytes
@@ -54,27 +59,39 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
 
 
 def read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
     except OSError as err:
         raise ImageError(err.strerror or str(err)) from None
 
 
-def predict_batch(client: ServingClient, paths: list[str], args: argparse.Namespace) -> list[Outcome]:
-    outcomes = [Outcome(path) for path in paths]
-    tensors, ready = [], []
-    for outcome in outcomes:
+def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | ImageError]:
+    """Each file's model input, or what is wrong with it ("-" is `stdin`): one batch's work, done in
+    a worker process when there are several batches."""
+    tensors: list[np.ndarray | ImageError] = []
+    for path in paths:
         try:
-            tensors.append(normalise_bytes(read(outcome.path)).tensor)
-            ready.append(outcome)
+            tensors.append(normalise_bytes(stdin if path == "-" else read(path)).tensor)
         except ImageError as err:
-            outcome.error = str(err)
+            tensors.append(err)
+    return tensors
+
+
+def predict_batch(
+    client: ServingClient, paths: list[str], tensors: list[np.ndarray | ImageError], args: argparse.Namespace
+) -> list[Outcome]:
+    outcomes = [Outcome(path) for path in paths]
+    ready, images = [], []
+    for outcome, tensor in zip(outcomes, tensors, strict=True):
+        if isinstance(tensor, ImageError):
+            outcome.error = str(tensor)
+        else:
+            ready.append(outcome)
+            images.append(tensor)
     if ready:
         try:
             for outcome, answer in zip(
-                ready, client.predict(tensors, args.model, args.version, args.label), strict=True
+                ready, client.predict(images, args.model, args.version, args.label), strict=True
             ):
                 outcome.digit, outcome.probabilities, outcome.version = (
                     answer.digit,
@@ -85,6 +102,44 @@ def predict_batch(client: ServingClient, paths: list[str], args: argparse.Namesp
             for outcome in ready:
                 outcome.error = str(err)
     return outcomes
+
+
+def ignore_interrupts() -> None:
+    """In the workers: Ctrl-C is the main process's to handle (else each worker prints a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def predicted(
+    connect_client: Callable[[], ServingClient], batches: list[list[str]], args: argparse.Namespace
+) -> Iterator[list[Outcome]]:
+    """Each batch's outcomes, in the order of the batches. Normalising dominates (about 11 ms an
+    image on one core of an AMD EPYC, against 0.12 ms for its share of a batched Predict call), so
+    with several batches it runs in one worker process per core, every batch queued at once; each
+    batch is sent as soon as it is ready, up to --concurrency requests at once, while the workers
+    go on with the next ones."""
+    stdin = sys.stdin.buffer.read() if any("-" in batch for batch in batches) else b""
+    stdins = [stdin if "-" in batch else b"" for batch in batches]
+    if len(batches) == 1:
+        yield predict_batch(connect_client(), batches[0], normalise_files(batches[0], stdin), args)
+        return
+    workers = ProcessPoolExecutor(min(len(batches), os.cpu_count() or 1), initializer=ignore_interrupts)
+    senders = ThreadPoolExecutor(args.concurrency)
+    try:
+        # Queued before the client is made, so the workers are forked now: before the gRPC client
+        # imports TensorFlow and opens its channel, whose threads make a fork unsafe. The import
+        # (about 5 s of CPU) then overlaps with the first batches' normalising.
+        normalised = workers.map(normalise_files, batches, stdins)
+        client = connect_client()
+        sending: deque[Future[list[Outcome]]] = deque()
+        for paths, tensors in zip(batches, normalised, strict=True):
+            sending.append(senders.submit(predict_batch, client, paths, tensors, args))
+            while sending and (sending[0].done() or len(sending) >= args.concurrency):
+                yield sending.popleft().result()
+        while sending:
+            yield sending.popleft().result()
+    finally:  # Ctrl-C: the batches not yet normalised or sent are dropped
+        senders.shutdown(wait=False, cancel_futures=True)
+        workers.shutdown(wait=False, cancel_futures=True)
 
 
 class Printer:
@@ -133,7 +188,6 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images found in the paths given", file=sys.stderr)
         return 1
-    client = connect(args)
     show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"))
     batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
     failed = 0
@@ -142,16 +196,12 @@ def run_predict(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
-    pool = ThreadPoolExecutor(args.concurrency)
-    try:
-        for outcomes in pool.map(lambda batch: predict_batch(client, batch, args), batches):
-            for outcome in outcomes:
-                show(outcome)
-                failed += outcome.error is not None
-            if progress is not None:
-                progress.update(len(outcomes))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: the batches not yet sent are dropped
+    for outcomes in predicted(lambda: connect(args), batches, args):
+        for outcome in outcomes:
+            show(outcome)
+            failed += outcome.error is not None
+        if progress is not None:
+            progress.update(len(outcomes))
     if progress is not None:
         progress.close()
     if failed:

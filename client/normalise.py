@@ -102,9 +102,18 @@ def ink_map(image: Image.Image) -> np.ndarray:
         grey = np.asarray(image.convert("L"), dtype=np.float32)
         if see_through.any():  # whatever colour hides under them, the see-through pixels are paper
             grey[see_through] = np.median(grey[~see_through])
+        paper = float(np.median(grey))
     else:
-        grey = np.asarray(image.convert("L"), dtype=np.float32)
-    return 255.0 - grey if np.median(grey) > 127 else grey
+        levels = np.asarray(image.convert("L"))
+        grey, paper = levels.astype(np.float32), median_level(levels)
+    return 255.0 - grey if paper > 127 else grey
+
+
+def median_level(levels: np.ndarray) -> float:
+    """np.median of 8-bit levels, read off their counts: a fifth of its time (no sorting)."""
+    at_most = np.cumsum(np.bincount(levels.ravel(), minlength=256))
+    middle = np.searchsorted(at_most, [(at_most[-1] - 1) // 2, at_most[-1] // 2], side="right")
+    return float(middle.mean())
 
 
 def _reduce(image: Image.Image) -> Image.Image:
@@ -120,9 +129,12 @@ def _reduce(image: Image.Image) -> Image.Image:
 
 def otsu_threshold(values: np.ndarray) -> float:
     """The level that best splits `values` (0-255) into two classes (Otsu, 1979)."""
-    histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
+    # The 256 bins are one wide from 0, so a value's bin is its integer part: np.bincount counts them
+    # in an eighth of np.histogram's time, to the same counts.
+    histogram = np.bincount(np.clip(values, 0, 255).astype(np.intp).ravel(), minlength=256)
+    levels = np.arange(256.0)
     weights = np.cumsum(histogram).astype(np.float64)
-    means = np.cumsum(histogram * edges[:-1])
+    means = np.cumsum(histogram * levels)
     total_weight, total_mean = weights[-1], means[-1]
     background, foreground = weights, total_weight - weights
     valid = (background > 0) & (foreground > 0)
@@ -130,22 +142,40 @@ def otsu_threshold(values: np.ndarray) -> float:
     between[valid] = (total_mean * background[valid] - means[valid] * total_weight) ** 2 / (
         background[valid] * foreground[valid]
     )
-    return float(edges[int(np.argmax(between))])
+    return float(levels[int(np.argmax(between))])
+
+
+def dilated(mask: np.ndarray, steps: int = 1) -> np.ndarray:
+    """`mask` grown by its four neighbours `steps` times: what ndimage.binary_dilation(mask,
+    iterations=steps) gives, by slices, in a twentieth of its time (0.05 against 1.0 ms on a 274x274
+    image; it and ndimage's erosion took 9% of the normalisation)."""
+    for _ in range(steps):
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        mask = grown
+    return mask
 
 
 def stroke_width(mask: np.ndarray) -> float:
     """The mean width of the strokes in `mask`, in pixels: a ribbon's area over half its outline."""
-    outline = mask & ~ndimage.binary_erosion(mask)
+    # The outline: ink with paper, or the image's edge, among its four neighbours.
+    outline = mask & dilated(np.pad(~mask, 1, constant_values=True))[1:-1, 1:-1]
     return 2 * float(mask.sum()) / max(int(outline.sum()), 1)
 
 
-def grown(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hysteresis, as edge detectors threshold: the regions of `weak` that touch `strong`. A stroke
     that fades (pencil pressed lightly, a scan's faint end) stays whole instead of breaking into
-    specks, while faint smudges away from the strokes stay out."""
-    labels, _ = ndimage.label(weak)
-    touched = np.unique(labels[strong])
-    return np.isin(labels, touched[touched > 0])
+    specks, while faint smudges away from the strokes stay out. The regions' labels [h, w] and each
+    label's size in pixels, 0 for the regions that do not touch `strong`."""
+    labels, count = ndimage.label(weak)
+    touched = np.zeros(count + 1, dtype=bool)
+    touched[labels[strong]] = True
+    touched[0] = False
+    return labels, np.where(touched, np.bincount(labels.ravel(), minlength=count + 1), 0)
 
 
 def clean_ink(ink: np.ndarray) -> np.ndarray:
@@ -166,13 +196,11 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
     if stroke_sigma > sigma:  # else the first blur already is the one wanted
         smooth = ndimage.gaussian_filter(ink, stroke_sigma)
         level = otsu_threshold(smooth)
-    mask = grown(smooth > level, smooth > FAINT_INK_SHARE * level)
-    labels, count = ndimage.label(mask)
-    if count == 0:
+    labels, sizes = hysteresis_regions(smooth > level, smooth > FAINT_INK_SHARE * level)
+    if not sizes.any():
         raise ImageError("no ink found: the image looks blank")
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    keep = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))  # drop specks of noise
-    strokes = ndimage.binary_dilation(keep, iterations=max(1, side // 200))  # with their soft edges
+    keep = (sizes >= 0.05 * sizes.max())[labels]  # drop specks of noise
+    strokes = dilated(keep, max(1, side // 200))  # with their soft edges
     # The grey opening sits below the paper's mean by the noise's lower tail, so noise leaves a
     # residue everywhere; kept in the soft edges, it draws a grey halo round a small digit in a large
     # photo. The edges lose the paper's median residue.
@@ -184,8 +212,9 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
 
 def to_mnist_layout(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink, longer side to 20 px, centre of mass to (14, 14) of a 28x28 field."""
-    rows, cols = np.nonzero(ink)
-    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    inked = ink > 0
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
     scale = DIGIT_SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

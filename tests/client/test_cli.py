@@ -7,11 +7,15 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from client.__main__ import EXAMPLES, parse_args
+from client import ServingClient, normalise_bytes
+from client.__main__ import EXAMPLES, parse_args, predicted
+from client.api import Transport
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, example_commands, free_port
 from trainer.data import Split
@@ -103,3 +107,63 @@ def test_help_shows_examples_that_parse() -> None:
     assert [argv[0] for argv in examples] == ["predict"] * 4 + ["status", "metadata"]
     for argv in examples:
         parse_args(argv)
+
+
+class RecordingTransport(Transport):
+    """Keeps every image it is sent and answers each with its serial number as the first
+    probability, so an answer shows which image it was given for. Its first call waits until a
+    later one has been answered: the answers come back out of order."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.lock = threading.Lock()
+        self.later_answered = threading.Event()
+
+    def predict(
+        self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
+    ) -> tuple[np.ndarray, int]:
+        with self.lock:
+            first = len(self.images)
+            self.images.extend(images)
+        if first == 0:
+            assert self.later_answered.wait(timeout=30), "no later call came while the first was waiting"
+        answers = np.zeros((len(images), 10), dtype=np.float32)
+        answers[:, 0] = np.arange(first, first + len(images))
+        if first > 0:
+            self.later_answered.set()
+        return answers, 1
+
+
+@pytest.mark.fast
+def test_batches_normalised_in_workers_come_back_in_order_as_normalised_here(
+    tmp_path: Path, mnist_test: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several batches (so worker processes normalise them), a bad file and standard input among
+    them, answers that come back out of order: every input answered or reported in the order given,
+    each answer for its own image, the image exactly as normalise_bytes makes it in this process."""
+    paths = []
+    for index in range(9):
+        path = tmp_path / f"digit{index}.png"
+        path.write_bytes(encode(photo_of(mnist_test.images[index], noise=4, seed=index), "PNG"))
+        paths.append(str(path))
+    (tmp_path / "notes.png").write_bytes(b"this is not a picture")
+    paths.insert(4, str(tmp_path / "notes.png"))
+    paths.insert(7, "-")
+    piped = encode(photo_of(mnist_test.images[20]), "JPEG")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped)))
+    args = parse_args(["predict", "--batch-size", "2", "--concurrency", "3", *paths])
+    transport = RecordingTransport()
+    batches = [paths[i : i + 2] for i in range(0, len(paths), 2)]
+
+    outcomes = [o for batch in predicted(lambda: ServingClient(transport), batches, args) for o in batch]
+
+    assert [o.path for o in outcomes] == paths
+    assert [(o.path, o.error) for o in outcomes if o.error] == [
+        (paths[4], "not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)")
+    ]
+    answered = [o for o in outcomes if not o.error]
+    assert len(transport.images) == len(answered) == 10
+    for outcome in answered:
+        data = piped if outcome.path == "-" else Path(outcome.path).read_bytes()
+        sent = transport.images[int(outcome.probabilities[0])]
+        assert np.array_equal(sent, normalise_bytes(data).tensor), outcome.path

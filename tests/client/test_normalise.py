@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from client.normalise import ImageError, Limits, normalise_bytes
+from client.normalise import (
+    ImageError,
+    Limits,
+    dilated,
+    median_level,
+    normalise_bytes,
+    stroke_width,
+)
 from tests.client.conftest import encode, photo_of
 from trainer.data import Split
 
@@ -182,3 +189,19 @@ def test_sixteen_bit_scan(mnist_test: Split) -> None:
     buffer = io.BytesIO()
     Image.fromarray(scan).save(buffer, "PNG")
     assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[5])
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_steps_give_what_numpy_and_ndimage_give(seed: int) -> None:
+    """The counts and slices that replaced np.median and ndimage's binary morphology (for speed)
+    give the same answers, on random shapes, masks and levels."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(side) for side in rng.integers(1, 60, 2))
+    mask = rng.random(shape) < rng.uniform(0.2, 0.9)
+    for steps in (1, 2, 5):
+        assert np.array_equal(dilated(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
+    outline = mask & ~ndimage.binary_erosion(mask)
+    assert stroke_width(mask) == 2 * float(mask.sum()) / max(int(outline.sum()), 1)
+    levels = rng.integers(0, 256, shape).astype(np.uint8)
+    assert median_level(levels) == np.median(levels)
