@@ -178,6 +178,22 @@ def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray
     return labels, np.where(touched, np.bincount(labels.ravel(), minlength=count + 1), 0)
 
 
+def without_the_frame(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """`sizes` with the regions that lie along the image's edge set to 0, when a digit lies clear of it.
+
+    A photo whose sheet does not fill the frame has the table, or the sheet's shadowed edge, along its
+    sides; darker than the paper, it reads as ink, and as the biggest ink at that. Such a region touches
+    the edge over a quarter of a side or more. It is dropped only when a region of real size (as the
+    speck rule counts it) touches no edge at all: a digit cropped tight touches the edge too, and then
+    stays whatever its contact."""
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    contact = np.bincount(edge, minlength=len(sizes))
+    clear_of_edge = (contact == 0) & (sizes >= 0.05 * sizes.max())
+    if not clear_of_edge.any():
+        return sizes
+    return np.where(contact >= min(labels.shape) / 4, 0, sizes)
+
+
 def clean_ink(ink: np.ndarray) -> np.ndarray:
     """Background and noise removed: ink where there is a stroke, exactly 0 elsewhere."""
     side = max(ink.shape)
@@ -199,6 +215,7 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
     labels, sizes = hysteresis_regions(smooth > level, smooth > FAINT_INK_SHARE * level)
     if not sizes.any():
         raise ImageError("no ink found: the image looks blank")
+    sizes = without_the_frame(labels, sizes)
     keep = (sizes >= 0.05 * sizes.max())[labels]  # drop specks of noise
     strokes = dilated(keep, max(1, side // 200))  # with their soft edges
     # The grey opening sits below the paper's mean by the noise's lower tail, so noise leaves a

@@ -121,6 +121,27 @@ def test_animated_gif_uses_its_first_frame(mnist_test: Split) -> None:
     assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[2])
 
 
+def test_a_photo_with_the_table_round_the_sheet(mnist_test: Split) -> None:
+    """The sheet turned and not filling the frame: the dark table along the sides is not the digit."""
+    photo = Image.fromarray(photo_of(mnist_test.images[0], at=(100, 180))).rotate(
+        5, resample=Image.Resampling.BICUBIC, fillcolor=60
+    )
+    normalised = normalise_bytes(encode(np.asarray(photo), "JPEG"))
+    assert_mnist_layout(normalised.image, mnist_test.images[0], min_correlation=0.7)
+
+
+def test_a_digit_cropped_tight_keeps_the_strokes_along_the_edge() -> None:
+    """A seven cropped to its ink: the top bar runs along the whole top edge and stays, specks or not."""
+    seven = np.full((60, 40), 250, np.uint8)
+    seven[:4, :] = 10  # the bar, along the top edge
+    for row in range(4, 60):  # the stem, down to the bottom edge
+        seven[row, max(0, 30 - row // 2) : max(5, 35 - row // 2)] = 10
+    seven[30:32, 36:38] = 120  # a speck, clear of the edge
+    inked = normalise_bytes(encode(seven, "PNG")).image > 128
+    top = np.flatnonzero(inked.any(axis=1))[0]
+    assert inked[top : top + 2].any(axis=0).sum() >= 10  # the bar, 13 px wide at the top of the digit
+
+
 def test_typeset_digit(mnist_test: Split) -> None:
     from PIL import ImageDraw, ImageFont
 
