@@ -16,6 +16,7 @@ from trainer.data import Split
 from trainer.progress import RunProgress
 
 VIEWS = ROOT / "dashboard" / "views"
+SAMPLES = sorted((ROOT / "dashboard" / "samples").glob("*-*.*"))
 
 
 def page(name: str) -> AppTest:
@@ -130,7 +131,7 @@ def test_models_page_says_when_the_server_is_down(
 
 def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mnist_test: Split) -> None:
     app = page("predict").run()
-    assert not app.exception and "Upload images or draw a digit" in texts(app)
+    assert not app.exception and "Upload images, try a sample or draw a digit" in texts(app)
     app.file_uploader[0].set_value(
         [
             ("seven.jpg", encode(photo_of(mnist_test.images[0]), "JPEG"), "image/jpeg"),
@@ -143,3 +144,16 @@ def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mn
     (digit,) = app.metric
     assert digit.label == "Digit" and digit.value == "7"
     assert "version 1" in texts(app)
+
+
+def test_every_sample_digit_is_one_click_from_an_answer(dashboard_env: Path) -> None:
+    app = page("predict").run()
+    (samples,) = app.pills
+    assert len(samples.options) == len(SAMPLES) >= 4
+    for sample in SAMPLES:
+        app.pills[0].set_value(sample).run()
+        assert not app.exception and not app.error, sample.name
+        (digit,) = app.metric
+        kind, shown = sample.stem.split("-")[:2]
+        if kind == "mnist":  # MNIST's own test digits: what even the suite's small model reads right
+            assert digit.value == shown, sample.name
