@@ -179,19 +179,26 @@ def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray
 
 
 def without_the_frame(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """`sizes` with the regions that lie along the image's edge set to 0, when a digit lies clear of it.
+    """`sizes` with the regions that frame the image set to 0, when a digit lies clear of the edge.
 
     A photo whose sheet does not fill the frame has the table, or the sheet's shadowed edge, along its
     sides; darker than the paper, it reads as ink, and as the biggest ink at that. Such a region touches
-    the edge over a quarter of a side or more. It is dropped only when a region of real size (as the
-    speck rule counts it) touches no edge at all: a digit cropped tight touches the edge too, and then
-    stays whatever its contact."""
+    the edge over a quarter of a side or more and lies in a band along it (an eighth of the shorter
+    side). It is dropped only when a region of real size (as the speck rule counts it) touches no edge:
+    a digit cropped tight touches the edge too and reaches in from it, and then stays."""
+    shorter = min(labels.shape)
+    band = np.ones(labels.shape, dtype=bool)
+    inner = max(1, shorter // 8)
+    band[inner:-inner, inner:-inner] = False
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     contact = np.bincount(edge, minlength=len(sizes))
     clear_of_edge = (contact == 0) & (sizes >= 0.05 * sizes.max())
     if not clear_of_edge.any():
         return sizes
-    return np.where(contact >= min(labels.shape) / 4, 0, sizes)
+    area = np.bincount(labels.ravel(), minlength=len(sizes))
+    in_band = np.bincount(labels[band], minlength=len(sizes))
+    frame = (contact >= shorter / 4) & (in_band >= 0.9 * area)
+    return np.where(frame, 0, sizes)
 
 
 def clean_ink(ink: np.ndarray) -> np.ndarray:
