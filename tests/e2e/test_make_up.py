@@ -207,7 +207,7 @@ def test_make_up_from_nothing_to_predictions_and_a_clean_stop(
     open_page(page, make_up.dashboard)
     page.locator('input[type="file"]').set_input_files(str(upload))
     page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=60_000)
-    screenshot(page, "make-up-predict")  # the README's picture (docs/dashboard.png)
+    screenshot(page, "make-up-predict")
     context.close()
 
     make_up.stop(signal.SIGINT, whole_group=True)
