@@ -187,16 +187,14 @@ def without_the_frame(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     side). It is dropped only when a region of real size (as the speck rule counts it) touches no edge:
     a digit cropped tight touches the edge too and reaches in from it, and then stays."""
     shorter = min(labels.shape)
-    band = np.ones(labels.shape, dtype=bool)
-    inner = max(1, shorter // 8)
-    band[inner:-inner, inner:-inner] = False
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     contact = np.bincount(edge, minlength=len(sizes))
     clear_of_edge = (contact == 0) & (sizes >= 0.05 * sizes.max())
     if not clear_of_edge.any():
         return sizes
+    inner = max(1, shorter // 8)
     area = np.bincount(labels.ravel(), minlength=len(sizes))
-    in_band = np.bincount(labels[band], minlength=len(sizes))
+    in_band = area - np.bincount(labels[inner:-inner, inner:-inner].ravel(), minlength=len(sizes))
     frame = (contact >= shorter / 4) & (in_band >= 0.9 * area)
     return np.where(frame, 0, sizes)
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from client import ServingClient, ServingClientError
+
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
@@ -187,6 +189,7 @@ class Monitor:
     rounds: deque[Round] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _session: requests.Session = field(default_factory=requests.Session)
+    _status_clients: dict[str, ServingClient] = field(default_factory=dict)  # one per replica address
 
     def start(self) -> Monitor:
         threading.Thread(target=self._run, name="serving-monitor", daemon=True).start()
@@ -247,32 +250,32 @@ class Monitor:
             answer = self._session.get(self._url(address, path), timeout=2)
         except requests.RequestException as err:
             return None, None, f"not answering ({type(err).__name__})"
+        version = self._version(address)
         if answer.status_code == 404:
             return (
                 None,
-                self._version(address),
+                version,
                 (
                     f"no metrics at {path}: start the server with --monitoring_config_file "
                     "(prometheus_config { enable: true })"
                 ),
             )
         if answer.status_code != 200:
-            return None, self._version(address), f"metrics answered HTTP {answer.status_code}"
+            return None, version, f"metrics answered HTTP {answer.status_code}"
         try:
-            reading = parse(answer.text, self.model)
+            return parse(answer.text, self.model), version, None
         except ValueError as err:
-            return None, self._version(address), f"metrics not in Prometheus's text format ({err})"
-        return reading, self._version(address), None
+            return None, version, f"metrics not in Prometheus's text format ({err})"
 
     def _version(self, address: str) -> int | None:
         """The newest AVAILABLE version (the one answering requests without a version), or None."""
+        if address not in self._status_clients:
+            self._status_clients[address] = ServingClient.rest(self._url(address, ""), timeout=2, retries=0)
         try:
-            answer = self._session.get(self._url(address, f"/v1/models/{self.model}"), timeout=2)
-            states = answer.json().get("model_version_status", []) if answer.ok else []
-        except (requests.RequestException, ValueError):
+            statuses = self._status_clients[address].status(self.model)
+        except ServingClientError:
             return None
-        available = [int(s["version"]) for s in states if s.get("state") == "AVAILABLE"]
-        return max(available, default=None)
+        return max((s.version for s in statuses if s.state == "AVAILABLE"), default=None)
 
     def snapshot(self) -> tuple[str | None, list[Replica], list[Round]]:
         """A consistent copy for a page to draw from while the thread goes on reading."""

@@ -84,7 +84,10 @@ class FakeServer(BaseHTTPRequestHandler):
         if self.path == PATH and self.metrics is not None:
             body = self.metrics.exposition()
         elif self.path == "/v1/models/mnist":
-            body = b'{"model_version_status": [{"version": "3", "state": "AVAILABLE"}]}'
+            body = (
+                b'{"model_version_status": [{"version": "3", "state": "AVAILABLE",'
+                b' "status": {"error_code": "OK", "error_message": ""}}]}'
+            )
         else:
             self.send_error(404)
             return
