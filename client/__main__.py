@@ -112,7 +112,7 @@ def ignore_interrupts() -> None:
 def predicted(
     connect_client: Callable[[], ServingClient], batches: list[list[str]], args: argparse.Namespace
 ) -> Iterator[list[Outcome]]:
-    """Each batch's outcomes, in the order of the batches. Normalising dominates (about 11 ms an
+    """Each batch's outcomes, in the order of the batches. Normalising dominates (about 4.5 ms an
     image on one core of an AMD EPYC, against 0.12 ms for its share of a batched Predict call), so
     with several batches it runs in one worker process per core, every batch queued at once; each
     batch is sent as soon as it is ready, up to --concurrency requests at once, while the workers
@@ -126,8 +126,7 @@ def predicted(
     senders = ThreadPoolExecutor(args.concurrency)
     try:
         # Queued before the client is made, so the workers are forked now: before the gRPC client
-        # imports TensorFlow and opens its channel, whose threads make a fork unsafe. The import
-        # (about 5 s of CPU) then overlaps with the first batches' normalising.
+        # opens its channel, whose threads make a fork unsafe.
         normalised = workers.map(normalise_files, batches, stdins)
         client = connect_client()
         sending: deque[Future[list[Outcome]]] = deque()
@@ -180,7 +179,7 @@ def connect(args: argparse.Namespace) -> ServingClient:
     options = {"timeout": args.timeout}
     if args.rest:
         return ServingClient.rest(args.rest, **options)
-    return ServingClient.grpc(args.grpc, verbose=args.verbose, **options)
+    return ServingClient.grpc(args.grpc, **options)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -236,7 +235,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--rest", metavar="URL", help="REST instead, e.g. http://localhost:8501")
     common.add_argument("--model", default="mnist", help="default mnist")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
-    common.add_argument("--verbose", action="store_true", help="TensorFlow's own logging")
     version = argparse.ArgumentParser(add_help=False)
     choice = version.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="a version number (default: the latest)")

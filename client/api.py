@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
+from client.serving_api import serving_api
 from contract.signature import IMAGE_SHAPE, INPUT, PROBABILITIES
 
 DEFAULT_GRPC = "localhost:8500"
@@ -73,9 +74,8 @@ class ServingClient:
         self.transport, self.timeout, self.retries, self.backoff = transport, timeout, retries, backoff
 
     @classmethod
-    def grpc(cls, target: str = DEFAULT_GRPC, verbose: bool = False, **options: Any) -> ServingClient:
-        """`verbose` lets TensorFlow (which the gRPC protos import) log as it loads."""
-        return cls(GrpcTransport(target, verbose), **options)
+    def grpc(cls, target: str = DEFAULT_GRPC, **options: Any) -> ServingClient:
+        return cls(GrpcTransport(target), **options)
 
     @classmethod
     def rest(cls, url: str = DEFAULT_REST, **options: Any) -> ServingClient:
@@ -232,13 +232,6 @@ def _channel(target: str) -> Any:
     return grpc.insecure_channel(target)
 
 
-def _load_grpc_api(verbose: bool) -> None:
-    """tensorflow-serving-api's protos import TensorFlow: do it once, quietly, on first gRPC use."""
-    from tfquiet import import_tensorflow
-
-    import_tensorflow(verbose)
-
-
 def _as_json(message: Any) -> dict:
     from google.protobuf import json_format
 
@@ -250,9 +243,7 @@ def _as_json(message: Any) -> dict:
 def _pack_floats(array: np.ndarray, proto: Any) -> None:
     """A float32 TensorProto written directly, its values as packed bytes (tf.make_tensor_proto costs
     tens of microseconds a call for the same result)."""
-    from tensorflow.core.framework import types_pb2
-
-    proto.dtype = types_pb2.DT_FLOAT
+    proto.dtype = serving_api().types_pb2.DT_FLOAT
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     proto.tensor_content = np.ascontiguousarray(array, dtype="<f4").tobytes()
@@ -269,14 +260,11 @@ def _unpack_floats(proto: Any) -> np.ndarray:
 class GrpcTransport(Transport):
     """tensorflow-serving-api's stubs over one shared channel."""
 
-    def __init__(self, target: str, verbose: bool = False) -> None:
-        self.target = target
-        _load_grpc_api(verbose)
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
+    def __init__(self, target: str) -> None:
+        self.target, self.api = target, serving_api()
         channel = _channel(target)
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(channel)
+        self._predictions = self.api.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self._models = self.api.model_service_pb2_grpc.ModelServiceStub(channel)
 
     @staticmethod
     def _spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
@@ -297,9 +285,7 @@ class GrpcTransport(Transport):
     def predict(
         self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
     ) -> tuple[np.ndarray, int]:
-        from tensorflow_serving.apis import predict_pb2
-
-        request = predict_pb2.PredictRequest()
+        request = self.api.predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label)
         _pack_floats(images, request.inputs[INPUT])
         request.output_filter.append(PROBABILITIES)
@@ -307,29 +293,25 @@ class GrpcTransport(Transport):
         return _unpack_floats(reply.outputs[PROBABILITIES]), reply.model_spec.version.value
 
     def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
-        from tensorflow.core.protobuf import error_codes_pb2
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = self.api.get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, model, version, None)
         reply = self._call(self._models.GetModelStatus, request, timeout)
-        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        state_name = self.api.get_model_status_pb2.ModelVersionStatus.State.Name
         return [
             VersionStatus(
                 s.version,
                 state_name(s.state),
-                error_codes_pb2.Code.Name(s.status.error_code),
+                self.api.error_codes_pb2.Code.Name(s.status.error_code),
                 s.status.error_message,
             )
             for s in reply.model_version_status
         ]
 
     def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        metadata_pb2 = self.api.get_model_metadata_pb2
+        request = metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec, model, version, label)
         reply = self._call(self._predictions.GetModelMetadata, request, timeout)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures = metadata_pb2.SignatureDefMap()
         reply.metadata["signature_def"].Unpack(signatures)
         return {"model_spec": _as_json(reply.model_spec), "metadata": {"signature_def": _as_json(signatures)}}

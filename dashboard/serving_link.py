@@ -1,8 +1,8 @@
 """The dashboard's one connection to the model server, held for the life of the process.
 
-It is made in the background as soon as any page first loads: the gRPC client imports the serving
-API's protos (TensorFlow's, about 3 s) and opens its channel, which would otherwise make a person's
-first prediction take seconds where the later ones take milliseconds.
+It is made in the background as soon as any page first loads: the gRPC client loads the serving
+API's protos and opens its channel, which would otherwise make a person's first prediction wait for
+them where the later ones take milliseconds.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +13,7 @@ from client import ServingClient, ServingClientError, normalise_bytes
 from client.api import Transport
 from contract.signature import scale_pixels
 from tests.client.conftest import encode, photo_of
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, free_port
 from trainer.data import Split
 
 
@@ -103,3 +105,26 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(ServingClientError, match="INVALID_ARGUMENT"):
         ServingClient(transport, retries=3, backoff=0.001).predict(np.zeros((28, 28)))
     assert transport.calls == 1
+
+
+def test_the_grpc_client_loads_without_importing_tensorflow() -> None:
+    """The serving API's protos load without TensorFlow's own import (seconds of CPU); TensorFlow
+    imported later in the same process still works, with the same message classes."""
+    script = """
+import sys
+from client import ServingClient
+from client.serving_api import serving_api
+ServingClient.grpc("localhost:1")
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
+request = serving_api().predict_pb2.PredictRequest()
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+request.inputs["images"].CopyFrom(tf.make_tensor_proto([[0.5, 1.0]]))
+assert type(request.inputs["images"]) is tensor_pb2.TensorProto
+assert tf.make_ndarray(request.inputs["images"]).tolist() == [[0.5, 1.0]]
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -14,7 +14,12 @@ from scipy import ndimage
 from client.normalise import (
     ImageError,
     Limits,
+    background_level,
+    blurred,
+    centre_of_mass,
     dilated,
+    hysteresis_regions,
+    level_counts,
     median_level,
     normalise_bytes,
     stroke_width,
@@ -216,16 +221,42 @@ def test_sixteen_bit_scan(mnist_test: Split) -> None:
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(8))
 def test_fast_steps_give_what_numpy_and_ndimage_give(seed: int) -> None:
-    """The counts and slices that replaced np.median and ndimage's binary morphology (for speed)
-    give the same answers, on random shapes, masks and levels."""
+    """The counts, slices and OpenCV calls that replaced np.median, np.bincount and ndimage's
+    morphology, filters and labelling (for speed) give the same answers, on random shapes, masks and
+    levels: exactly, but for the Gaussian blur, which sums in float32 where ndimage sums in float64."""
     rng = np.random.default_rng(seed)
-    shape = tuple(int(side) for side in rng.integers(1, 60, 2))
+    shape = tuple(int(side) for side in rng.integers(1, 90, 2))
     mask = rng.random(shape) < rng.uniform(0.2, 0.9)
     for steps in (1, 2, 5):
         assert np.array_equal(dilated(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
     outline = mask & ~ndimage.binary_erosion(mask)
     assert stroke_width(mask) == 2 * float(mask.sum()) / max(int(outline.sum()), 1)
+
     levels = rng.integers(0, 256, shape).astype(np.uint8)
     assert median_level(levels) == np.median(levels)
+    if mask.any():
+        assert median_level(levels, mask) == np.median(levels[mask])
+    smooth = (rng.random(shape) * 255.99).astype(np.float32)
+    assert np.array_equal(level_counts(smooth), np.bincount(smooth.astype(np.intp).ravel(), minlength=256))
+
+    for side in (3, 4, int(rng.integers(5, 100))):  # odd and even windows, some wider than the image
+        assert np.array_equal(background_level(levels, side), ndimage.grey_opening(levels, size=side))
+    for sigma in (0.5, float(rng.uniform(0.6, 20))):
+        np.testing.assert_allclose(
+            blurred(levels, sigma), ndimage.gaussian_filter(levels.astype(np.float32), sigma), atol=1e-3
+        )
+
+    strong = mask & (rng.random(shape) < 0.05)
+    labels, sizes = hysteresis_regions(strong, mask)
+    expected, count = ndimage.label(mask)
+    touched = np.unique(expected[strong])
+    expected_sizes = np.where(np.isin(expected, touched[touched > 0]), expected, 0)
+    kept = sizes[labels] > 0  # the same pixels kept, each with its own region's size
+    assert np.array_equal(kept, expected_sizes > 0)
+    assert np.array_equal(sizes[labels][kept], np.bincount(expected.ravel())[expected][kept])
+
+    field = rng.random((28, 28)).astype(np.float32) * (rng.random((28, 28)) < 0.3)
+    if field.any():
+        assert np.array_equal(centre_of_mass(field), ndimage.center_of_mass(field))
