@@ -45,7 +45,6 @@ FROM base AS dashboard
 # hadolint ignore=DL3013
 RUN pip install --group dashboard
 COPY .streamlit .streamlit
-COPY tfquiet tfquiet
 COPY contract contract
 COPY client client
 COPY dashboard dashboard
