@@ -51,8 +51,14 @@ class BatchPolicy:
 
 
 def task_size(inputs: Arrays, policy: BatchPolicy) -> int:
-    """A request's examples; more than a batch holds is refused, as TF Serving without splitting does."""
-    size = len(next(iter(inputs.values())))
+    """A request's examples: every input's first dimension, which must agree. More than a batch holds is
+    refused, as TF Serving without splitting does."""
+    if not inputs or any(np.ndim(value) == 0 for value in inputs.values()):
+        raise invalid_argument("Batching Run() input tensors must have at least one dimension")
+    sizes = {len(value) for value in inputs.values()}
+    if len(sizes) > 1:
+        raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
+    (size,) = sizes
     if size > policy.max_batch_size:
         raise invalid_argument(
             f"Task size {size} is larger than maximum input batch size {policy.max_batch_size}"
@@ -180,11 +186,13 @@ class Batcher:
         """`on_batch(size)` hears of every merged model call (the batch-size metric)."""
         self._policy, self._name, self._pool, self._on_batch = policy, name, pool, on_batch
         self._queues: dict[tuple[object, ...], BatchQueue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the queues' loop, once there are queues
         self._closed = False
 
     async def run(self, key: tuple[object, ...], inputs: Arrays, call: Callable[[Arrays], Arrays]) -> Arrays:
         if self._closed:
             raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{self._name} has been unloaded")
+        self._loop = asyncio.get_running_loop()
         shapes = tuple(sorted((k, v.shape[1:]) for k, v in inputs.items()))
         queue = self._queues.get((key, shapes))
         if queue is None:
@@ -199,8 +207,14 @@ class Batcher:
         return call(inputs)
 
     def close(self) -> None:
-        """At an unload, once no request is in flight: nothing waits in a queue any more."""
+        """At an unload, once no request is in flight: nothing waits in a queue any more. Called from
+        the thread that unloads; the queues are closed on their own loop, which they live on."""
         self._closed = True
-        for queue in self._queues.values():
-            queue.close()
-        self._queues = {}
+        queues, self._queues = list(self._queues.values()), {}
+        if queues and self._loop is not None and not self._loop.is_closed():
+
+            def close_queues() -> None:
+                for queue in queues:
+                    queue.close()
+
+            self._loop.call_soon_threadsafe(close_queues)

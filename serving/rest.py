@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -32,7 +33,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 # Bytes of request bodies held at once, over all REST requests. A body of any size up to this is taken
 # (TF Serving sets no limit of its own); JSON numbers take several times their size once parsed, so this
 # bounds what REST requests hold in memory together however many clients send at once. A body that
-# does not fit waits for others to finish, up to the request timeout, then is answered 503.
+# does not fit waits for others to finish, within the request timeout, then is answered 503.
 BODY_BUDGET_BYTES = 256 << 20
 JSON = (b"content-type", b"application/json")
 PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
@@ -105,7 +106,7 @@ class RestApp:
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         header, body = JSON, b""
         try:
-            status, header, body = await self._route(method, path, receive)
+            status, header, body = await self._route(method, path, scope, receive)
         except ClientGone:
             log.debug("REST client went away before its request arrived: %s %s", method, path)
             return
@@ -120,7 +121,7 @@ class RestApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _route(
-        self, method: str, path: str, receive: Receive
+        self, method: str, path: str, scope: Scope, receive: Receive
     ) -> tuple[int, tuple[bytes, bytes], bytes]:
         if method == "GET" and path == self.metrics_path and self.metrics is not None:
             return 200, PROMETHEUS, self.metrics()
@@ -133,17 +134,24 @@ class RestApp:
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
             spec = (unquote(name), _version(version), None if label is None else unquote(label))
-            async with self._body(receive) as body:
-                if verb == "predict":
-                    document = await inference.predict_json(*spec, body)
-                else:
-                    document = await inference.examples_json(verb, *spec, body)
+            try:  # --rest_api_timeout_in_ms bounds the whole request, as TF Serving's handler does
+                async with asyncio.timeout(self.timeout_s), self._body(scope, receive) as body:
+                    if verb == "predict":
+                        document = await inference.predict_json(*spec, body)
+                    else:
+                        document = await inference.examples_json(verb, *spec, body)
+            except TimeoutError:
+                raise ServingError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"Deadline exceeded: the request took over --rest_api_timeout_in_ms "
+                    f"({self.timeout_s * 1000:.0f} ms)",
+                ) from None
             return 200, JSON, orjson.dumps(document)
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
                 raise invalid_argument("Missing model name in request.")
-            if metadata:
+            if metadata == "metadata":  # any other case is status, as TF Serving matches it exactly
                 label = None if label is None else unquote(label)
                 document = inference.metadata_json(unquote(name), _version(version), label)
             elif self.draining():
@@ -154,32 +162,53 @@ class RestApp:
         raise malformed
 
     @contextlib.asynccontextmanager
-    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
-        """The body, read chunk by chunk (Content-Length or chunked), each chunk within the byte budget;
-        its bytes are given back when the request has been answered."""
+    async def _body(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
+        """The body within the byte budget; its bytes are given back when the request has been
+        answered. A body that states its length takes all of it from the budget before its first byte
+        is read, so two large bodies cannot each hold part of the budget while waiting for the other's;
+        a chunked one, whose length nobody knows, takes it chunk by chunk."""
+        declared = _content_length(scope)
         held, chunks = 0, []
         try:
+            if declared:
+                await self.bodies.take(declared, 0, self.timeout_s)
+                held = declared
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise ClientGone
                 chunk = message.get("body", b"")
-                await self.bodies.take(len(chunk), held, self.timeout_s)
-                held += len(chunk)
+                if declared is None:
+                    await self.bodies.take(len(chunk), held, self.timeout_s)
+                    held += len(chunk)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-            yield b"".join(chunks)
+            body = b"".join(chunks)
+            chunks.clear()  # the body alone is held from here on, not its chunks too
+            yield body
         finally:
             self.bodies.give_back(held)
 
 
+def _content_length(scope: Scope) -> int | None:
+    """The body's length as its Content-Length header states it (the HTTP parser has checked that the
+    body is that long); None for a chunked body."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
 def _version(text: str | None) -> int | None:
+    """A version from the path (digits only, as the patterns match them): any int64, as TF Serving's
+    own conversion takes."""
     if text is None:
         return None
-    if len(text) > 18 or not text.isascii():
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 19 or int(digits) >= 2**63:
         raise invalid_argument(f"Failed to convert version: {text} to numeric.")
-    return int(text)
+    return int(digits)
 
 
 class RestServer(uvicorn.Server):
@@ -198,7 +227,7 @@ class RestServer(uvicorn.Server):
             log_config=None,
             server_header=False,
             date_header=False,
-            timeout_keep_alive=int(timeout_s),
+            timeout_keep_alive=max(1, math.ceil(timeout_s)),  # 0 would close every connection at once
             timeout_graceful_shutdown=int(grace_s),
             backlog=socket.SOMAXCONN,  # clients that arrive together (a batch job opening its pool)
         )

@@ -98,6 +98,9 @@ class ModelServer:
                     log.error("%s: %s; keeping the previous config", path, message)
                 last_error = message
                 continue
+            except Exception:  # a watcher that died would miss every later change, silently
+                log.exception("%s: adopting it failed; keeping the previous config", path)
+                continue
             adopted, last_error = config, ""
             log.warning("adopted the changed %s", path)
 

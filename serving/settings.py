@@ -81,6 +81,8 @@ def read_text_proto(path: Path, message: M, flag: str) -> M:
         return text_format.Parse(path.read_text(), message)
     except OSError as err:
         raise ConfigError(f"{flag}: cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag}: {path} is not UTF-8 text") from None
     except text_format.ParseError as err:
         raise ConfigError(
             f"{flag}: {path} is not a valid {message.DESCRIPTOR.name} text proto: {err}"

@@ -373,3 +373,42 @@ def test_policy_refuses_a_parameter_below_one(field: str) -> None:
     params = text_format.Parse(f"{field} {{ value: 0 }}", BatchingParameters())
     with pytest.raises(ValueError, match=f"batching parameter {field} must be at least 1, got 0"):
         BatchPolicy.from_proto(params, cores=4)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"x": np.float32(3.0)}, "input tensors must have at least one dimension"),
+        ({"x": np.zeros((2, 3)), "z": np.zeros((3, 3))}, "input tensors must have equal 0th-dimension size"),
+    ],
+)
+def test_inputs_without_a_shared_batch_dimension_are_invalid_arguments(
+    pool: ModelPool, inputs: Arrays, message: str
+) -> None:
+    """A scalar, or inputs whose first dimensions differ, cannot be batched: INVALID_ARGUMENT, as TF
+    Serving's batching session answers (before: a TypeError, answered as INTERNAL)."""
+    batcher = Batcher(BatchPolicy(), "m-1", pool)
+    with pytest.raises(ServingError) as refused:
+        run(batcher.run(("k",), inputs, lambda arrays: arrays))
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.message
+
+
+def test_closing_a_batcher_from_another_thread_wakes_what_waits(pool: ModelPool) -> None:
+    """An unload runs on the store's thread, not the queues' loop: the requests still waiting in a
+    queue are refused on that loop, promptly, instead of waiting out the batch timeout."""
+    batcher = Batcher(BatchPolicy(max_batch_size=8, batch_timeout_s=LONG_S), "m-1", pool)
+
+    async def scenario() -> ServingError:
+        waiting = asyncio.ensure_future(batcher.run(("k",), rows(0, 1), lambda arrays: arrays))
+        await asyncio.sleep(0)  # queued, waiting for a batch that will not fill
+        await asyncio.to_thread(batcher.close)
+        try:
+            await asyncio.wait_for(waiting, 5)
+        except ServingError as err:
+            return err
+        raise AssertionError("a request in a closed queue was answered")
+
+    error = run(scenario())
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.message == "the model was unloaded"

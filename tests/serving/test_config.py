@@ -17,7 +17,7 @@ import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.settings import EXAMPLES, parse_flags
+from serving.settings import EXAMPLES, ConfigError, parse_flags, read_model_config
 from tests.conftest import ROOT, ServerProcess, example_commands, start_server, wait_for
 from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow
@@ -320,6 +320,18 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
         result.returncode == 2
         and f"{config} is not a valid ModelServerConfig text proto: 1:" in result.stderr
     )
+
+
+def test_a_config_file_that_is_not_text_is_one_line_too(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (a binary file, or one caught half-written) are a ConfigError like any
+    other bad file: at start one line, and for the watcher a logged error with the last config kept
+    (a UnicodeDecodeError ended the watcher's thread, silently)."""
+    config = tmp_path / "models.config"
+    config.write_bytes(b'model_config_list { config { name: "\xff" } }')
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        read_model_config(config)
+    result = run_server_cli(f"--model_config_file={config}")
+    assert result.returncode == 2 and f"{config} is not UTF-8 text" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--rest_api_port", "--port"])

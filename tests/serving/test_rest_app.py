@@ -6,6 +6,7 @@ one request at a time, without a model or a socket.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from serving.errors import not_found
 from serving.inference import Inference
-from serving.rest import RestApp
+from serving.rest import ByteBudget, RestApp
 from tests.conftest import run_coroutine
 
 pytestmark = pytest.mark.fast
@@ -26,6 +27,8 @@ class FakeInference:
     async def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
         if name == "missing":
             raise not_found("Servable not found for request: Latest(missing)")
+        if name == "stuck":  # a model call that never ends
+            await asyncio.Event().wait()
         return {"predict": [name, version, label, body.decode()]}
 
     async def examples_json(
@@ -71,15 +74,15 @@ def call(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode()}
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "headers": []}
     run_coroutine(app(scope, receive, send))
     return Response(sent) if sent else None
 
 
-def make_app(draining: bool = False) -> RestApp:
+def make_app(draining: bool = False, timeout_s: float = 5.0) -> RestApp:
     fake: Any = FakeInference()
     inference: Inference = fake
-    return RestApp(inference, 5.0, lambda: b"metric 1\n", "/metrics", lambda: draining)
+    return RestApp(inference, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining)
 
 
 def test_predict_routes_name_version_and_label_and_reads_a_chunked_body_whole() -> None:
@@ -100,7 +103,7 @@ def test_predict_routes_name_version_and_label_and_reads_a_chunked_body_whole() 
         ("POST", "/v1/models/mnist:PREDICT", 400, "Malformed request: POST /v1/models/mnist:PREDICT"),
         ("PUT", "/v1/models/mnist", 400, "Malformed request: PUT /v1/models/mnist"),
         ("GET", "/v1/models", 400, "Missing model name in request."),
-        ("GET", "/v1/models/mnist/versions/1234567890123456789", 400, "Failed to convert version"),
+        ("GET", "/v1/models/mnist/versions/9223372036854775808", 400, "Failed to convert version"),
         ("POST", "/v1/models/missing:predict", 404, "Servable not found for request: Latest(missing)"),
         ("GET", "/v1/models/broken/metadata", 500, "internal error: the store fell over"),
     ],
@@ -138,4 +141,63 @@ def test_while_draining_model_status_is_503_and_predictions_still_answer() -> No
 def test_a_client_gone_before_its_body_arrived_gets_no_answer_and_holds_no_bytes() -> None:
     app = make_app()
     assert call(app, "POST", "/v1/models/mnist:predict", disconnect=True) is None
+    assert app.bodies.free == app.bodies.total
+
+
+def test_versions_are_any_int64_and_only_metadata_in_lower_case_is_metadata() -> None:
+    """As TF Serving parses the path: a version is any int64, leading zeros and all; the sub-resource
+    is metadata only when spelt "metadata" (the pattern's case-blindness makes other spellings status)."""
+    app = make_app()
+    for path, expected in [
+        ("/v1/models/mnist/versions/9223372036854775807", {"status": ["mnist", 2**63 - 1]}),
+        ("/v1/models/mnist/versions/000000000000000000000003", {"status": ["mnist", 3]}),
+        ("/v1/models/mnist/METADATA", {"status": ["mnist", None]}),
+    ]:
+        reply = call(app, "GET", path)
+        assert reply is not None and (reply.status, reply.json()) == (200, expected), path
+
+
+def test_large_bodies_that_state_their_length_take_turns_instead_of_starving_each_other() -> None:
+    """Two bodies of 80 bytes against a budget of 100, arriving in 10-byte chunks at the same time:
+    each takes its whole length before reading, so one is read while the other waits, and both are
+    answered. Taken chunk by chunk, each held 50 bytes and waited for the other's until both timed out."""
+    app = make_app(timeout_s=2.0)
+    app.bodies = ByteBudget(100)
+    body = b'{"instances": [' + b"1," * 31 + b"1]}"
+    assert len(body) == 80
+
+    async def request() -> MutableMapping[str, Any]:
+        chunks = [body[i : i + 10] for i in range(0, len(body), 10)]
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            await asyncio.sleep(0)  # the other request runs between chunks
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        path = "/v1/models/mnist:predict"
+        headers = [(b"content-length", str(len(body)).encode())]
+        await app(
+            {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "headers": headers},
+            receive,
+            send,
+        )
+        return sent[0]
+
+    async def both() -> list[MutableMapping[str, Any]]:
+        return list(await asyncio.gather(request(), request()))
+
+    assert [start["status"] for start in run_coroutine(both())] == [200, 200]
+    assert app.bodies.free == 100
+
+
+def test_a_request_over_the_rest_timeout_is_deadline_exceeded() -> None:
+    """--rest_api_timeout_in_ms bounds each REST request, as in TF Serving: 504, DEADLINE_EXCEEDED."""
+    app = make_app(timeout_s=0.1)
+    reply = call(app, "POST", "/v1/models/stuck:predict", (b"{}",))
+    assert reply is not None and reply.status == 504
+    assert reply.json()["error"].startswith("Deadline exceeded")
     assert app.bodies.free == app.bodies.total
