@@ -8,6 +8,7 @@ python -m trainer --arch seed --limit 6000 --epochs 2   # a quick model (about 9
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -174,12 +175,13 @@ def run(
             print(f"{cluster.me} of {len(cluster.workers)}: trained; worker 0 exported the version")
             return 0
     assert progress is not None  # the chief's, or a lone trainer's
-    exported = False
+    trained_everywhere = False
     try:
         if group is None:
             trained, workers, strategy = train(config, data, progress), 1, "none"
         else:
             trained = group.train(config, data, progress)
+            trained_everywhere = True  # the others now wait for this worker's word on the export
             workers, strategy = len(group.cluster.workers), STRATEGY
         metrics = test_metrics(trained.model, data.test)
         card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
@@ -192,15 +194,19 @@ def run(
         version, path = export_version(
             trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
         )
-        exported = True
     except BaseException as err:
         progress.failed(
             "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
         )
+        if group is not None and trained_everywhere:  # tell the others: nothing exported
+            with contextlib.suppress(ClusterError):  # this worker's own error is the one to report
+                group.agree_on_export(False)
         raise
-    finally:
-        if group is not None and not isinstance(sys.exc_info()[1], ClusterError):
-            group.agree_on_export(exported)  # the others wait for this; a broken cluster has nobody
+    if group is not None:
+        try:
+            group.agree_on_export(True)
+        except ClusterError as err:  # the version is published all the same; a peer missed the news
+            print(f"warning: {err}", file=sys.stderr)
     progress.done(version)
     if group is not None:
         from trainer.distributed import remove_backup

@@ -3,8 +3,9 @@
 Every worker runs the same command with its own `TF_CONFIG` (`{"cluster": {"worker": [addresses]},
 "task": {"type": "worker", "index": i}}`, as tf.distribute defines it). Each holds a copy of the
 model, reads its shard of the training set, and the gradients are summed across workers at every step,
-so the copies stay identical. The recipe is stated for the global batch: with N workers each takes
-batch_size / N examples a step and the learning-rate schedule runs over the same global steps as alone.
+so the copies stay identical (batch norm's statistics too: its moments are summed across workers). The
+recipe is stated for the global batch: with N workers each takes batch_size / N examples a step, over
+the whole global batches of an epoch (alone, the trainer also runs the last, partial one).
 
 Keras 3's `model.fit` cannot run under this strategy with more than one worker (it reduces its logs
 wrongly: keras-team/keras#20585), so the loop here is a custom one: `strategy.run` of a `tf.function`
@@ -96,7 +97,7 @@ class WorkerGroup:
                 print(f"resuming after epoch {int(epoch_done.numpy())} from {shared_backup}", file=sys.stderr)
             saver = Backup(tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1), backup)
             history = _train_epochs(
-                config, data, self.strategy, model, optimizer, steps, progress, saver, epoch_done
+                config, data, self.strategy, model, optimizer, steps, progress, saver, epoch_done, chief
             )
         except tf.errors.OpError as err:
             raise self._failed("training", err) from None
@@ -116,15 +117,17 @@ class WorkerGroup:
         try:
             total = self.strategy.extended.reduce_to(tf.distribute.ReduceOp.SUM, flags, flags, options)
         except tf.errors.OpError as err:
-            raise self._failed("waiting for the export", err) from None
+            outcome = "the version is exported all the same" if exported else "no version exported"
+            raise self._failed("waiting for the export", err, outcome) from None
         return float(self.strategy.experimental_local_results(total)[0]) > 0
 
-    def _failed(self, during: str, err: tf.errors.OpError) -> ClusterError:
+    def _failed(
+        self, during: str, err: tf.errors.OpError, outcome: str = "no version exported"
+    ) -> ClusterError:
         silent = silent_peers(self.cluster)
         who = ", ".join(silent) if silent else "another worker"
         return ClusterError(
-            f"{self.cluster.me}: {during} stopped: {who} did not answer ({type(err).__name__}); "
-            "no version exported"
+            f"{self.cluster.me}: {during} stopped: {who} did not answer ({type(err).__name__}); {outcome}"
         )
 
 
@@ -158,12 +161,21 @@ class Backup:
 
     def save(self, history: dict[str, list[float]]) -> None:
         self.manager.save()
-        (self.directory / "history.json").write_text(json.dumps(history))
+        staging = self.directory / "history.json.tmp"  # replaced whole: a kill never leaves half of it
+        staging.write_text(json.dumps(history))
+        os.replace(staging, self.directory / "history.json")
 
     @staticmethod
-    def history(directory: Path) -> dict[str, list[float]] | None:
-        path = directory / "history.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+    def history(directory: Path, epochs: int) -> dict[str, list[float]] | None:
+        """The first `epochs` epochs' figures, as saved beside the checkpoint; None if they are not all
+        there (a kill between the checkpoint and its history): the report then starts afresh."""
+        try:
+            history = json.loads((directory / "history.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if any(len(values) < epochs for values in history.values()):
+            return None
+        return {name: values[:epochs] for name, values in history.items()}
 
 
 def remove_backup(config: TrainConfig) -> None:
@@ -181,6 +193,7 @@ def _train_epochs(
     progress: RunProgress | None,
     backup: Backup,
     epoch_done: tf.Variable,
+    chief: bool,
 ) -> dict[str, Any]:
     train_batches = iter(
         strategy.distribute_datasets_from_function(
@@ -218,7 +231,8 @@ def _train_epochs(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
     report = EpochReport(progress, config.epochs, steps)
-    if int(epoch_done.numpy()) and (earlier := Backup.history(config.base_path / model_dir.BACKUP)):
+    resumed_after = int(epoch_done.numpy())
+    if resumed_after and (earlier := Backup.history(config.base_path / model_dir.BACKUP, resumed_after)):
         report.history = earlier  # resumed: the epochs before the restart stay in the report
     callbacks = keras.callbacks.CallbackList([stopper, report], model=model)
     model.stop_training = False
@@ -240,6 +254,7 @@ def _train_epochs(
             "val_recall": val[2] / max(val[3], 1.0),
         }
         callbacks.on_epoch_end(epoch, logs)
+        model.stop_training = _chief_stops(strategy, chief, model.stop_training)
         epoch_done.assign(epoch + 1)
         backup.save(report.history)
         if model.stop_training:
@@ -252,6 +267,15 @@ def _train_epochs(
         "best_epoch": stopper.best_epoch + 1,
         "stopped_early": epochs_run < config.epochs,
     }
+
+
+def _chief_stops(strategy: tf.distribute.Strategy, chief: bool, stop: bool) -> bool:
+    """Worker 0's early-stopping decision, for every worker. Each worker computes the same val_loss
+    from the same weights and the same batch-norm statistics (synchronised across workers), but a
+    machine whose kernels round differently could decide otherwise, and a worker that stopped alone
+    would leave the others waiting in the next step's collective."""
+    flags = strategy.run(lambda: tf.constant(1.0 if chief and stop else 0.0))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)) > 0
 
 
 def _counts(labels: tf.Tensor, probabilities: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -90,6 +90,20 @@ def test_two_workers_train_one_version_whose_card_says_two_workers(workers: Work
         assert "E0000" not in workers.output(index) and "W0000" not in workers.output(index)
 
 
+def test_two_workers_train_the_batch_normalised_network(workers: Workers) -> None:
+    """`plus`, the default, has batch norm, whose statistics each worker kept from its own shard
+    (Keras makes them per replica): the workers' val_loss differed, so their early stopping could
+    too, leaving one waiting for the other. Its moments are now the global batch's, and worker 0's
+    stop is every worker's: both finish, at the same epoch."""
+    for index in (0, 1):
+        workers.start(index, "--arch", "plus", "--limit", "1200", "--epochs", "4", "--patience", "1")
+    assert workers.wait() == {0: 0, 1: 0}, workers.output(0) + workers.output(1)
+    history_file = model_dir.artefact_path(workers.model_dir / "mnist", 1, model_dir.HISTORY)
+    history = json.loads(history_file.read_text())
+    assert len(history["val_loss"]) == len(history["epochs"]) >= 2
+    assert "worker 0 exported the version" in workers.output(1)
+
+
 def test_a_killed_worker_stops_the_others_and_nothing_is_exported_then_a_restart_resumes(
     workers: Workers,
 ) -> None:
