@@ -86,7 +86,7 @@ class WorkerGroup:
         backup = shared_backup if chief else Path(tempfile.mkdtemp(prefix="mnist-worker-"))
         try:
             with self.strategy.scope():
-                model = build_model(config.arch)
+                model = build_model(config.arch, synchronized=True)
                 optimizer = keras.optimizers.Adam(learning_rate(config, steps))
                 optimizer.build(model.trainable_variables)
                 epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -254,10 +254,9 @@ def _train_epochs(
             "val_recall": val[2] / max(val[3], 1.0),
         }
         callbacks.on_epoch_end(epoch, logs)
-        model.stop_training = _chief_stops(strategy, chief, model.stop_training)
         epoch_done.assign(epoch + 1)
-        backup.save(report.history)
-        if model.stop_training:
+        backup.save(report.history)  # first: the epoch is done whatever the others decide
+        if _chief_stops(strategy, chief, model.stop_training):
             break
     callbacks.on_train_end()
     epochs_run = len(report.history["loss"])
