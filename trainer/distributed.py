@@ -45,7 +45,15 @@ from trainer.config import TrainConfig
 from trainer.data import Mnist
 from trainer.model import build_model
 from trainer.progress import RunProgress
-from trainer.train import EpochReport, Trained, compiled, learning_rate, make_dataset
+from trainer.train import (
+    EpochReport,
+    Trained,
+    compiled,
+    early_stopping,
+    learning_rate,
+    make_dataset,
+    training_history,
+)
 
 STRATEGY = "MultiWorkerMirroredStrategy"
 EXPORT_WAIT_S = 900  # how long the other workers wait for worker 0 to evaluate and export
@@ -227,9 +235,7 @@ def _train_epochs(
         loss = tf.reduce_sum(keras.losses.categorical_crossentropy(labels, probabilities))
         return (loss, *_counts(labels, probabilities))
 
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True
-    )
+    stopper = early_stopping(config)
     report = EpochReport(progress, config.epochs, steps)
     resumed_after = int(epoch_done.numpy())
     if resumed_after and (earlier := Backup.history(config.base_path / model_dir.BACKUP, resumed_after)):
@@ -259,13 +265,7 @@ def _train_epochs(
         if _chief_stops(strategy, chief, model.stop_training):
             break
     callbacks.on_train_end()
-    epochs_run = len(report.history["loss"])
-    return {
-        "epochs": list(range(1, epochs_run + 1)),
-        **report.history,
-        "best_epoch": stopper.best_epoch + 1,
-        "stopped_early": epochs_run < config.epochs,
-    }
+    return training_history(report, stopper, config)
 
 
 def _chief_stops(strategy: tf.distribute.Strategy, chief: bool, stop: bool) -> bool:

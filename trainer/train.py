@@ -151,9 +151,7 @@ def train(
     val_ds = make_dataset(data.val, config, training=False)
     steps = int(np.ceil(len(data.train) / config.batch_size))
     model = compiled(build_model(config.arch), keras.optimizers.Adam(learning_rate(config, steps)))
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True
-    )
+    stopper = early_stopping(config)
     report = EpochReport(progress, config.epochs, steps)
     model.fit(
         train_ds,
@@ -163,11 +161,24 @@ def train(
         verbose=0,
         shuffle=False,
     )  # the dataset shuffles itself
+    return Trained(model, training_history(report, stopper, config))
+
+
+def early_stopping(config: TrainConfig) -> keras.callbacks.EarlyStopping:
+    """Stop after `config.patience` epochs without a better val_loss; end with the best epoch's weights."""
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+
+
+def training_history(
+    report: EpochReport, stopper: keras.callbacks.EarlyStopping, config: TrainConfig
+) -> dict[str, Any]:
+    """The history artefact: every epoch's figures, the best epoch, and whether training stopped early."""
     epochs_run = len(report.history["loss"])
-    history: dict[str, Any] = {
+    return {
         "epochs": list(range(1, epochs_run + 1)),
         **report.history,
         "best_epoch": stopper.best_epoch + 1,
         "stopped_early": epochs_run < config.epochs,
     }
-    return Trained(model, history)
