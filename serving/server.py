@@ -107,7 +107,7 @@ class ModelServer:
     def _update_health(self) -> None:
         """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs."""
         health_servicer, loop = self.health, self._loop
-        if health_servicer is None or loop is None:
+        if health_servicer is None or loop is None or loop.is_closed():  # closed: the server has stopped
             return
 
         async def publish() -> None:
