@@ -154,25 +154,25 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(levels[int(np.argmax(between))])
 
 
+# The four-neighbour cross: ndimage's default structuring element for binary morphology.
+CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
 def dilated(mask: np.ndarray, steps: int = 1) -> np.ndarray:
-    """`mask` grown by its four neighbours `steps` times: what ndimage.binary_dilation(mask,
-    iterations=steps) gives, by slices, in a twentieth of its time (0.05 against 1.0 ms on a 274x274
-    image; it and ndimage's erosion took 9% of the normalisation)."""
-    for _ in range(steps):
-        grown = mask.copy()
-        grown[1:] |= mask[:-1]
-        grown[:-1] |= mask[1:]
-        grown[:, 1:] |= mask[:, :-1]
-        grown[:, :-1] |= mask[:, 1:]
-        mask = grown
-    return mask
+    """`mask` grown by its four neighbours `steps` times, as ndimage.binary_dilation(mask,
+    iterations=steps) grows it (OpenCV's dilation, a twentieth of ndimage's time)."""
+    grown = cv2.dilate(
+        mask.view(np.uint8), CROSS, iterations=steps, borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return grown.view(bool)
 
 
 def stroke_width(mask: np.ndarray) -> float:
     """The mean width of the strokes in `mask`, in pixels: a ribbon's area over half its outline."""
-    # The outline: ink with paper, or the image's edge, among its four neighbours.
-    outline = mask & dilated(np.pad(~mask, 1, constant_values=True))[1:-1, 1:-1]
-    return 2 * float(mask.sum()) / max(int(outline.sum()), 1)
+    # The outline: ink with paper, or the image's edge, among its four neighbours (what an erosion
+    # with paper beyond the edge takes away).
+    inner = cv2.erode(mask.view(np.uint8), CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return 2 * float(mask.sum()) / max(int(cv2.countNonZero(mask.view(np.uint8) - inner)), 1)
 
 
 def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
