@@ -32,10 +32,14 @@ MODULES = {
 _loading = threading.Lock()
 
 
+def _import_modules() -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{name: importlib.import_module(m) for name, m in MODULES.items()})
+
+
 @functools.cache
 def _load() -> types.SimpleNamespace:
     if "tensorflow" in sys.modules:  # the real one is loaded: nothing to save
-        return types.SimpleNamespace(**{name: importlib.import_module(m) for name, m in MODULES.items()})
+        return _import_modules()
     spec = importlib.util.find_spec("tensorflow")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("tensorflow is not installed: its protos are part of TF Serving's API")
@@ -44,7 +48,7 @@ def _load() -> types.SimpleNamespace:
     stand_in.__spec__ = spec
     sys.modules["tensorflow"] = stand_in
     try:
-        return types.SimpleNamespace(**{name: importlib.import_module(m) for name, m in MODULES.items()})
+        return _import_modules()
     finally:
         for name in [n for n in sys.modules if n == "tensorflow" or n.startswith("tensorflow.")]:
             del sys.modules[name]
