@@ -134,8 +134,10 @@ class RestApp:
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
             spec = (unquote(name), _version(version), None if label is None else unquote(label))
-            try:  # --rest_api_timeout_in_ms bounds the whole request, as TF Serving's handler does
-                async with asyncio.timeout(self.timeout_s), self._body(scope, receive) as body:
+            # --rest_api_timeout_in_ms bounds the model call, as TF Serving's handler bounds its run (a
+            # body that waits for room in the byte budget has the same time, then is 503).
+            try:
+                async with self._body(scope, receive) as body, asyncio.timeout(self.timeout_s):
                     if verb == "predict":
                         document = await inference.predict_json(*spec, body)
                     else:

@@ -201,3 +201,27 @@ def test_a_request_over_the_rest_timeout_is_deadline_exceeded() -> None:
     assert reply is not None and reply.status == 504
     assert reply.json()["error"].startswith("Deadline exceeded")
     assert app.bodies.free == app.bodies.total
+
+
+def test_a_body_with_no_room_in_the_budget_in_time_is_unavailable_not_a_deadline() -> None:
+    """Waiting for room in the byte budget and the model call's deadline are told apart: a body that
+    finds no room within the timeout is 503 (try again), not 504."""
+    app = make_app(timeout_s=0.1)
+    app.bodies = ByteBudget(100)
+
+    async def scenario() -> MutableMapping[str, Any]:
+        await app.bodies.take(90, held=0, timeout_s=1)  # another request's body
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            return {"type": "http.request", "body": b"{}" * 10, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        path = "/v1/models/mnist:predict"
+        scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode()}
+        await app({**scope, "headers": [(b"content-length", b"20")]}, receive, send)
+        return sent[0]
+
+    assert run_coroutine(scenario())["status"] == 503
