@@ -134,20 +134,11 @@ class RestApp:
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
                 raise malformed
             spec = (unquote(name), _version(version), None if label is None else unquote(label))
-            # --rest_api_timeout_in_ms bounds the model call, as TF Serving's handler bounds its run (a
-            # body that waits for room in the byte budget has the same time, then is 503).
-            try:
-                async with self._body(scope, receive) as body, asyncio.timeout(self.timeout_s):
-                    if verb == "predict":
-                        document = await inference.predict_json(*spec, body)
-                    else:
-                        document = await inference.examples_json(verb, *spec, body)
-            except TimeoutError:
-                raise ServingError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"Deadline exceeded: the request took over --rest_api_timeout_in_ms "
-                    f"({self.timeout_s * 1000:.0f} ms)",
-                ) from None
+            async with self._body(scope, receive) as body:
+                if verb == "predict":
+                    document = await inference.predict_json(*spec, body)
+                else:
+                    document = await inference.examples_json(verb, *spec, body)
             return 200, JSON, orjson.dumps(document)
         if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
             name, version, label, metadata = match.groups()
