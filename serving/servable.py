@@ -20,13 +20,12 @@ from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
-from serving.settings import TflitePolicy
-from serving.tflite import RUNTIME as TFLITE_RUNTIME
-from serving.tflite import TfliteModel
+from serving.tflite import TfliteModel, TflitePolicy
 
 DEFAULT_SIGNATURE = "serving_default"
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
-SAVED_MODEL_RUNTIME = "TF1"  # TF Serving's runtime label for a SavedModel in a TensorFlow session
+# TF Serving's runtime label for Predict, Classify and Regress, whichever session runs them (TFLite too).
+RUNTIME = "TF1"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap
 
@@ -57,14 +56,15 @@ class Servable:
         `tflite` set (--prefer_tflite_model): the version's model.tflite, when it has one, answers."""
         self.name, self.version, self.path = name, version, path
         self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, Any]]
+        self.runtime = RUNTIME
+        self.tflite: TfliteModel | None = None
         if tflite is not None and (path / TFLITE_FILE).is_file():
-            model = TfliteModel(path / TFLITE_FILE, tflite)
-            self.signature_defs, self._model, self.runtime = model.signature_defs, model, TFLITE_RUNTIME
+            self.tflite = TfliteModel(path / TFLITE_FILE, tflite)
+            self.signature_defs, self._model = self.tflite.signature_defs, self.tflite
         else:
             self.signature_defs = read_signature_defs(path)
             functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
             self._model = lambda key, inputs: functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
-            self.runtime = SAVED_MODEL_RUNTIME
         self._pool = pool
         self._batcher = (
             Batcher(batching, f"{name}-{version}", pool, on_batch) if batching is not None else None
@@ -114,7 +114,10 @@ class Servable:
         """The signature key, the inputs checked against it, and the outputs wanted, checked too."""
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature(key)
-        checked = check_inputs(signature, inputs)
+        checked = check_inputs(signature, inputs, check_shapes=self.tflite is None)
+        if self.tflite is not None:  # its signature's shapes may be static dims that a resize changes
+            for alias, array in checked.items():
+                self.tflite.check_shape(signature, alias, array.shape)
         wanted = list(output_filter) or list(signature.outputs)
         for output in wanted:
             if output not in signature.outputs:
@@ -147,7 +150,10 @@ class Servable:
                 raise ValueError(f"{path}: warm-up record {count} is not a PredictLog")
             request = log.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
+            try:
+                self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
+            except ServingError as err:
+                raise ServingError(err.code, f"warm-up request {count} of {path} failed: {err.message}") from None
             count += 1
         return count
 
@@ -162,13 +168,14 @@ def _to_numpy(tensor: tf.Tensor | np.ndarray) -> np.ndarray:
 
 
 def check_inputs(
-    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray]
+    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray], check_shapes: bool = True
 ) -> dict[str, np.ndarray]:
-    """The inputs, each matching its TensorInfo in name, dtype and shape, and finite when floating."""
+    """The inputs, each matching its TensorInfo in name, dtype and (unless not `check_shapes`) shape,
+    and finite when floating."""
     expected = set(signature.inputs)
     if set(inputs) != expected:
         missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
-        problem = f"missing {missing}" if missing else f"unexpected {extra}"
+        problem = ", ".join(f"{word} {names}" for word, names in (("missing", missing), ("unexpected", extra)) if names)
         raise invalid_argument(
             f"input names do not match the signature: {problem}; expected exactly {sorted(expected)}"
         )
@@ -182,7 +189,7 @@ def check_inputs(
                 f"input '{name}' has dtype {tf.dtypes.as_dtype(array.dtype).name}, expected {want.name}"
             )
         dims = [d.size for d in info.tensor_shape.dim]
-        if not info.tensor_shape.unknown_rank and (
+        if check_shapes and not info.tensor_shape.unknown_rank and (
             array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
         ):
             shape = "[" + ",".join(str(d) for d in dims) + "]"

@@ -19,6 +19,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchPolicy
 from serving.protos import BatchingParameters, MonitoringConfig
+from serving.tflite import TflitePolicy, schedulable_cores
 
 EXAMPLES = """examples:
   python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
@@ -33,14 +34,6 @@ M = TypeVar("M", bound=Message)
 
 class ConfigError(Exception):
     """A flag or config file the server cannot start with."""
-
-
-@dataclass(frozen=True)
-class TflitePolicy:
-    """--num_tflite_pools x --num_tflite_interpreters_per_pool LiteRT interpreters per version."""
-
-    pools: int = 1
-    interpreters_per_pool: int = 1
 
 
 @dataclass(frozen=True)
@@ -232,12 +225,17 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         default=False,
         help="run a version's model.tflite with LiteRT when it has one, else its SavedModel",
     )
-    flag("--num_tflite_pools", type=int, default=1, help="with --prefer_tflite_model (default 1)")
+    flag(
+        "--num_tflite_pools",
+        type=int,
+        default=schedulable_cores(),
+        help="single-threaded LiteRT interpreters per version: calls that run at once (default: the cores)",
+    )
     flag(
         "--num_tflite_interpreters_per_pool",
         type=int,
         default=1,
-        help="LiteRT interpreters per pool: calls that run at once on one version (default 1)",
+        help="accepted as TF Serving's (which then adds a batch scheduler per version); no effect here",
     )
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")
@@ -287,9 +285,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
-    for name in ("num_tflite_pools", "num_tflite_interpreters_per_pool"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
     tflite = None
     if args.prefer_tflite_model:
         tflite = TflitePolicy(args.num_tflite_pools, args.num_tflite_interpreters_per_pool)

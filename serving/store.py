@@ -24,7 +24,7 @@ from serving.batching import BatchPolicy
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.model_pool import ModelPool
 from serving.servable import Servable
-from serving.settings import TflitePolicy
+from serving.tflite import TflitePolicy
 
 log = logging.getLogger("serving")
 

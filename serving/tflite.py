@@ -1,63 +1,98 @@
-"""TF Serving's TFLite path (`--prefer_tflite_model`): a version's `model.tflite` run by LiteRT.
+"""TF Serving's TFLite path (`--prefer_tflite_model`): a version's `model.tflite` run by LiteRT as TF
+Serving's TfLiteSession runs it.
 
-As in TF Serving, the signatures are the .tflite file's own: a signature that did not convert (one that
-parses tf.Examples, say) is not there, and its SignatureDefs are built from the interpreter's tensors.
-An interpreter runs one call at a time, so each version holds `pools x interpreters_per_pool` of them
-(TF Serving's `--num_tflite_pools` and `--num_tflite_interpreters_per_pool`) and a call borrows one.
+The signatures are the file's `signature_defs_metadata` or TF Serving's mock (serving/tflite_signatures.py),
+never the SavedModel's nor the converter's signature table. A call feeds the first subgraph's tensors by
+the TensorInfo names, resizing an input whose shape differs from the last call's, and reads the outputs
+by name. There are `--num_tflite_pools` interpreters (TF Serving's default: one per core), each on one
+thread; a call borrows a free one and waits while all are busy.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.settings import TflitePolicy
+from serving.errors import invalid_argument
+from serving.tflite_signatures import session_signatures
 from tfquiet import stderr_silenced
 
-RUNTIME = "TFLite"  # TF Serving's runtime label for it
+log = logging.getLogger("serving")
+
+
+def schedulable_cores() -> int:
+    """port::NumSchedulableCPUs: the cores this process may run on (a container's CPU set, say)."""
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class TflitePolicy:
+    """--num_tflite_pools and --num_tflite_interpreters_per_pool, with TF Serving's defaults.
+
+    TF Serving makes max(1, pools) interpreters; per pool > 1 only puts its own batch scheduler in front
+    of them, which this server does not imitate (docs/tf-serving-compat.md)."""
+
+    pools: int = field(default_factory=schedulable_cores)
+    interpreters_per_pool: int = 1
 
 
 class TfliteModel:
     def __init__(self, path: Path, policy: TflitePolicy) -> None:
-        """Load every interpreter now: a file that LiteRT cannot read fails the version's load."""
-        self._idle: queue.SimpleQueue[dict[str, Callable[..., dict[str, np.ndarray]]]] = queue.SimpleQueue()
+        """Read the signatures and make every interpreter now: a file that LiteRT cannot read, or whose
+        signatures name tensors it lacks, fails the version's load."""
         content = path.read_bytes()
-        for _ in range(policy.pools * policy.interpreters_per_pool):
-            interpreter = Interpreter(model_content=content, num_threads=1)
+        signatures = session_signatures(content)
+        if signatures.mock:  # TF Serving's own warning, word for word
+            log.warning("%s: No signature def found in TFLite model. Generating one.", path)
+        self.signature_defs = signatures.signature_defs
+        # Each idle interpreter with the shape of each input as the last call left it.
+        self._idle: queue.SimpleQueue[tuple[Interpreter, dict[int, tuple[int, ...]]]] = queue.SimpleQueue()
+        for _ in range(max(1, policy.pools)):
             with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
+                interpreter = Interpreter(model_content=content, num_threads=1)
                 interpreter.allocate_tensors()
-            runners = {key: interpreter.get_signature_runner(key) for key in interpreter.get_signature_list()}
-            self._idle.put(runners)
-        first = self._idle.get()
-        self.signature_defs = {key: _signature_def(runner) for key, runner in first.items()}
-        self._idle.put(first)
+            shapes = {d["index"]: tuple(int(n) for n in d["shape"]) for d in interpreter.get_input_details()}
+            self._idle.put((interpreter, shapes))
+        details = interpreter.get_input_details()
+        self._inputs = {d["name"]: (d["index"], tuple(int(n) for n in d["shape_signature"])) for d in details}
+        self._outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
 
     def __call__(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runners = self._idle.get()
+        """Every output of signature `key` for `inputs` (keyed by alias), by tensor name as TF Serving
+        feeds its TfLiteSession."""
+        signature = self.signature_defs[key]
+        feeds = [(self._input(signature, alias), array) for alias, array in inputs.items()]
+        interpreter, shapes = self._idle.get()
         try:
-            return runners[key](**inputs)
+            for (index, _), array in feeds:
+                if shapes[index] != array.shape:
+                    shapes[index] = ()  # unknown until the resize has worked
+                    interpreter.resize_tensor_input(index, array.shape, strict=False)
+                    interpreter.allocate_tensors()
+                    shapes[index] = array.shape
+                interpreter.set_tensor(index, array)
+            interpreter.invoke()
+            return {
+                alias: interpreter.get_tensor(self._outputs[info.name])
+                for alias, info in signature.outputs.items()
+            }
         finally:
-            self._idle.put(runners)
+            self._idle.put((interpreter, shapes))
 
+    def _input(self, signature: meta_graph_pb2.SignatureDef, alias: str) -> tuple[int, tuple[int, ...]]:
+        return self._inputs[signature.inputs[alias].name]
 
-def _signature_def(runner: Any) -> meta_graph_pb2.SignatureDef:
-    """A SignatureDef from a signature runner's tensors; a dimension the model leaves open is -1."""
-    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    for infos, details in (
-        (signature.inputs, runner.get_input_details()),
-        (signature.outputs, runner.get_output_details()),
-    ):
-        for name, detail in details.items():
-            info = infos[name]
-            info.name = detail["name"]
-            info.dtype = tf.dtypes.as_dtype(detail["dtype"]).as_datatype_enum
-            for size in detail["shape_signature"]:
-                info.tensor_shape.dim.add(size=int(size))
-    return signature
+    def check_shape(self, signature: meta_graph_pb2.SignatureDef, alias: str, shape: tuple[int, ...]) -> None:
+        """An INVALID_ARGUMENT for a shape the input tensor cannot be resized to (the file's shape
+        signature: -1 where any size goes). TF Serving tries the resize and fails with INTERNAL."""
+        _, accepted = self._input(signature, alias)
+        if len(shape) != len(accepted) or any(a >= 0 and a != n for a, n in zip(accepted, shape, strict=False)):
+            wanted = "[" + ",".join(str(a) for a in accepted) + "]"
+            raise invalid_argument(f"input '{alias}' has shape {list(shape)}, expected {wanted}")

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from contract import model_dir
@@ -27,6 +28,11 @@ from contract.signature import (
     PROBABILITIES,
     SIGNATURE_NAME,
 )
+from serving.errors import ServingError
+from serving.model_pool import ModelPool
+from serving.servable import Servable, read_signature_defs
+from serving.tflite import TflitePolicy
+from serving.tflite_signatures import TfliteSignatureError, write_signature_defs
 from tfquiet import stderr_silenced
 from trainer.errors import ExportError
 
@@ -99,22 +105,58 @@ def export_version(
         for name, content in artefacts.items():
             (extra / f"{name}.json").write_text(json.dumps(content, indent=1))
         _write_warmup(extra / model_dir.WARMUP_FILE, model_name, warmup_images)
-        _write_tflite(staging, warmup_images.astype(np.float32))
+        _write_tflite(staging, model_name, warmup_images.astype(np.float32))
         return model_dir.publish(staging, base_path)
 
 
-def _write_tflite(staging: Path, check_images: np.ndarray) -> None:
-    """`serving_default` converted for LiteRT (TF Serving's --prefer_tflite_model reads it), written only
-    if its probabilities agree with the SavedModel's on `check_images`. `classify` stays SavedModel-only:
-    parsing tf.Examples does not convert."""
-    from ai_edge_litert.interpreter import Interpreter
-
+def _write_tflite(staging: Path, model_name: str, check_images: np.ndarray) -> None:
+    """`serving_default` converted for LiteRT, with the SavedModel's SignatureDef in the file's
+    `signature_defs_metadata`: TF Serving's --prefer_tflite_model serves only what that entry says and
+    never reads saved_model.pb. `classify` stays SavedModel-only: parsing tf.Examples does not convert."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=[SIGNATURE_NAME])
     content = converter.convert()
-    interpreter = Interpreter(model_content=content)
+    (staging / model_dir.TFLITE_FILE).write_bytes(_with_signature_defs(content, staging))
+    _check_as_served(staging, model_name, check_images)
+
+
+def _with_signature_defs(content: bytes, staging: Path) -> bytes:
+    """The file with the SavedModel's `serving_default` in its metadata, each TensorInfo naming the
+    .tflite tensor that the converter bound to the same alias."""
+    from ai_edge_litert.interpreter import Interpreter
+
     with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
-        interpreter.allocate_tensors()
-    lite = interpreter.get_signature_runner(SIGNATURE_NAME)(**{INPUT: check_images})
+        runner = Interpreter(model_content=content).get_signature_runner(SIGNATURE_NAME)
+    signature = meta_graph_pb2.SignatureDef()
+    signature.CopyFrom(read_signature_defs(staging)[SIGNATURE_NAME])
+    for infos, details in (
+        (signature.inputs, runner.get_input_details()),
+        (signature.outputs, runner.get_output_details()),
+    ):
+        for alias, info in infos.items():
+            info.name = details[alias]["name"]
+    return write_signature_defs(content, {SIGNATURE_NAME: signature})
+
+
+def _check_as_served(staging: Path, model_name: str, check_images: np.ndarray) -> None:
+    """Load the staged version as the model server does with --prefer_tflite_model, by TF Serving's
+    rules: signatures from model.tflite alone, the warm-up records replayed against them, and the
+    probabilities within TFLITE_TOLERANCE of the SavedModel's. Anything else and no version is exported."""
+    pool = ModelPool(threads=1, max_waiting=1)
+    try:
+        servable = Servable(model_name, 0, staging, pool, tflite=TflitePolicy(pools=1))
+        servable.warm_up()
+        expected = read_signature_defs(staging)[SIGNATURE_NAME]
+        served = servable.signature_defs.get(SIGNATURE_NAME)
+        if served is None or _interface(served) != _interface(expected):
+            raise ExportError(
+                f"model.tflite would serve {_interface(served) if served else 'no serving_default'}, not the "
+                f"SavedModel's {_interface(expected)}: no version exported"
+            )
+        lite = servable.predict_now(SIGNATURE_NAME, {INPUT: check_images})
+    except (ServingError, TfliteSignatureError) as err:
+        raise ExportError(f"model.tflite would not serve: {err}; no version exported") from None
+    finally:
+        pool.shutdown()
     saved = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME](**{INPUT: tf.constant(check_images)})
     worst = float(np.abs(lite[PROBABILITIES] - saved[PROBABILITIES].numpy()).max())
     if worst > TFLITE_TOLERANCE:
@@ -122,4 +164,12 @@ def _write_tflite(staging: Path, check_images: np.ndarray) -> None:
             f"the LiteRT conversion disagrees with the SavedModel by {worst:.2g} "
             f"(over {TFLITE_TOLERANCE:g}): no version exported"
         )
-    (staging / model_dir.TFLITE_FILE).write_bytes(content)
+
+
+def _interface(signature: meta_graph_pb2.SignatureDef) -> tuple[object, ...]:
+    """A signature's aliases, dtypes and shapes: what a client sees of it (tensor names aside)."""
+
+    def tensors(infos: Any) -> list[tuple[str, int, list[int]]]:
+        return sorted((alias, i.dtype, [d.size for d in i.tensor_shape.dim]) for alias, i in infos.items())
+
+    return signature.method_name, tensors(signature.inputs), tensors(signature.outputs)

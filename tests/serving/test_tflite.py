@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client import ServingClient, ServingClientError
 from tests.conftest import ServerProcess, start_server, wait_for
 
-TFLITE = ("--prefer_tflite_model", "--num_tflite_interpreters_per_pool=2")
+TFLITE = ("--prefer_tflite_model", "--num_tflite_pools=2")
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
 from contract import model_dir  # noqa: E402
+from serving.servable import read_signature_defs  # noqa: E402
+from serving.tflite_signatures import session_signatures, subgraph_tensors  # noqa: E402
 from contract.model_dir import versions  # noqa: E402
 from contract.signature import (  # noqa: E402
     IMAGE_SHAPE,
@@ -166,6 +168,41 @@ def test_a_tflite_conversion_that_disagrees_exports_nothing(
     model = build_model("seed")
     with pytest.raises(ExportError, match="disagrees with the SavedModel"):
         export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "strict")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_tflite_carries_the_savedmodels_signature_as_tf_serving_reads_it(trained_model_dir: Path) -> None:
+    """TF Serving's --prefer_tflite_model serves only the file's signature_defs_metadata: it must be the
+    SavedModel's serving_default, with tensor names the file has, and every warm-up record must fit it."""
+    version = trained_model_dir / "mnist" / "1"
+    served = session_signatures((version / model_dir.TFLITE_FILE).read_bytes())
+    assert not served.mock and set(served.signature_defs) == {SIGNATURE_NAME}
+    lite, saved = served.signature_defs[SIGNATURE_NAME], read_signature_defs(version)[SIGNATURE_NAME]
+    assert lite.method_name == saved.method_name == "tensorflow/serving/predict"
+    for lite_infos, saved_infos in ((lite.inputs, saved.inputs), (lite.outputs, saved.outputs)):
+        assert set(lite_infos) == set(saved_infos)
+        for alias, info in lite_infos.items():
+            assert info.dtype == saved_infos[alias].dtype
+            assert info.tensor_shape == saved_infos[alias].tensor_shape  # -1 batch: batches of any size
+    inputs, outputs = subgraph_tensors((version / model_dir.TFLITE_FILE).read_bytes())
+    assert {i.name for i in lite.inputs.values()} == {t.name for t in inputs}  # names as written, no fixing
+    assert {i.name for i in lite.outputs.values()} == {t.name for t in outputs}
+    records = tf.data.TFRecordDataset(str(version / model_dir.ASSETS_EXTRA / model_dir.WARMUP_FILE))
+    for raw in records:
+        request = prediction_log_pb2.PredictionLog.FromString(raw.numpy()).predict_log.request
+        assert set(request.inputs) == set(lite.inputs)
+        assert set(request.output_filter) <= set(lite.outputs)
+
+
+def test_a_model_tflite_without_signature_metadata_exports_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the metadata TF Serving makes up a signature the warm-up records do not fit: the real
+    image would never load the version, so the trainer publishes none."""
+    monkeypatch.setattr(export, "_with_signature_defs", lambda content, _staging: content)
+    model = build_model("seed")
+    with pytest.raises(ExportError, match=r"would not serve: warm-up request 0 .*serving_default_images"):
+        export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "bare")
     assert list(tmp_path.iterdir()) == []
 
 
