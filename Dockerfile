@@ -21,6 +21,8 @@ RUN pip install --group trainer
 COPY data data
 COPY tfquiet tfquiet
 COPY contract contract
+# The server's loader too: the trainer loads each version by TF Serving's rules before publishing it.
+COPY serving serving
 COPY trainer trainer
 # /models is created here, owned by the user that writes it, so a fresh named volume starts writable.
 RUN mkdir /models && chown 10001:10001 /models

@@ -51,23 +51,32 @@ async def _now(call: Callable[[], Reply]) -> Reply:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict, Classify and Regress count in the request metrics; metadata does not (as in TF Serving)."""
+
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
+
+    async def _counted(self, name: str, api: str, call: Awaitable[Reply]) -> Reply:
+        with self.inference.observed(name, "grpc", api):
+            return await call
 
     async def Predict(  # noqa: N802
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        return await _answer(context, self.inference.predict_proto(request))
+        call = self.inference.predict_proto(request)
+        return await _answer(context, self._counted(request.model_spec.name, "Predict", call))
 
     async def Classify(  # noqa: N802
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        return await _answer(context, self.inference.classify_proto(request))
+        call = self.inference.classify_proto(request)
+        return await _answer(context, self._counted(request.model_spec.name, "Classify", call))
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        return await _answer(context, self.inference.regress_proto(request))
+        call = self.inference.regress_proto(request)
+        return await _answer(context, self._counted(request.model_spec.name, "Regress", call))
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext

@@ -116,8 +116,9 @@ class Inference:
         self._observe, self._observe_runtime = observe, observe_runtime
 
     @contextmanager
-    def _observed(self, name: str, api: str, method: str = "predict") -> Iterator[None]:
-        """Time a request and report it with its status code."""
+    def observed(self, name: str, door: str, api: str) -> Iterator[None]:
+        """Time a request and report it with its status code: the doors call this, as TF Serving's do
+        (gRPC for Predict, Classify and Regress; REST for every `/v1/` request)."""
         started = time.perf_counter()
         code = "OK"
         try:
@@ -129,7 +130,7 @@ class Inference:
             code = "INTERNAL"
             raise
         finally:
-            self._observe(name, api, method, code, time.perf_counter() - started)
+            self._observe(name, door, api, code, time.perf_counter() - started)
 
     async def _run(
         self,
@@ -139,17 +140,19 @@ class Inference:
         outputs: Iterable[str],
         method: str,
     ) -> dict[str, np.ndarray]:
-        """The model call itself, timed as TF Serving's runtime latency."""
+        """The model call itself, timed as TF Serving's runtime latency (when it succeeds, under the API's
+        gRPC name whichever door it came through)."""
         started = time.perf_counter()
-        try:
-            return await servable.predict(signature_name, inputs, outputs)
-        finally:
-            self._observe_runtime(servable.name, method, servable.runtime, time.perf_counter() - started)
+        answer = await servable.predict(signature_name, inputs, outputs)
+        self._observe_runtime(
+            servable.name, method.capitalize(), servable.runtime, time.perf_counter() - started
+        )
+        return answer
 
     async def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         version, label = version_of(spec)
-        with self._observed(spec.name, "grpc"), self.store.serving(spec.name, version, label) as servable:
+        with self.store.serving(spec.name, version, label) as servable:
             signature = servable.signature(spec.signature_name)
             unknown = sorted(set(request.inputs) - set(signature.inputs))
             if unknown:  # refused before any tensor is decoded
@@ -167,35 +170,30 @@ class Inference:
     async def predict_json(
         self, name: str, version: int | None, label: str | None, body: bytes
     ) -> dict[str, Any]:
-        with self._observed(name, "rest"):
-            parsed = rest_json.parse_predict_body(body)
-            signature_name, row_format = parsed.signature_name, parsed.row_format
-            with self.store.serving(name, version, label) as servable:
-                if not servable.has_signature(signature_name):
-                    raise invalid_argument(
-                        f'Serving signature name: "{signature_name or DEFAULT_SIGNATURE}" '
-                        "not found in signature def"
-                    )
-                inputs = rest_json.to_input_arrays(parsed, servable.signature(signature_name))
-                # Parsed JSON takes several times its body's size: only the arrays wait for the model.
-                del parsed
-                outputs = await self._run(servable, signature_name, inputs, (), "predict")
-            return rest_json.predict_response(outputs, row_format)
+        parsed = rest_json.parse_predict_body(body)
+        signature_name, row_format = parsed.signature_name, parsed.row_format
+        with self.store.serving(name, version, label) as servable:
+            if not servable.has_signature(signature_name):
+                raise invalid_argument(
+                    f'Serving signature name: "{signature_name or DEFAULT_SIGNATURE}" '
+                    "not found in signature def"
+                )
+            inputs = rest_json.to_input_arrays(parsed, servable.signature(signature_name))
+            # Parsed JSON takes several times its body's size: only the arrays wait for the model.
+            del parsed
+            outputs = await self._run(servable, signature_name, inputs, (), "predict")
+        return rest_json.predict_response(outputs, row_format)
 
     async def _run_examples(
         self,
         spec: model_pb2.ModelSpec,
         request_input: input_pb2.Input,
         outputs: tuple[str, ...],
-        api: str,
         method: str,
     ) -> tuple[int, dict[str, np.ndarray]]:
         """Classify or Regress: serialized examples into the signature's one string input."""
         version, label = version_of(spec)
-        with (
-            self._observed(spec.name, api, method),
-            self.store.serving(spec.name, version, label) as servable,
-        ):
+        with self.store.serving(spec.name, version, label) as servable:
             signature = servable.signature(spec.signature_name)
             wanted = [name for name in outputs if name in signature.outputs]
             if not wanted:
@@ -215,10 +213,10 @@ class Inference:
         return answered
 
     async def classify_proto(
-        self, request: classification_pb2.ClassificationRequest, api: str = "grpc"
+        self, request: classification_pb2.ClassificationRequest
     ) -> classification_pb2.ClassificationResponse:
         version, outputs = await self._run_examples(
-            request.model_spec, request.input, ("classes", "scores"), api, "classify"
+            request.model_spec, request.input, ("classes", "scores"), "classify"
         )
         batch = len(next(iter(outputs.values())))
         return classification_pb2.ClassificationResponse(
@@ -227,10 +225,10 @@ class Inference:
         )
 
     async def regress_proto(
-        self, request: regression_pb2.RegressionRequest, api: str = "grpc"
+        self, request: regression_pb2.RegressionRequest
     ) -> regression_pb2.RegressionResponse:
         version, outputs = await self._run_examples(
-            request.model_spec, request.input, ("outputs",), api, "regress"
+            request.model_spec, request.input, ("outputs",), "regress"
         )
         return regression_pb2.RegressionResponse(
             model_spec=self._answer_spec(request.model_spec, version),
@@ -255,9 +253,9 @@ class Inference:
         request_input = classify.input_from_json(document, method)
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
-            return classify.classification_json((await self.classify_proto(request, api="rest")).result)
+            return classify.classification_json((await self.classify_proto(request)).result)
         request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
-        return classify.regression_json((await self.regress_proto(request, api="rest")).result)
+        return classify.regression_json((await self.regress_proto(request)).result)
 
     def metadata(
         self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)

@@ -59,18 +59,26 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
-    def observe_request(self, model: str, api: str, method: str, code: str, seconds: float) -> None:
-        """A request answered: `api` is the door (grpc or rest), `method` TF Serving's API name."""
+    def observe_request(self, model: str, door: str, api: str, code: str, seconds: float) -> None:
+        """A request answered: `door` grpc or rest, `api` TF Serving's label for it (gRPC's `Predict`,
+        REST's `predict`, or "" for a REST status or metadata call). Every request is counted, only
+        successful ones are timed, as TF Serving does."""
         with self._lock:
             self.requests[model, code] += 1
-            self.request_latency.observe((model, method, api.upper()), seconds * 1e6)
+            if code == "OK":
+                self.request_latency.observe((model, api, door.upper()), seconds * 1e6)
 
     def observe_runtime(self, model: str, method: str, runtime: str, seconds: float) -> None:
         with self._lock:
             self.runtime_latency.observe((model, method, runtime), seconds * 1e6)
 
-    def observe_load(self, model: str, version: int, path: Path, seconds: float, ok: bool) -> None:
-        """A version loaded (or failed to): TF Serving counts loads by the SavedModel's path."""
+    def observe_load(
+        self, model: str, version: int, path: Path, seconds: float, ok: bool, saved_model: bool
+    ) -> None:
+        """A version loaded (or failed to). TensorFlow's SavedModel loader counts its loads by path; a
+        version run from model.tflite never reaches it, so TF Serving shows no load of it."""
+        if not saved_model:
+            return
         with self._lock:
             self.loads[str(path), "success" if ok else "fail"] += 1
             if ok:

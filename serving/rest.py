@@ -127,6 +127,13 @@ class RestApp:
             return 200, PROMETHEUS, self.metrics()
         if not path.lower().startswith("/v1/"):
             raise not_found(f"Not found: {method} {path}")
+        name, api = _model_and_api(method, path)
+        with self.inference.observed(name, "rest", api):  # every /v1/ request, as TF Serving counts them
+            return await self._v1(method, path, scope, receive)
+
+    async def _v1(
+        self, method: str, path: str, scope: Scope, receive: Receive
+    ) -> tuple[int, tuple[bytes, bytes], bytes]:
         malformed = invalid_argument(f"Malformed request: {method} {path}")
         inference = self.inference
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
@@ -182,6 +189,16 @@ class RestApp:
             yield body
         finally:
             self.bodies.give_back(held)
+
+
+def _model_and_api(method: str, path: str) -> tuple[str, str]:
+    """The model name and API label TF Serving's metrics give a REST request: the verb of a POST
+    (`predict`, ...), "" for a GET (status, metadata); no name when the path names none."""
+    if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
+        return unquote(match[1]), match[4]
+    if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
+        return unquote(match[1] or ""), ""
+    return "", ""
 
 
 def _content_length(scope: Scope) -> int | None:

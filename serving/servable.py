@@ -39,6 +39,12 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
 
 
+def runs_tflite(path: Path, tflite: TflitePolicy | None) -> bool:
+    """TF Serving's choice: with --prefer_tflite_model a version that has a model.tflite runs it, and its
+    SavedModel is never read."""
+    return tflite is not None and (path / TFLITE_FILE).is_file()
+
+
 class Servable:
     """A version that can answer: load it, warm it, call it, and know when no request is using it."""
 
@@ -58,7 +64,8 @@ class Servable:
         self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, Any]]
         self.runtime = RUNTIME
         self.tflite: TfliteModel | None = None
-        if tflite is not None and (path / TFLITE_FILE).is_file():
+        if runs_tflite(path, tflite):
+            assert tflite is not None
             self.tflite = TfliteModel(path / TFLITE_FILE, tflite)
             self.signature_defs, self._model = self.tflite.signature_defs, self.tflite
         else:
@@ -153,7 +160,9 @@ class Servable:
             try:
                 self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
             except ServingError as err:
-                raise ServingError(err.code, f"warm-up request {count} of {path} failed: {err.message}") from None
+                raise ServingError(
+                    err.code, f"warm-up request {count} of {path} failed: {err.message}"
+                ) from None
             count += 1
         return count
 
@@ -175,7 +184,9 @@ def check_inputs(
     expected = set(signature.inputs)
     if set(inputs) != expected:
         missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
-        problem = ", ".join(f"{word} {names}" for word, names in (("missing", missing), ("unexpected", extra)) if names)
+        problem = ", ".join(
+            f"{word} {names}" for word, names in (("missing", missing), ("unexpected", extra)) if names
+        )
         raise invalid_argument(
             f"input names do not match the signature: {problem}; expected exactly {sorted(expected)}"
         )
@@ -189,8 +200,13 @@ def check_inputs(
                 f"input '{name}' has dtype {tf.dtypes.as_dtype(array.dtype).name}, expected {want.name}"
             )
         dims = [d.size for d in info.tensor_shape.dim]
-        if check_shapes and not info.tensor_shape.unknown_rank and (
-            array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
+        if (
+            check_shapes
+            and not info.tensor_shape.unknown_rank
+            and (
+                array.ndim != len(dims)
+                or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
+            )
         ):
             shape = "[" + ",".join(str(d) for d in dims) + "]"
             raise invalid_argument(f"input '{name}' has shape {list(array.shape)}, expected {shape}")

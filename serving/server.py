@@ -42,6 +42,7 @@ class ModelServer:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by serve
         self._stop = threading.Event()
         self.draining = False  # the lame-duck period before a stop (see serve)
+        self._started = False  # every model of the first config has been AVAILABLE (see _update_health)
         cores = os.cpu_count() or 1
         threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
         self.pool = ModelPool(threads, MAX_WAITING_CALLS)
@@ -105,13 +106,19 @@ class ModelServer:
             log.warning("adopted the changed %s", path)
 
     def _update_health(self) -> None:
-        """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs."""
+        """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs.
+
+        TF Serving opens its ports once every model of its first config is AVAILABLE, sets SERVING then
+        and never changes it; so does this server, whose ports open at once: NOT_SERVING until that
+        moment, SERVING from then on, whatever versions come and go. Ours alone: NOT_SERVING again in
+        the lame-duck period before a stop (gRPC's own shutdown says so too)."""
         health_servicer, loop = self.health, self._loop
         if health_servicer is None or loop is None or loop.is_closed():  # closed: the server has stopped
             return
+        self._started = self._started or self.store.all_available()
 
         async def publish() -> None:
-            serving = self.store.any_available() and not self.draining
+            serving = self._started and not self.draining
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if serving

@@ -23,7 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.batching import BatchPolicy
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.model_pool import ModelPool
-from serving.servable import Servable
+from serving.servable import Servable, runs_tflite
 from serving.tflite import TflitePolicy
 
 log = logging.getLogger("serving")
@@ -104,14 +104,15 @@ class ModelStore:
         warm_up: bool = True,
         batching: BatchPolicy | None = None,
         tflite: TflitePolicy | None = None,
-        on_load: Callable[[str, int, Path, float, bool], None] = lambda *_: None,
+        on_load: Callable[[str, int, Path, float, bool, bool], None] = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
         allow_unavailable_labels: bool = False,
     ) -> None:
-        """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok)`
-        hears of every load (metrics); `on_change()` of every change of which versions answer (the
-        health service); `on_batch(model, size)` of every batch."""
+        """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok,
+        saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was read, not its
+        model.tflite); `on_change()` of every change of which versions answer (the health service);
+        `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
@@ -241,6 +242,7 @@ class ModelStore:
 
     def _load(self, entry: ModelEntry, version: int, path: Path) -> None:
         started = time.monotonic()
+        saved_model = not runs_tflite(path, self._tflite)
         try:
             servable = Servable(
                 entry.name,
@@ -258,12 +260,12 @@ class ModelStore:
             log.error("%s", message)
             with self._lock:
                 entry.records[version] = VersionRecord(version, END, code, message)
-            self._on_load(entry.name, version, path, time.monotonic() - started, False)
+            self._on_load(entry.name, version, path, time.monotonic() - started, False, saved_model)
             return
         seconds = time.monotonic() - started
         with self._lock:
             entry.records[version] = VersionRecord(version, AVAILABLE, servable=servable)
-        self._on_load(entry.name, version, path, seconds, True)
+        self._on_load(entry.name, version, path, seconds, True, saved_model)
         self._on_change()
         settle_heap()
         log.info("loaded %s version %d in %.2fs (%d warm-up requests)", entry.name, version, seconds, warmed)
@@ -343,6 +345,7 @@ class ModelStore:
             servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
         return all(s.requests.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
 
-    def any_available(self) -> bool:
+    def all_available(self) -> bool:
+        """Every model has a version that answers."""
         with self._lock:
-            return any(entry.available() for entry in self._models.values())
+            return all(entry.available() for entry in self._models.values())

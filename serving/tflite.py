@@ -15,14 +15,16 @@ import os
 import queue
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import invalid_argument
-from serving.tflite_signatures import session_signatures
 from tfquiet import stderr_silenced
+
+if TYPE_CHECKING:
+    from tensorflow.core.protobuf import meta_graph_pb2
 
 log = logging.getLogger("serving")
 
@@ -47,6 +49,10 @@ class TfliteModel:
     def __init__(self, path: Path, policy: TflitePolicy) -> None:
         """Read the signatures and make every interpreter now: a file that LiteRT cannot read, or whose
         signatures name tensors it lacks, fails the version's load."""
+        # Here, not at the top: TensorFlow's protos load TensorFlow, which the flag parser (importing
+        # TflitePolicy) must not do before --verbose says whether to silence it.
+        from serving.tflite_signatures import session_signatures
+
         content = path.read_bytes()
         signatures = session_signatures(content)
         if signatures.mock:  # TF Serving's own warning, word for word
@@ -93,6 +99,8 @@ class TfliteModel:
         """An INVALID_ARGUMENT for a shape the input tensor cannot be resized to (the file's shape
         signature: -1 where any size goes). TF Serving tries the resize and fails with INTERNAL."""
         _, accepted = self._input(signature, alias)
-        if len(shape) != len(accepted) or any(a >= 0 and a != n for a, n in zip(accepted, shape, strict=False)):
+        if len(shape) != len(accepted) or any(
+            a >= 0 and a != n for a, n in zip(accepted, shape, strict=False)
+        ):
             wanted = "[" + ",".join(str(a) for a in accepted) + "]"
             raise invalid_argument(f"input '{alias}' has shape {list(shape)}, expected {wanted}")

@@ -102,7 +102,9 @@ def _fixed_name(name: str, tensors: Mapping[str, Tensor], role: str, alias: str)
     for candidate in (name, _legacy_name(name)):
         if candidate in tensors:
             return candidate
-    raise TfliteSignatureError(f"Signature {role} {alias} references an unknown tensor: Unknown tensor '{name}'.")
+    raise TfliteSignatureError(
+        f"Signature {role} {alias} references an unknown tensor: Unknown tensor '{name}'."
+    )
 
 
 def _tensor_info(tensor: Tensor) -> meta_graph_pb2.TensorInfo:
@@ -141,8 +143,8 @@ def session_signatures(content: bytes) -> SessionSignatures:
     if signature_defs:
         return SessionSignatures(signature_defs, mock=False)
     mock = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
-    for infos, tensors in ((mock.inputs, inputs), (mock.outputs, outputs)):
-        for tensor in sorted(tensors, key=lambda t: t.name):  # TF Serving walks a std::map by name
+    for infos, found in ((mock.inputs, inputs), (mock.outputs, outputs)):
+        for tensor in sorted(found, key=lambda t: t.name):  # TF Serving walks a std::map by name
             infos[_legacy_name(tensor.name)].CopyFrom(_tensor_info(tensor))
     return SessionSignatures({DEFAULT_SIGNATURE: mock}, mock=True)
 
@@ -160,7 +162,9 @@ def write_signature_defs(content: bytes, signature_defs: Mapping[str, meta_graph
         for key, signature in sorted(signature_defs.items()):
             serialized = signature.SerializeToString(deterministic=True)
             if b"\0" in serialized or "\0" in key:
-                raise TfliteSignatureError(f"signature {key!r} serializes with a zero byte: TF Serving would cut it")
+                raise TfliteSignatureError(
+                    f"signature {key!r} serializes with a zero byte: TF Serving would cut it"
+                )
             table.Key(key)
             # A FlexBuffer *string* of raw bytes, as the C++ builder's fbb.String(key, bytes) writes
             # (the reader ignores any other type); the Python builder's String() takes text only.

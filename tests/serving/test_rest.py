@@ -14,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from client import ServingClient
 from tests.conftest import ServerProcess, start_server
 
 
@@ -162,26 +163,40 @@ def test_a_chunked_body_is_read_whole(server: ServerProcess, images: np.ndarray)
     assert reply.status_code == 200 and reply.json() == whole.json()
 
 
-def test_prometheus_metrics_have_tf_servings_names_and_labels(
-    server: ServerProcess, images: np.ndarray
-) -> None:
+def test_prometheus_metrics_count_as_tf_serving_counts(server: ServerProcess, images: np.ndarray) -> None:
+    """TF Serving's request metrics, request by request: every REST /v1/ call is counted (status and
+    metadata too, with the API label ""), gRPC counts Predict but not status or metadata, only
+    successful calls are timed, and the model call's runtime is `TF1` under the gRPC API name."""
     before = prometheus_samples(server)
     post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()})
     post(server, "/v1/models/nope:predict", {"instances": [0]})
+    assert requests.get(f"{server.rest_url}/v1/models/mnist", timeout=5).status_code == 200
+    assert requests.get(f"{server.rest_url}/v1/models/mnist/metadata", timeout=5).status_code == 200
+    grpc_client = ServingClient.grpc(server.grpc_target)
+    grpc_client.predict(images[:1])
+    grpc_client.status()
+    grpc_client.metadata()
     after = prometheus_samples(server)
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert grew(":tensorflow:serving:request_count", model_name="mnist", status="OK") == 1
+    assert grew(":tensorflow:serving:request_count", model_name="mnist", status="OK") == 4
     assert grew(":tensorflow:serving:request_count", model_name="nope", status="NOT_FOUND") == 1
-    rest_predict = {"model_name": "mnist", "API": "predict"}
-    assert grew(":tensorflow:serving:request_latency_count", **rest_predict, entrypoint="REST") == 1
-    assert grew(":tensorflow:serving:runtime_latency_count", **rest_predict, runtime="TF1") == 1
+    latency = ":tensorflow:serving:request_latency_count"
+    assert grew(latency, model_name="mnist", API="predict", entrypoint="REST") == 1
+    assert grew(latency, model_name="mnist", API="", entrypoint="REST") == 2
+    assert grew(latency, model_name="mnist", API="Predict", entrypoint="GRPC") == 1
+    assert grew(latency, model_name="nope", API="predict", entrypoint="REST") == 0  # failed: not timed
     assert (
-        grew(":tensorflow:serving:request_latency_sum", **rest_predict, entrypoint="REST") > 0
-    )  # microseconds
+        grew(":tensorflow:serving:runtime_latency_count", model_name="mnist", API="Predict", runtime="TF1")
+        == 2
+    )
+    assert (
+        grew(":tensorflow:serving:request_latency_sum", model_name="mnist", API="predict", entrypoint="REST")
+        > 0
+    )
     loads = {labels: value for (name, labels), value in after.items() if name.endswith("load_attempt_count")}
     assert [dict(labels)["status"] for labels in loads] == ["success"] and list(loads.values()) == [1.0]
 

@@ -7,14 +7,14 @@ one request at a time, without a model or a socket.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+import contextlib
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
 import pytest
 
-from serving.errors import not_found
-from serving.inference import Inference
+from serving.errors import ServingError, not_found
 from serving.rest import ByteBudget, RestApp
 from tests.conftest import run_coroutine
 
@@ -22,7 +22,22 @@ pytestmark = pytest.mark.fast
 
 
 class FakeInference:
-    """Answers with what it was asked, so a test sees how the app called the inference layer."""
+    """Answers with what it was asked, so a test sees how the app called the inference layer; records
+    each request the app reports to the metrics as (model, door, API, status)."""
+
+    def __init__(self) -> None:
+        self.observations: list[tuple[str, str, str, str]] = []
+
+    @contextlib.contextmanager
+    def observed(self, name: str, door: str, api: str) -> Iterator[None]:
+        code = "OK"
+        try:
+            yield
+        except ServingError as err:
+            code = err.code.name
+            raise
+        finally:
+            self.observations.append((name, door, api, code))
 
     async def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
         if name == "missing":
@@ -77,10 +92,33 @@ def call(
     return Response(sent) if sent else None
 
 
-def make_app(draining: bool = False, timeout_s: float = 5.0) -> RestApp:
-    fake: Any = FakeInference()
-    inference: Inference = fake
+def make_app(draining: bool = False, timeout_s: float = 5.0, fake: FakeInference | None = None) -> RestApp:
+    inference: Any = fake or FakeInference()
     return RestApp(inference, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining)
+
+
+def test_every_v1_request_is_reported_with_tf_servings_labels() -> None:
+    """TF Serving's REST door counts every /v1/ request: a POST under its verb, a GET (status, metadata)
+    under the API label "", one whose path names no model under the model name ""; others not at all."""
+    fake = FakeInference()
+    app = make_app(fake=fake)
+    for method, path in (
+        ("POST", "/v1/models/mnist:predict"),
+        ("POST", "/v1/models/missing:predict"),
+        ("GET", "/v1/models/mnist"),
+        ("GET", "/v1/models/mnist/versions/2/metadata"),
+        ("GET", "/v1/nothing/here"),
+        ("GET", "/metrics"),
+        ("GET", "/elsewhere"),
+    ):
+        call(app, method, path)
+    assert fake.observations == [
+        ("mnist", "rest", "predict", "OK"),
+        ("missing", "rest", "predict", "NOT_FOUND"),
+        ("mnist", "rest", "", "OK"),
+        ("mnist", "rest", "", "OK"),
+        ("", "rest", "", "INVALID_ARGUMENT"),
+    ]
 
 
 def test_predict_routes_name_version_and_label_and_reads_a_chunked_body_whole() -> None:

@@ -257,7 +257,7 @@ def test_a_specific_policy_with_none_present_loads_nothing(base: Path, make_stor
     assert refused(lambda: store.statuses("m"), grpc.StatusCode.NOT_FOUND) == (
         "Could not find any versions of model m"
     )
-    assert not store.any_available()
+    assert not store.all_available()
 
 
 def test_narrowing_the_policy_retires_versions_no_longer_aspired(
@@ -378,7 +378,9 @@ def test_a_version_that_fails_to_load_is_end_with_its_error_and_the_older_keeps_
 ) -> None:
     heard: list[tuple[str, int, bool]] = []
     publish(base, 1)
-    store = make_store(config(("m", base)), on_load=lambda m, v, _path, _s, ok: heard.append((m, v, ok)))
+    store = make_store(
+        config(("m", base)), on_load=lambda m, v, _path, _s, ok, _saved: heard.append((m, v, ok))
+    )
     store.poll()
     publish(base, 2)
     loader.fail[2] = ValueError("saved_model.pb is truncated")
@@ -522,12 +524,12 @@ def test_a_missing_base_path_changes_nothing_until_it_appears(tmp_path: Path, ma
     base = tmp_path / "later"
     store = make_store(config(("m", base)))
     store.poll()
-    assert states(store) == {} and not store.any_available()
+    assert states(store) == {} and not store.all_available()
 
     base.mkdir()
     publish(base, 3)
     store.poll()
-    assert states(store) == {3: AVAILABLE} and store.any_available()
+    assert states(store) == {3: AVAILABLE} and store.all_available()
 
 
 def test_a_missing_base_path_keeps_the_versions_already_serving(base: Path, make_store: MakeStore) -> None:

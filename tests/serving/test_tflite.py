@@ -1,18 +1,25 @@
-"""TF Serving's TFLite path, against real server processes: `--prefer_tflite_model` answers from a
-version's model.tflite as the SavedModel would, falls back to the SavedModel without one, and a corrupt
-one fails only its own version."""
+"""TF Serving's TFLite path, against real server processes: with `--prefer_tflite_model` a version's
+model.tflite answers with the signatures its `signature_defs_metadata` holds (never the SavedModel's), a
+file without that entry gets TF Serving's mock signature (and so fails the trainer's warm-up), a version
+without model.tflite is served from its SavedModel, and a corrupt one fails only its own version."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import requests
+from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import Builder
 from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from client import ServingClient, ServingClientError
+from serving.inference import array_to_tensor
+from serving.tflite_signatures import METADATA_NAME
 from tests.conftest import ServerProcess, start_server, wait_for
 
 TFLITE = ("--prefer_tflite_model", "--num_tflite_pools=2")
@@ -25,21 +32,30 @@ def monitoring(tmp_path: Path) -> str:
     return f"--monitoring_config_file={config}"
 
 
-def runtimes(server: ServerProcess) -> set[str]:
-    """The runtime labels TF Serving's runtime-latency histogram has seen."""
+def samples(server: ServerProcess, metric: str) -> list[dict[str, str]]:
+    """The label sets of a metric's samples on the server's Prometheus page."""
     text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
-    return {
-        sample.labels["runtime"]
+    return [
+        sample.labels
         for family in text_string_to_metric_families(text)
-        if family.name == ":tensorflow:serving:runtime_latency"
+        if family.name == metric
         for sample in family.samples
-    }
+    ]
 
 
 def copy_version(source: Path, base: Path, version: int) -> Path:
     target = base / str(version)
     shutil.copytree(source, target)
     return target
+
+
+def without_signature_metadata(content: bytes) -> bytes:
+    """The file as the TFLite converter writes it, before the trainer adds `signature_defs_metadata`."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    model.metadata = [m for m in model.metadata if m.name != METADATA_NAME.encode()]
+    builder = Builder(len(content))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def test_the_tflite_runtime_answers_as_the_savedmodel_over_both_apis(
@@ -50,13 +66,21 @@ def test_the_tflite_runtime_answers_as_the_savedmodel_over_both_apis(
     server = start_server("--model_name=mnist", f"--model_base_path={version.parent}", monitoring, *TFLITE)
     try:
         for client in (ServingClient.grpc(server.grpc_target), ServingClient.rest(server.rest_url)):
-            answers = client.predict(images)
-            probabilities = np.array([answer.probabilities for answer in answers])
-            np.testing.assert_allclose(probabilities, in_process["probabilities"], atol=1e-5)
-        assert runtimes(server) == {"TFLite"}
-        # As in TF Serving, the signatures are the .tflite file's: `classify` did not convert.
-        signatures = ServingClient.rest(server.rest_url).metadata()["metadata"]["signature_def"]
-        assert set(signatures["signature_def"]) == {"serving_default"}
+            for batch in (images, images[:1], images[:3]):  # the interpreters resize to each batch
+                answers = client.predict(batch)
+                probabilities = np.array([answer.probabilities for answer in answers])
+                np.testing.assert_allclose(
+                    probabilities, in_process["probabilities"][: len(batch)], atol=1e-5
+                )
+        # The signatures are the file's metadata, tensor names and all: `classify` did not convert.
+        signatures = ServingClient.rest(server.rest_url).metadata()["metadata"]["signature_def"][
+            "signature_def"
+        ]
+        assert set(signatures) == {"serving_default"}
+        assert signatures["serving_default"]["inputs"]["images"]["name"] == "serving_default_images:0"
+        # As TF Serving labels it, whichever session ran the call; and no SavedModel was loaded.
+        assert {s["runtime"] for s in samples(server, ":tensorflow:serving:runtime_latency")} == {"TF1"}
+        assert samples(server, ":tensorflow:cc:saved_model:load_attempt_count") == []
     finally:
         assert server.stop() == 0
 
@@ -76,7 +100,70 @@ def test_a_version_without_model_tflite_is_served_from_its_savedmodel(
         np.testing.assert_allclose(
             [answer.probabilities for answer in answers], in_process["probabilities"], atol=1e-6
         )
-        assert runtimes(server) == {"TF1"}
+        signatures = ServingClient.rest(server.rest_url).metadata()["metadata"]["signature_def"][
+            "signature_def"
+        ]
+        assert {"serving_default", "classify"} <= set(signatures)  # the SavedModel's
+        (load,) = samples(server, ":tensorflow:cc:saved_model:load_attempt_count")
+        assert load["status"] == "success"
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_model_tflite_without_signature_metadata_gets_tf_servings_mock_signature(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """No `signature_defs_metadata`: TF Serving serves a `serving_default` made from the raw tensors, so
+    the warm-up records (which send `images`) fail and the version never becomes AVAILABLE, with the
+    reason in one line. Without warm-up it loads, and answers only to the mock's names."""
+    base = tmp_path / "mnist"
+    tflite = copy_version(trained_model_dir / "mnist" / "1", base, 1) / "model.tflite"
+    tflite.write_bytes(without_signature_metadata(tflite.read_bytes()))
+    server = start_server("--model_name=mnist", f"--model_base_path={base}", *TFLITE, wait_available=None)
+    try:
+        wait_for(lambda: server.model_states().get(1) == "END", 60, "version 1 to fail")
+        (failed,) = ServingClient.rest(server.rest_url).status(version=1)
+        assert (
+            "warm-up request 0" in failed.error_message and "serving_default_images" in failed.error_message
+        )
+    finally:
+        server.stop()
+    log = server.process.communicate()[1]
+    assert "No signature def found in TFLite model. Generating one." in log
+    assert sum("Failed to load mnist version 1" in line for line in log.splitlines()) == 1
+
+    server = start_server(
+        "--model_name=mnist", f"--model_base_path={base}", "--enable_model_warmup=false", *TFLITE
+    )
+    try:
+        (signature,) = (
+            ServingClient.rest(server.rest_url)
+            .metadata()["metadata"]["signature_def"]["signature_def"]
+            .values()
+        )
+        assert set(signature["inputs"]) == {"serving_default_images"}
+        assert set(signature["outputs"]) == {"StatefulPartitionedCall_1"}  # two outputs, one key
+        assert [d["size"] for d in signature["inputs"]["serving_default_images"]["tensor_shape"]["dim"]] == [
+            "1",
+            "28",
+            "28",
+            "1",
+        ]
+        with pytest.raises(ServingClientError, match="INVALID_ARGUMENT"):
+            ServingClient.grpc(server.grpc_target, retries=0).predict(images)  # sends `images`
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "mnist"
+        request.inputs["serving_default_images"].CopyFrom(array_to_tensor(images))
+        reply = stub.Predict(request, timeout=30)
+        assert set(reply.outputs) == {"StatefulPartitionedCall_1"}
+        assert [d.size for d in reply.outputs["StatefulPartitionedCall_1"].tensor_shape.dim] == [
+            len(images),
+            10,
+        ]
+        request.output_filter.append("probabilities")
+        with pytest.raises(grpc.RpcError, match="output tensor alias not found"):
+            stub.Predict(request, timeout=30)
     finally:
         assert server.stop() == 0
 

@@ -7,9 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import ServingClient
 from tests.conftest import PredictLoad, ServerProcess, start_server, wait_for
@@ -123,3 +125,42 @@ def test_a_lame_duck_setting_out_of_range_is_one_line(model_dir: Path) -> None:
     )
     _, stderr = server.process.communicate(timeout=60)
     assert server.process.returncode == 2 and "SERVING_LAME_DUCK_SECONDS='soon'" in stderr
+
+
+def health_statuses(server: ServerProcess) -> set[str]:
+    """What the gRPC health service says of the server and of its two services; nothing while the
+    server is not listening yet."""
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_target))
+    try:
+        return {
+            health_pb2.HealthCheckResponse.ServingStatus.Name(
+                stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            )
+            for service in ("", "ModelService", "PredictionService")
+        }
+    except grpc.RpcError:
+        return set()
+
+
+def test_grpc_health_turns_serving_once_and_stays(trained_model_dir: Path, tmp_path: Path) -> None:
+    """As TF Serving, which opens its ports only once its first models are AVAILABLE, sets SERVING then
+    and never changes it: NOT_SERVING before the first version, SERVING after, even with it gone."""
+    base = tmp_path / "mnist"
+    base.mkdir()
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0.2",
+        "--enable_grpc_healthcheck_service",
+        wait_available=None,
+    )
+    try:
+        wait_for(lambda: bool(health_statuses(server)), 60, "the gRPC port to open")
+        assert health_statuses(server) == {"NOT_SERVING"}
+        publish(base, trained_model_dir / "mnist" / "1", 1)
+        wait_for(lambda: health_statuses(server) == {"SERVING"}, 60, "SERVING")
+        shutil.rmtree(base / "1")
+        wait_for(lambda: server.model_states().get(1) == "END", 30, "version 1 to be unloaded")
+        assert health_statuses(server) == {"SERVING"}
+    finally:
+        assert server.stop() == 0

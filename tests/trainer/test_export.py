@@ -18,8 +18,6 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
 from contract import model_dir  # noqa: E402
-from serving.servable import read_signature_defs  # noqa: E402
-from serving.tflite_signatures import session_signatures, subgraph_tensors  # noqa: E402
 from contract.model_dir import versions  # noqa: E402
 from contract.signature import (  # noqa: E402
     IMAGE_SHAPE,
@@ -27,6 +25,8 @@ from contract.signature import (  # noqa: E402
     SIGNATURE_NAME,
     scale_pixels,  # noqa: E402
 )
+from serving.servable import read_signature_defs  # noqa: E402
+from serving.tflite_signatures import session_signatures, subgraph_tensors  # noqa: E402
 from trainer import export  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.errors import ExportError  # noqa: E402
@@ -171,7 +171,9 @@ def test_a_tflite_conversion_that_disagrees_exports_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_model_tflite_carries_the_savedmodels_signature_as_tf_serving_reads_it(trained_model_dir: Path) -> None:
+def test_model_tflite_carries_the_savedmodels_signature_as_tf_serving_reads_it(
+    trained_model_dir: Path,
+) -> None:
     """TF Serving's --prefer_tflite_model serves only the file's signature_defs_metadata: it must be the
     SavedModel's serving_default, with tensor names the file has, and every warm-up record must fit it."""
     version = trained_model_dir / "mnist" / "1"
