@@ -33,25 +33,33 @@ Buckets = dict[float, float]  # upper bound -> count (cumulative in a read, per 
 
 @dataclass(frozen=True)
 class Reading:
-    """One read of one replica's counters, for one model."""
+    """One read of one replica's counters, for one model: its prediction traffic (Predict, Classify,
+    Regress), not the status and metadata calls that health checks and this monitor make."""
 
     requests: dict[str, float]  # status (OK, INVALID_ARGUMENT, ...) -> requests so far
-    latency_us: Buckets  # cumulative, all APIs and doors together
+    latency_us: Buckets  # cumulative, every prediction API and door together
     batch_sizes: Buckets  # cumulative; TF Serving's histogram has no model label
 
 
 def parse(text: str, model: str) -> Reading:
-    """The counters of `model` in a Prometheus text exposition; absent ones read as zero."""
-    requests_by_status: dict[str, float] = {}
+    """The counters of `model` in a Prometheus text exposition; absent ones read as zero.
+
+    TF Serving counts every REST status and metadata call in request_count (as OK) and times it under
+    the API label "", so the successful predictions are taken from the latency histogram's count of the
+    prediction APIs, and only the failures from request_count."""
+    requests_by_status: dict[str, float] = {"OK": 0.0}
     latency: Buckets = {}
     batches: Buckets = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if sample.name == REQUEST_COUNT and labels.get("model_name") == model:
+            mine = labels.get("model_name") == model
+            if sample.name == REQUEST_COUNT and mine and labels.get("status", "") != "OK":
                 status = labels.get("status", "")
                 requests_by_status[status] = requests_by_status.get(status, 0.0) + sample.value
-            elif sample.name == f"{REQUEST_LATENCY}_bucket" and labels.get("model_name") == model:
+            elif mine and labels.get("API") and sample.name == f"{REQUEST_LATENCY}_count":
+                requests_by_status["OK"] += sample.value
+            elif mine and labels.get("API") and sample.name == f"{REQUEST_LATENCY}_bucket":
                 bound = float(labels["le"])
                 latency[bound] = latency.get(bound, 0.0) + sample.value
             elif sample.name == f"{BATCH_SIZE}_bucket":

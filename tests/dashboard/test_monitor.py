@@ -20,7 +20,7 @@ PATH = "/monitoring/prometheus/metrics"
 
 def traffic(metrics: ServingMetrics, ok: int, refused: int = 0, seconds: float = 0.001) -> None:
     for _ in range(ok):
-        metrics.observe_request("mnist", "grpc", "predict", "OK", seconds)
+        metrics.observe_request("mnist", "grpc", "Predict", "OK", seconds)
     for _ in range(refused):
         metrics.observe_request("mnist", "rest", "predict", "INVALID_ARGUMENT", seconds)
 
@@ -28,11 +28,14 @@ def traffic(metrics: ServingMetrics, ok: int, refused: int = 0, seconds: float =
 def test_parse_reads_one_models_counters_from_the_servers_own_exposition() -> None:
     metrics = ServingMetrics()
     traffic(metrics, ok=5, refused=2)
-    metrics.observe_request("other", "grpc", "predict", "OK", 0.5)
+    metrics.observe_request("other", "grpc", "Predict", "OK", 0.5)
+    for _ in range(3):  # health checks: REST model status, counted and timed by TF Serving under API ""
+        metrics.observe_request("mnist", "rest", "", "OK", 2.0)
     metrics.observe_batch("mnist", 12)
     reading = parse(metrics.exposition().decode(), "mnist")
     assert reading.requests == {"OK": 5, "INVALID_ARGUMENT": 2}
-    assert reading.latency_us[math.inf] == 7  # the other model's slow request is not counted
+    # Neither the other model's slow request nor the health checks, nor the failures (never timed)
+    assert reading.latency_us[math.inf] == 5
     assert reading.batch_sizes[16.0] == 1 and reading.batch_sizes[8.0] == 0
 
 
