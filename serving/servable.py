@@ -146,15 +146,24 @@ class Servable:
         return {name: _to_numpy(results[name]) for name in wanted}
 
     def warm_up(self) -> int:
-        """Replay `assets.extra/tf_serving_warmup_requests`; a failing record fails the load."""
+        """Replay `assets.extra/tf_serving_warmup_requests` as TF Serving does: a failing record fails
+        the load, a record with no request in it is skipped, and a file of more than MAX_WARMUP_RECORDS
+        fails it too (once the record past the limit has run, as TF Serving counts). Only Predict
+        records are replayed here; TF Serving also replays Classify, Regress and MultiInference ones."""
         path = self.path / WARMUP_FILE
         if not path.is_file():
             return 0
         count = 0
-        for raw in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS):
+        for raw in tf.data.TFRecordDataset(str(path)):
             log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-            if not log.HasField("predict_log"):
-                raise ValueError(f"{path}: warm-up record {count} is not a PredictLog")
+            kind = log.WhichOneof("log_type")
+            if kind is None:
+                continue
+            if kind != "predict_log":
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{path}: warm-up record {count} is a {kind}; only predict_log is replayed here",
+                )
             request = log.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             try:
@@ -164,6 +173,10 @@ class Servable:
                     err.code, f"warm-up request {count} of {path} failed: {err.message}"
                 ) from None
             count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise invalid_argument(
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                )
         return count
 
 

@@ -72,24 +72,22 @@ def read_signature_defs(content: bytes) -> dict[str, meta_graph_pb2.SignatureDef
 
     Its reader takes each value with `AsString().c_str()`, so a serialized SignatureDef holding a zero
     byte is cut short there; a value that is not a FlexBuffer string reads as empty."""
-    model = schema.Model.GetRootAs(content, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() != METADATA_NAME.encode():
-            continue
-        data = model.Buffers(entry.Buffer()).DataAsNumpy()
-        raw = data.tobytes() if not isinstance(data, int) else b""
-        try:
-            table = flexbuffers.GetRoot(raw).AsMap
-            signatures = {}
-            for key in table.Keys:
-                value = table[key.AsKey]
-                text = value.AsStringBytes if value.IsString else b""
-                signatures[key.AsKey] = meta_graph_pb2.SignatureDef.FromString(text.split(b"\0", 1)[0])
-        except Exception as err:  # a FlexBuffer or protobuf that does not parse
-            raise TfliteSignatureError(f"Invalid SignatureDefs found in TfLite model: {err}") from None
-        return signatures
-    return {}
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        entries = [model.Metadata(i) for i in range(model.MetadataLength())]
+        found = [e for e in entries if e.Name() == METADATA_NAME.encode()]
+        if not found:
+            return {}
+        data = model.Buffers(found[0].Buffer()).DataAsNumpy()
+        table = flexbuffers.GetRoot(data.tobytes() if not isinstance(data, int) else b"").AsMap
+        signatures = {}
+        for key in table.Keys:
+            value = table[key.AsKey]
+            text = value.AsStringBytes if value.IsString else b""
+            signatures[key.AsKey] = meta_graph_pb2.SignatureDef.FromString(text.split(b"\0", 1)[0])
+    except Exception as err:  # a flatbuffer, FlexBuffer or protobuf that does not parse
+        raise TfliteSignatureError(f"Invalid SignatureDefs found in TfLite model: {err!r}") from None
+    return signatures
 
 
 def _legacy_name(name: str) -> str:

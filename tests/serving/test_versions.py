@@ -164,3 +164,40 @@ def test_grpc_health_turns_serving_once_and_stays(trained_model_dir: Path, tmp_p
         assert health_statuses(server) == {"SERVING"}
     finally:
         assert server.stop() == 0
+
+
+def write_warmup(version: Path, images: np.ndarray, records: int, empty_first: bool = False) -> None:
+    """`records` Predict records of one image each, after a record with no request when `empty_first`."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving.inference import array_to_tensor
+
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.model_spec.name = "mnist"
+    log.predict_log.request.inputs["images"].CopyFrom(array_to_tensor(images[:1]))
+    with tf.io.TFRecordWriter(str(version / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        if empty_first:
+            writer.write(prediction_log_pb2.PredictionLog().SerializeToString())
+        for _ in range(records):
+            writer.write(log.SerializeToString())
+
+
+def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """TF Serving's limit: 1,000 records load (an empty record is skipped, not counted); a 1,001st fails
+    the version, as TF Serving fails it."""
+    for records, empty_first, state in ((1000, True, "AVAILABLE"), (1001, False, "END")):
+        base = tmp_path / f"mnist-{records}"
+        shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
+        write_warmup(base / "1", images, records, empty_first)
+        server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
+        try:
+            wait_for(lambda: server.model_states().get(1) in ("AVAILABLE", "END"), 120, "the load to end")
+            assert server.model_states()[1] == state
+            if state == "END":
+                (failed,) = ServingClient.rest(server.rest_url).status(version=1)
+                assert "Number of warmup records exceeds the maximum (1000)" in failed.error_message
+        finally:
+            assert server.stop() == 0

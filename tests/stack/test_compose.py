@@ -7,6 +7,7 @@ import ast
 import importlib.metadata
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,9 +44,18 @@ def resolved(*profile: str) -> dict:
     return yaml.safe_load(result.stdout)
 
 
-def pins() -> dict[str, str]:
-    common = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["common"]
-    return dict(pin.split("==") for pin in common)
+def ledger_release() -> str:
+    """The TF Serving release docs/tf-serving-compat.md cites: the image the compose file must run."""
+    match = re.search(r"`tensorflow/serving:([\d.]+)`", (ROOT / "docs" / "tf-serving-compat.md").read_text())
+    assert match, "the ledger names the image it was written against"
+    return match[1]
+
+
+def test_the_kubernetes_alternative_names_the_same_tf_serving_image() -> None:
+    manifest = (ROOT / "deploy" / "k8s" / "serving.yaml").read_text()
+    assert set(re.findall(r"tensorflow/serving:[\w.]+", manifest)) == {
+        f"tensorflow/serving:{ledger_release()}"
+    }
 
 
 @pytest.mark.parametrize(
@@ -65,7 +75,7 @@ def test_services_are_wired_as_the_design_says() -> None:
     services = resolved()["services"]
     serving, trainer, dashboard = services["serving"], services["trainer"], services["dashboard"]
     balancer = services["balancer"]
-    assert serving["image"] == f"tensorflow/serving:{pins()['tensorflow-serving-api']}"
+    assert serving["image"] == f"tensorflow/serving:{ledger_release()}"
     assert serving["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
     assert balancer["depends_on"]["serving"]["condition"] == "service_healthy"
     assert (
@@ -96,6 +106,27 @@ def test_both_servers_run_the_same_flags_over_files_that_exist() -> None:
         value = flag.partition("=")[2]
         if value.startswith("/config/"):
             assert (ROOT / "serving" / "config" / value.removeprefix("/config/")).is_file(), flag
+
+
+def test_the_config_files_parse_as_tf_serving_parses_them() -> None:
+    """TF Serving reads each flag's file with TextFormat::ParseFromString into its message: a field it
+    does not know is an error there, so it must be one here."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving.protos import BatchingParameters, MonitoringConfig
+
+    config = ROOT / "serving" / "config"
+    models = text_format.Parse(
+        (config / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    assert [m.name for m in models.model_config_list.config] == ["mnist"]
+    batching = text_format.Parse((config / "batching.config").read_text(), BatchingParameters())
+    assert batching.max_batch_size.value == 64 and batching.num_batch_threads.value == 2
+    monitoring = text_format.Parse((config / "monitoring.config").read_text(), MonitoringConfig())
+    assert monitoring.prometheus_config.enable
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse("max_batch_size: 64", BatchingParameters())  # a wrapper, as in TF Serving
 
 
 def test_make_up_runs_the_compose_flags_with_host_paths(tmp_path: Path) -> None:
@@ -241,21 +272,45 @@ def healthcheck_script(port: int) -> str:
     return test[3].replace("/8501", f"/{port}")
 
 
+def image_tools(tmp_path: Path) -> Path:
+    """A PATH holding only what the tensorflow/serving image is known to have for the check: bash (its
+    entrypoint is a bash script) and grep (Ubuntu's base); no curl, wget or Python."""
+    tools = tmp_path / "image-bin"
+    tools.mkdir()
+    for tool in ("bash", "grep"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools / tool).symlink_to(found)
+    return tools
+
+
 def test_healthcheck_is_healthy_only_once_a_version_is_available(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
+    tools = image_tools(tmp_path)
+
+    def check(port: int) -> int:
+        script = healthcheck_script(port)
+        return subprocess.run(
+            [str(tools / "bash"), "-c", script], env={"PATH": str(tools)}, timeout=10
+        ).returncode
+
     base = tmp_path / "mnist"
     base.mkdir()
     server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
     try:
         wait_for(lambda: server.model_states() == {} and _rest_up(server.rest_port), 30, "REST to open")
-        check = ["bash", "-c", healthcheck_script(server.rest_port)]
-        assert subprocess.run(check, timeout=10).returncode != 0
+        assert check(server.rest_port) != 0
         (base / "1").symlink_to(trained_model_dir / "mnist" / "1")
-        wait_for(lambda: subprocess.run(check, timeout=10).returncode == 0, 60, "the healthcheck to pass")
+        wait_for(lambda: check(server.rest_port) == 0, 60, "the healthcheck to pass")
     finally:
         server.stop()
-    assert subprocess.run(["bash", "-c", healthcheck_script(free_port())], timeout=10).returncode != 0
+    assert check(free_port()) != 0
+    # The same PATH has no curl: a check that needed one could never pass in the image.
+    assert (
+        subprocess.run([str(tools / "bash"), "-c", "curl --version"], env={"PATH": str(tools)}).returncode
+        == 127
+    )
 
 
 def _rest_up(port: int) -> bool:

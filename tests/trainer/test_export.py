@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,29 @@ def test_a_model_tflite_without_signature_metadata_exports_nothing(
     with pytest.raises(ExportError, match=r"would not serve: warm-up request 0 .*serving_default_images"):
         export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "bare")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_skip_if_trained_trains_again_over_a_version_without_signature_metadata(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A version exported before model.tflite carried its signatures cannot be served by TF Serving's
+    TFLite path: the compose trainer's --skip-if-trained trains a version that can."""
+    from tests.serving.test_tflite import without_signature_metadata
+
+    base = tmp_path / "mnist"
+    tflite = base / "1" / model_dir.TFLITE_FILE
+    shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
+    result = run_trainer(
+        *QUICK_TRAIN_ARGS, "--epochs", "1", "--model-dir", str(tmp_path), "--skip-if-trained"
+    )
+    assert result.returncode == 0 and "not training" in result.stdout, result.stderr
+    tflite.write_bytes(without_signature_metadata(tflite.read_bytes()))
+    result = run_trainer(
+        *QUICK_TRAIN_ARGS, "--epochs", "1", "--model-dir", str(tmp_path), "--skip-if-trained"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "predates model.tflite's signature metadata" in result.stdout
+    assert versions(base) == [1, 2]
 
 
 def test_a_file_named_like_the_next_version_is_stepped_over(tmp_path: Path) -> None:
