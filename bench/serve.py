@@ -125,7 +125,7 @@ def bench_server(
             f"--batching_parameters_file={ROOT / 'serving' / 'config' / 'batching.config'}",
         ]
     if tflite:  # as docker-compose.yml runs it
-        flags += ["--prefer_tflite_model", "--num_tflite_interpreters_per_pool=2"]
+        flags += ["--prefer_tflite_model", "--num_tflite_pools=2"]
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", *flags], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
@@ -239,7 +239,7 @@ def main() -> None:
         "model": "plus (same network as the default model)",
         "seconds_per_cell": args.seconds,
         "server_flags": "--tensorflow_intra_op_parallelism=1, as docker-compose.yml runs the server; "
-        "*_tflite cells add --prefer_tflite_model --num_tflite_interpreters_per_pool=2, as it does too",
+        "*_tflite cells add --prefer_tflite_model --num_tflite_pools=2, as it does too",
         "load_generator": "h2load (gRPC: at most 4 HTTP/2 connections, the rest as concurrent streams) and "
         "wrk (REST: one keep-alive connection per request in flight), on the same cores as the server; "
         "CPU shares in cores (1.0 = one core busy)",
