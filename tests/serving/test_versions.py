@@ -194,7 +194,8 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
         write_warmup(base / "1", images, records, empty_first)
         server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
         try:
-            wait_for(lambda: server.model_states().get(1) in ("AVAILABLE", "END"), 120, "the load to end")
+            settled = server.model_states
+            wait_for(lambda: settled().get(1) in ("AVAILABLE", "END"), 120, "the load to end")
             assert server.model_states()[1] == state
             if state == "END":
                 (failed,) = ServingClient.rest(server.rest_url).status(version=1)
