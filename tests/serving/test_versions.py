@@ -183,6 +183,12 @@ def write_warmup(version: Path, images: np.ndarray, records: int, empty_first: b
             writer.write(log.SerializeToString())
 
 
+def settled_state(server: ServerProcess) -> str:
+    """Version 1's state once its load has ended, one way or the other."""
+    wait_for(lambda: server.model_states().get(1) in ("AVAILABLE", "END"), 120, "the load to end")
+    return server.model_states()[1]
+
+
 def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
     trained_model_dir: Path, tmp_path: Path, images: np.ndarray
 ) -> None:
@@ -194,9 +200,7 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
         write_warmup(base / "1", images, records, empty_first)
         server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
         try:
-            settled = server.model_states
-            wait_for(lambda: settled().get(1) in ("AVAILABLE", "END"), 120, "the load to end")
-            assert server.model_states()[1] == state
+            assert settled_state(server) == state
             if state == "END":
                 (failed,) = ServingClient.rest(server.rest_url).status(version=1)
                 assert "Number of warmup records exceeds the maximum (1000)" in failed.error_message
