@@ -57,6 +57,8 @@ class ModelServer:
                 on_change=self._update_health,
                 on_batch=self.metrics.observe_batch,
                 allow_unavailable_labels=settings.allow_version_labels_for_unavailable_models,
+                load_retries=settings.max_num_load_retries,
+                load_retry_interval_s=settings.load_retry_interval_s,
             )
         except ServingError as err:  # TF Serving refuses to start on such a config, too
             raise ConfigError(

@@ -52,6 +52,8 @@ class Settings:
     monitoring: Message  # MonitoringConfig
     rest_api_timeout_s: float
     enable_model_warmup: bool
+    max_num_load_retries: int
+    load_retry_interval_s: float
     enable_grpc_healthcheck_service: bool
     intra_op_threads: int
     inter_op_threads: int
@@ -210,6 +212,18 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)",
     )
     flag(
+        "--max_num_load_retries",
+        type=int,
+        default=5,
+        help="retries of a version's failed load before it is given up (END); default 5, as TF Serving",
+    )
+    flag(
+        "--load_retry_interval_micros",
+        type=int,
+        default=60_000_000,
+        help="microseconds between those retries (default 60000000, a minute, as TF Serving)",
+    )
+    flag(
         "--enable_grpc_healthcheck_service",
         type=_bool,
         nargs="?",
@@ -304,6 +318,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         monitoring=monitoring,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000,
         enable_model_warmup=args.enable_model_warmup,
+        max_num_load_retries=max(0, args.max_num_load_retries),
+        load_retry_interval_s=max(0, args.load_retry_interval_micros) / 1e6,
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
         intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
         inter_op_threads=args.tensorflow_inter_op_parallelism or 1,

@@ -51,6 +51,9 @@ class VersionRecord:
     error_code: grpc.StatusCode = grpc.StatusCode.OK
     error_message: str = ""
     servable: Servable | None = None
+    failed_loads: int = 0  # while LOADING: attempts that failed so far
+    retry_at: float | None = None  # while LOADING after a failed attempt: when to try again (monotonic)
+    last_error: tuple[grpc.StatusCode, str] | None = None  # that attempt's, for END if no retry comes
 
 
 class ModelEntry:
@@ -108,6 +111,8 @@ class ModelStore:
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
         allow_unavailable_labels: bool = False,
+        load_retries: int = 0,
+        load_retry_interval_s: float = 0.0,
     ) -> None:
         """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok,
         saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was read, not its
@@ -119,6 +124,8 @@ class ModelStore:
         self._pool, self._warm_up, self._batching, self._tflite = pool, warm_up, batching, tflite
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a poll is due sooner than the poller thought (a retry)
+        self._load_retries, self._load_retry_interval_s = load_retries, load_retry_interval_s
         self._poller: threading.Thread | None = None
         self.reload(config, allow_unavailable_labels)
 
@@ -184,20 +191,38 @@ class ModelStore:
 
     def start_polling(self, every_s: float) -> None:
         """Poll now and then every `every_s` seconds, in the background, so the front doors open at
-        once (TF Serving: 0 polls once, < 0 never)."""
+        once (TF Serving: 0 polls once, < 0 never); and whenever a failed load is due to be retried."""
         if every_s < 0:
             return
 
         def loop() -> None:
             self.poll()
-            while every_s > 0 and not self._stop.wait(every_s):
+            while True:
+                self._wake.wait(self._next_poll_in(every_s))
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self.poll()
 
         self._poller = threading.Thread(target=loop, name="model-poller", daemon=True)
         self._poller.start()
 
+    def _next_poll_in(self, every_s: float) -> float | None:
+        """Seconds to the next poll: the polling period or the first retry due, whichever is sooner."""
+        with self._lock:
+            due = [
+                r.retry_at
+                for m in self._models.values()
+                for r in m.records.values()
+                if r.retry_at is not None
+            ]
+        waits = [every_s] if every_s > 0 else []
+        waits += [max(0.0, min(due) - time.monotonic())] if due else []
+        return min(waits) if waits else None
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
 
@@ -219,15 +244,27 @@ class ModelStore:
             ]
             for version in failed_and_gone:
                 del entry.records[version]
-            # Load what is aspired and not yet there; a version that failed stays failed (see above).
-            to_load = [
-                v
-                for v in aspired
-                if v not in entry.records
-                or (entry.records[v].state == END and entry.records[v].error_code == grpc.StatusCode.OK)
-            ]
+            # A failed load waiting for its retry is given up once its version is no longer aspired.
+            for version, record in list(entry.records.items()):
+                if record.last_error is not None and version not in aspired:
+                    code, message = record.last_error
+                    entry.records[version] = VersionRecord(version, END, code, message)
+            # Load what is aspired and not yet there, and retry a failed load that is due; a version
+            # whose retries are spent stays failed (see above).
+            now = time.monotonic()
+
+            def due(record: VersionRecord | None) -> bool:
+                return (
+                    record is None
+                    or (record.state == END and record.error_code == grpc.StatusCode.OK)
+                    or (record.retry_at is not None and record.retry_at <= now)
+                )
+
+            to_load = [v for v in aspired if due(entry.records.get(v))]
             for version in to_load:
-                entry.records[version] = VersionRecord(version, LOADING)
+                previous = entry.records.get(version)
+                failed = previous.failed_loads if previous is not None and previous.state == LOADING else 0
+                entry.records[version] = VersionRecord(version, LOADING, failed_loads=failed)
         for version in to_load:
             self._load(entry, version, present[version])
         with self._lock:
@@ -241,6 +278,10 @@ class ModelStore:
             self._unload(entry, record)
 
     def _load(self, entry: ModelEntry, version: int, path: Path) -> None:
+        """Load a version once. A failure is retried as TF Serving's loader harness retries it: up to
+        `load_retries` more times, `load_retry_interval_s` apart, by a later poll (so no lock is held
+        while waiting), while the version is still aspired; a version still being copied into place
+        thus loads once the copy is complete. Then it is END with its error."""
         started = time.monotonic()
         saved_model = not runs_tflite(path, self._tflite)
         try:
@@ -255,10 +296,22 @@ class ModelStore:
             )
             warmed = servable.warm_up() if self._warm_up else 0
         except Exception as err:  # any failure to load is reported in the status, not raised
-            code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
             message = f"Failed to load {entry.name} version {version} from {path}: {err}"
-            log.error("%s", message)
+            code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
             with self._lock:
+                failed = entry.records[version].failed_loads + 1
+                if failed <= self._load_retries:
+                    log.warning("%s; retrying in %gs", message, self._load_retry_interval_s)
+                    entry.records[version] = VersionRecord(
+                        version,
+                        LOADING,
+                        failed_loads=failed,
+                        retry_at=time.monotonic() + self._load_retry_interval_s,
+                        last_error=(code, message),
+                    )
+                    self._wake.set()
+                    return
+                log.error("%s", message)
                 entry.records[version] = VersionRecord(version, END, code, message)
             self._on_load(entry.name, version, path, time.monotonic() - started, False, saved_model)
             return

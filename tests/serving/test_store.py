@@ -420,6 +420,51 @@ def test_a_failed_version_is_tried_again_once_its_directory_is_replaced(
     assert loader.tries(2) == 2
 
 
+def test_a_failed_load_is_retried_when_due_and_given_up_after_the_last_retry(
+    base: Path, loader: FakeLoader, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TF Serving's retries: LOADING between attempts, each after the interval (the poll that comes
+    earlier does not try), END with the last error once they are spent."""
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    publish(base, 1)
+    loader.fail[1] = ValueError("half copied")
+    store = make_store(config(("m", base)), load_retries=2, load_retry_interval_s=60.0)
+    store.poll()
+    assert states(store) == {1: LOADING} and loader.tries(1) == 1
+    clock[0] += 30
+    store.poll()
+    assert loader.tries(1) == 1, "not before the interval"
+    clock[0] += 30
+    store.poll()
+    assert states(store) == {1: LOADING} and loader.tries(1) == 2
+    clock[0] += 60
+    store.poll()
+    (record,) = store.statuses("m")
+    assert (record.state, loader.tries(1)) == (END, 3)
+    assert record.error_message.endswith("half copied")
+    clock[0] += 600
+    store.poll()
+    assert loader.tries(1) == 3, "spent: not tried again while its directory stays"
+
+
+def test_a_retry_loads_a_version_once_it_is_complete_or_ends_when_it_is_gone(
+    base: Path, loader: FakeLoader, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    publish(base, 1, 2)
+    loader.fail.update({1: ValueError("half copied"), 2: ValueError("half copied")})
+    store = make_store(config(("m", base), policy="all"), load_retries=5, load_retry_interval_s=1.0)
+    store.poll()
+    assert states(store) == {1: LOADING, 2: LOADING}
+    del loader.fail[1]  # the copy completed
+    shutil.rmtree(base / "2")  # this one was taken away
+    clock[0] += 1
+    store.poll()
+    assert states(store) == {1: AVAILABLE, 2: END} and loader.tries(2) == 1
+
+
 def test_a_load_failing_with_a_status_keeps_its_code(
     base: Path, loader: FakeLoader, make_store: MakeStore
 ) -> None:

@@ -119,7 +119,13 @@ def test_a_model_tflite_without_signature_metadata_gets_tf_servings_mock_signatu
     base = tmp_path / "mnist"
     tflite = copy_version(trained_model_dir / "mnist" / "1", base, 1) / "model.tflite"
     tflite.write_bytes(without_signature_metadata(tflite.read_bytes()))
-    server = start_server("--model_name=mnist", f"--model_base_path={base}", *TFLITE, wait_available=None)
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--max_num_load_retries=0",
+        *TFLITE,
+        wait_available=None,
+    )
     try:
         wait_for(lambda: server.model_states().get(1) == "END", 60, "version 1 to fail")
         (failed,) = ServingClient.rest(server.rest_url).status(version=1)
@@ -174,7 +180,11 @@ def test_a_corrupt_model_tflite_fails_its_version_and_the_previous_keeps_serving
     base = tmp_path / "mnist"
     copy_version(trained_model_dir / "mnist" / "1", base, 1)
     server = start_server(
-        "--model_name=mnist", f"--model_base_path={base}", "--file_system_poll_wait_seconds=0.2", *TFLITE
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0.2",
+        "--max_num_load_retries=0",
+        *TFLITE,
     )
     try:
         staging = base / ".staging-2"  # published as the trainer does: complete, then renamed

@@ -39,7 +39,10 @@ def answering_version(server: ServerProcess, image: np.ndarray) -> int:
 
 def test_new_broken_and_deleted_versions_under_load(model_dir: Path, images: np.ndarray) -> None:
     server = start_server(
-        "--model_name=mnist", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=0.2"
+        "--model_name=mnist",
+        f"--model_base_path={model_dir}",
+        "--file_system_poll_wait_seconds=0.2",
+        "--max_num_load_retries=0",  # a broken version is given up at once, not retried for minutes
     )
     image = images[0]
     try:
@@ -198,7 +201,9 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
         base = tmp_path / f"mnist-{records}"
         shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
         write_warmup(base / "1", images, records, empty_first)
-        server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
+        server = start_server(
+            "--model_name=mnist", f"--model_base_path={base}", "--max_num_load_retries=0", wait_available=None
+        )
         try:
             assert settled_state(server) == state
             if state == "END":
@@ -206,3 +211,44 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
                 assert "Number of warmup records exceeds the maximum (1000)" in failed.error_message
         finally:
             assert server.stop() == 0
+
+
+def test_a_version_still_being_copied_loads_on_a_retry_and_a_broken_one_is_given_up(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """TF Serving's --max_num_load_retries and --load_retry_interval_micros: a failed load is tried again
+    while its version is wanted, so a directory copied in place file by file loads once complete; one
+    that never loads ends END after the last retry, with one line per failed attempt."""
+    base = tmp_path / "mnist"
+    (base / "1").mkdir(parents=True)  # copied "in place", not renamed: half of it first
+    shutil.copytree(trained_model_dir / "mnist" / "1" / "variables", base / "1" / "variables")
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--max_num_load_retries=100",
+        "--load_retry_interval_micros=200000",
+        wait_available=None,
+    )
+    try:
+        wait_for(lambda: server.model_states().get(1) == "LOADING", 60, "the first load to fail and wait")
+        shutil.copytree(trained_model_dir / "mnist" / "1", base / "1", dirs_exist_ok=True)
+        wait_for(lambda: server.model_states().get(1) == "AVAILABLE", 60, "a retry to load the copy")
+    finally:
+        assert server.stop() == 0
+
+    broken = tmp_path / "broken"
+    (broken / "1").mkdir(parents=True)
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={broken}",
+        "--max_num_load_retries=2",
+        "--load_retry_interval_micros=100000",
+        wait_available=None,
+    )
+    try:
+        wait_for(lambda: server.model_states().get(1) == "END", 60, "the last retry to fail")
+    finally:
+        assert server.stop() == 0
+    log = server.process.communicate()[1]
+    assert sum("retrying in 0.1s" in line for line in log.splitlines()) == 2
+    assert sum(line.startswith("serving: Failed to load mnist version 1") for line in log.splitlines()) == 3
