@@ -79,9 +79,11 @@ class Servable:
         self.requests = InFlight()  # an unload waits for these
 
     def close(self) -> None:
-        """Stop the batch threads; the SavedModel goes with the last reference."""
+        """Stop the batch threads; the model goes with the last reference."""
         if self._batcher is not None:
             self._batcher.close()
+        if self.tflite is not None:
+            self.tflite.close()
 
     def has_signature(self, name: str) -> bool:
         return (name or DEFAULT_SIGNATURE) in self.signature_defs

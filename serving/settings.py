@@ -249,7 +249,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         "--num_tflite_interpreters_per_pool",
         type=int,
         default=1,
-        help="accepted as TF Serving's (which then adds a batch scheduler per version); no effect here",
+        help="above 1: merge calls waiting for an interpreter, as TF Serving's session does (default 1)",
     )
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")

@@ -284,6 +284,7 @@ class ModelStore:
         thus loads once the copy is complete. Then it is END with its error."""
         started = time.monotonic()
         saved_model = not runs_tflite(path, self._tflite)
+        servable: Servable | None = None
         try:
             servable = Servable(
                 entry.name,
@@ -296,6 +297,8 @@ class ModelStore:
             )
             warmed = servable.warm_up() if self._warm_up else 0
         except Exception as err:  # any failure to load is reported in the status, not raised
+            if servable is not None:  # loaded, then its warm-up failed: its threads end here
+                servable.close()
             message = f"Failed to load {entry.name} version {version} from {path}: {err}"
             code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
             with self._lock:

@@ -5,7 +5,8 @@ The signatures are the file's `signature_defs_metadata` or TF Serving's mock (se
 never the SavedModel's nor the converter's signature table. A call feeds the first subgraph's tensors by
 the TensorInfo names, resizing an input whose shape differs from the last call's, and reads the outputs
 by name. There are `--num_tflite_pools` interpreters (TF Serving's default: one per core), each on one
-thread; a call borrows a free one and waits while all are busy.
+thread; a call borrows a free one and waits while all are busy. With `--num_tflite_interpreters_per_pool`
+above 1, calls go through TF Serving's in-session batch scheduler first (serving/tflite_scheduler.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from serving.errors import invalid_argument
+from serving.tflite_scheduler import TfliteScheduler
 from tfquiet import stderr_silenced
 
 if TYPE_CHECKING:
@@ -38,8 +40,8 @@ def schedulable_cores() -> int:
 class TflitePolicy:
     """--num_tflite_pools and --num_tflite_interpreters_per_pool, with TF Serving's defaults.
 
-    TF Serving makes max(1, pools) interpreters; per pool > 1 only puts its own batch scheduler in front
-    of them, which this server does not imitate (docs/tf-serving-compat.md)."""
+    TF Serving makes max(1, pools) interpreters; per pool > 1 adds no interpreter, only a batch scheduler
+    in front of them (docs/tf-serving-compat.md)."""
 
     pools: int = field(default_factory=schedulable_cores)
     interpreters_per_pool: int = 1
@@ -69,10 +71,24 @@ class TfliteModel:
         details = interpreter.get_input_details()
         self._inputs = {d["name"]: (d["index"], tuple(int(n) for n in d["shape_signature"])) for d in details}
         self._outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        self._scheduler = (
+            TfliteScheduler(self._invoke, max(1, policy.pools), policy.interpreters_per_pool)
+            if policy.interpreters_per_pool > 1
+            else None
+        )
 
     def __call__(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every output of signature `key` for `inputs` (keyed by alias), by tensor name as TF Serving
-        feeds its TfLiteSession."""
+        """Every output of signature `key` for `inputs` (keyed by alias)."""
+        if self._scheduler is not None:
+            return self._scheduler(key, inputs)
+        return self._invoke(key, inputs)
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+
+    def _invoke(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One execution on a free interpreter, by tensor name as TF Serving feeds its TfLiteSession."""
         signature = self.signature_defs[key]
         feeds = [(self._input(signature, alias), array) for alias, array in inputs.items()]
         interpreter, shapes = self._idle.get()

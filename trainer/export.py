@@ -142,6 +142,7 @@ def _check_as_served(staging: Path, model_name: str, check_images: np.ndarray) -
     rules: signatures from model.tflite alone, the warm-up records replayed against them, and the
     probabilities within TFLITE_TOLERANCE of the SavedModel's. Anything else and no version is exported."""
     pool = ModelPool(threads=1, max_waiting=1)
+    servable = None
     try:
         servable = Servable(model_name, 0, staging, pool, tflite=TflitePolicy(pools=1))
         servable.warm_up()
@@ -156,6 +157,8 @@ def _check_as_served(staging: Path, model_name: str, check_images: np.ndarray) -
     except (ServingError, TfliteSignatureError) as err:
         raise ExportError(f"model.tflite would not serve: {err}; no version exported") from None
     finally:
+        if servable is not None:
+            servable.close()
         pool.shutdown()
     saved = tf.saved_model.load(str(staging)).signatures[SIGNATURE_NAME](**{INPUT: tf.constant(check_images)})
     worst = float(np.abs(lite[PROBABILITIES] - saved[PROBABILITIES].numpy()).max())

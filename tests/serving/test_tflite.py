@@ -6,6 +6,7 @@ without model.tflite is served from its SavedModel, and a corrupt one fails only
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -198,5 +199,37 @@ def test_a_corrupt_model_tflite_fails_its_version_and_the_previous_keeps_serving
         assert ServingClient.grpc(server.grpc_target).predict(images[:1])[0].version == 1
         with pytest.raises(ServingClientError, match="NOT_FOUND"):
             ServingClient.grpc(server.grpc_target, retries=0).predict(images[:1], version=2)
+    finally:
+        assert server.stop() == 0
+
+
+def test_interpreters_per_pool_puts_tf_servings_batch_scheduler_in_the_session(
+    trained_model_dir: Path, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    """--num_tflite_interpreters_per_pool=2 on one interpreter: calls from many clients at once are
+    queued, merged and split back with the same answers; a call of more than 500 rows is refused, as
+    TF Serving's in-session scheduler refuses it."""
+    base = trained_model_dir / "mnist"
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--prefer_tflite_model",
+        "--num_tflite_pools=1",
+        "--num_tflite_interpreters_per_pool=2",
+    )
+    try:
+        client = ServingClient.grpc(server.grpc_target)
+        with ThreadPoolExecutor(8) as clients:
+            batches = [images[i % 8 : i % 8 + 1 + i % 3] for i in range(32)]
+            for batch, answers in zip(batches, clients.map(client.predict, batches), strict=True):
+                start = next(i for i in range(8) if np.array_equal(images[i], batch[0]))
+                expected = in_process["probabilities"][start : start + len(batch)]
+                np.testing.assert_allclose([a.probabilities for a in answers], expected, atol=1e-5)
+        with pytest.raises(
+            ServingClientError, match="Task size 501 is larger than maximum input batch size 500"
+        ):
+            ServingClient.grpc(server.grpc_target, retries=0).predict(
+                np.resize(images, (501, *images.shape[1:]))
+            )
     finally:
         assert server.stop() == 0
