@@ -7,14 +7,14 @@ one request at a time, without a model or a socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import pytest
 
-from serving.errors import ServingError, not_found
+from serving.errors import not_found
+from serving.inference import Inference
 from serving.rest import ByteBudget, RestApp
 from tests.conftest import run_coroutine
 
@@ -27,17 +27,13 @@ class FakeInference:
 
     def __init__(self) -> None:
         self.observations: list[tuple[str, str, str, str]] = []
-
-    @contextlib.contextmanager
-    def observed(self, name: str, door: str, api: str) -> Iterator[None]:
-        code = "OK"
-        try:
-            yield
-        except ServingError as err:
-            code = err.code.name
-            raise
-        finally:
-            self.observations.append((name, door, api, code))
+        # The real layer's timing and status rule, reporting here (it needs no store for that).
+        no_store: Any = None
+        reporter = Inference(
+            no_store,
+            observe=lambda name, door, api, code, _s: self.observations.append((name, door, api, code)),
+        )
+        self.observed = reporter.observed
 
     async def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
         if name == "missing":

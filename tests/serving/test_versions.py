@@ -213,6 +213,16 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
             assert server.stop() == 0
 
 
+def retrying_server(base: Path, retries: int, interval_us: int) -> ServerProcess:
+    return start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        f"--max_num_load_retries={retries}",
+        f"--load_retry_interval_micros={interval_us}",
+        wait_available=None,
+    )
+
+
 def test_a_version_still_being_copied_loads_on_a_retry_and_a_broken_one_is_given_up(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -222,13 +232,7 @@ def test_a_version_still_being_copied_loads_on_a_retry_and_a_broken_one_is_given
     base = tmp_path / "mnist"
     (base / "1").mkdir(parents=True)  # copied "in place", not renamed: half of it first
     shutil.copytree(trained_model_dir / "mnist" / "1" / "variables", base / "1" / "variables")
-    server = start_server(
-        "--model_name=mnist",
-        f"--model_base_path={base}",
-        "--max_num_load_retries=100",
-        "--load_retry_interval_micros=200000",
-        wait_available=None,
-    )
+    server = retrying_server(base, retries=100, interval_us=200_000)
     try:
         wait_for(lambda: server.model_states().get(1) == "LOADING", 60, "the first load to fail and wait")
         shutil.copytree(trained_model_dir / "mnist" / "1", base / "1", dirs_exist_ok=True)
@@ -238,13 +242,7 @@ def test_a_version_still_being_copied_loads_on_a_retry_and_a_broken_one_is_given
 
     broken = tmp_path / "broken"
     (broken / "1").mkdir(parents=True)
-    server = start_server(
-        "--model_name=mnist",
-        f"--model_base_path={broken}",
-        "--max_num_load_retries=2",
-        "--load_retry_interval_micros=100000",
-        wait_available=None,
-    )
+    server = retrying_server(broken, retries=2, interval_us=100_000)
     try:
         wait_for(lambda: server.model_states().get(1) == "END", 60, "the last retry to fail")
     finally:
