@@ -34,7 +34,7 @@ Buckets = dict[float, float]  # upper bound -> count (cumulative in a read, per 
 @dataclass(frozen=True)
 class Reading:
     """One read of one replica's counters, for one model: its prediction traffic (Predict, Classify,
-    Regress), not the status and metadata calls that health checks and this monitor make."""
+    Regress), not the successful status and metadata calls that health checks and this monitor make."""
 
     requests: dict[str, float]  # status (OK, INVALID_ARGUMENT, ...) -> requests so far
     latency_us: Buckets  # cumulative, every prediction API and door together
@@ -44,9 +44,10 @@ class Reading:
 def parse(text: str, model: str) -> Reading:
     """The counters of `model` in a Prometheus text exposition; absent ones read as zero.
 
-    TF Serving counts every REST status and metadata call in request_count (as OK) and times it under
-    the API label "", so the successful predictions are taken from the latency histogram's count of the
-    prediction APIs, and only the failures from request_count."""
+    TF Serving counts every REST status and metadata call in request_count and times it under the API
+    label "", so the successful predictions are taken from the latency histogram's count of the
+    prediction APIs, and only the failures from request_count, which has no API label: a status call
+    that fails (NOT_FOUND before the first version) counts among them."""
     requests_by_status: dict[str, float] = {"OK": 0.0}
     latency: Buckets = {}
     batches: Buckets = {}

@@ -6,6 +6,7 @@ gets the same answer, the same error and the same metrics on either.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -125,6 +126,9 @@ class Inference:
             yield
         except ServingError as err:
             code = err.code.name
+            raise
+        except (asyncio.CancelledError, ConnectionError):  # the client went away: nobody was answered
+            code = "CANCELLED"
             raise
         except Exception:
             code = "INTERNAL"

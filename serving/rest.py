@@ -47,7 +47,7 @@ STATUS_PATH = re.compile(
 )
 
 
-class ClientGone(Exception):
+class ClientGone(ConnectionError):
     """The client closed its connection before its body arrived: nobody is left to answer."""
 
 

@@ -149,37 +149,40 @@ class Servable:
 
     def warm_up(self) -> int:
         """Replay `assets.extra/tf_serving_warmup_requests` as TF Serving does: a failing record fails
-        the load, a record with no request in it is skipped, and a file of more than MAX_WARMUP_RECORDS
-        fails it too (once the record past the limit has run, as TF Serving counts). Only Predict
-        records are replayed here; TF Serving also replays Classify, Regress and MultiInference ones."""
+        the load, a record with no request in it is skipped (but counted), and a file of more than
+        MAX_WARMUP_RECORDS records fails it too, once the record past the limit has run. Only Predict
+        records are replayed here; TF Serving also replays Classify, Regress and MultiInference ones.
+        Returns the number of records."""
         path = self.path / WARMUP_FILE
         if not path.is_file():
             return 0
         count = 0
         for raw in tf.data.TFRecordDataset(str(path)):
             log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-            kind = log.WhichOneof("log_type")
-            if kind is None:
-                continue
-            if kind != "predict_log":
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"{path}: warm-up record {count} is a {kind}; only predict_log is replayed here",
-                )
-            request = log.predict_log.request
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            try:
-                self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
-            except ServingError as err:
-                raise ServingError(
-                    err.code, f"warm-up request {count} of {path} failed: {err.message}"
-                ) from None
+            if log.WhichOneof("log_type") is not None:
+                self._replay(log, count, path)
             count += 1
             if count > MAX_WARMUP_RECORDS:
                 raise invalid_argument(
                     f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
                 )
         return count
+
+    def _replay(self, log: prediction_log_pb2.PredictionLog, number: int, path: Path) -> None:
+        kind = log.WhichOneof("log_type")
+        if kind != "predict_log":
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{path}: warm-up record {number} is a {kind}; only predict_log is replayed here",
+            )
+        request = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        try:
+            self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
+        except ServingError as err:
+            raise ServingError(
+                err.code, f"warm-up request {number} of {path} failed: {err.message}"
+            ) from None
 
 
 def _to_numpy(tensor: tf.Tensor | np.ndarray) -> np.ndarray:

@@ -79,6 +79,7 @@ class ModelServer:
         mapped = map_base_paths(config, self.settings.base_path_map)
         self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
         self.store.poll()
+        self._update_health()  # a model that never loaded may have left the config
 
     def _watch_model_config_file(self) -> None:
         """--model_config_file_poll_wait_seconds: adopt the file whenever it differs from the config in
@@ -111,8 +112,9 @@ class ModelServer:
         """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs.
 
         TF Serving opens its ports once every model of its first config is AVAILABLE, sets SERVING then
-        and never changes it; so does this server, whose ports open at once: NOT_SERVING until that
-        moment, SERVING from then on, whatever versions come and go. Ours alone: NOT_SERVING again in
+        and never changes it; so does this server, whose ports open at once: NOT_SERVING until every
+        model of the config in force has been AVAILABLE, SERVING from then on, whatever versions come
+        and go. Ours alone: NOT_SERVING again in
         the lame-duck period before a stop (gRPC's own shutdown says so too)."""
         health_servicer, loop = self.health, self._loop
         if health_servicer is None or loop is None or loop.is_closed():  # closed: the server has stopped

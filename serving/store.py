@@ -54,6 +54,9 @@ class VersionRecord:
     failed_loads: int = 0  # while LOADING: attempts that failed so far
     retry_at: float | None = None  # while LOADING after a failed attempt: when to try again (monotonic)
     last_error: tuple[grpc.StatusCode, str] | None = None  # that attempt's, for END if no retry comes
+    # END with an error, then no longer aspired: TF Serving forgets the failed load, and loads the
+    # version afresh should the policy ask for it again (a newer version come and gone, say).
+    flushed: bool = False
 
 
 class ModelEntry:
@@ -188,15 +191,25 @@ class ModelStore:
                     self._sync(entry)
                 except Exception:
                     log.exception("polling model %s failed", entry.name)
+                self._postpone_missed_retries(entry)
+
+    def _postpone_missed_retries(self, entry: ModelEntry) -> None:
+        """A retry that was due but not made (the base path missing, the poll failing) waits another
+        interval rather than asking for a poll at once, again and again."""
+        now = time.monotonic()
+        with self._lock:
+            for record in entry.records.values():
+                if record.retry_at is not None and record.retry_at <= now:
+                    record.retry_at = now + self._load_retry_interval_s
 
     def start_polling(self, every_s: float) -> None:
         """Poll now and then every `every_s` seconds, in the background, so the front doors open at
-        once (TF Serving: 0 polls once, < 0 never); and whenever a failed load is due to be retried."""
-        if every_s < 0:
-            return
+        once (TF Serving: 0 polls once, < 0 never); and whenever a failed load is due to be retried
+        (a load a reload asked for, when the file system is never polled)."""
 
         def loop() -> None:
-            self.poll()
+            if every_s >= 0:
+                self.poll()
             while True:
                 self._wake.wait(self._next_poll_in(every_s))
                 self._wake.clear()
@@ -236,27 +249,26 @@ class ModelStore:
         entry.base_missing = False
         aspired = entry.aspired(list(present))
         with self._lock:
-            # A version whose load failed is retried only if its directory goes away and comes back.
-            failed_and_gone = [
-                v
-                for v, r in entry.records.items()
-                if r.state == END and r.error_code != grpc.StatusCode.OK and v not in present
-            ]
-            for version in failed_and_gone:
-                del entry.records[version]
             # A failed load waiting for its retry is given up once its version is no longer aspired.
             for version, record in list(entry.records.items()):
                 if record.last_error is not None and version not in aspired:
                     code, message = record.last_error
                     entry.records[version] = VersionRecord(version, END, code, message)
-            # Load what is aspired and not yet there, and retry a failed load that is due; a version
-            # whose retries are spent stays failed (see above).
+            # A failed version is forgotten with its directory, and tried afresh only once it has left
+            # the aspired versions and come back: while it stays aspired, it stays failed.
+            for version, record in list(entry.records.items()):
+                if record.state == END and record.error_code != grpc.StatusCode.OK:
+                    if version not in present:
+                        del entry.records[version]
+                    elif version not in aspired:
+                        record.flushed = True
+            # Load what is aspired and not yet there, and retry a failed load that is due.
             now = time.monotonic()
 
             def due(record: VersionRecord | None) -> bool:
                 return (
                     record is None
-                    or (record.state == END and record.error_code == grpc.StatusCode.OK)
+                    or (record.state == END and (record.error_code == grpc.StatusCode.OK or record.flushed))
                     or (record.retry_at is not None and record.retry_at <= now)
                 )
 
@@ -301,6 +313,7 @@ class ModelStore:
                 servable.close()
             message = f"Failed to load {entry.name} version {version} from {path}: {err}"
             code = err.code if isinstance(err, ServingError) else grpc.StatusCode.UNKNOWN
+            self._on_load(entry.name, version, path, time.monotonic() - started, False, saved_model)
             with self._lock:
                 failed = entry.records[version].failed_loads + 1
                 if failed <= self._load_retries:
@@ -316,7 +329,6 @@ class ModelStore:
                     return
                 log.error("%s", message)
                 entry.records[version] = VersionRecord(version, END, code, message)
-            self._on_load(entry.name, version, path, time.monotonic() - started, False, saved_model)
             return
         seconds = time.monotonic() - started
         with self._lock:

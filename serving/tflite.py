@@ -56,11 +56,8 @@ class TfliteModel:
         from serving.tflite_signatures import session_signatures
 
         content = path.read_bytes()
-        signatures = session_signatures(content)
-        if signatures.mock:  # TF Serving's own warning, word for word
-            log.warning("%s: No signature def found in TFLite model. Generating one.", path)
-        self.signature_defs = signatures.signature_defs
-        # Each idle interpreter with the shape of each input as the last call left it.
+        # Each idle interpreter with the shape of each input as the last call left it. Made first, as TF
+        # Serving builds the model first: a file that is no model fails here, saying so.
         self._idle: queue.SimpleQueue[tuple[Interpreter, dict[int, tuple[int, ...]]]] = queue.SimpleQueue()
         for _ in range(max(1, policy.pools)):
             with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
@@ -68,11 +65,18 @@ class TfliteModel:
                 interpreter.allocate_tensors()
             shapes = {d["index"]: tuple(int(n) for n in d["shape"]) for d in interpreter.get_input_details()}
             self._idle.put((interpreter, shapes))
+        signatures = session_signatures(content)
+        if signatures.mock:  # TF Serving's own warning, word for word
+            log.warning("%s: No signature def found in TFLite model. Generating one.", path)
+        self.signature_defs = signatures.signature_defs
         details = interpreter.get_input_details()
         self._inputs = {d["name"]: (d["index"], tuple(int(n) for n in d["shape_signature"])) for d in details}
         self._outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        # GetModelBatchSize: a file whose one input's first dimension, as stored, is above 1 executes in
+        # batches of that size.
+        fixed_batch = int(details[0]["shape"][0]) if len(details) == 1 and details[0]["shape"].size else -1
         self._scheduler = (
-            TfliteScheduler(self._invoke, max(1, policy.pools), policy.interpreters_per_pool)
+            TfliteScheduler(self._invoke, max(1, policy.pools), policy.interpreters_per_pool, fixed_batch)
             if policy.interpreters_per_pool > 1
             else None
         )

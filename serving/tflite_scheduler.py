@@ -42,11 +42,17 @@ class _Call:
 
 class TfliteScheduler:
     def __init__(
-        self, run: Callable[[str, Arrays], Arrays], threads: int, interpreters_per_pool: int
+        self,
+        run: Callable[[str, Arrays], Arrays],
+        threads: int,
+        interpreters_per_pool: int,
+        model_batch_size: int = -1,
     ) -> None:
-        """`run(key, inputs)` runs one execution on a free interpreter; `threads` take calls at once."""
+        """`run(key, inputs)` runs one execution on a free interpreter; `threads` take calls at once. A
+        model whose one input has a fixed batch size above 1 runs executions of that size instead."""
         self._run = run
-        self.max_rows = -(-MAX_BATCH_ROWS // interpreters_per_pool)
+        per_pool_rows = -(-MAX_BATCH_ROWS // interpreters_per_pool)
+        self.max_rows = model_batch_size if model_batch_size > 1 else per_pool_rows
         self._queue: deque[_Call] = deque()
         self._ready = threading.Condition()
         self._closed = False
@@ -111,11 +117,14 @@ class TfliteScheduler:
                 )
                 for start in range(0, max(total, 1), self.max_rows)
             ]
+            if any(array.ndim == 0 for part in parts for array in part.values()):
+                raise ServingError(grpc.StatusCode.INTERNAL, "Tensor split operation failed: a scalar output")
             outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-            if any(len(array) != total for array in outputs.values() if array.ndim) or any(
-                array.ndim == 0 for array in outputs.values()
-            ):
-                raise invalid_argument("Tensor split operation failed: an output has no batch dimension")
+            if any(len(array) != total for array in outputs.values()):
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL,
+                    "Tensor split operation failed: an output's rows are not the batch's",
+                )
             start = 0
             for call in batch:
                 call.answer.set_result(

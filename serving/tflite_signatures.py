@@ -59,8 +59,11 @@ def subgraph_tensors(content: bytes) -> tuple[list[Tensor], list[Tensor]]:
 
     def tensor(index: int) -> Tensor:
         found = graph.Tensors(index)
-        name = found.Name().decode("utf-8", "replace")
-        return Tensor(name, index, found.Type(), tuple(int(d) for d in found.ShapeAsNumpy()))
+        name = found.Name()
+        if name is None:
+            raise TfliteSignatureError(f"name missing for tensor index: {index}")
+        shape = tuple(int(d) for d in found.ShapeAsNumpy()) if found.ShapeLength() else ()
+        return Tensor(name.decode("utf-8", "replace"), index, found.Type(), shape)
 
     inputs = [tensor(int(i)) for i in graph.InputsAsNumpy()]
     outputs = [tensor(int(i)) for i in graph.OutputsAsNumpy()]
@@ -105,6 +108,18 @@ def _fixed_name(name: str, tensors: Mapping[str, Tensor], role: str, alias: str)
     )
 
 
+def _tensor_map(tensors: list[Tensor], role: str) -> dict[str, Tensor]:
+    """GetTensorInfoMap, which TF Serving runs on every input and output whatever the metadata says: a
+    type it cannot map, or two tensors of one name, fail the load."""
+    found: dict[str, Tensor] = {}
+    for tensor in tensors:
+        _tensor_info(tensor)
+        if tensor.name in found:
+            raise TfliteSignatureError(f"{role} tensor name: {tensor.name} has multiple indices")
+        found[tensor.name] = tensor
+    return found
+
+
 def _tensor_info(tensor: Tensor) -> meta_graph_pb2.TensorInfo:
     if tensor.tflite_type not in _TFLITE_TO_TF:
         raise TfliteSignatureError(f"Unknown TfLite type: {tensor.tflite_type}")
@@ -128,8 +143,7 @@ def session_signatures(content: bytes) -> SessionSignatures:
     subgraph's inputs and outputs; or, without metadata, one `serving_default` whose keys are the raw
     tensor names without `:N` (so outputs that differ only in N collapse onto one key, the last)."""
     inputs, outputs = subgraph_tensors(content)
-    by_name_in = {t.name: t for t in inputs}
-    by_name_out = {t.name: t for t in outputs}
+    by_name_in, by_name_out = _tensor_map(inputs, "Input"), _tensor_map(outputs, "Output")
     signature_defs = read_signature_defs(content)
     for signature in signature_defs.values():
         for role, infos, tensors in (

@@ -32,7 +32,7 @@ from serving.errors import ServingError
 from serving.model_pool import ModelPool
 from serving.servable import Servable, read_signature_defs
 from serving.tflite import TflitePolicy
-from serving.tflite_signatures import TfliteSignatureError, write_signature_defs
+from serving.tflite_signatures import write_signature_defs
 from tfquiet import stderr_silenced
 from trainer.errors import ExportError
 
@@ -115,7 +115,11 @@ def _write_tflite(staging: Path, model_name: str, check_images: np.ndarray) -> N
     never reads saved_model.pb. `classify` stays SavedModel-only: parsing tf.Examples does not convert."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=[SIGNATURE_NAME])
     content = converter.convert()
-    (staging / model_dir.TFLITE_FILE).write_bytes(_with_signature_defs(content, staging))
+    try:
+        tagged = _with_signature_defs(content, staging)
+    except Exception as err:
+        raise ExportError(f"cannot write model.tflite's signatures: {err}; no version exported") from None
+    (staging / model_dir.TFLITE_FILE).write_bytes(tagged)
     _check_as_served(staging, model_name, check_images)
 
 
@@ -154,8 +158,11 @@ def _check_as_served(staging: Path, model_name: str, check_images: np.ndarray) -
                 f"SavedModel's {_interface(expected)}: no version exported"
             )
         lite = servable.predict_now(SIGNATURE_NAME, {INPUT: check_images})
-    except (ServingError, TfliteSignatureError) as err:
-        raise ExportError(f"model.tflite would not serve: {err}; no version exported") from None
+    except ExportError:
+        raise
+    except Exception as err:  # LiteRT's own errors too: the version is not published, whatever failed
+        message = err.message if isinstance(err, ServingError) else str(err)
+        raise ExportError(f"model.tflite would not serve: {message}; no version exported") from None
     finally:
         if servable is not None:
             servable.close()

@@ -171,9 +171,11 @@ def test_while_draining_model_status_is_503_and_predictions_still_answer() -> No
 
 
 def test_a_client_gone_before_its_body_arrived_gets_no_answer_and_holds_no_bytes() -> None:
-    app = make_app()
+    fake = FakeInference()
+    app = make_app(fake=fake)
     assert call(app, "POST", "/v1/models/mnist:predict", disconnect=True) is None
     assert app.bodies.free == app.bodies.total
+    assert fake.observations == [("mnist", "rest", "predict", "CANCELLED")]  # not a server error
 
 
 def test_versions_are_any_int64_and_only_metadata_in_lower_case_is_metadata() -> None:

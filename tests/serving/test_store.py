@@ -462,7 +462,47 @@ def test_a_retry_loads_a_version_once_it_is_complete_or_ends_when_it_is_gone(
     shutil.rmtree(base / "2")  # this one was taken away
     clock[0] += 1
     store.poll()
-    assert states(store) == {1: AVAILABLE, 2: END} and loader.tries(2) == 1
+    assert (
+        states(store) == {1: AVAILABLE} and loader.tries(2) == 1
+    )  # 2 given up, forgotten with its directory
+
+
+def test_a_failed_version_that_leaves_the_policy_and_comes_back_is_loaded_afresh(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """As TF Serving flushes a failed version once it is no longer aspired: v2 fails, v3 supersedes it,
+    v3 is deleted, and v2, aspired again, is loaded anew (its files meanwhile mended)."""
+    publish(base, 2)
+    loader.fail[2] = ValueError("broken")
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert states(store) == {2: END}
+    publish(base, 3)
+    store.poll()
+    assert states(store) == {3: AVAILABLE, 2: END}
+    del loader.fail[2]
+    shutil.rmtree(base / "3")
+    store.poll()
+    assert states(store)[2] == AVAILABLE and loader.tries(2) == 2
+
+
+def test_a_retry_missed_for_a_missing_base_path_waits_another_interval(
+    tmp_path: Path, loader: FakeLoader, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller sleeps until the next retry is due: one that cannot be made (the base path gone) is
+    put off by an interval, not left due, which would have the poller spin."""
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    base = tmp_path / "m"
+    (base / "1").mkdir(parents=True)
+    loader.fail[1] = ValueError("half copied")
+    store = make_store(config(("m", base)), load_retries=3, load_retry_interval_s=5.0)
+    store.poll()
+    shutil.rmtree(base)
+    clock[0] += 5
+    store.poll()
+    assert store._next_poll_in(0) == pytest.approx(5.0)
+    assert loader.tries(1) == 1 and states(store) == {1: LOADING}
 
 
 def test_a_load_failing_with_a_status_keeps_its_code(

@@ -84,3 +84,22 @@ def test_a_failed_execution_fails_every_call_in_it_and_the_threads_go_on() -> No
     scheduler.close()
     with pytest.raises(ServingError, match="unloading"):
         scheduler("a", rows(1))
+
+
+def test_a_model_with_a_fixed_batch_runs_in_batches_of_it_and_a_scalar_output_is_internal() -> None:
+    run = FakeRun()
+    run.release.set()
+    scheduler = TfliteScheduler(run, threads=1, interpreters_per_pool=2, model_batch_size=8)
+    assert scheduler.max_rows == 8  # GetModelBatchSize wins over ceil(500 / 2)
+    scheduler("a", rows(20))
+    assert [n for _, n in run.executions] == [8, 8, 4]
+    scheduler.close()
+
+    scalar = TfliteScheduler(lambda key, inputs: {"y": np.array(1.0)}, threads=1, interpreters_per_pool=2)
+    with pytest.raises(ServingError) as failed:
+        scalar("a", rows(2))
+    assert (
+        failed.value.code == grpc.StatusCode.INTERNAL
+        and "Tensor split operation failed" in failed.value.message
+    )
+    scalar.close()

@@ -113,3 +113,13 @@ def test_metadata_that_does_not_parse_fails_the_load(two_outputs: bytes) -> None
     content[start : start + len(table)] = b"\xff" * len(table)
     with pytest.raises(TfliteSignatureError, match="Invalid SignatureDefs found in TfLite model"):
         read_signature_defs(bytes(content))
+
+
+def test_every_tensor_needs_a_type_tf_serving_maps_and_a_name_of_its_own(two_outputs: bytes) -> None:
+    """GetTensorInfoMap runs on every input and output, metadata or not."""
+    float16 = tflite_signatures.schema.TensorType.FLOAT16
+    with pytest.raises(TfliteSignatureError, match="Unknown TfLite type"):
+        tflite_signatures._tensor_map([tflite_signatures.Tensor("x", 0, float16, (1,))], "Input")
+    twice = [tflite_signatures.Tensor("x", i, 0, (1,)) for i in (0, 1)]
+    with pytest.raises(TfliteSignatureError, match="Input tensor name: x has multiple indices"):
+        tflite_signatures._tensor_map(twice, "Input")

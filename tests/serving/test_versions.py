@@ -195,9 +195,9 @@ def settled_state(server: ServerProcess) -> str:
 def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
     trained_model_dir: Path, tmp_path: Path, images: np.ndarray
 ) -> None:
-    """TF Serving's limit: 1,000 records load (an empty record is skipped, not counted); a 1,001st fails
+    """TF Serving's limit: 1,000 records load (an empty record is skipped but counted); a 1,001st fails
     the version, as TF Serving fails it."""
-    for records, empty_first, state in ((1000, True, "AVAILABLE"), (1001, False, "END")):
+    for records, empty_first, state in ((999, True, "AVAILABLE"), (1000, True, "END")):
         base = tmp_path / f"mnist-{records}"
         shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
         write_warmup(base / "1", images, records, empty_first)
