@@ -171,7 +171,10 @@ def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
         )
     base_path = args.model_dir.resolve() / MODEL_NAME
     try:
-        train = not model_dir.versions(base_path) or os.environ.get("RETRAIN") == "1"
+        existing = model_dir.versions(base_path)
+        # A version from before model.tflite carried its signatures cannot be served: train one that can.
+        stale = bool(existing) and model_dir.predates_tflite_signatures(base_path / str(existing[-1]))
+        train = not existing or stale or os.environ.get("RETRAIN") == "1"
         base_path.mkdir(parents=True, exist_ok=True)  # the server waits on it quietly, not "not found"
     except OSError as err:
         raise StartError(f"cannot use the model directory {base_path}: {err.strerror}") from None

@@ -221,18 +221,6 @@ def run(
     return 0
 
 
-def _lacks_tflite_signatures(version: Path) -> bool:
-    """A version exported before the trainer wrote `signature_defs_metadata` into model.tflite: TF
-    Serving's --prefer_tflite_model would make up a signature for it and fail its warm-up."""
-    from serving.tflite_signatures import TfliteSignatureError, read_signature_defs
-
-    tflite = version / model_dir.TFLITE_FILE
-    try:
-        return tflite.is_file() and not read_signature_defs(tflite.read_bytes())
-    except TfliteSignatureError:  # unreadable: TF Serving would fail it as well
-        return True
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -241,14 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
     signal.signal(signal.SIGTERM, _interrupt)
-    existing = model_dir.versions(args.model_dir / args.model_name)
+    base_path = args.model_dir / args.model_name
+    existing = model_dir.versions(base_path)
+    stale = bool(existing) and model_dir.predates_tflite_signatures(base_path / str(existing[-1]))
     if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
-        newest = args.model_dir / args.model_name / str(existing[-1])
-        if not _lacks_tflite_signatures(newest):
-            print(
-                f"{args.model_dir / args.model_name} already has version {existing[-1]}: not training "
-                "(RETRAIN=1 trains another)"
-            )
+        if not stale:
+            print(f"{base_path} already has version {existing[-1]}: not training (RETRAIN=1 trains another)")
             return 0
         print(
             f"version {existing[-1]} predates model.tflite's signature metadata, without which TF Serving "
@@ -267,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
     )
     configs = [config]
-    if args.quick_first and not existing:
+    if args.quick_first and (not existing or stale):  # nothing the server can serve yet
         configs.insert(
             0,
             replace(
