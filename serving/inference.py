@@ -58,10 +58,16 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
     """A request's TensorProto as numpy, its claimed size checked before anything is allocated
     (make_ndarray fills a whole shape from a single value)."""
     dims = [d.size for d in tensor.tensor_shape.dim]
+    if len(dims) > rest_json.MAX_RANK:
+        raise invalid_argument(
+            f"tensor parsing error: {name}: {len(dims)} dimensions, at most {rest_json.MAX_RANK}"
+        )
     try:
         tf_dtype = tf.dtypes.as_dtype(tensor.dtype)
     except TypeError:
         raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
+    if tf_dtype in (tf.variant, tf.resource):  # handles to a process's own objects, not values
+        raise invalid_argument(f"tensor parsing error: {name}: a {tf_dtype.name} tensor cannot be sent")
     itemsize = max(1, tf_dtype.size)
     if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")

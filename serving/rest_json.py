@@ -148,6 +148,21 @@ def _decode_strings(name: str, value: Any) -> Any:
     raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
 
 
+MAX_RANK = 64  # numpy's most dimensions (NPY_MAXDIMS); TF Serving takes up to TensorFlow's 254
+
+
+def _nesting(value: Any) -> int:
+    """How many lists deep `value` goes, level by level (no recursion), counted up to MAX_RANK + 1."""
+    depth, level = 0, [value]
+    while depth <= MAX_RANK:
+        lists = [item for item in level if isinstance(item, list)]
+        if not lists:
+            break
+        depth += 1
+        level = [item for found in lists for item in found]
+    return depth
+
+
 def _dense_shape(value: Any) -> list[int]:
     """The shape a nested list claims by its first elements, as TF Serving reads it (GetDenseTensorShape)."""
     shape = []
@@ -196,7 +211,7 @@ def _ragged(value: Any, rows: bool) -> ServingError:
             return invalid_argument(
                 f"Failed to process element: {index} of 'instances' list. Error: INVALID_ARGUMENT: {problem}"
             )
-    raise AssertionError("a ragged value has a misfit")  # numpy refused it, so one of the above holds
+    return invalid_argument("the input is not a dense tensor")
 
 
 def _shape_text(shape: list[int]) -> str:
@@ -251,6 +266,10 @@ def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool
     try:
         inferred = np.asarray(value)
     except ValueError:
+        if _nesting(value) > MAX_RANK:
+            raise invalid_argument(
+                f"input '{name}' is nested more than {MAX_RANK} lists deep: at most {MAX_RANK} dimensions"
+            ) from None
         raise _ragged(value, rows) from None
     target = np.dtype(dtype.as_numpy_dtype)
     if target.kind in "iu" and inferred.dtype.kind in "fO":
@@ -320,10 +339,13 @@ def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -
             "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
             "tensorinfo_map"
         )
-    return {
-        name: _to_array(name, value, signature.inputs[name], body.row_format)
-        for name, value in columns.items()
-    }
+    try:
+        return {
+            name: _to_array(name, value, signature.inputs[name], body.row_format)
+            for name, value in columns.items()
+        }
+    except RecursionError:  # reading a value hundreds of lists deep: a 400, never a traceback
+        raise invalid_argument("the input is nested too deeply to be a tensor") from None
 
 
 def _b64_value(raw: bytes) -> dict[str, str]:

@@ -220,6 +220,26 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
     assert_invalid(predictions.Predict, request, "too large")
 
 
+@pytest.mark.parametrize(
+    ("dtype", "shape", "why"),
+    [
+        (tf.float32, (1,) * 100, "100 dimensions, at most 64"),
+        (tf.variant, (1,), "a variant tensor cannot be sent"),
+        (tf.resource, (1,), "a resource tensor cannot be sent"),
+    ],
+)
+def test_a_tensor_no_model_takes_is_invalid_argument_not_internal(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    dtype: tf.DType,
+    shape: tuple[int, ...],
+    why: str,
+) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    claim_shape(request.inputs["images"], dtype, shape)
+    assert_invalid(predictions.Predict, request, why)
+
+
 def test_packed_content_that_does_not_fill_its_shape_is_refused(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:

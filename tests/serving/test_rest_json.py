@@ -481,3 +481,23 @@ def test_responses_are_plain_json() -> None:
         row_format=True,
     )
     assert json.loads(json.dumps(response)) == {"predictions": [{"i": [1, 2], "f": 0.5, "b": True, "s": "x"}]}
+
+
+def nested(key: str, *depths: int) -> PredictBody:
+    """A body whose `key` holds one value per depth, each that many lists deep (written by hand: the
+    standard encoder itself recurses)."""
+    values = ", ".join("[" * depth + "1.0" + "]" * depth for depth in depths)
+    return parse_predict_body(f'{{"{key}": [{values}]}}'.encode())
+
+
+@pytest.mark.parametrize("depth", [64, 100, 1000])
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+def test_values_nested_past_64_lists_are_a_400_that_says_so(key: str, depth: int) -> None:
+    """numpy takes at most 64 dimensions: deeper JSON (up to orjson's 1,024 levels) is refused with a
+    message, never a 500 or a recursion error."""
+    message = refusal(to_input_arrays, nested(key, depth), IMAGES)
+    assert "nested" in message and "64" in message
+
+
+def test_a_deep_row_after_a_shallow_one_is_a_400_too() -> None:
+    assert refusal(to_input_arrays, nested("instances", 1, 900), IMAGES)
