@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.tflite_scheduler import TfliteScheduler
 from tfquiet import stderr_silenced
 
@@ -55,23 +56,24 @@ class TfliteModel:
         # TflitePolicy) must not do before --verbose says whether to silence it.
         from serving.tflite_signatures import session_signatures
 
-        content = path.read_bytes()
+        self._content = path.read_bytes()
         # Each idle interpreter with the shape of each input as the last call left it. Made first, as TF
         # Serving builds the model first: a file that is no model fails here, saying so.
         self._idle: queue.SimpleQueue[tuple[Interpreter, dict[int, tuple[int, ...]]]] = queue.SimpleQueue()
         for _ in range(max(1, policy.pools)):
-            with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
-                interpreter = Interpreter(model_content=content, num_threads=1)
-                interpreter.allocate_tensors()
-            shapes = {d["index"]: tuple(int(n) for n in d["shape"]) for d in interpreter.get_input_details()}
+            interpreter, shapes = self._new_interpreter()
             self._idle.put((interpreter, shapes))
-        signatures = session_signatures(content)
+        signatures = session_signatures(self._content)
         if signatures.mock:  # TF Serving's own warning, word for word
             log.warning("%s: No signature def found in TFLite model. Generating one.", path)
         self.signature_defs = signatures.signature_defs
         details = interpreter.get_input_details()
         self._inputs = {d["name"]: (d["index"], tuple(int(n) for n in d["shape_signature"])) for d in details}
         self._outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        self._output_kinds = {
+            d["name"]: (tuple(int(n) for n in d["shape_signature"]), np.dtype(d["dtype"]))
+            for d in interpreter.get_output_details()
+        }
         # GetModelBatchSize: a file whose one input's first dimension, as stored, is above 1 executes in
         # batches of that size.
         fixed_batch = int(details[0]["shape"][0]) if len(details) == 1 and details[0]["shape"].size else -1
@@ -81,8 +83,18 @@ class TfliteModel:
             else None
         )
 
+    def _new_interpreter(self) -> tuple[Interpreter, dict[int, tuple[int, ...]]]:
+        with stderr_silenced():  # applying the XNNPACK delegate, LiteRT announces it on stderr
+            interpreter = Interpreter(model_content=self._content, num_threads=1)
+            interpreter.allocate_tensors()
+        return interpreter, {
+            d["index"]: tuple(int(n) for n in d["shape"]) for d in interpreter.get_input_details()
+        }
+
     def __call__(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output of signature `key` for `inputs` (keyed by alias)."""
+        if any(array.ndim and not len(array) for array in inputs.values()):
+            return self._empty_answer(key)
         if self._scheduler is not None:
             return self._scheduler(key, inputs)
         return self._invoke(key, inputs)
@@ -109,8 +121,29 @@ class TfliteModel:
                 alias: interpreter.get_tensor(self._outputs[info.name])
                 for alias, info in signature.outputs.items()
             }
+        except (ValueError, RuntimeError) as err:
+            # LiteRT keeps every error an interpreter has met and repeats them all in the next one's
+            # text: a fresh interpreter takes this one's place, and the answer names this error alone.
+            interpreter, shapes = self._new_interpreter()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ServingError(
+                grpc.StatusCode.INTERNAL, f"Failed to invoke TfLite interpreter: {first}"
+            ) from None
         finally:
             self._idle.put((interpreter, shapes))
+
+    def _empty_answer(self, key: str) -> dict[str, np.ndarray]:
+        """An empty batch answered as TensorFlow answers it, with empty outputs, without touching an
+        interpreter (XNNPACK refuses a batch of none)."""
+        answer = {}
+        for alias, info in self.signature_defs[key].outputs.items():
+            shape, dtype = self._output_kinds[info.name]
+            if not shape or shape[0] != -1 or any(n < 0 for n in shape[1:]):
+                raise invalid_argument(
+                    f"an empty batch: output '{alias}' has no batch dimension to answer it with"
+                )
+            answer[alias] = np.empty((0, *shape[1:]), dtype=dtype)
+        return answer
 
     def _input(self, signature: meta_graph_pb2.SignatureDef, alias: str) -> tuple[int, tuple[int, ...]]:
         return self._inputs[signature.inputs[alias].name]

@@ -233,3 +233,24 @@ def test_interpreters_per_pool_puts_tf_servings_batch_scheduler_in_the_session(
             )
     finally:
         assert server.stop() == 0
+
+
+def test_an_empty_batch_gets_an_empty_answer_without_touching_an_interpreter(
+    trained_model_dir: Path, images: np.ndarray
+) -> None:
+    """As TensorFlow answers a SavedModel's empty batch; LiteRT's XNNPACK would refuse it, and each
+    refusal would carry every earlier one's text into the next answer and the log."""
+    server = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}", *TFLITE)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "mnist"
+        request.inputs["images"].CopyFrom(array_to_tensor(images[:0]))
+        for _ in range(200):
+            reply = stub.Predict(request, timeout=30)
+        assert [d.size for d in reply.outputs["probabilities"].tensor_shape.dim] == [0, 10]
+        assert [d.size for d in reply.outputs["classes"].tensor_shape.dim] == [0]
+        assert len(ServingClient.grpc(server.grpc_target).predict(images[:2])) == 2  # and it still answers
+    finally:
+        assert server.stop() == 0
+    assert server.process.communicate()[1].count("\n") <= 2  # the two "API at" lines: nothing per request
