@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -48,7 +48,11 @@ class Histogram:
 class ServingMetrics:
     """One set per server, so two servers in one process (tests) never share counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, serves: Callable[[str], bool] = lambda _: True) -> None:
+        """`serves(name)`: whether the server's config names that model. Requests for any other name
+        are counted under the model name "" (TF Serving labels them with whatever name they sent, so a
+        client sending endless names grows its metrics page without bound)."""
+        self._serves = serves
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, str], float] = defaultdict(float)  # (model_name, status)
         self.request_latency = Histogram(LATENCY_BUCKETS_US)  # (model_name, API, entrypoint)
@@ -63,6 +67,7 @@ class ServingMetrics:
         """A request answered: `door` grpc or rest, `api` TF Serving's label for it (gRPC's `Predict`,
         REST's `predict`, or "" for a REST status or metadata call). Every request is counted, only
         successful ones are timed, as TF Serving does."""
+        model = model if self._serves(model) else ""
         with self._lock:
             self.requests[model, code] += 1
             if code == "OK":

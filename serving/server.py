@@ -37,7 +37,7 @@ STOP_GRACE_S = 5.0  # how long a stop lets requests in flight finish
 class ModelServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = ServingMetrics()
+        self.metrics = ServingMetrics(serves=lambda name: self.store.serves(name))
         self.health = health.aio.HealthServicer() if settings.enable_grpc_healthcheck_service else None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by serve
         self._stop = threading.Event()

@@ -413,6 +413,11 @@ class ModelStore:
             servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
         return all(s.requests.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
 
+    def serves(self, name: str) -> bool:
+        """The config in force names this model."""
+        with self._lock:
+            return name in self._models
+
     def all_available(self) -> bool:
         """Every model has a version that answers."""
         with self._lock:

@@ -183,12 +183,12 @@ def test_prometheus_metrics_count_as_tf_serving_counts(server: ServerProcess, im
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     assert grew(":tensorflow:serving:request_count", model_name="mnist", status="OK") == 4
-    assert grew(":tensorflow:serving:request_count", model_name="nope", status="NOT_FOUND") == 1
+    assert grew(":tensorflow:serving:request_count", model_name="", status="NOT_FOUND") == 1  # not served
     latency = ":tensorflow:serving:request_latency_count"
     assert grew(latency, model_name="mnist", API="predict", entrypoint="REST") == 1
     assert grew(latency, model_name="mnist", API="", entrypoint="REST") == 2
     assert grew(latency, model_name="mnist", API="Predict", entrypoint="GRPC") == 1
-    assert grew(latency, model_name="nope", API="predict", entrypoint="REST") == 0  # failed: not timed
+    assert grew(latency, model_name="", API="predict", entrypoint="REST") == 0  # failed: not timed
     assert (
         grew(":tensorflow:serving:runtime_latency_count", model_name="mnist", API="Predict", runtime="TF1")
         == 2
@@ -199,6 +199,23 @@ def test_prometheus_metrics_count_as_tf_serving_counts(server: ServerProcess, im
     )
     loads = {labels: value for (name, labels), value in after.items() if name.endswith("load_attempt_count")}
     assert [dict(labels)["status"] for labels in loads] == ["success"] and list(loads.values()) == [1.0]
+
+
+def test_names_of_models_not_served_share_one_label_however_many_there_are(server: ServerProcess) -> None:
+    """A client asking for endless made-up model names (long ones too) cannot grow the metrics page:
+    they all count under the model name "", so its size does not move."""
+    page = f"{server.rest_url}/monitoring/prometheus/metrics"
+    post(server, "/v1/models/warm-up-name:predict", {"instances": [0]})
+    before = len(requests.get(page, timeout=5).content)
+    for i in range(300):
+        post(server, f"/v1/models/{'x' * 1000}{i}:predict", {"instances": [0]})
+        requests.get(f"{server.rest_url}/v1/models/unknown-{i}", timeout=5)
+    after = requests.get(page, timeout=5)
+    assert len(after.content) - before < 100  # a few digits more in the counts
+    names = {
+        s.labels.get("model_name") for f in text_string_to_metric_families(after.text) for s in f.samples
+    }
+    assert names <= {"mnist", "", None}
 
 
 def prometheus_samples(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
