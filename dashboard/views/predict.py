@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from client import ImageError, ServingClientError, normalise_bytes
-from client.normalise import decode
+from client.normalise import Normalised, decode
 from dashboard import charts
 from dashboard.occlusion import heat_map, overlay
 from dashboard.serving_link import client
@@ -28,6 +28,17 @@ SAMPLES = sorted(
     (p for p in (Path(__file__).parent.parent / "samples").iterdir() if p.suffix in {".png", ".jpg"}),
     key=lambda p: (list(KINDS).index(p.stem.split("-")[0]), p.name),
 )
+
+
+# Images per Predict request: the most the stack's server takes in one (max_batch_size in
+# serving/config/batching.config); more uploads go in several requests.
+REQUEST_BATCH = 64
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def normalised_upload(data: bytes) -> Normalised:
+    """An upload's normalisation, once per file's bytes: every rerun (a click anywhere) would redo it."""
+    return normalise_bytes(data)
 
 
 def sample_label(path: Path) -> str:
@@ -95,15 +106,16 @@ if not inputs:
 normalised, results = [], []
 for name, data in inputs:
     try:
-        normalised.append((name, data, normalise_bytes(data)))
+        normalised.append((name, data, normalised_upload(data)))
     except ImageError as err:
         st.error(f"{name}: {err}")
         results.append({"image": name, "error": str(err)})
 
-if normalised:
+for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers shown as they come
+    batch = normalised[start : start + REQUEST_BATCH]
     started = time.perf_counter()
     try:
-        answers = client().predict([n.tensor for _, _, n in normalised], config.model_name, version, label)
+        answers = client().predict([n.tensor for _, _, n in batch], config.model_name, version, label)
     except ServingClientError as err:
         if err.status == "UNAVAILABLE":
             st.error(f"The model server at {config.grpc} is not answering. Start it, then try again.")
@@ -112,7 +124,7 @@ if normalised:
         st.stop()
     round_trip_ms = (time.perf_counter() - started) * 1000
     st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")
-    for index, ((name, data, seen), answer) in enumerate(zip(normalised, answers, strict=True)):
+    for index, ((name, data, seen), answer) in enumerate(zip(batch, answers, strict=True), start):
         uploaded, model_saw, reason, verdict, chart = st.columns([2, 1, 1, 1, 3])
         uploaded.image(preview(data), caption=name)
         model_saw.image(seen.image, caption="what the model saw", width=84)

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.client.conftest import encode, photo_of
-from tests.conftest import ROOT, ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, free_port, start_server
 from trainer.data import Split
 from trainer.progress import RunProgress
 
@@ -144,6 +144,37 @@ def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mn
     (digit,) = app.metric
     assert digit.label == "Digit" and digit.value == "7"
     assert "version 1" in texts(app)
+
+
+def test_more_uploads_than_the_server_batches_go_in_several_requests(
+    monkeypatch: pytest.MonkeyPatch, trained_model_dir: Path, mnist_test: Split
+) -> None:
+    """The stack's server takes at most 64 images a request (batching.config): 70 uploads are two
+    requests, every one answered (one request of 70 was refused whole)."""
+    batching = ROOT / "serving" / "config" / "batching.config"
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+    )
+    try:
+        monkeypatch.setenv("MODEL_DIR", str(trained_model_dir))
+        monkeypatch.setenv("SERVING_GRPC", server.grpc_target)
+        app = page("predict").run()
+        uploads = [(f"{i}.png", encode(photo_of(mnist_test.images[i])), "image/png") for i in range(70)]
+        app.file_uploader[0].set_value(uploads)
+        app.run()
+        assert not app.exception and not app.error, [e.value for e in app.error]
+        assert len(app.metric) == 70
+        requests = [c.value for c in app.caption if "in one request" in c.value]
+        assert (
+            len(requests) == 2
+            and requests[0].startswith("64 image(s)")
+            and requests[1].startswith("6 image(s)")
+        )
+    finally:
+        assert server.stop() == 0
 
 
 def test_every_sample_digit_is_one_click_from_an_answer(dashboard_env: Path) -> None:
