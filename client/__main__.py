@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import signal
+import stat
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
-from client.normalise import ImageError, normalise_bytes
+from client.normalise import ImageError, Limits, normalise_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+MAX_FILE_BYTES = Limits().max_bytes  # what normalise takes; a larger file is refused unread
 EXAMPLES = """examples:
   mnist predict digit.png                      one image, over gRPC (localhost:8500)
   mnist predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
@@ -46,11 +48,12 @@ class Outcome:
 
 
 def expand(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given, folders walked for images, globs matched; a missing path stays (and fails)."""
+    """Files as given, folders walked for images, globs matched (a path that exists as written is that
+    file, `[a].png` included); a missing path stays (and fails)."""
     for path in paths:
         if path == "-":
             yield path
-        elif any(c in path for c in "*?["):
+        elif any(c in path for c in "*?[") and not os.path.lexists(path):
             yield from sorted(glob.glob(path, recursive=True))
         elif Path(path).is_dir():
             yield from sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -58,11 +61,21 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
             yield path
 
 
-def read(path: str) -> bytes:
+def read(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, its size checked before any is read and the read bounded. Anything else
+    (a FIFO, which would wait for a writer forever; /dev/zero, which never ends; a link to either) is
+    refused at once: the file is opened without blocking and looked at before reading."""
     try:
-        return Path(path).read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise ImageError(err.strerror or str(err)) from None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not a regular file")
+        if info.st_size > limit:
+            raise ImageError(f"the file is {info.st_size:,} bytes, over the limit of {limit:,} bytes")
+        return file.read(limit + 1)  # one byte over, should it have grown: decode then refuses it
 
 
 def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | ImageError]:
@@ -71,6 +84,8 @@ def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | I
     tensors: list[np.ndarray | ImageError] = []
     for path in paths:
         try:
+            if path == "-" and len(stdin) > MAX_FILE_BYTES:  # read only this far: it may never end
+                raise ImageError(f"standard input holds more than the limit of {MAX_FILE_BYTES:,} bytes")
             tensors.append(normalise_bytes(stdin if path == "-" else read(path)).tensor)
         except ImageError as err:
             tensors.append(err)
@@ -117,7 +132,8 @@ def predicted(
     with several batches it runs in one worker process per core, every batch queued at once; each
     batch is sent as soon as it is ready, up to --concurrency requests at once, while the workers
     go on with the next ones."""
-    stdin = sys.stdin.buffer.read() if any("-" in batch for batch in batches) else b""
+    # At most one byte over the limit: standard input may never end (`< /dev/zero`); decode refuses it.
+    stdin = sys.stdin.buffer.read(MAX_FILE_BYTES + 1) if any("-" in batch for batch in batches) else b""
     stdins = [stdin if "-" in batch else b"" for batch in batches]
     if len(batches) == 1:
         yield predict_batch(connect_client(), batches[0], normalise_files(batches[0], stdin), args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -59,6 +60,42 @@ def test_folder_to_json_lines_carries_on_past_a_bad_file(server: ServerProcess, 
         for r in good
     )
     assert result.stderr.strip() == "1 of 6 inputs failed"
+
+
+def test_only_regular_files_are_read_and_none_past_the_limit(
+    server: ServerProcess, tmp_path: Path, mnist_test: Split
+) -> None:
+    """A FIFO named like an image (which would wait for a writer forever), a link to /dev/zero (which
+    never ends) and a file over 10 MB are each one error line, refused before any is read; the digits
+    beside them are answered; `[a].png` is the file of that name, not a pattern."""
+    os.mkfifo(tmp_path / "b.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    with (tmp_path / "huge.png").open("wb") as huge:
+        huge.truncate(200 * 1024 * 1024)  # sparse: 200 MB that take no disk
+    digit = encode(photo_of(mnist_test.images[0]))
+    (tmp_path / "[a].png").write_bytes(digit)
+    (tmp_path / "seven.png").write_bytes(digit)
+    result = client_cli(
+        "predict", "--grpc", server.grpc_target, "--json", str(tmp_path), str(tmp_path / "[a].png")
+    )
+    records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["b.png"]["error"] == records["zero.png"]["error"] == "not a regular file"
+    assert "over the limit" in records["huge.png"]["error"]
+    assert records["seven.png"]["digit"] == records["[a].png"]["digit"] == 7
+    assert result.returncode == 1 and result.stderr.strip() == "3 of 6 inputs failed"
+
+
+def test_standard_input_is_read_no_further_than_the_limit(server: ServerProcess) -> None:
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "mnist"), "predict", "--grpc", server.grpc_target, "-"],
+            cwd=ROOT,
+            stdin=zeros,
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+    assert result.returncode == 1 and "standard input holds more than the limit" in result.stdout
 
 
 def test_csv_over_rest_and_stdin(server: ServerProcess, folder: Path) -> None:
