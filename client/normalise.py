@@ -46,8 +46,13 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
+    """What an upload may be, checked on its header before any pixel is decoded: a small file can
+    claim a huge or absurdly thin picture (1 x 25,000,000 pixels in 48 KB of PNG)."""
+
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000
+    max_side: int = 16_384  # a 48-megapixel phone photo is 8,064 wide
+    max_aspect: float = 100.0  # longer side over shorter: far past any digit, however tightly cropped
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,14 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
         )
     if width == 0 or height == 0:
         raise ImageError(f"the image is {width}x{height} pixels: nothing to read")
+    if max(width, height) > limits.max_side:
+        raise ImageError(
+            f"the image is {width}x{height} pixels, a side over the limit of {limits.max_side:,}"
+        )
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise ImageError(
+            f"the image is {width}x{height} pixels, one side over {limits.max_aspect:g} times the other"
+        )
     try:
         image.seek(0)
         image.load()

@@ -213,6 +213,23 @@ def test_decompression_bomb_is_refused_in_milliseconds() -> None:
         normalise_bytes(encode(np.zeros((1001, 1000), np.uint8)), Limits(max_pixels=1_000_000))
 
 
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        ((1, 25_000_000), "a side over the limit"),
+        ((20_000, 10), "a side over the limit"),
+        ((10, 1200), "100 times"),
+    ],
+)
+def test_thin_or_long_images_are_refused_from_their_header(size: tuple[int, int], why: str) -> None:
+    """A few kilobytes of PNG can claim a picture 1 x 25,000,000 pixels (under the pixel limit), which
+    took seconds and gigabytes to normalise: its header is enough to refuse it."""
+    buffer = io.BytesIO()
+    Image.new("1", size).save(buffer, "PNG")
+    with pytest.raises(ImageError, match=why):
+        normalise_bytes(buffer.getvalue())
+
+
 def test_sixteen_bit_scan(mnist_test: Split) -> None:
     scan = photo_of(mnist_test.images[5]).astype(np.uint16) * 257  # the same picture, 16 bits deep
     buffer = io.BytesIO()
