@@ -12,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health, health_pb2
 
 from serving.errors import ServingError, invalid_argument
@@ -43,6 +44,11 @@ class ModelServer:
         self._stop = threading.Event()
         self.draining = False  # the lame-duck period before a stop (see serve)
         self._started = False  # every model of the first config has been AVAILABLE (see _update_health)
+        self._in_force = settings.models  # the config last adopted, from the file or a reload call
+        self._allowed_roots = (
+            *(m.base_path for m in settings.models.model_config_list.config),
+            *settings.allowed_base_path_roots,
+        )
         cores = os.cpu_count() or 1
         threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
         self.pool = ModelPool(threads, MAX_WAITING_CALLS)
@@ -68,16 +74,30 @@ class ModelServer:
         self.inference = Inference(self.store, self.metrics.observe_request, self.metrics.observe_runtime)
 
     def reload_config(self, config: Any) -> None:
-        """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names."""
+        """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names.
+
+        Anyone who reaches the gRPC port can call it, so its base paths must lie under a root the
+        operator allowed: a base path of the config the server started with, or one given with
+        --allowed_base_path_roots. The watched config file, when there is one, wins again at its next
+        poll, as TF Serving re-applies it at every poll."""
         try:
             check_model_config(config, "ReloadConfigRequest")
         except ConfigError as err:
             raise invalid_argument(str(err)) from None
+        for model in config.model_config_list.config:
+            if not any(_lies_under(model.base_path, root) for root in self._allowed_roots):
+                raise ServingError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"model {model.name}: base path {model.base_path} lies outside the allowed roots "
+                    f"({', '.join(self._allowed_roots)}); start the server with --allowed_base_path_roots "
+                    "to serve from there",
+                )
         self._adopt(config)
 
     def _adopt(self, config: Any) -> None:
         mapped = map_base_paths(config, self.settings.base_path_map)
         self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
+        self._in_force = config
         self.store.poll()
         self._update_health()  # a model that never loaded may have left the config
 
@@ -89,11 +109,11 @@ class ModelServer:
         path, every_s = self.settings.model_config_file, self.settings.model_config_file_poll_wait_seconds
         if path is None:  # started with --model_name and --model_base_path: no file to watch
             return
-        adopted, last_error = self.settings.models, ""
+        last_error = ""
         while not self._stop.wait(every_s):
             try:
                 config = read_model_config(path)
-                if config == adopted:
+                if config == self._in_force:  # unchanged, and no reload call has changed what serves
                     continue
                 self._adopt(config)
             except (ConfigError, ServingError) as err:
@@ -105,7 +125,7 @@ class ModelServer:
             except Exception:  # a watcher that died would miss every later change, silently
                 log.exception("%s: adopting it failed; keeping the previous config", path)
                 continue
-            adopted, last_error = config, ""
+            last_error = ""
             log.warning("adopted the changed %s", path)
 
     def _update_health(self) -> None:
@@ -183,3 +203,9 @@ class ModelServer:
         await asyncio.to_thread(self.store.wait_idle, STOP_GRACE_S)
         self.store.stop()
         self.pool.shutdown()
+
+
+def _lies_under(path: str, root: str) -> bool:
+    """Whether `path` is `root` or inside it, `..` and repeated slashes resolved first."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")

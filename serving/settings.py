@@ -45,6 +45,7 @@ class Settings:
     model_config_file: Path | None
     model_config_file_poll_wait_seconds: float  # 0: read the file once, at start
     base_path_map: tuple[str, str] | None  # (container prefix, host prefix), see map_base_paths
+    allowed_base_path_roots: tuple[str, ...]  # ours: where a reload call may point base paths
     allow_version_labels_for_unavailable_models: bool
     file_system_poll_wait_seconds: float
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
@@ -187,6 +188,13 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         "(not a tensorflow_model_server flag; e.g. /models=models)",
     )
     flag(
+        "--allowed_base_path_roots",
+        default="",
+        metavar="DIR[,DIR...]",
+        help="ours: directories a ModelService reload call may name base paths under, besides the "
+        "base paths the server started with (default: those alone)",
+    )
+    flag(
         "--file_system_poll_wait_seconds",
         type=float,
         default=1,
@@ -311,6 +319,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         base_path_map=args.base_path_map,
+        allowed_base_path_roots=tuple(root for root in args.allowed_base_path_roots.split(",") if root),
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         batching=batching,

@@ -367,3 +367,47 @@ def test_ports_open_before_any_version_exists(tmp_path: Path) -> None:
         assert reply == {"error": "Could not find any versions of model mnist"}
     finally:
         assert server.stop() == 0
+
+
+def test_a_reload_call_cannot_point_outside_the_allowed_roots_and_the_watched_file_wins_again(
+    two_versions: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """ModelService reloads come from anyone who reaches the port: a base path of /etc or /proc, or
+    anywhere no root allows, is PERMISSION_DENIED; an empty config unloads mnist, and the watched file
+    (re-applied at each poll, as TF Serving does) brings it back."""
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "mnist" base_path: "{two_versions}" }} }}\n')
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(two_versions, elsewhere / "mnist")
+    server = start_server(
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=0.5",
+        f"--allowed_base_path_roots={elsewhere}",
+    )
+
+    def reload(*base_paths: str) -> grpc.StatusCode:
+        new = model_server_config_pb2.ModelServerConfig()
+        new.model_config_list.SetInParent()
+        for base_path in base_paths:
+            new.model_config_list.config.add(name="mnist", base_path=base_path)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            try:
+                model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                    model_management_pb2.ReloadConfigRequest(config=new), timeout=30
+                )
+            except grpc.RpcError as err:
+                return err.code()
+        return grpc.StatusCode.OK
+
+    try:
+        for outside in ("/etc", "/proc/self", f"{two_versions}/../../..", str(tmp_path)):
+            assert reload(outside) == grpc.StatusCode.PERMISSION_DENIED, outside
+        assert server.model_states() == {2: "AVAILABLE"}  # nothing changed
+        assert reload(str(elsewhere / "mnist")) == grpc.StatusCode.OK  # under the flag's root
+        assert reload() == grpc.StatusCode.OK  # an empty list: mnist is gone...
+        wait_for(lambda: server.model_states() == {2: "AVAILABLE"}, 30, "the watched file to win again")
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(predict_request(images[:1]), timeout=10).model_spec.version.value == 2
+    finally:
+        assert server.stop() == 0
