@@ -35,6 +35,22 @@ def health(project: ComposeProject, service: str) -> str:
     return f"{state['Status']}/{state.get('Health', {}).get('Status', 'none')}"
 
 
+def assert_reload_calls_stop_at_the_balancer(project: ComposeProject) -> None:
+    """ModelService's unauthenticated reload is not forwarded from outside; its status call is."""
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+    from tensorflow_serving.config import model_server_config_pb2
+
+    empty = model_server_config_pb2.ModelServerConfig()
+    empty.model_config_list.SetInParent()
+    with grpc.insecure_channel(project.grpc_target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=empty), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert [s.state for s in ServingClient.grpc(project.grpc_target).status()] == ["AVAILABLE"]
+
+
 @needs_chromium
 def test_up_builds_trains_serves_and_shows_the_dashboard(
     project: ComposeProject, mnist_test: Split, browser: Browser
@@ -69,6 +85,7 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     assert [p.digit for p in over_grpc] == [p.digit for p in over_rest]
     assert np.mean([p.digit for p in over_grpc] == mnist_test.labels[:20]) >= 0.7
     assert {p.version for p in over_grpc} == {1}
+    assert_reload_calls_stop_at_the_balancer(project)
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_page(page, f"{project.url('DASHBOARD_PORT')}/models")
