@@ -336,3 +336,31 @@ def test_clients_that_drop_their_connections_leave_no_traceback(
         assert server.stop() == 0
     stderr = server.process.stderr.read() if server.process.stderr else ""
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr[-2000:]
+
+
+def test_a_body_that_never_comes_holds_nothing_and_its_connection_is_closed(
+    trained_model_dir: Path, images: np.ndarray
+) -> None:
+    """A client stating a 256 MiB body and sending none of it: other predictions are answered meanwhile
+    (it holds no budget), and after --rest_api_timeout_in_ms it gets 408 and its connection is closed."""
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--rest_api_timeout_in_ms=1500",
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
+            stalled.sendall(
+                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 268435456\r\n\r\n"
+            )
+            for _ in range(3):
+                assert (
+                    post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code
+                    == 200
+                )
+            answer = b""
+            while chunk := stalled.recv(65536):  # until the server closes the connection
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1.5 s" in answer
+    finally:
+        assert server.stop() == 0

@@ -249,3 +249,47 @@ def test_a_body_with_no_room_in_the_budget_in_time_is_unavailable() -> None:
         return sent[0]
 
     assert run_coroutine(scenario())["status"] == 503
+
+
+def post_stalling(
+    app: RestApp, declared: int, sent_chunks: list[bytes], replies: list[MutableMapping[str, Any]]
+) -> Any:
+    """A POST stating `declared` bytes that sends `sent_chunks` and then nothing more, ever."""
+
+    async def receive() -> MutableMapping[str, Any]:
+        if sent_chunks:
+            return {"type": "http.request", "body": sent_chunks.pop(0), "more_body": True}
+        await asyncio.Event().wait()  # a client that never sends the rest
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        replies.append(message)
+
+    path = "/v1/models/mnist:predict"
+    headers = [(b"content-length", str(declared).encode())]
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "headers": headers}
+    return app(scope, receive, send)
+
+
+def test_a_stated_body_that_never_arrives_holds_no_budget_and_times_out_with_a_close() -> None:
+    """A client stating the whole budget's length and sending nothing holds none of it: another body is
+    answered meanwhile. A stalled body, sent or not, is 408 with the connection closed once the request
+    timeout has passed, its bytes given back."""
+    app = make_app(timeout_s=0.5)
+    app.bodies = ByteBudget(100)
+    silent: list[MutableMapping[str, Any]] = []
+    trickle: list[MutableMapping[str, Any]] = []
+
+    async def scenario() -> None:
+        stalled = asyncio.create_task(post_stalling(app, 100, [], silent))
+        started = asyncio.create_task(post_stalling(app, 60, [b'{"inst'], trickle))
+        await asyncio.sleep(0.1)
+        assert app.bodies.free == 40  # only the body that began to arrive holds its length
+        await asyncio.gather(stalled, started)
+
+    run_coroutine(scenario())
+    for replies in (silent, trickle):
+        start = replies[0]
+        assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+        assert b"did not arrive within 0.5 s" in replies[1]["body"]
+    assert app.bodies.free == 100
