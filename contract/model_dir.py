@@ -39,23 +39,6 @@ def versions(base_path: Path) -> list[int]:
     return sorted(int(p.name) for p in base_path.iterdir() if is_version(p.name) and p.is_dir())
 
 
-def predates_tflite_signatures(version: Path) -> bool:
-    """A version whose model.tflite carries no TFLITE_SIGNATURES entry (exported before the trainer wrote
-    one): TF Serving's --prefer_tflite_model would serve a made-up signature and fail its warm-up. Reads
-    the file's metadata names only; LiteRT's schema is the trainer's and the stack's, not the client's."""
-    tflite = version / TFLITE_FILE
-    if not tflite.is_file():
-        return False
-    from ai_edge_litert import schema_py_generated as schema
-
-    try:
-        model = schema.Model.GetRootAs(tflite.read_bytes(), 0)
-        names = {model.Metadata(i).Name() for i in range(model.MetadataLength())}
-    except Exception:  # not a flatbuffer TF Serving could read either
-        return True
-    return TFLITE_SIGNATURES.encode() not in names
-
-
 def artefact_path(base_path: Path, version: int, name: str) -> Path:
     """assets.extra/<name>.json of a version (HISTORY, METRICS or MODEL_CARD)."""
     return base_path / str(version) / ASSETS_EXTRA / f"{name}.json"

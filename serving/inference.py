@@ -66,7 +66,7 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
         tf_dtype = tf.dtypes.as_dtype(tensor.dtype)
     except TypeError:
         raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
-    if tf_dtype in (tf.variant, tf.resource):  # handles to a process's own objects, not values
+    if tf_dtype.base_dtype in (tf.variant, tf.resource):  # handles to a process's own objects, not values
         raise invalid_argument(f"tensor parsing error: {name}: a {tf_dtype.name} tensor cannot be sent")
     itemsize = max(1, tf_dtype.size)
     if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
@@ -132,6 +132,9 @@ class Inference:
             yield
         except ServingError as err:
             code = err.code.name
+            raise
+        except TimeoutError:  # the client's body did not come in time (answered 408)
+            code = "DEADLINE_EXCEEDED"
             raise
         except (asyncio.CancelledError, ConnectionError):  # the client went away: nobody was answered
             code = "CANCELLED"

@@ -51,7 +51,7 @@ class ClientGone(ConnectionError):
     """The client closed its connection before its body arrived: nobody is left to answer."""
 
 
-class BodyTimeout(ConnectionError):
+class BodyTimeout(TimeoutError):
     """The client did not send its whole body in time: answered 408, and its connection closed."""
 
 
@@ -100,7 +100,7 @@ class Deadlines:
     def watch(self, task: asyncio.Task[Any], deadline: float) -> None:
         """Cancel `task` once `deadline` (loop time) has passed, unless forgotten first."""
         self._due[task] = deadline
-        if self._sweeper is None:
+        if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def forget(self, task: asyncio.Task[Any]) -> None:
@@ -124,7 +124,6 @@ class Deadlines:
                     del self._due[task]
                     self._expired.add(task)
                     task.cancel()
-        self._sweeper = None
 
 
 class RestApp:
@@ -143,7 +142,7 @@ class RestApp:
         self.inference, self.timeout_s = inference, timeout_s
         self.metrics, self.metrics_path, self.draining = metrics, metrics_path, draining
         self.bodies = ByteBudget(BODY_BUDGET_BYTES)
-        self._deadlines = Deadlines(every_s=min(1.0, timeout_s / 4))
+        self._deadlines = Deadlines(every_s=min(1.0, max(0.05, timeout_s / 4)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # uvicorn runs with lifespan off and no websockets

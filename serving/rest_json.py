@@ -225,11 +225,16 @@ def _out_of_range(name: str, dtype: tf.DType) -> ServingError:
 def _string_array(name: str, value: Any, rows: bool) -> np.ndarray:
     """A DT_STRING input as an object array of bytes. np.asarray(dtype=object) takes ragged lists
     without complaint, as an array holding lists, so density is checked on what it made."""
+    if _nesting(value) > MAX_RANK:  # np.asarray(dtype=object) takes any depth, then chokes on it
+        raise invalid_argument(
+            f"input '{name}' is nested more than {MAX_RANK} lists deep: at most {MAX_RANK} dimensions"
+        )
     try:
         array = np.asarray(_decode_strings(name, value), dtype=object)
-    except ValueError:
+        strings = all(isinstance(item, bytes) for item in array.flat)
+    except (ValueError, RuntimeError):  # numpy's object arrays iterate at most 32 dimensions
         raise _ragged(value, rows) from None
-    if not all(isinstance(item, bytes) for item in array.flat):
+    if not strings:
         raise _ragged(value, rows)
     return array
 

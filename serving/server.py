@@ -45,10 +45,9 @@ class ModelServer:
         self.draining = False  # the lame-duck period before a stop (see serve)
         self._started = False  # every model of the first config has been AVAILABLE (see _update_health)
         self._in_force = settings.models  # the config last adopted, from the file or a reload call
-        self._allowed_roots = (
-            *(m.base_path for m in settings.models.model_config_list.config),
-            *settings.allowed_base_path_roots,
-        )
+        self._adopting = threading.Lock()
+        started_with = map_base_paths(settings.models, settings.base_path_map).model_config_list.config
+        self._allowed_roots = (*(m.base_path for m in started_with), *settings.allowed_base_path_roots)
         cores = os.cpu_count() or 1
         threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
         self.pool = ModelPool(threads, MAX_WAITING_CALLS)
@@ -84,20 +83,21 @@ class ModelServer:
             check_model_config(config, "ReloadConfigRequest")
         except ConfigError as err:
             raise invalid_argument(str(err)) from None
-        for model in config.model_config_list.config:
+        mapped = map_base_paths(config, self.settings.base_path_map)
+        for model in mapped.model_config_list.config:
             if not any(_lies_under(model.base_path, root) for root in self._allowed_roots):
                 raise ServingError(
                     grpc.StatusCode.PERMISSION_DENIED,
-                    f"model {model.name}: base path {model.base_path} lies outside the allowed roots "
-                    f"({', '.join(self._allowed_roots)}); start the server with --allowed_base_path_roots "
-                    "to serve from there",
+                    f"model {model.name}: its base path lies outside the roots this server may serve from; "
+                    "start the server with --allowed_base_path_roots to allow it",
                 )
         self._adopt(config)
 
     def _adopt(self, config: Any) -> None:
-        mapped = map_base_paths(config, self.settings.base_path_map)
-        self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
-        self._in_force = config
+        with self._adopting:  # a reload call and the file's watcher, one at a time
+            mapped = map_base_paths(config, self.settings.base_path_map)
+            self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
+            self._in_force = config
         self.store.poll()
         self._update_health()  # a model that never loaded may have left the config
 
@@ -206,6 +206,7 @@ class ModelServer:
 
 
 def _lies_under(path: str, root: str) -> bool:
-    """Whether `path` is `root` or inside it, `..` and repeated slashes resolved first."""
-    path, root = os.path.normpath(path), os.path.normpath(root)
+    """Whether `path` is `root` or inside it, as the file system resolves both (`..`, repeated slashes
+    and symbolic links followed), so a link under a root cannot lead out of it."""
+    path, root = os.path.realpath(path), os.path.realpath(root)
     return path == root or path.startswith(root.rstrip("/") + "/")

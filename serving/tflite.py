@@ -11,6 +11,7 @@ above 1, calls go through TF Serving's in-session batch scheduler first (serving
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -124,11 +125,13 @@ class TfliteModel:
         except (ValueError, RuntimeError) as err:
             # LiteRT keeps every error an interpreter has met and repeats them all in the next one's
             # text: a fresh interpreter takes this one's place, and the answer names this error alone.
-            interpreter, shapes = self._new_interpreter()
+            with contextlib.suppress(Exception):  # should none be made, the old one serves on
+                interpreter, shapes = self._new_interpreter()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ServingError(
-                grpc.StatusCode.INTERNAL, f"Failed to invoke TfLite interpreter: {first}"
-            ) from None
+            code = (
+                grpc.StatusCode.INVALID_ARGUMENT if isinstance(err, ValueError) else grpc.StatusCode.INTERNAL
+            )
+            raise ServingError(code, f"Failed to invoke TfLite interpreter: {first}") from None
         finally:
             self._idle.put((interpreter, shapes))
 

@@ -21,6 +21,7 @@ import requests
 
 from client import ServingClient, ServingClientError
 from contract import model_dir
+from contract.tflite_metadata import predates_tflite_signatures
 from stack.compose import ComposeError, restart_policy, server_flags
 from stack.supervisor import Exited, Part, Signalled, Supervisor
 
@@ -173,7 +174,7 @@ def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
     try:
         existing = model_dir.versions(base_path)
         # A version from before model.tflite carried its signatures cannot be served: train one that can.
-        stale = bool(existing) and model_dir.predates_tflite_signatures(base_path / str(existing[-1]))
+        stale = bool(existing) and predates_tflite_signatures(base_path / str(existing[-1]))
         train = not existing or stale or os.environ.get("RETRAIN") == "1"
         base_path.mkdir(parents=True, exist_ok=True)  # the server waits on it quietly, not "not found"
     except OSError as err:

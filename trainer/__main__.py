@@ -20,6 +20,7 @@ from pathlib import Path
 
 from contract import model_dir
 from contract.signature import scale_pixels
+from contract.tflite_metadata import predates_tflite_signatures
 from tfquiet import import_tensorflow
 from trainer.cluster import Cluster, ClusterError, TfConfigError, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     base_path = args.model_dir / args.model_name
     existing = model_dir.versions(base_path)
-    stale = bool(existing) and model_dir.predates_tflite_signatures(base_path / str(existing[-1]))
+    stale = bool(existing) and predates_tflite_signatures(base_path / str(existing[-1]))
     if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
         if not stale:
             print(f"{base_path} already has version {existing[-1]}: not training (RETRAIN=1 trains another)")

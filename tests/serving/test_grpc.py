@@ -226,6 +226,7 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
         (tf.float32, (1,) * 100, "100 dimensions, at most 64"),
         (tf.variant, (1,), "a variant tensor cannot be sent"),
         (tf.resource, (1,), "a resource tensor cannot be sent"),
+        (tf.dtypes.as_dtype(120), (1,), "a resource_ref tensor cannot be sent"),  # DT_RESOURCE_REF
     ],
 )
 def test_a_tensor_no_model_takes_is_invalid_argument_not_internal(

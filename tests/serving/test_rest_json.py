@@ -499,5 +499,11 @@ def test_values_nested_past_64_lists_are_a_400_that_says_so(key: str, depth: int
     assert "nested" in message and "64" in message
 
 
+@pytest.mark.parametrize("depth", [45, 100])
+def test_strings_nested_deep_are_a_400_too(depth: int) -> None:
+    """numpy's object arrays take any nesting, then refuse to walk past 32 levels: still a 400."""
+    assert refusal(to_input_arrays, nested("inputs", depth), signature(text=tf.string))
+
+
 def test_a_deep_row_after_a_shallow_one_is_a_400_too() -> None:
     assert refusal(to_input_arrays, nested("instances", 1, 900), IMAGES)

@@ -236,6 +236,7 @@ def test_a_version_without_tflite_signatures_is_stale_for_make_up_too(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
     """make up trains over a version TF Serving's TFLite path cannot serve, as the compose trainer does."""
+    from contract.tflite_metadata import predates_tflite_signatures
     from serving.tflite_signatures import METADATA_NAME
     from stack.__main__ import parse_args, prepare
     from tests.conftest import free_port
@@ -246,14 +247,14 @@ def test_a_version_without_tflite_signatures_is_stale_for_make_up_too(
     shutil.copytree(trained_model_dir / "mnist" / "1", version)
     ports = [f"--{door}-port={free_port()}" for door in ("grpc", "rest", "dashboard")]
     args = parse_args(["--model-dir", str(tmp_path), *ports])
-    assert not model_dir.predates_tflite_signatures(version) and prepare(args)[2] is False
+    assert not predates_tflite_signatures(version) and prepare(args)[2] is False
     tflite = version / model_dir.TFLITE_FILE
     tflite.write_bytes(without_signature_metadata(tflite.read_bytes()))
-    assert model_dir.predates_tflite_signatures(version) and prepare(args)[2] is True
+    assert predates_tflite_signatures(version) and prepare(args)[2] is True
     tflite.write_bytes(b"not a flatbuffer")
-    assert model_dir.predates_tflite_signatures(version)
+    assert predates_tflite_signatures(version)
     tflite.unlink()  # a SavedModel alone: served from it
-    assert not model_dir.predates_tflite_signatures(version)
+    assert not predates_tflite_signatures(version)
 
 
 def test_a_file_named_like_the_next_version_is_stepped_over(tmp_path: Path) -> None:
