@@ -25,6 +25,7 @@ from serving.errors import ServingError, invalid_argument, not_found
 from serving.model_pool import ModelPool
 from serving.servable import Servable, runs_tflite
 from serving.tflite import TflitePolicy
+from serving.version_source import aspired_versions, present_versions
 
 log = logging.getLogger("serving")
 
@@ -70,33 +71,6 @@ class ModelEntry:
     @property
     def name(self) -> str:
         return self.config.name
-
-    def present_versions(self) -> dict[int, Path] | None:
-        """The numbered version directories by version, in version order, or None when the base path
-        itself is missing.
-
-        A version is loaded from the directory as it is named (`007` is version 7, read from `007`).
-        When two names give one number (`7` and `007`), the name that sorts last as a string wins, as
-        in TF Serving (its IndexChildrenByVersion): `7` over `07` over `007`."""
-        base = Path(self.config.base_path)
-        if not base.is_dir():
-            return None
-        found: dict[int, Path] = {}
-        for path in sorted(base.iterdir()):
-            if path.name.isascii() and path.name.isdigit() and int(path.name) > 0 and path.is_dir():
-                found[int(path.name)] = path
-        return dict(sorted(found.items()))
-
-    def aspired(self, present: list[int]) -> list[int]:
-        """The versions the model's version policy asks to serve, of those present."""
-        policy = self.config.model_version_policy
-        which = policy.WhichOneof("policy_choice")
-        if which == "all":
-            return present
-        if which == "specific":
-            return [v for v in present if v in set(policy.specific.versions)]
-        count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions > 0 else 1
-        return present[-count:]
 
     def available(self) -> list[int]:
         return sorted(v for v, r in self.records.items() if r.state == AVAILABLE)
@@ -240,14 +214,14 @@ class ModelStore:
             self._poller.join(timeout=5)
 
     def _sync(self, entry: ModelEntry) -> None:
-        present = entry.present_versions()
+        present = present_versions(Path(entry.config.base_path))
         if present is None:  # as TF Serving: a missing base path changes nothing (a mount gone away?)
             if not entry.base_missing:
                 log.warning("base path %s of model %s not found", entry.config.base_path, entry.name)
             entry.base_missing = True
             return
         entry.base_missing = False
-        aspired = entry.aspired(list(present))
+        aspired = aspired_versions(entry.config.model_version_policy, list(present))
         with self._lock:
             # A failed load waiting for its retry is given up once its version is no longer aspired.
             for version, record in list(entry.records.items()):
