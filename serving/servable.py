@@ -72,6 +72,13 @@ class Servable:
             self.signature_defs = read_signature_defs(path)
             functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
             self._model = lambda key, inputs: functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+        # What requests are checked against: the served signatures, or for TFLite the shapes its
+        # interpreters can be resized to.
+        self._accepting = (
+            {key: self.tflite.accepting(signature) for key, signature in self.signature_defs.items()}
+            if self.tflite is not None
+            else self.signature_defs
+        )
         self._pool = pool
         self._batcher = (
             Batcher(batching, f"{name}-{version}", pool, on_batch) if batching is not None else None
@@ -123,10 +130,7 @@ class Servable:
         """The signature key, the inputs checked against it, and the outputs wanted, checked too."""
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature(key)
-        checked = check_inputs(signature, inputs, check_shapes=self.tflite is None)
-        if self.tflite is not None:  # its signature's shapes may be static dims that a resize changes
-            for alias, array in checked.items():
-                self.tflite.check_shape(signature, alias, array.shape)
+        checked = check_inputs(self._accepting[key], inputs)
         wanted = list(output_filter) or list(signature.outputs)
         for output in wanted:
             if output not in signature.outputs:
@@ -195,10 +199,9 @@ def _to_numpy(tensor: tf.Tensor | np.ndarray) -> np.ndarray:
 
 
 def check_inputs(
-    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray], check_shapes: bool = True
+    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """The inputs, each matching its TensorInfo in name, dtype and (unless not `check_shapes`) shape,
-    and finite when floating."""
+    """The inputs, each matching its TensorInfo in name, dtype and shape, and finite when floating."""
     expected = set(signature.inputs)
     if set(inputs) != expected:
         missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
@@ -218,13 +221,8 @@ def check_inputs(
                 f"input '{name}' has dtype {tf.dtypes.as_dtype(array.dtype).name}, expected {want.name}"
             )
         dims = [d.size for d in info.tensor_shape.dim]
-        if (
-            check_shapes
-            and not info.tensor_shape.unknown_rank
-            and (
-                array.ndim != len(dims)
-                or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
-            )
+        if not info.tensor_shape.unknown_rank and (
+            array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
         ):
             shape = "[" + ",".join(str(d) for d in dims) + "]"
             raise invalid_argument(f"input '{name}' has shape {list(array.shape)}, expected {shape}")

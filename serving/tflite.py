@@ -151,12 +151,14 @@ class TfliteModel:
     def _input(self, signature: meta_graph_pb2.SignatureDef, alias: str) -> tuple[int, tuple[int, ...]]:
         return self._inputs[signature.inputs[alias].name]
 
-    def check_shape(self, signature: meta_graph_pb2.SignatureDef, alias: str, shape: tuple[int, ...]) -> None:
-        """An INVALID_ARGUMENT for a shape the input tensor cannot be resized to (the file's shape
-        signature: -1 where any size goes). TF Serving tries the resize and fails with INTERNAL."""
-        _, accepted = self._input(signature, alias)
-        if len(shape) != len(accepted) or any(
-            a >= 0 and a != n for a, n in zip(accepted, shape, strict=False)
-        ):
-            wanted = "[" + ",".join(str(a) for a in accepted) + "]"
-            raise invalid_argument(f"input '{alias}' has shape {list(shape)}, expected {wanted}")
+    def accepting(self, signature: meta_graph_pb2.SignatureDef) -> meta_graph_pb2.SignatureDef:
+        """The signature with each input's shape as the interpreter can be resized to take it (the
+        file's shape signature, -1 where any size goes), to check requests against: the served one
+        may hold the tensors' static dims (TF Serving's mock does), which TF Serving resizes past."""
+        accepting = type(signature)()
+        accepting.CopyFrom(signature)
+        for alias, info in accepting.inputs.items():
+            info.tensor_shape.ClearField("dim")
+            for size in self._input(signature, alias)[1]:
+                info.tensor_shape.dim.add(size=size)
+        return accepting
