@@ -17,6 +17,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.errors import invalid_argument
+from serving.json_bodies import GENERAL_BYTES
+from serving.rest_json import parse_json
 
 
 def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
@@ -117,6 +119,20 @@ def _example(document: Any, where: str) -> tf.train.Example:
     for name, value in document.items():
         example.features.feature[name].CopyFrom(_feature(name, value))
     return example
+
+
+def request_from_json(body: bytes, method: str) -> tuple[str, input_pb2.Input]:
+    """The signature name and examples of a :classify or :regress body. Examples are read with Python
+    objects, at about twenty bytes per body byte, so no body over GENERAL_BYTES is read."""
+    if len(body) > GENERAL_BYTES:
+        raise invalid_argument(f"a {method} request body may hold at most {GENERAL_BYTES} bytes")
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise invalid_argument("the request body must be a JSON object")
+    signature_name = document.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise invalid_argument("'signature_name' key must be a string value.")
+    return signature_name, input_from_json(document, method)
 
 
 def input_from_json(document: dict[str, Any], method: str) -> input_pb2.Input:

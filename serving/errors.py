@@ -38,6 +38,10 @@ class ServingError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[ServingError], tuple[grpc.StatusCode, str]]:
+        """Pickled whole: the JSON parsing process raises these for the server to answer with."""
+        return ServingError, (self.code, self.message)
+
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)

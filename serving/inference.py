@@ -7,6 +7,7 @@ gets the same answer, the same error and the same metrics on either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving import classify, rest_json
+from serving import classify, json_bodies, rest_json
 from serving.errors import ServingError, invalid_argument
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
@@ -121,6 +122,7 @@ class Inference:
         of the model call inside each (model, API, runtime, seconds)."""
         self.store = store
         self._observe, self._observe_runtime = observe, observe_runtime
+        self.parsing = json_bodies.JsonParsing()
 
     @contextmanager
     def observed(self, name: str, door: str, api: str) -> Iterator[None]:
@@ -183,19 +185,17 @@ class Inference:
     async def predict_json(
         self, name: str, version: int | None, label: str | None, body: bytes
     ) -> dict[str, Any]:
-        parsed = rest_json.parse_predict_body(body)
-        signature_name, row_format = parsed.signature_name, parsed.row_format
-        with self.store.serving(name, version, label) as servable:
-            if not servable.has_signature(signature_name):
-                raise invalid_argument(
-                    f'Serving signature name: "{signature_name or DEFAULT_SIGNATURE}" '
-                    "not found in signature def"
-                )
-            inputs = rest_json.to_input_arrays(parsed, servable.signature(signature_name))
-            # Parsed JSON takes several times its body's size: only the arrays wait for the model.
-            del parsed
-            outputs = await self._run(servable, signature_name, inputs, (), "predict")
-        return rest_json.predict_response(outputs, row_format)
+        with contextlib.ExitStack() as held:
+            servable: Servable | None = None
+            try:
+                servable = held.enter_context(self.store.serving(name, version, label))
+            except ServingError as unserved:  # said once the body has been read, as TF Serving does
+                await self.parsing.run(json_bodies.predict_inputs, body, None)
+                raise unserved
+            parsed = await self.parsing.run(json_bodies.predict_inputs, body, servable.input_dtypes)
+            assert parsed.arrays is not None
+            outputs = await self._run(servable, parsed.signature_name, parsed.arrays, (), "predict")
+        return rest_json.predict_response(outputs, parsed.row_format)
 
     async def _run_examples(
         self,
@@ -252,18 +252,12 @@ class Inference:
         self, method: str, name: str, version: int | None, label: str | None, body: bytes
     ) -> dict[str, Any]:
         """REST :classify and :regress."""
-        document = rest_json.parse_json(body)
-        if not isinstance(document, dict):
-            raise invalid_argument("the request body must be a JSON object")
-        signature_name = document.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise invalid_argument("'signature_name' key must be a string value.")
+        signature_name, request_input = await self.parsing.run(classify.request_from_json, body, method)
         spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
         if version is not None:
             spec.version.value = version
         elif label is not None:
             spec.version_label = label
-        request_input = classify.input_from_json(document, method)
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
             return classify.classification_json((await self.classify_proto(request)).result)

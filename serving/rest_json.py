@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
+
+# An input's dtype as numpy names it (TensorFlow's own for DT_STRING: object, holding bytes). This module
+# needs no more of a signature, so it runs without TensorFlow, in the JSON parsing process too.
+InputDtypes = dict[str, np.dtype]
+STRING = np.dtype(object)
+DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets, on either door
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def _shape_text(shape: list[int]) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
-def _out_of_range(name: str, dtype: tf.DType) -> ServingError:
+def _out_of_range(name: str, dtype: np.dtype) -> ServingError:
     return invalid_argument(f"input '{name}' holds values out of range for {dtype.name}")
 
 
@@ -241,18 +245,17 @@ def _string_array(name: str, value: Any, rows: bool) -> np.ndarray:
 
 # The JSON number kinds each numeric dtype accepts, as TF Serving's parser does (no 1.0 for an int).
 # JSON integers come as int64 (uint64 past its range) whatever the input's integer dtype, so every
-# integer dtype takes both; _checked_integers then refuses the values outside the dtype's range.
+# integer dtype takes both; checked_integers then refuses the values outside the dtype's range.
 _ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
 
 
-def _checked_integers(name: str, values: np.ndarray, dtype: tf.DType) -> np.ndarray:
+def checked_integers(name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The integers as `dtype`, refused when any is out of its range: astype would wrap them around
     (2**40 + 5 becomes 5 as int32)."""
-    target = np.dtype(dtype.as_numpy_dtype)
-    limits = np.iinfo(target)
+    limits = np.iinfo(dtype)
     if values.size and (int(values.min()) < limits.min or int(values.max()) > limits.max):
         raise _out_of_range(name, dtype)
-    return values.astype(target)
+    return values.astype(dtype)
 
 
 def _beyond_64_bits(values: np.ndarray) -> bool:
@@ -261,12 +264,20 @@ def _beyond_64_bits(values: np.ndarray) -> bool:
     return bool(finite and (values == np.trunc(values)).all() and (np.abs(values) >= 2.0**63).any())
 
 
-def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool) -> np.ndarray:
+def to_float(name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Numbers as the floating-point `dtype`, refused when any is too large for it (float64 to float32)."""
+    try:
+        with np.errstate(over="raise"):
+            return values.astype(dtype)
+    except (OverflowError, FloatingPointError):
+        raise _out_of_range(name, dtype) from None
+
+
+def _to_array(name: str, value: Any, dtype: np.dtype, rows: bool) -> np.ndarray:
     """The JSON value as an array of the input's dtype, or a 400 naming the problem: whatever gets past
-    here must not make TensorFlow raise (a 500), nor be changed on the way (no wraparound). `rows`: the
+    here must not make the model raise (a 500), nor be changed on the way (no wraparound). `rows`: the
     value is the list of an input's "instances" rows."""
-    dtype = tf.dtypes.as_dtype(info.dtype)
-    if dtype == tf.string:
+    if dtype == STRING:
         return _string_array(name, value, rows)
     try:
         inferred = np.asarray(value)
@@ -276,27 +287,22 @@ def _to_array(name: str, value: Any, info: meta_graph_pb2.TensorInfo, rows: bool
                 f"input '{name}' is nested more than {MAX_RANK} lists deep: at most {MAX_RANK} dimensions"
             ) from None
         raise _ragged(value, rows) from None
-    target = np.dtype(dtype.as_numpy_dtype)
-    if target.kind in "iu" and inferred.dtype.kind in "fO":
+    if dtype.kind in "iu" and inferred.dtype.kind in "fO":
         # numpy makes JSON integers float64 (rounded) when they fit neither int64 nor uint64 together,
         # as 0 and 2**64 - 1, and Python objects past uint64: take them again as exact Python ints.
         exact = np.asarray(value, dtype=object)
         if exact.size and all(type(v) is int for v in exact.flat):
-            return _checked_integers(name, exact, dtype)
-    if target.kind in "iu" and inferred.dtype.kind == "f" and _beyond_64_bits(inferred):
+            return checked_integers(name, exact, dtype)
+    if dtype.kind in "iu" and inferred.dtype.kind == "f" and _beyond_64_bits(inferred):
         raise _out_of_range(name, dtype)  # orjson reads integers past 64 bits as floats
-    if inferred.dtype.kind not in _ACCEPTED_KINDS.get(target.kind, ""):
+    if inferred.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, ""):
         found = {"U": "strings", "O": "objects or nulls", "b": "booleans", "f": "fractional numbers"}.get(
             inferred.dtype.kind, inferred.dtype.name
         )
         raise invalid_argument(f"input '{name}' holds {found}, expected values of type {dtype.name}")
-    if target.kind in "iu":
-        return _checked_integers(name, inferred, dtype)
-    try:
-        with np.errstate(over="raise"):  # float64 to float32
-            return inferred.astype(target)
-    except (OverflowError, FloatingPointError):
-        raise _out_of_range(name, dtype) from None
+    if dtype.kind in "iu":
+        return checked_integers(name, inferred, dtype)
+    return to_float(name, inferred, dtype)
 
 
 def _is_named(value: Any) -> bool:
@@ -327,9 +333,9 @@ def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
     return columns
 
 
-def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
-    """The body's values as numpy arrays of the signature's dtypes."""
-    names = list(signature.inputs)
+def to_input_arrays(body: PredictBody, inputs: InputDtypes) -> dict[str, np.ndarray]:
+    """The body's values as numpy arrays of the signature's input dtypes."""
+    names = list(inputs)
     if body.row_format:
         columns = _rows_to_columns(body.values, names)
     elif _is_named(body.values):
@@ -346,8 +352,7 @@ def to_input_arrays(body: PredictBody, signature: meta_graph_pb2.SignatureDef) -
         )
     try:
         return {
-            name: _to_array(name, value, signature.inputs[name], body.row_format)
-            for name, value in columns.items()
+            name: _to_array(name, value, inputs[name], body.row_format) for name, value in columns.items()
         }
     except RecursionError:  # reading a value hundreds of lists deep: a 400, never a traceback
         raise invalid_argument("the input is nested too deeply to be a tensor") from None

@@ -16,13 +16,14 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving import rest_json
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.tflite import TfliteModel, TflitePolicy
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = rest_json.DEFAULT_SIGNATURE
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
 # TF Serving's runtime label for Predict, Classify and Regress, whichever session runs them (TFLite too).
 RUNTIME = "TF1"
@@ -37,6 +38,20 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
         if "serve" in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)
     raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
+
+
+def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> rest_json.InputDtypes:
+    """Each input's dtype as numpy names it: all that the JSON encoding needs of a signature. Types no
+    JSON value can be (DT_VARIANT, DT_RESOURCE: numpy objects, like strings) become `void`, which
+    every JSON value is refused for."""
+    dtypes = {}
+    for name, info in signature.inputs.items():
+        dtype = tf.dtypes.as_dtype(info.dtype)
+        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
+        dtypes[name] = (
+            np.dtype(np.void) if numpy_dtype == rest_json.STRING and dtype != tf.string else numpy_dtype
+        )
+    return dtypes
 
 
 def runs_tflite(path: Path, tflite: TflitePolicy | None) -> bool:
@@ -79,6 +94,7 @@ class Servable:
             if self.tflite is not None
             else self.signature_defs
         )
+        self.input_dtypes = {key: input_dtypes(signature) for key, signature in self.signature_defs.items()}
         self._pool = pool
         self._batcher = (
             Batcher(batching, f"{name}-{version}", pool, on_batch) if batching is not None else None

@@ -203,6 +203,7 @@ class ModelServer:
         await asyncio.to_thread(self.store.wait_idle, STOP_GRACE_S)
         self.store.stop()
         self.pool.shutdown()
+        self.inference.parsing.close()
 
 
 def _lies_under(path: str, root: str) -> bool:

@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -287,6 +288,52 @@ def test_many_large_bodies_at_once_are_answered_within_bounded_memory(
         assert set(codes) <= {400, 503} and codes.count(400) >= 4, codes
         assert peak_memory_bytes(server.process.pid) - before < 1.5 * 1024**3
         assert post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_large_body_is_parsed_apart_and_other_requests_are_answered_meanwhile(
+    trained_model_dir: Path, images: np.ndarray, in_process: dict[str, np.ndarray]
+) -> None:
+    """A 40 MB predict body took 4 s of the event loop and twenty times its size in memory to parse, and
+    every other request (gRPC's too) waited. Now it is parsed in another process: single-image gRPC
+    predictions go on answering meanwhile, and the server's own memory grows by a few bodies at most."""
+    server = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}")
+    try:
+        rows = np.random.default_rng(3).random((5000, 28, 28, 1)).round(7).tolist()
+        body = json.dumps({"instances": rows, "signature_name": "nope"}).encode()
+        assert len(body) > 40 * 1024 * 1024
+        client = ServingClient.grpc(server.grpc_target, retries=0, timeout=30)
+        client.predict(images[:1])
+        slowest, done = 0.0, threading.Event()
+
+        def predict_meanwhile() -> None:
+            nonlocal slowest
+            while not done.is_set():
+                started = time.perf_counter()
+                client.predict(images[:1])
+                slowest = max(slowest, time.perf_counter() - started)
+
+        before = peak_memory_bytes(server.process.pid)
+        with ThreadPoolExecutor(1) as pool:
+            meanwhile = pool.submit(predict_meanwhile)
+            reply = post(server, "/v1/models/mnist:predict", body)
+            done.set()
+            meanwhile.result()
+        assert reply.status_code == 400 and '"nope" not found' in reply.json()["error"]
+        assert slowest < 1.0, f"a gRPC predict waited {slowest:.2f} s"
+        # The body as read, joined and handed over (20 times it as Python objects before).
+        assert peak_memory_bytes(server.process.pid) - before < 5 * len(body)
+        # A large body that is read through answers as a small one does.
+        batch = np.repeat(images, 50, axis=0)  # 400 images, 2.5 MB of JSON
+        reply = post(server, "/v1/models/mnist:predict", {"instances": batch.tolist()})
+        probabilities = np.array([p["probabilities"] for p in reply.json()["predictions"]])
+        np.testing.assert_allclose(
+            probabilities, np.repeat(in_process["probabilities"], 50, axis=0), atol=1e-6
+        )
+        missing = post(server, "/v1/models/other:predict", body[:-1])  # the body's error comes first
+        assert missing.status_code == 400 and "JSON Parse error" in missing.json()["error"]
+        assert post(server, "/v1/models/other:predict", body).status_code == 404
     finally:
         assert server.stop() == 0
 

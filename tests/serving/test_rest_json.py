@@ -22,18 +22,25 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError
 from serving.model_pool import ModelPool
-from serving.rest_json import PredictBody, parse_json, parse_predict_body, predict_response, to_input_arrays
-from serving.servable import Servable
+from serving.rest_json import (
+    InputDtypes,
+    PredictBody,
+    parse_json,
+    parse_predict_body,
+    predict_response,
+    to_input_arrays,
+)
+from serving.servable import Servable, input_dtypes
 
 pytestmark = pytest.mark.fast
 
 
-def signature(**inputs: tf.DType) -> meta_graph_pb2.SignatureDef:
-    """A SignatureDef with these inputs (name=dtype), in this order."""
+def signature(**inputs: tf.DType) -> InputDtypes:
+    """What the JSON encoding takes of a SignatureDef with these inputs (name=dtype), in this order."""
     made = meta_graph_pb2.SignatureDef()
     for name, dtype in inputs.items():
         made.inputs[name].dtype = dtype.as_datatype_enum
-    return made
+    return input_dtypes(made)
 
 
 def body(document: Any) -> PredictBody:

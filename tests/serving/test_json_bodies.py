@@ -1,0 +1,168 @@
+"""serving/json_bodies.py in process: large REST bodies read without Python objects, off the event loop.
+
+Every body here is over IN_LOOP_BYTES, so it takes the large-body path; the general reader (the one
+small bodies take, tested in test_rest_json.py) is the reference it must agree with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from serving import json_bodies, rest_json
+from serving.errors import ServingError
+from serving.json_bodies import IN_LOOP_BYTES, JsonParsing, predict_inputs
+from tests.conftest import run_coroutine
+
+pytestmark = pytest.mark.fast
+
+FLOAT = {"serving_default": {"images": np.dtype(np.float32)}}
+RNG = np.random.default_rng(7)
+
+
+def large(document: dict[str, Any]) -> bytes:
+    body = json.dumps(document).encode()
+    assert len(body) > IN_LOOP_BYTES
+    return body
+
+
+def general(body: bytes, signatures: dict[str, rest_json.InputDtypes]) -> json_bodies.PredictInputs:
+    """What the general reader makes of `body` (the large-body path switched off)."""
+    parsed = rest_json.parse_predict_body(body)
+    inputs = signatures[parsed.signature_name or "serving_default"]
+    return json_bodies.PredictInputs(
+        parsed.signature_name, parsed.row_format, rest_json.to_input_arrays(parsed, inputs)
+    )
+
+
+def refusal(body: bytes, signatures: dict[str, rest_json.InputDtypes] | None = FLOAT) -> str:
+    with pytest.raises(ServingError) as raised:
+        predict_inputs(body, signatures)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("instances", RNG.random((200, 28, 28, 1)).round(6)),  # rows of images, as the client sends
+        ("inputs", RNG.random((200, 28, 28, 1)).round(6)),
+        ("instances", RNG.integers(-5, 5, (90_000,))),  # JSON integers for a float input
+    ],
+)
+def test_a_dense_tensor_is_read_as_the_general_reader_reads_it(key: str, values: np.ndarray) -> None:
+    body = large({key: values.tolist(), "signature_name": ""})
+    fast, reference = predict_inputs(body, FLOAT), general(body, FLOAT)
+    assert (fast.signature_name, fast.row_format) == (reference.signature_name, reference.row_format)
+    assert fast.arrays is not None and reference.arrays is not None
+    assert fast.arrays["images"].dtype == np.float32 and fast.arrays["images"].shape == values.shape
+    assert fast.arrays["images"].tobytes() == reference.arrays["images"].tobytes()
+
+
+def test_named_inputs_of_integer_dtypes_are_read_and_range_checked() -> None:
+    signatures: dict[str, rest_json.InputDtypes] = {
+        "serving_default": {"ids": np.dtype(np.int32), "big": np.dtype(np.uint64)}
+    }
+    ids, big = RNG.integers(-1000, 1000, (300, 100)), [2**64 - 1, 0] * 20_000
+    body = large({"inputs": {"ids": ids.tolist(), "big": big, "ignored": "x"}})
+    arrays = predict_inputs(body, signatures).arrays
+    assert arrays is not None
+    assert arrays["ids"].dtype == np.int32 and (arrays["ids"] == ids).all()
+    assert arrays["big"].dtype == np.uint64 and arrays["big"].tolist() == big
+    too_large = large({"inputs": {"ids": [2**40] * 60_000, "big": [1]}})
+    assert refusal(too_large, signatures) == "input 'ids' holds values out of range for int32"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [[1.5, 2.5, 3.5]] * 20_000 + [[4.5]],  # ragged: the same count of numbers, other rows
+        [[1.5, 2.5]] * 30_000 + [[3.5, 4.5, 5.5], [6.5]],  # as many numbers as the first row claims
+        [1.5] * 60_000 + ["x"],  # a string among the numbers
+        [1.5] * 60_000 + [None],
+    ],
+)
+def test_anything_but_a_dense_tensor_gets_the_general_readers_refusal(values: list[Any]) -> None:
+    body = large({"instances": values})
+    with pytest.raises(ServingError) as raised:
+        general(body, FLOAT)
+    assert refusal(body) == raised.value.message
+
+
+def test_a_large_body_names_a_missing_model_only_after_its_document_is_read() -> None:
+    body = large({"instances": RNG.random((100, 784)).tolist(), "signature_name": "other"})
+    parsed = predict_inputs(body, None)
+    assert (parsed.signature_name, parsed.arrays) == ("other", None)
+    assert refusal(body) == 'Serving signature name: "other" not found in signature def'
+    assert refusal(body[:-1]).startswith("JSON Parse error: Missing a comma or '}'")
+
+
+def test_past_the_general_limit_only_dense_numbers_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_bodies, "GENERAL_BYTES", IN_LOOP_BYTES + 1)
+    dense = large({"instances": RNG.random((100, 784)).tolist()})
+    assert predict_inputs(dense, FLOAT).arrays is not None
+    strings = large({"instances": ["x" * 100] * 5000})
+    assert "must be an object of dense numeric tensors" in refusal(strings)
+    assert refusal(dense[:-1]).startswith("JSON Parse error: TAPE_ERROR")
+
+
+# ---- the parsing process ------------------------------------------------------------------------
+
+
+def reader_pid(body: bytes) -> int:
+    return os.getpid()
+
+
+def refuse(body: bytes, message: str) -> None:
+    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def stall(body: bytes) -> None:
+    time.sleep(60)
+
+
+def test_small_bodies_are_read_here_and_large_ones_in_a_process_of_their_own() -> None:
+    parsing = JsonParsing()
+    try:
+
+        async def scenario() -> tuple[int, int, int]:
+            small = await parsing.run(reader_pid, b"{}")
+            first = await parsing.run(reader_pid, b" " * (IN_LOOP_BYTES + 1))
+            second = await parsing.run(reader_pid, b" " * (IN_LOOP_BYTES + 1))
+            return small, first, second
+
+        small, first, second = run_coroutine(scenario(), timeout=60)
+        assert small == os.getpid() and first not in (os.getpid(), 0) and second == first
+        with pytest.raises(ServingError) as raised:  # errors come back as the reader raised them
+            run_coroutine(parsing.run(refuse, b" " * (IN_LOOP_BYTES + 1), "no good"), timeout=60)
+        assert (raised.value.code, raised.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, "no good")
+    finally:
+        parsing.close()
+
+
+def test_a_parsing_process_that_dies_is_unavailable_once_then_replaced() -> None:
+    parsing = JsonParsing()
+    large_body = b" " * (IN_LOOP_BYTES + 1)
+    try:
+        worker = run_coroutine(parsing.run(reader_pid, large_body), timeout=60)
+
+        async def killed_mid_parse() -> None:
+            stalled = asyncio.ensure_future(parsing.run(stall, large_body))
+            await asyncio.sleep(0)  # the call is submitted; a worker's death fails whatever it holds
+            os.kill(worker, signal.SIGKILL)
+            await stalled
+
+        with pytest.raises(ServingError) as raised:
+            run_coroutine(killed_mid_parse(), timeout=60)
+        assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+        assert run_coroutine(parsing.run(reader_pid, large_body), timeout=60) not in (worker, os.getpid())
+    finally:
+        parsing.close()
