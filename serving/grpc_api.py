@@ -30,6 +30,9 @@ from serving.inference import Inference, version_of
 log = logging.getLogger("serving")
 
 Reply = TypeVar("Reply")
+ModelRequest = (
+    predict_pb2.PredictRequest | classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest
+)
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default as far as it goes
 
 
@@ -56,27 +59,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
-    async def _counted(self, name: str, api: str, call: Awaitable[Reply]) -> Reply:
-        with self.inference.observed(name, "grpc", api):
+    async def _counted(self, request: Any, api: str, call: Awaitable[Reply]) -> Reply:
+        """The call for a Predict, Classify or Regress request, counted in the metrics, its request's
+        bytes held in the server's budget while it is answered (refused at once past it: gRPC has read
+        the whole message already, but the request and its tensors are let go of at once)."""
+        with (
+            self.inference.observed(request.model_spec.name, "grpc", api),
+            self.inference.request_bytes.holding(request.ByteSize()),
+        ):
             return await call
 
     async def Predict(  # noqa: N802
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         call = self.inference.predict_proto(request)
-        return await _answer(context, self._counted(request.model_spec.name, "Predict", call))
+        return await _answer(context, self._counted(request, "Predict", call))
 
     async def Classify(  # noqa: N802
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         call = self.inference.classify_proto(request)
-        return await _answer(context, self._counted(request.model_spec.name, "Classify", call))
+        return await _answer(context, self._counted(request, "Classify", call))
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         call = self.inference.regress_proto(request)
-        return await _answer(context, self._counted(request.model_spec.name, "Regress", call))
+        return await _answer(context, self._counted(request, "Regress", call))
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext

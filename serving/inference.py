@@ -32,10 +32,10 @@ from tensorflow_serving.apis import (
 
 from serving import classify, json_bodies, rest_json
 from serving.errors import ServingError, invalid_argument
+from serving.limits import ByteBudget, Limits
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
 
-MAX_TENSOR_BYTES = 256 << 20  # per request tensor: bounds what one request can make the server allocate
 # make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
 # ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
 MAX_FILLED_BYTES = 16 << 20
@@ -55,9 +55,9 @@ def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     return None, None
 
 
-def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """A request's TensorProto as numpy, its claimed size checked before anything is allocated
-    (make_ndarray fills a whole shape from a single value)."""
+def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
+    """A request's TensorProto as numpy, its claimed size checked against `max_bytes` before anything
+    is allocated (make_ndarray fills a whole shape from a single value)."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     if len(dims) > rest_json.MAX_RANK:
         raise invalid_argument(
@@ -70,7 +70,7 @@ def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto) -> np.ndarray:
     if tf_dtype.base_dtype in (tf.variant, tf.resource):  # handles to a process's own objects, not values
         raise invalid_argument(f"tensor parsing error: {name}: a {tf_dtype.name} tensor cannot be sent")
     itemsize = max(1, tf_dtype.size)
-    if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
+    if any(d < 0 for d in dims) or math.prod(dims) * itemsize > max_bytes:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
     dtype = np.dtype(tf_dtype.as_numpy_dtype)
     if tensor.tensor_content and dtype.kind in "biufc":
@@ -115,12 +115,14 @@ class Inference:
     def __init__(
         self,
         store: ModelStore,
+        limits: Limits,
         observe: RequestObserver = lambda *_: None,
         observe_runtime: RuntimeObserver = lambda *_: None,
     ) -> None:
         """`observe` hears of every request (model, door, API, status code, seconds), `observe_runtime`
         of the model call inside each (model, API, runtime, seconds)."""
-        self.store = store
+        self.store, self.limits = store, limits
+        self.request_bytes = ByteBudget(limits.request_bytes)  # both doors' requests, while answered
         self._observe, self._observe_runtime = observe, observe_runtime
         self.parsing = json_bodies.JsonParsing()
 
@@ -175,7 +177,10 @@ class Inference:
                     f"input names do not match the signature: unexpected {unknown}; "
                     f"expected exactly {sorted(signature.inputs)}"
                 )
-            inputs = {key: tensor_to_array(key, tensor) for key, tensor in request.inputs.items()}
+            inputs = {
+                key: tensor_to_array(key, tensor, self.limits.tensor_bytes)
+                for key, tensor in request.inputs.items()
+            }
             outputs = await self._run(servable, spec.signature_name, inputs, request.output_filter, "predict")
             response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():

@@ -20,9 +20,11 @@ from urllib.parse import unquote
 import grpc
 import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.inference import Inference
+from serving.limits import ByteBudget
 
 log = logging.getLogger("serving")
 
@@ -30,11 +32,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-# Bytes of request bodies held at once, over all REST requests. A body of any size up to this is taken
-# (TF Serving sets no limit of its own); JSON numbers take several times their size once parsed, so this
-# bounds what REST requests hold in memory together however many clients send at once. A body that
-# does not fit waits for others to finish, within the request timeout, then is answered 503.
-BODY_BUDGET_BYTES = 256 << 20
 JSON = (b"content-type", b"application/json")
 PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
@@ -55,34 +52,9 @@ class BodyTimeout(TimeoutError):
     """The client did not send its whole body in time: answered 408, and its connection closed."""
 
 
-class ByteBudget:
-    """Bytes that request bodies may hold at once; lives on the event loop."""
-
-    def __init__(self, total: int) -> None:
-        self.total = self.free = total
-        self._freed = asyncio.Event()
-
-    async def take(self, size: int, held: int, timeout_s: float) -> None:
-        """`size` more bytes for a body that holds `held` already: wait for them up to `timeout_s`."""
-        if held + size > self.total:
-            raise invalid_argument(
-                f"the request body is over {held + size} bytes, more than the server's limit of {self.total}"
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.free < size:
-            self._freed.clear()
-            try:
-                await asyncio.wait_for(self._freed.wait(), deadline - loop.time())
-            except TimeoutError:
-                raise ServingError(
-                    grpc.StatusCode.UNAVAILABLE, "the server is busy with other large requests; try again"
-                ) from None
-        self.free -= size
-
-    def give_back(self, size: int) -> None:
-        self.free += size
-        self._freed.set()
+class BodyRefused(ServingError):
+    """The body may not be read on (over the budget): answered now, the rest left unread, and the
+    connection closed so that the client stops sending it."""
 
 
 class Deadlines:
@@ -132,16 +104,17 @@ class RestApp:
     def __init__(
         self,
         inference: Inference,
+        bodies: ByteBudget,
         timeout_s: float,
         metrics: Callable[[], bytes] | None,
         metrics_path: str,
         draining: Callable[[], bool],
     ) -> None:
-        """`metrics()`: the Prometheus exposition, served at `metrics_path` (None: off); `draining()`:
-        the server is in its lame-duck period, and model status answers 503."""
-        self.inference, self.timeout_s = inference, timeout_s
+        """`bodies`: the request bytes the server may hold, shared with gRPC; `metrics()`: the Prometheus
+        exposition, served at `metrics_path` (None: off); `draining()`: the server is in its lame-duck
+        period, and model status answers 503."""
+        self.inference, self.bodies, self.timeout_s = inference, bodies, timeout_s
         self.metrics, self.metrics_path, self.draining = metrics, metrics_path, draining
-        self.bodies = ByteBudget(BODY_BUDGET_BYTES)
         self._deadlines = Deadlines(every_s=min(1.0, max(0.05, timeout_s / 4)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,26 +123,29 @@ class RestApp:
         method = scope["method"]
         # The path as sent, still percent-encoded: the patterns split it first, then names are decoded.
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        header, body = JSON, b""
+        header, body, closing = JSON, b"", False
         try:
             status, header, body = await self._route(method, path, scope, receive)
         except ClientGone:
             log.debug("REST client went away before its request arrived: %s %s", method, path)
             return
         except BodyTimeout as err:
-            closing = (b"connection", b"close")  # what is left of its body is not read
+            close = (b"connection", b"close")  # what is left of its body is not read
             body = orjson.dumps({"error": str(err)})
             length = (b"content-length", str(len(body)).encode())
-            await send({"type": "http.response.start", "status": 408, "headers": [JSON, length, closing]})
+            await send({"type": "http.response.start", "status": 408, "headers": [JSON, length, close]})
             await send({"type": "http.response.body", "body": body})
             return
         except ServingError as err:
             status, body = err.http_status, orjson.dumps({"error": err.message})
+            closing = isinstance(err, BodyRefused)
         except Exception as err:  # the server answers, whatever went wrong
             log.exception("REST request %s %s failed", method, path)
             status, body = 500, orjson.dumps({"error": f"internal error: {err}"})
         # A client that has gone away by now is a debug line of uvicorn's, not an error: nobody to tell.
         headers = [header, (b"content-length", str(len(body)).encode())]
+        if closing:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -216,37 +192,33 @@ class RestApp:
 
     @contextlib.asynccontextmanager
     async def _body(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
-        """The body within the byte budget; its bytes are given back when the request has been
-        answered. A body takes budget only once its first bytes arrive, so a client that states a length
-        and sends nothing holds none; then one that states its length takes all of it at once, so two
-        large bodies cannot each hold part of the budget while waiting for the other's; a chunked one,
-        whose length nobody knows, takes it chunk by chunk. The whole body must arrive within the
-        request timeout (--rest_api_timeout_in_ms): a client that stalls, or never ends its chunks, is
-        answered 408 and its connection closed, its budget given back."""
+        """The body, its bytes taken from the server's request budget as they arrive and given back
+        once the request has been answered: a client that states a length and sends little holds only
+        what it sent. A body that would pass the budget is refused at once (400 when it could never fit,
+        429 while others hold too much), unread. The whole body must arrive within the request timeout
+        (--rest_api_timeout_in_ms): a client that stalls, or never ends its chunks, is answered 408.
+        Either way the connection is closed, so the client stops sending."""
         declared = _content_length(scope)
         held, chunks = 0, []
-        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        deadline = loop.time() + self.timeout_s  # for the client's bytes; the budget's waits are ours
         try:
-            self._deadlines.watch(task, deadline)
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                wanted = len(chunk) if declared is None else (declared if not held else 0)
-                if wanted:
-                    self._deadlines.forget(task)
-                    waiting_since = loop.time()
-                    await self.bodies.take(wanted, held, self.timeout_s)  # 503 past the timeout
-                    held += wanted
-                    deadline += loop.time() - waiting_since
-                    self._deadlines.watch(task, deadline)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            try:
+                if declared is not None and declared > self.bodies.total:
+                    self.bodies.take(declared)  # refused whole, before any of it is read
+                self._deadlines.watch(task, asyncio.get_running_loop().time() + self.timeout_s)
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = message.get("body", b"")
+                    self.bodies.take(len(chunk), held)
+                    held += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+            except ServingError as err:  # from the budget: the rest of the body is not read
+                raise BodyRefused(err.code, err.message) from None
             self._deadlines.forget(task)
             body = b"".join(chunks)
             chunks.clear()  # the body alone is held from here on, not its chunks too
@@ -291,15 +263,67 @@ def _version(text: str | None) -> int | None:
     return int(digits)
 
 
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools connection, with what it lacks against clients that never finish their
+    headers: httptools buffers a header whole before handing it over, and uvicorn stops its idle
+    timer at the first byte of a request. Here the line and headers of a request may take at most
+    `max_header_bytes` (past it: 431, and the connection closed) and must be complete before the idle
+    timer (--rest_api_timeout_in_ms) runs out, which now starts when the connection opens too."""
+
+    max_header_bytes = 64 << 10
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0  # bytes received since the request's headers began
+        self._in_headers = True
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_headers:
+            super().data_received(data)
+            self._header_bytes = 0  # a request that began in this chunk is counted from the next
+            return
+        deadline = self.timeout_keep_alive_task  # kept until the headers are complete
+        self.timeout_keep_alive_task = None
+        super().data_received(data)
+        if not self._in_headers:
+            if deadline is not None:
+                deadline.cancel()
+            return
+        self.timeout_keep_alive_task = self.timeout_keep_alive_task or deadline
+        self._header_bytes += len(data)
+        if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            message = f"the request line and headers are over {self.max_header_bytes} bytes".encode()
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(message)
+                + message
+            )
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_headers, self._header_bytes = True, 0
+
+
 class RestServer(uvicorn.Server):
     """uvicorn on a socket bound here (so a taken port is an OSError at start, where uvicorn would exit
     the process), without uvicorn's signal handlers: the model server decides when to stop."""
 
-    def __init__(self, host: str, port: int, app: RestApp, timeout_s: float, grace_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, app: RestApp, timeout_s: float, grace_s: float, max_header_bytes: int
+    ) -> None:
+        protocol = type("HttpProtocol", (GuardedHttpTools,), {"max_header_bytes": max_header_bytes})
         config = uvicorn.Config(
             app,
             loop="none",  # the model server's loop, shared with gRPC
-            http="httptools",
+            http=protocol,
             ws="none",
             lifespan="off",
             interface="asgi3",
@@ -307,6 +331,7 @@ class RestServer(uvicorn.Server):
             log_config=None,
             server_header=False,
             date_header=False,
+            # Idle connections are closed after this, and so are requests whose headers take longer.
             timeout_keep_alive=max(1, math.ceil(timeout_s)),  # 0 would close every connection at once
             timeout_graceful_shutdown=int(grace_s),
             backlog=socket.SOMAXCONN,  # clients that arrive together (a batch job opening its pool)

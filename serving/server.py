@@ -29,9 +29,6 @@ log = logging.getLogger("serving")
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # TF Serving registers its two services by their short names, and "" for the server as a whole.
 HEALTH_SERVICES = ("", "ModelService", "PredictionService")
-# Model calls queued or running at once over the whole server; past this a request is UNAVAILABLE.
-# At a few milliseconds a call that is a second of work queued: a client is better told to retry.
-MAX_WAITING_CALLS = 1024
 STOP_GRACE_S = 5.0  # how long a stop lets requests in flight finish
 
 
@@ -50,7 +47,7 @@ class ModelServer:
         self._allowed_roots = (*(m.base_path for m in started_with), *settings.allowed_base_path_roots)
         cores = os.cpu_count() or 1
         threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
-        self.pool = ModelPool(threads, MAX_WAITING_CALLS)
+        self.pool = ModelPool(threads, settings.limits.queued_calls)
         try:
             self.store = ModelStore(
                 map_base_paths(settings.models, settings.base_path_map),
@@ -70,7 +67,9 @@ class ModelServer:
                 f"{err.message}: no version is loaded before the server starts; give "
                 "--allow_version_labels_for_unavailable_models to assign labels in the first config"
             ) from None
-        self.inference = Inference(self.store, self.metrics.observe_request, self.metrics.observe_runtime)
+        self.inference = Inference(
+            self.store, settings.limits, self.metrics.observe_request, self.metrics.observe_runtime
+        )
 
     def reload_config(self, config: Any) -> None:
         """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names.
@@ -170,13 +169,19 @@ class ModelServer:
             prometheus = settings.monitoring.prometheus_config
             app = RestApp(
                 self.inference,
+                self.inference.request_bytes,
                 settings.rest_api_timeout_s,
                 metrics=self.metrics.exposition if prometheus.enable else None,
                 metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
                 draining=lambda: self.draining,
             )
             rest = RestServer(
-                settings.host, settings.rest_api_port, app, settings.rest_api_timeout_s, STOP_GRACE_S
+                settings.host,
+                settings.rest_api_port,
+                app,
+                settings.rest_api_timeout_s,
+                STOP_GRACE_S,
+                settings.limits.rest_header_bytes,
             )
         self._update_health()
         await grpc_server.start()

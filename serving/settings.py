@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchPolicy
+from serving.limits import Limits
 from serving.protos import BatchingParameters, MonitoringConfig
 from serving.tflite import TflitePolicy, schedulable_cores
 
@@ -59,6 +60,7 @@ class Settings:
     intra_op_threads: int
     inter_op_threads: int
     lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
+    limits: Limits  # ours: what clients may make the server hold
     verbose: bool
 
 
@@ -267,6 +269,32 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         default=0,
         help="accepted as TF Serving's; no effect here: gRPC calls share one event loop, not threads",
     )
+    defaults = Limits()
+    flag(
+        "--max_request_bytes_in_flight",
+        type=int,
+        default=defaults.request_bytes,
+        help="ours: request bytes held at once over gRPC and REST; past it 429 / RESOURCE_EXHAUSTED "
+        f"(default {defaults.request_bytes})",
+    )
+    flag(
+        "--max_tensor_bytes",
+        type=int,
+        default=defaults.tensor_bytes,
+        help=f"ours: the largest request tensor, as its shape claims (default {defaults.tensor_bytes})",
+    )
+    flag(
+        "--max_queued_model_calls",
+        type=int,
+        default=defaults.queued_calls,
+        help=f"ours: model calls queued or running; past it 503 (default {defaults.queued_calls})",
+    )
+    flag(
+        "--rest_api_max_header_bytes",
+        type=int,
+        default=defaults.rest_header_bytes,
+        help=f"ours: a REST request's line and headers; past it 431 (default {defaults.rest_header_bytes})",
+    )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
     args = parser.parse_args(argv)
     try:
@@ -307,6 +335,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
+    for name in ("max_request_bytes_in_flight", "max_tensor_bytes", "max_queued_model_calls"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.rest_api_max_header_bytes < 1024:
+        raise ConfigError(
+            f"--rest_api_max_header_bytes must be at least 1024, got {args.rest_api_max_header_bytes}"
+        )
     tflite = None
     if args.prefer_tflite_model:
         tflite = TflitePolicy(args.num_tflite_pools, args.num_tflite_interpreters_per_pool)
@@ -333,5 +368,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
         inter_op_threads=args.tensorflow_inter_op_parallelism or 1,
         lame_duck_s=lame_duck_seconds(),
+        limits=Limits(
+            request_bytes=args.max_request_bytes_in_flight,
+            tensor_bytes=args.max_tensor_bytes,
+            queued_calls=args.max_queued_model_calls,
+            rest_header_bytes=args.rest_api_max_header_bytes,
+        ),
         verbose=args.verbose,
     )

@@ -1,51 +1,45 @@
-"""serving/rest.py's ByteBudget in process: what REST bodies may hold in memory at once."""
+"""serving/limits.py's ByteBudget in process: what requests on both doors may hold in memory at once."""
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 import pytest
 
 from serving.errors import ServingError
-from serving.rest import ByteBudget
-from tests.conftest import run_coroutine
+from serving.limits import ByteBudget
 
 pytestmark = pytest.mark.fast
 
 
-def test_a_body_larger_than_the_whole_budget_is_a_bad_request_at_once() -> None:
+def refused(budget: ByteBudget, size: int, held: int = 0) -> ServingError:
+    with pytest.raises(ServingError) as raised:
+        budget.take(size, held)
+    return raised.value
+
+
+def test_a_request_larger_than_the_whole_budget_is_a_bad_request_at_once() -> None:
     budget = ByteBudget(100)
-    with pytest.raises(ServingError) as refused:
-        run_coroutine(budget.take(60, held=50, timeout_s=5))
-    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "over 110 bytes, more than the server's limit of 100" in refused.value.message
+    budget.take(50)
+    error = refused(budget, 60, held=50)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over 110 bytes, more than the server's limit of 100" in error.message
+    assert budget.free == 50
+
+
+def test_a_request_that_does_not_fit_now_is_told_to_retry_at_once_and_takes_nothing() -> None:
+    budget = ByteBudget(100)
+    budget.take(80)
+    error = refused(budget, 40)
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "try again" in error.message
+    assert budget.free == 20
+    budget.give_back(80)
+    budget.take(40)
+    assert budget.free == 60
+
+
+def test_bytes_held_for_a_block_are_given_back_however_it_ends() -> None:
+    budget = ByteBudget(100)
+    with pytest.raises(RuntimeError), budget.holding(70):
+        assert budget.free == 30
+        raise RuntimeError
     assert budget.free == 100
-
-
-def test_a_body_that_does_not_fit_yet_waits_for_bytes_given_back() -> None:
-    budget = ByteBudget(100)
-
-    async def scenario() -> int:
-        await budget.take(80, held=0, timeout_s=1)
-        waiting = asyncio.ensure_future(budget.take(40, held=0, timeout_s=5))
-        await asyncio.sleep(0)
-        assert not waiting.done()  # 20 bytes free, 40 wanted
-        budget.give_back(80)
-        await waiting
-        return budget.free
-
-    assert run_coroutine(scenario()) == 60
-
-
-def test_a_body_that_waits_past_the_timeout_is_unavailable() -> None:
-    budget = ByteBudget(100)
-
-    async def scenario() -> None:
-        await budget.take(90, held=0, timeout_s=1)
-        await budget.take(20, held=0, timeout_s=0.05)
-
-    with pytest.raises(ServingError) as refused:
-        run_coroutine(scenario())
-    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
-    assert budget.free == 10  # the refused body took nothing

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -17,7 +19,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, start_server, wait_for
 from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow
 
@@ -284,3 +286,40 @@ def test_unknown_inputs_are_refused_before_they_are_decoded(
     junk.double_val.append(1.0)  # one value that make_ndarray would spread over the whole shape
     claim_shape(junk, tf.float64, (2000, 2000, 28))
     assert_invalid(predictions.Predict, request, "unexpected ['junk']")
+
+
+def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, images: np.ndarray) -> None:
+    """A request over the whole budget is INVALID_ARGUMENT; one that does not fit beside what other
+    requests hold (here a REST body that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is
+    answered once those bytes are given back."""
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--max_request_bytes_in_flight=4000000",
+        "--rest_api_timeout_in_ms=2000",
+    )
+    try:
+        with grpc.insecure_channel(server.grpc_target) as opened:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(opened)
+            assert_invalid(stub.Predict, predict_request(np.repeat(images, 200, axis=0)), "server's limit")
+            fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
+            with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
+                stalled.sendall(
+                    b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
+                    + b" " * 2_000_000
+                )
+                wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
+                assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
+            answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
+            assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
+    finally:
+        assert server.stop() == 0
+
+
+def refused_for_now(stub: prediction_service_pb2_grpc.PredictionServiceStub, request: object) -> bool:
+    try:
+        stub.Predict(request, timeout=30)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+        return True
+    return False

@@ -388,8 +388,9 @@ def test_clients_that_drop_their_connections_leave_no_traceback(
 def test_a_body_that_never_comes_holds_nothing_and_its_connection_is_closed(
     trained_model_dir: Path, images: np.ndarray
 ) -> None:
-    """A client stating a 256 MiB body and sending none of it: other predictions are answered meanwhile
-    (it holds no budget), and after --rest_api_timeout_in_ms it gets 408 and its connection is closed."""
+    """A client stating a 256 MiB body and sending one byte of it: other predictions are answered
+    meanwhile (it holds that byte of the budget, not 256 MiB), and after --rest_api_timeout_in_ms it
+    gets 408 and its connection is closed."""
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={trained_model_dir / 'mnist'}",
@@ -398,16 +399,55 @@ def test_a_body_that_never_comes_holds_nothing_and_its_connection_is_closed(
     try:
         with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
             stalled.sendall(
-                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 268435456\r\n\r\n"
+                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 268435456\r\n\r\n{"
             )
             for _ in range(3):
                 assert (
                     post(server, "/v1/models/mnist:predict", {"instances": images[:1].tolist()}).status_code
                     == 200
                 )
-            answer = b""
-            while chunk := stalled.recv(65536):  # until the server closes the connection
-                answer += chunk
+            answer = read_until_closed(stalled)
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1.5 s" in answer
+    finally:
+        assert server.stop() == 0
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_connections_whose_headers_never_finish_are_closed(trained_model_dir: Path) -> None:
+    """Headers must come whole within --rest_api_timeout_in_ms (a client trickling them, or sending
+    nothing at all, is closed) and within --rest_api_max_header_bytes (past it, 431): httptools holds
+    an unfinished header in memory, 20 MB of it for a client that sends that much."""
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--rest_api_timeout_in_ms=1500",
+        "--rest_api_max_header_bytes=16384",
+    )
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as silent,
+            socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as trickling,
+            socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as oversized,
+        ):
+            trickling.sendall(b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            oversized.sendall(b"GET /v1/models/mnist HTTP/1.1\r\nX-Big: " + b"a" * 20_000)
+            started = time.monotonic()
+            for _ in range(3):  # a trickle that keeps the connection busy, a byte at a time
+                trickling.sendall(b"a")
+                assert requests.get(f"{server.rest_url}/v1/models/mnist", timeout=10).status_code == 200
+            assert read_until_closed(silent) == b""
+            assert read_until_closed(trickling) == b""
+            assert time.monotonic() - started < 10
+            assert read_until_closed(oversized).startswith(b"HTTP/1.1 431")
+        with requests.Session() as session:  # a keep-alive client with headers in bounds is unaffected
+            for _ in range(3):
+                reply = session.get(f"{server.rest_url}/v1/models/mnist", headers={"X-Ok": "a" * 8000})
+                assert reply.status_code == 200
     finally:
         assert server.stop() == 0

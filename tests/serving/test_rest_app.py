@@ -15,7 +15,8 @@ import pytest
 
 from serving.errors import not_found
 from serving.inference import Inference
-from serving.rest import ByteBudget, RestApp
+from serving.limits import ByteBudget, Limits
+from serving.rest import RestApp
 from tests.conftest import run_coroutine
 
 pytestmark = pytest.mark.fast
@@ -31,6 +32,7 @@ class FakeInference:
         no_store: Any = None
         reporter = Inference(
             no_store,
+            Limits(),
             observe=lambda name, door, api, code, _s: self.observations.append((name, door, api, code)),
         )
         self.observed = reporter.observed
@@ -90,7 +92,8 @@ def call(
 
 def make_app(draining: bool = False, timeout_s: float = 5.0, fake: FakeInference | None = None) -> RestApp:
     inference: Any = fake or FakeInference()
-    return RestApp(inference, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining)
+    budget = ByteBudget(Limits().request_bytes)
+    return RestApp(inference, budget, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining)
 
 
 def test_every_v1_request_is_reported_with_tf_servings_labels() -> None:
@@ -191,10 +194,10 @@ def test_versions_are_any_int64_and_only_metadata_in_lower_case_is_metadata() ->
         assert reply is not None and (reply.status, reply.json()) == (200, expected), path
 
 
-def test_large_bodies_that_state_their_length_take_turns_instead_of_starving_each_other() -> None:
+def test_of_two_large_bodies_that_do_not_fit_together_one_is_told_to_retry_at_once() -> None:
     """Two bodies of 80 bytes against a budget of 100, arriving in 10-byte chunks at the same time:
-    each takes its whole length before reading, so one is read while the other waits, and both are
-    answered. Taken chunk by chunk, each held 50 bytes and waited for the other's until both timed out."""
+    each holds what it has received, and the one that finds no room is answered 429 at once, its
+    connection closed, rather than both waiting on the other's bytes. The other is answered."""
     app = make_app(timeout_s=2.0)
     app.bodies = ByteBudget(100)
     body = b'{"instances": [' + b"1," * 31 + b"1]}"
@@ -224,17 +227,19 @@ def test_large_bodies_that_state_their_length_take_turns_instead_of_starving_eac
     async def both() -> list[MutableMapping[str, Any]]:
         return list(await asyncio.gather(request(), request()))
 
-    assert [start["status"] for start in run_coroutine(both())] == [200, 200]
+    starts = sorted(run_coroutine(both()), key=lambda start: start["status"])
+    assert [start["status"] for start in starts] == [200, 429]
+    assert (b"connection", b"close") in starts[1]["headers"]
     assert app.bodies.free == 100
 
 
-def test_a_body_with_no_room_in_the_budget_in_time_is_unavailable() -> None:
-    """A body that finds no room in the byte budget within --rest_api_timeout_in_ms is 503: try again."""
-    app = make_app(timeout_s=0.1)
+def test_a_body_with_no_room_in_the_budget_is_told_to_retry_and_holds_nothing() -> None:
+    """A body that finds no room in the byte budget is 429 (RESOURCE_EXHAUSTED) at once: try again."""
+    app = make_app()
     app.bodies = ByteBudget(100)
 
     async def scenario() -> MutableMapping[str, Any]:
-        await app.bodies.take(90, held=0, timeout_s=1)  # another request's body
+        app.bodies.take(90)  # another request's body
         sent: list[MutableMapping[str, Any]] = []
 
         async def receive() -> MutableMapping[str, Any]:
@@ -248,7 +253,9 @@ def test_a_body_with_no_room_in_the_budget_in_time_is_unavailable() -> None:
         await app({**scope, "headers": [(b"content-length", b"20")]}, receive, send)
         return sent[0]
 
-    assert run_coroutine(scenario())["status"] == 503
+    start = run_coroutine(scenario())
+    assert start["status"] == 429 and (b"connection", b"close") in start["headers"]
+    assert app.bodies.free == 10
 
 
 def post_stalling(
@@ -272,9 +279,9 @@ def post_stalling(
 
 
 def test_a_stated_body_that_never_arrives_holds_no_budget_and_times_out_with_a_close() -> None:
-    """A client stating the whole budget's length and sending nothing holds none of it: another body is
-    answered meanwhile. A stalled body, sent or not, is 408 with the connection closed once the request
-    timeout has passed, its bytes given back."""
+    """A client stating the whole budget's length and sending nothing holds none of it, and one that
+    sent a few bytes of a larger body holds those few. A stalled body, sent or not, is 408 with the
+    connection closed once the request timeout has passed, its bytes given back."""
     app = make_app(timeout_s=0.5)
     app.bodies = ByteBudget(100)
     silent: list[MutableMapping[str, Any]] = []
@@ -284,7 +291,7 @@ def test_a_stated_body_that_never_arrives_holds_no_budget_and_times_out_with_a_c
         stalled = asyncio.create_task(post_stalling(app, 100, [], silent))
         started = asyncio.create_task(post_stalling(app, 60, [b'{"inst'], trickle))
         await asyncio.sleep(0.1)
-        assert app.bodies.free == 40  # only the body that began to arrive holds its length
+        assert app.bodies.free == 100 - len(b'{"inst')  # what has arrived, not what was stated
         await asyncio.gather(stalled, started)
 
     run_coroutine(scenario())
