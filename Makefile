@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format up train bench-train bench-serve bench-replicas bench-uploads
+.PHONY: install test test-fast lint format up train drill bench-train bench-serve bench-replicas bench-uploads
 
 install: $(INSTALLED)
 
@@ -46,6 +46,11 @@ up: $(INSTALLED)
 
 train: $(INSTALLED)
 	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
+
+# The hostile-client drill: the server with docker-compose.yml's flags under bounded attacks (a minute
+# or two); `make test` runs it too. DRILL_ARGS='--model-dir models' drills the model `make up` serves.
+drill: $(INSTALLED)
+	$(PY) bench/drill.py $(DRILL_ARGS)
 
 bench-train: $(INSTALLED)
 	$(PY) bench/train.py

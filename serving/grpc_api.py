@@ -126,7 +126,9 @@ def build_grpc_server(
 ) -> grpc.aio.Server:
     """The server, bound but not started; call on the loop it will serve from."""
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
+        # arrives (RESOURCE_EXHAUSTED) instead of reading it whole first.
+        ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, inference.limits.request_bytes)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
     ]

@@ -29,7 +29,6 @@ from serving.errors import ServingError, invalid_argument
 
 IN_LOOP_BYTES = 256 << 10  # parsed on the event loop: about 15 ms at most
 GENERAL_BYTES = 16 << 20  # read with Python objects (about 20 bytes each per body byte) up to this
-_STRUCTURE = np.frombuffer(b"[],", np.uint8)  # the only bytes of a numeric array's JSON that are not numbers
 
 Result = TypeVar("Result")
 
@@ -142,10 +141,14 @@ def _numbers(value: simdjson.Array, dtype: np.dtype) -> np.ndarray:
         return np.frombuffer(value.as_buffer(of_type="u"), np.uint64)
 
 
-def _structure(text: bytes) -> bytes:
-    """The brackets and commas of a numeric array's minified JSON."""
-    chars = np.frombuffer(text, np.uint8)
-    return chars[np.isin(chars, _STRUCTURE)].tobytes()
+def _structure(text: bytes, piece: int = 8 << 20) -> bytes:
+    """The brackets and commas of a numeric array's minified JSON, read a piece at a time so that the
+    masks stay small beside a body of a hundred megabytes."""
+    found = []
+    for start in range(0, len(text), piece):
+        chars = np.frombuffer(text, np.uint8, count=min(piece, len(text) - start), offset=start)
+        found.append(chars[(chars == ord("[")) | (chars == ord("]")) | (chars == ord(","))].tobytes())
+    return b"".join(found)
 
 
 def _rectangular(shape: list[int]) -> bytes:

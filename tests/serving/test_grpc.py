@@ -289,7 +289,7 @@ def test_unknown_inputs_are_refused_before_they_are_decoded(
 
 
 def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, images: np.ndarray) -> None:
-    """A request over the whole budget is INVALID_ARGUMENT; one that does not fit beside what other
+    """A request over the whole budget is refused as it arrives; one that does not fit beside what other
     requests hold (here a REST body that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is
     answered once those bytes are given back."""
     server = start_server(
@@ -301,7 +301,10 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
     try:
         with grpc.insecure_channel(server.grpc_target) as opened:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(opened)
-            assert_invalid(stub.Predict, predict_request(np.repeat(images, 200, axis=0)), "server's limit")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(predict_request(np.repeat(images, 200, axis=0)), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in str(refused.value.details())
             fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
             with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
                 stalled.sendall(
