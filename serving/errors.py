@@ -30,18 +30,10 @@ HTTP_STATUS = {
 }
 
 
-# The longest message an error carries. Messages quote what a client sent (a model name of 100 KB, for
-# one), and gRPC sends the message as a header: past 8 KiB of headers its clients drop the answer and
-# see only RESOURCE_EXHAUSTED "Stream removed".
-MAX_MESSAGE_CHARS = 1024
-
-
 class ServingError(Exception):
     """A request the server cannot answer, with the status TF Serving gives it."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        if len(message) > MAX_MESSAGE_CHARS:
-            message = message[: MAX_MESSAGE_CHARS - 16] + f"... ({len(message)} characters)"
         super().__init__(message)
         self.code = code
         self.message = message

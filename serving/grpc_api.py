@@ -36,15 +36,27 @@ ModelRequest = (
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default as far as it goes
 
 
+# Messages quote what a client sent (a model name of 100 KB, for one), and gRPC sends the message as a
+# header: past 8 KiB of headers a client drops the answer and sees only RESOURCE_EXHAUSTED "Stream
+# removed". TF Serving cuts them as here (model_servers/grpc_status_util.cc:25-30).
+MAX_MESSAGE_CHARS = 1024
+
+
+def status_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[:MAX_MESSAGE_CHARS] + "...TRUNCATED"
+
+
 async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> Reply:
     """Await a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash."""
     try:
         return await call
     except ServingError as err:
-        await context.abort(err.code, err.message)
+        await context.abort(err.code, status_message(err.message))
     except Exception as err:
         log.exception("gRPC call failed")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
+        await context.abort(grpc.StatusCode.INTERNAL, status_message(f"internal error: {err}"))
     raise AssertionError("unreachable: abort raises")
 
 

@@ -326,3 +326,16 @@ def refused_for_now(stub: prediction_service_pb2_grpc.PredictionServiceStub, req
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
         return True
     return False
+
+
+def test_a_long_name_is_answered_with_a_message_cut_as_tf_serving_cuts_it(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    """The message quotes the name; whole, 100 KB of it would pass gRPC's header limit and the client
+    would see only RESOURCE_EXHAUSTED "Stream removed"."""
+    with pytest.raises(grpc.RpcError) as refused:
+        predictions.Predict(predict_request(images[:1], name="n" * 100_000), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    details = str(refused.value.details())
+    assert details.startswith("Servable not found for request: Latest(nnn")
+    assert details.endswith("...TRUNCATED") and len(details) == 1024 + len("...TRUNCATED")
