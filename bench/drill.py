@@ -162,7 +162,7 @@ def image_rows(image: np.ndarray, count: int) -> bytes:
 
 
 def large_json(server: Server, image: np.ndarray) -> str:
-    body = image_rows(image, 15_000)  # about 120 MB
+    body = image_rows(image, 17_300)  # about 120 MB
     reply = rest_post(server, "/v1/models/mnist:predict", body)
     # 400 with the compose flags: more images than a batch (64) may hold, refused once parsed.
     expect(reply.ok or (reply.status_code == 400 and "Task size" in reply.text), reply.text[:200])

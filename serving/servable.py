@@ -16,14 +16,13 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import rest_json
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.tflite import TfliteModel, TflitePolicy
 
-DEFAULT_SIGNATURE = rest_json.DEFAULT_SIGNATURE
+DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
 # TF Serving's runtime label for Predict, Classify and Regress, whichever session runs them (TFLite too).
 RUNTIME = "TF1"
@@ -40,7 +39,7 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
 
 
-def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> rest_json.InputDtypes:
+def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.dtype]:
     """Each input's dtype as numpy names it: all that the JSON encoding needs of a signature. Types no
     JSON value can be (DT_VARIANT, DT_RESOURCE: numpy objects, like strings) become `void`, which
     every JSON value is refused for."""
@@ -48,9 +47,8 @@ def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> rest_json.InputDtype
     for name, info in signature.inputs.items():
         dtype = tf.dtypes.as_dtype(info.dtype)
         numpy_dtype = np.dtype(dtype.as_numpy_dtype)
-        dtypes[name] = (
-            np.dtype(np.void) if numpy_dtype == rest_json.STRING and dtype != tf.string else numpy_dtype
-        )
+        unreadable = numpy_dtype == np.dtype(object) and dtype != tf.string
+        dtypes[name] = np.dtype(np.void) if unreadable else numpy_dtype
     return dtypes
 
 

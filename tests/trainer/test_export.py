@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import DATA_DIR, QUICK_TRAIN_ARGS, run_trainer
+from tests.conftest import DATA_DIR, QUICK_TRAIN_ARGS, ROOT, run_trainer
 from tfquiet import import_tensorflow
 from trainer.data import load_mnist
 
@@ -262,3 +264,16 @@ def test_a_file_named_like_the_next_version_is_stepped_over(tmp_path: Path) -> N
     model = build_model("seed")
     version, path = export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "x")
     assert version == 2 and (path / "saved_model.pb").exists()
+
+
+def test_the_trainer_imports_nothing_of_the_servers_front_doors() -> None:
+    """The trainer image installs the `trainer` group only: the parts of the server it loads versions
+    with must not reach for the REST door's packages (an ImportError there failed the compose trainer)."""
+    blocked = ("orjson", "simdjson", "uvicorn", "uvloop", "httptools", "grpc_health")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); import trainer.__main__, trainer.export"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
