@@ -12,14 +12,14 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format up train drill bench-train bench-serve bench-replicas bench-uploads
+.PHONY: install test test-fast lint format protos up train drill bench-train bench-serve bench-replicas bench-uploads
 
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'  # dependency groups
-	$(PY) -m pip install --quiet -e . --group dev
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 test: $(INSTALLED)
@@ -37,6 +37,10 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# TF Serving's API as this repository's typed package (tfs_api), from the installed protos.
+protos: $(INSTALLED)
+	$(PY) -m tfs_api.regenerate
 
 # The main job: model server and dashboard at once, the trainer in the background when the model has
 # no version yet; the server's flags come from docker-compose.yml. Ctrl-C stops all of them.
@@ -63,5 +67,5 @@ bench-replicas: $(INSTALLED)
 	$(PY) bench/replicas.py
 
 bench-uploads: $(INSTALLED)
-	$(PY) -m pip install --quiet --group bench
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/uploads.py

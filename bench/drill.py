@@ -39,6 +39,12 @@ sys.path.insert(0, str(ROOT))
 from bench.serve import quick_model  # noqa: E402
 from client import ServingClient, ServingClientError  # noqa: E402
 from stack.compose import server_flags  # noqa: E402
+from tfs_api.tensorflow.core.framework import types_pb2  # noqa: E402
+from tfs_api.tensorflow_serving.apis import (  # noqa: E402
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+)
 
 RESULTS = ROOT / "bench" / "results" / "drill.json"
 STALL_S = 1.0  # the slowest single-image predict allowed while an attack runs (a few ms when idle)
@@ -229,12 +235,10 @@ def unknown_names(server: Server, image: np.ndarray) -> str:
 
 def _predict_request(image: np.ndarray, name: str = "mnist", content: bytes | None = None) -> bytes:
     """A serialized PredictRequest, built without TensorFlow: float32 images as tensor_content."""
-    from tensorflow_serving.apis import predict_pb2
-
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     tensor = request.inputs["images"]
-    tensor.dtype = 1  # DT_FLOAT
+    tensor.dtype = types_pb2.DT_FLOAT
     data = image.astype(np.float32).tobytes() if content is None else content
     for size in (len(data) // (28 * 28 * 4), 28, 28, 1):
         tensor.tensor_shape.dim.add().size = size
@@ -263,8 +267,6 @@ def huge_grpc(server: Server, image: np.ndarray) -> str:
 
 
 def reload_calls(server: Server, image: np.ndarray) -> str:
-    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
-
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         outside = model_management_pb2.ReloadConfigRequest()
@@ -303,11 +305,10 @@ def deep_json(server: Server, image: np.ndarray) -> str:
 
 
 def odd_tensors(server: Server, image: np.ndarray) -> str:
-    from tensorflow_serving.apis import predict_pb2
-
     found = []
+    odd = ((types_pb2.DT_FLOAT, 100), (types_pb2.DT_VARIANT, 1), (types_pb2.DT_RESOURCE, 1))
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        for dtype, rank in ((1, 100), (21, 1), (20, 1)):  # rank 100; DT_VARIANT; DT_RESOURCE
+        for dtype, rank in odd:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "mnist"
             tensor = request.inputs["images"]

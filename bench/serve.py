@@ -157,7 +157,8 @@ def check_answers(payloads: dict[str, bytes]) -> None:
     """The load generators count HTTP statuses only (gRPC's own sits in a trailer): a real client
     checks first that the server answers these very requests."""
     import grpc
-    from tensorflow_serving.apis import predict_pb2
+
+    from tfs_api.tensorflow_serving.apis import predict_pb2
 
     with grpc.insecure_channel("127.0.0.1:18600") as channel:
         reply = channel.unary_unary(PREDICT_PATH)(payloads["grpc"], timeout=10)
@@ -204,7 +205,8 @@ def payloads_for(image: np.ndarray) -> dict[str, bytes]:
 
     import_tensorflow()
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
+
+    from tfs_api.tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"

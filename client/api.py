@@ -20,9 +20,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 import requests
+from google.protobuf.message import Message
 
-from client.serving_api import serving_api
 from contract.signature import IMAGE_SHAPE, INPUT, PROBABILITIES
+from tfs_api.tensorflow.core.framework import tensor_pb2, types_pb2
+from tfs_api.tensorflow.core.protobuf import error_codes_pb2
+from tfs_api.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 DEFAULT_GRPC = "localhost:8500"
 DEFAULT_REST = "http://localhost:8501"
@@ -232,7 +242,7 @@ def _channel(target: str) -> Any:
     return grpc.insecure_channel(target)
 
 
-def _as_json(message: Any) -> dict:
+def _as_json(message: Message) -> dict:
     from google.protobuf import json_format
 
     return json_format.MessageToDict(
@@ -240,16 +250,16 @@ def _as_json(message: Any) -> dict:
     )
 
 
-def _pack_floats(array: np.ndarray, proto: Any) -> None:
+def _pack_floats(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
     """A float32 TensorProto written directly, its values as packed bytes (tf.make_tensor_proto costs
     tens of microseconds a call for the same result)."""
-    proto.dtype = serving_api().types_pb2.DT_FLOAT
+    proto.dtype = types_pb2.DT_FLOAT
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     proto.tensor_content = np.ascontiguousarray(array, dtype="<f4").tobytes()
 
 
-def _unpack_floats(proto: Any) -> np.ndarray:
+def _unpack_floats(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A float32 TensorProto's values, packed (as TF Serving answers) or in float_val."""
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if proto.tensor_content:
@@ -261,20 +271,20 @@ class GrpcTransport(Transport):
     """tensorflow-serving-api's stubs over one shared channel."""
 
     def __init__(self, target: str) -> None:
-        self.target, self.api = target, serving_api()
+        self.target = target
         channel = _channel(target)
-        self._predictions = self.api.prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        self._models = self.api.model_service_pb2_grpc.ModelServiceStub(channel)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(channel)
 
     @staticmethod
-    def _spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
+    def _spec(spec: model_pb2.ModelSpec, model: str, version: int | None, label: str | None) -> None:
         spec.name = model
         if version is not None:
             spec.version.value = version
         elif label is not None:
             spec.version_label = label
 
-    def _call(self, method: Callable[..., T], request: Any, timeout: float) -> T:
+    def _call(self, method: Callable[..., T], request: Message, timeout: float) -> T:
         import grpc
 
         try:
@@ -285,7 +295,7 @@ class GrpcTransport(Transport):
     def predict(
         self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
     ) -> tuple[np.ndarray, int]:
-        request = self.api.predict_pb2.PredictRequest()
+        request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label)
         _pack_floats(images, request.inputs[INPUT])
         request.output_filter.append(PROBABILITIES)
@@ -293,22 +303,22 @@ class GrpcTransport(Transport):
         return _unpack_floats(reply.outputs[PROBABILITIES]), reply.model_spec.version.value
 
     def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
-        request = self.api.get_model_status_pb2.GetModelStatusRequest()
+        request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, model, version, None)
         reply = self._call(self._models.GetModelStatus, request, timeout)
-        state_name = self.api.get_model_status_pb2.ModelVersionStatus.State.Name
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
             VersionStatus(
                 s.version,
                 state_name(s.state),
-                self.api.error_codes_pb2.Code.Name(s.status.error_code),
+                error_codes_pb2.Code.Name(s.status.error_code),
                 s.status.error_message,
             )
             for s in reply.model_version_status
         ]
 
     def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
-        metadata_pb2 = self.api.get_model_metadata_pb2
+        metadata_pb2 = get_model_metadata_pb2
         request = metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec, model, version, label)
         reply = self._call(self._predictions.GetModelMetadata, request, timeout)

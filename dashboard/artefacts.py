@@ -43,7 +43,8 @@ def version_labels(config_file: str, model_name: str) -> dict[int, list[str]]:
 
     Neither TF Serving API lists labels, so the dashboard reads the file the server reads."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from tfs_api.tensorflow_serving.config import model_server_config_pb2
 
     try:
         config = text_format.Parse(Path(config_file).read_text(), model_server_config_pb2.ModelServerConfig())

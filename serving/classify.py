@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
 from serving.rest_json import parse_json
+from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
+from tfs_api.tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 
 def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:

@@ -13,19 +13,20 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from tensorflow_serving.apis import (
+
+from serving.errors import ServingError
+from serving.inference import Inference, version_of
+from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
-
-from serving.errors import ServingError
-from serving.inference import Inference, version_of
 
 log = logging.getLogger("serving")
 
@@ -98,6 +99,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> Any:
         call = self.inference.regress_proto(request)
         return await _answer(context, self._counted(request, "Regress", call))
+
+    async def MultiInference(  # noqa: N802
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        """TF Serving's several-tasks-in-one call: not served here (no client of this platform sends it)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by this server")
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext

@@ -18,8 +18,14 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-from tensorflow_serving.apis import (
+
+from serving import classify, json_bodies, rest_json
+from serving.errors import ServingError, invalid_argument
+from serving.limits import ByteBudget, Limits
+from serving.servable import DEFAULT_SIGNATURE, Servable
+from serving.store import ModelStore
+from tfs_api.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -29,12 +35,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
     status_pb2,
 )
-
-from serving import classify, json_bodies, rest_json
-from serving.errors import ServingError, invalid_argument
-from serving.limits import ByteBudget, Limits
-from serving.servable import DEFAULT_SIGNATURE, Servable
-from serving.store import ModelStore
 
 # make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
 # ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
@@ -264,10 +264,10 @@ class Inference:
         elif label is not None:
             spec.version_label = label
         if method == "classify":
-            request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
-            return classify.classification_json((await self.classify_proto(request)).result)
-        request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
-        return classify.regression_json((await self.regress_proto(request)).result)
+            classification = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
+            return classify.classification_json((await self.classify_proto(classification)).result)
+        regression = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
+        return classify.regression_json((await self.regress_proto(regression)).result)
 
     def metadata(
         self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)

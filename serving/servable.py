@@ -14,13 +14,13 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.tflite import TfliteModel, TflitePolicy
+from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
 DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model

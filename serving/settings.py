@@ -15,12 +15,13 @@ from typing import TypeVar
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
-from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchPolicy
 from serving.limits import Limits
-from serving.protos import BatchingParameters, MonitoringConfig
 from serving.tflite import TflitePolicy, schedulable_cores
+from tfs_api.batching_pb2 import BatchingParameters
+from tfs_api.monitoring_pb2 import MonitoringConfig
+from tfs_api.tensorflow_serving.config import model_server_config_pb2
 
 EXAMPLES = """examples:
   python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
@@ -51,7 +52,7 @@ class Settings:
     file_system_poll_wait_seconds: float
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
     tflite: TflitePolicy | None  # when --prefer_tflite_model
-    monitoring: Message  # MonitoringConfig
+    monitoring: MonitoringConfig
     rest_api_timeout_s: float
     enable_model_warmup: bool
     max_num_load_retries: int

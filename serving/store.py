@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchPolicy
 from serving.errors import ServingError, invalid_argument, not_found
@@ -26,6 +25,7 @@ from serving.model_pool import ModelPool
 from serving.servable import Servable, runs_tflite
 from serving.tflite import TflitePolicy
 from serving.version_source import aspired_versions, present_versions
+from tfs_api.tensorflow_serving.config import model_server_config_pb2
 
 log = logging.getLogger("serving")
 

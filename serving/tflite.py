@@ -28,7 +28,7 @@ from serving.tflite_scheduler import TfliteScheduler
 from tfquiet import stderr_silenced
 
 if TYPE_CHECKING:
-    from tensorflow.core.protobuf import meta_graph_pb2
+    from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 
 log = logging.getLogger("serving")
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
+
+from tfs_api.tensorflow.core.framework import types_pb2
+from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 
 METADATA_NAME = "signature_defs_metadata"  # tflite::kSignatureDefsMetadataName
 DEFAULT_SIGNATURE = "serving_default"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tensorflow_serving.config.file_system_storage_path_source_pb2 import FileSystemStoragePathSourceConfig
+from tfs_api.tensorflow_serving.config.file_system_storage_path_source_pb2 import (
+    FileSystemStoragePathSourceConfig,
+)
 
 
 def present_versions(base: Path) -> dict[int, Path] | None:

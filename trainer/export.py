@@ -13,8 +13,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from contract import model_dir
 from contract.signature import (
@@ -34,6 +32,8 @@ from serving.servable import Servable, read_signature_defs
 from serving.tflite import TflitePolicy
 from serving.tflite_signatures import write_signature_defs
 from tfquiet import stderr_silenced
+from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
+from tfs_api.tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from trainer.errors import ExportError
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]

@@ -108,15 +108,15 @@ def test_other_errors_are_not_retried() -> None:
 
 
 def test_the_grpc_client_loads_without_importing_tensorflow() -> None:
-    """The serving API's protos load without TensorFlow's own import (seconds of CPU); TensorFlow
-    imported later in the same process still works, with the same message classes."""
+    """The serving API's protos (tfs_api) load without TensorFlow's own import (seconds of CPU);
+    TensorFlow imported later in the same process still works, with the same message classes."""
     script = """
 import sys
 from client import ServingClient
-from client.serving_api import serving_api
+from tfs_api.tensorflow_serving.apis import predict_pb2
 ServingClient.grpc("localhost:1")
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
-request = serving_api().predict_pb2.PredictRequest()
+request = predict_pb2.PredictRequest()
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 request.inputs["images"].CopyFrom(tf.make_tensor_proto([[0.5, 1.0]]))

@@ -22,8 +22,8 @@ from google.protobuf import text_format
 from serving.batching import Arrays, Batcher, BatchPolicy, BatchQueue
 from serving.errors import ServingError
 from serving.model_pool import ModelPool
-from serving.protos import BatchingParameters
 from tests.conftest import run_coroutine
+from tfs_api.batching_pb2 import BatchingParameters
 
 pytestmark = pytest.mark.fast
 

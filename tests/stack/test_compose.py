@@ -114,7 +114,8 @@ def test_the_config_files_parse_as_tf_serving_parses_them() -> None:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from serving.protos import BatchingParameters, MonitoringConfig
+    from tfs_api.batching_pb2 import BatchingParameters
+    from tfs_api.monitoring_pb2 import MonitoringConfig
 
     config = ROOT / "serving" / "config"
     models = text_format.Parse(
@@ -158,19 +159,25 @@ def stages() -> dict[str, list[str]]:
     return found
 
 
+# The stage each part's image is built on: TensorFlow's for the two that run models, the plain one for
+# the dashboard, which runs none.
+BUILT_ON = {"trainer": "base", "serving": "base", "dashboard": "slim"}
+
+
 def test_every_part_is_a_stage_on_one_pinned_base_and_runs_as_a_non_root_user() -> None:
     parts = stages()
-    assert set(parts) == {"base", *PARTS}
-    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+ AS base", parts["base"][0])
+    assert set(parts) == {"slim", "base", *PARTS}
+    assert re.fullmatch(r"FROM python:3\.11\.\d+-slim-\w+ AS slim", parts["slim"][0])
+    assert parts["base"][:2] == ["FROM slim AS base", "RUN pip install '.[tensorflow]'"]
     # The code is copied, not installed: found on the path.
-    assert "WORKDIR /app" in parts["base"] and "PYTHONPATH=/app" in DOCKERFILE.read_text()
+    assert "WORKDIR /app" in parts["slim"] and "PYTHONPATH=/app" in DOCKERFILE.read_text()
     for part in PARTS:
         lines = parts[part]
-        assert lines[0] == f"FROM base AS {part}"
+        assert lines[0] == f"FROM {BUILT_ON[part]} AS {part}"
         users = [line for line in lines if line.startswith("USER ")]
         assert users == ["USER 10001:10001"]
-        # Its dependency group is installed before any of its code is copied in.
-        install = lines.index(f"RUN pip install --group {part}")
+        # Its extra is installed before any of its code is copied in.
+        install = lines.index(f"RUN pip install '.[{part}]'")
         assert min(i for i, line in enumerate(lines) if line.startswith("COPY ")) > install
 
 
@@ -226,16 +233,18 @@ def imports(part: str) -> tuple[set[str], set[str]]:
     return own, others - set(sys.stdlib_module_names) - {"__future__"}
 
 
-def group_closure(group: str) -> set[str]:
-    """The distributions `pip install --group GROUP` installs: the group's pins and what they require."""
-    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+def extra_closure(extra: str) -> set[str]:
+    """The distributions `pip install '.[EXTRA]'` installs: the extra's pins, those of the extras it
+    names (as `mnist-platform[...]`), and what they all require."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     found: set[str] = set()
-    todo = [Requirement(entry) for entry in groups[group] if isinstance(entry, str)]
-    for entry in groups[group]:
-        found |= group_closure(entry["include-group"]) if isinstance(entry, dict) else set()
+    todo = [Requirement(entry) for entry in extras[extra]]
     while todo:
         requirement = todo.pop()
         name = canonical(requirement.name)
+        if name == "mnist-platform":
+            todo += [Requirement(entry) for other in requirement.extras for entry in extras[other]]
+            continue
         if name in found or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
             continue
         found.add(name)
@@ -254,11 +263,13 @@ def test_each_image_holds_what_its_code_imports_and_not_the_other_parts(part: st
     assert own <= copied
     assert not (set(PARTS) - own) & copied  # the trainer is not in the dashboard's image, and so on
     distributions = importlib.metadata.packages_distributions()
-    installed = group_closure(part)
+    installed = extra_closure(part) | (extra_closure("tensorflow") if BUILT_ON[part] == "base" else set())
     for module in third_party:
         assert {canonical(d) for d in distributions[module]} & installed, f"{part} imports {module}"
     if part != "dashboard":
         assert "streamlit" not in installed
+    else:
+        assert "tensorflow" not in installed
 
 
 def test_dockerignore_keeps_local_state_out_of_images() -> None:
