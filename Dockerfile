@@ -9,7 +9,7 @@ FROM python:3.11.14-slim-bookworm AS slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app
 WORKDIR /app
-RUN useradd --uid 10001 --create-home app && pip install pip==26.3
+RUN useradd --no-log-init --uid 10001 --create-home app && pip install pip==26.3
 COPY pyproject.toml .
 
 # TensorFlow and LiteRT, most of the trainer's and the server's weight: one layer, stored once for both.

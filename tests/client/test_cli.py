@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from client import ServingClient, normalise_bytes
-from client.__main__ import EXAMPLES, parse_args, predicted
 from client.api import Transport
+from client.cli import EXAMPLES, parse_args
+from client.folders import Target, predicted
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, example_commands, free_port
 from trainer.data import Split
@@ -188,11 +189,11 @@ def test_batches_normalised_in_workers_come_back_in_order_as_normalised_here(
     paths.insert(7, "-")
     piped = encode(photo_of(mnist_test.images[20]), "JPEG")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped)))
-    args = parse_args(["predict", "--batch-size", "2", "--concurrency", "3", *paths])
     transport = RecordingTransport()
     batches = [paths[i : i + 2] for i in range(0, len(paths), 2)]
 
-    outcomes = [o for batch in predicted(lambda: ServingClient(transport), batches, args) for o in batch]
+    batched = predicted(lambda: ServingClient(transport), batches, Target(), concurrency=3)
+    outcomes = [o for batch in batched for o in batch]
 
     assert [o.path for o in outcomes] == paths
     assert [(o.path, o.error) for o in outcomes if o.error] == [

@@ -14,7 +14,7 @@ import pytest
 
 from contract.model_dir import versions
 from tests.conftest import DATA_DIR, ROOT, example_commands, run_trainer
-from trainer.__main__ import EXAMPLES, parse_args
+from trainer.cli import EXAMPLES, parse_args
 
 
 def no_versions(base: Path) -> bool:

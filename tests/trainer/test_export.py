@@ -270,9 +270,7 @@ def test_the_trainer_imports_nothing_of_the_servers_front_doors() -> None:
     """The trainer image installs the `trainer` group only: the parts of the server it loads versions
     with must not reach for the REST door's packages (an ImportError there failed the compose trainer)."""
     blocked = ("orjson", "simdjson", "uvicorn", "uvloop", "httptools", "grpc_health")
-    code = (
-        f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); import trainer.__main__, trainer.export"
-    )
+    code = f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); import trainer.cli, trainer.export"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

@@ -1,0 +1,169 @@
+"""The `mnist` command: send images of digits to a model server and print what it read; or ask it about
+its models.
+
+mnist predict digit.png photos/ 'scans/*.jpg'
+mnist predict --rest http://localhost:8501 --json folder/ > answers.jsonl
+mnist status
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
+from client.folders import Outcome, Target, expand, predicted
+
+EXAMPLES = """examples:
+  mnist predict digit.png                      one image, over gRPC (localhost:8500)
+  mnist predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
+  mnist predict --json - < digit.png           standard input, one JSON line out
+  mnist predict --rest http://localhost:8501 --label stable --csv folder/
+  mnist status
+  mnist metadata --version 2
+"""
+
+
+class Printer:
+    """Answers to stdout as a table (terminal), JSON lines or CSV."""
+
+    def __init__(self, form: str) -> None:
+        self.form = form
+        if form == "csv":
+            self.csv = csv.writer(sys.stdout)
+            self.csv.writerow(["path", "digit", "version", *(f"p{d}" for d in range(10)), "error"])
+
+    def __call__(self, outcome: Outcome) -> None:
+        if self.form == "json":
+            record = (
+                {"path": outcome.path, "error": outcome.error}
+                if outcome.error
+                else {
+                    "path": outcome.path,
+                    "digit": outcome.digit,
+                    "probabilities": [float(f"{p:.6g}") for p in outcome.probabilities],
+                    "version": outcome.version,
+                }
+            )
+            print(json.dumps(record), flush=True)
+        elif self.form == "csv":
+            probabilities = [f"{p:.6f}" for p in outcome.probabilities] or [""] * 10
+            self.csv.writerow(
+                [outcome.path, outcome.digit, outcome.version, *probabilities, outcome.error or ""]
+            )
+        elif outcome.error:
+            print(f"{outcome.path:40}  error: {outcome.error}")
+        else:
+            confidence = max(outcome.probabilities)
+            print(f"{outcome.path:40}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
+
+
+def connect(args: argparse.Namespace) -> ServingClient:
+    """The client the command line names: --rest URL, else --grpc HOST:PORT."""
+    if args.rest:
+        return ServingClient.rest(args.rest, timeout=args.timeout)
+    return ServingClient.grpc(args.grpc, timeout=args.timeout)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    paths = list(expand(args.paths))
+    if not paths:
+        print("error: no images found in the paths given", file=sys.stderr)
+        return 1
+    show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"))
+    batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+    failed = 0
+    progress = None
+    if sys.stderr.isatty() and len(batches) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
+    target = Target(args.model, args.version, args.label)
+    for outcomes in predicted(lambda: connect(args), batches, target, args.concurrency):
+        for outcome in outcomes:
+            show(outcome)
+            failed += outcome.error is not None
+        if progress is not None:
+            progress.update(len(outcomes))
+    if progress is not None:
+        progress.close()
+    if failed:
+        print(f"{failed} of {len(paths)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    for status in connect(args).status(args.model, args.version):
+        problem = f"  {status.error_code}: {status.error_message}" if status.error_code != "OK" else ""
+        print(f"{args.model}  version {status.version}  {status.state}{problem}")
+    return 0
+
+
+def run_metadata(args: argparse.Namespace) -> int:
+    print(json.dumps(connect(args).metadata(args.model, args.version, args.label), indent=2))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mnist",
+        description="Predict digits with a TF-Serving-compatible model server, or ask it about its models.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_mutually_exclusive_group()
+    where.add_argument(
+        "--grpc", default=DEFAULT_GRPC, metavar="HOST:PORT", help=f"gRPC (default {DEFAULT_GRPC})"
+    )
+    where.add_argument("--rest", metavar="URL", help="REST instead, e.g. http://localhost:8501")
+    common.add_argument("--model", default="mnist", help="default mnist")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    version = argparse.ArgumentParser(add_help=False)
+    choice = version.add_mutually_exclusive_group()
+    choice.add_argument("--version", type=int, help="a version number (default: the latest)")
+    choice.add_argument("--label", help="a version label, e.g. stable")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", parents=[common, version], help="read digits from images")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="files, folders, globs, or - for stdin")
+    predict.add_argument("--batch-size", type=int, default=32, help="images per request (default 32)")
+    predict.add_argument("--concurrency", type=int, default=4, help="requests at once (default 4)")
+    form = predict.add_mutually_exclusive_group()
+    form.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="one JSON object a line"
+    )
+    form.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
+    predict.set_defaults(run=run_predict)
+
+    status = commands.add_parser("status", parents=[common], help="each version's state")
+    status.add_argument("--version", type=int, help="one version only")
+    status.set_defaults(run=run_status)
+    metadata = commands.add_parser("metadata", parents=[common, version], help="the model's signatures")
+    metadata.set_defaults(run=run_metadata)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "concurrency"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return args.run(args)
+    except ServingClientError as err:
+        print(
+            f"error: {err} (is the server running at {args.rest or args.grpc}?)"
+            if err.status == "UNAVAILABLE"
+            else f"error: {err}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,200 @@
+"""The trainer's command line: which runs to make, the checks that are cheap, then trainer/pipeline.py.
+
+python -m trainer                              # the `plus` network into models/mnist/<max+1>
+python -m trainer --arch seed                  # the original project's network
+python -m trainer --arch seed --limit 6000 --epochs 2   # a quick model (about 93%) to try things with
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from contract import model_dir
+from contract.tflite_metadata import predates_tflite_signatures
+from tfquiet import import_tensorflow
+from trainer.cluster import ClusterError, TfConfigError, cluster_from_env
+from trainer.config import RECIPES, TrainConfig
+from trainer.data import DataError, load_mnist
+from trainer.errors import ExportError
+
+EXAMPLES = """examples:
+  python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
+  python -m trainer --arch seed                the original network, its tuned recipe
+  python -m trainer --arch seed --limit 6000 --epochs 2
+                                               a quick model to try the platform with: about 93%
+                                               accurate in seconds (the default `plus` needs more
+                                               data and epochs than that to be any good)
+  python -m trainer --model-dir /tmp/models --model-name digits
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+             "task": {"type": "worker", "index": 0}}' python -m trainer
+                                               worker 0 of two; the other runs the same with index 1
+  python -m trainer --skip-if-trained          a one-shot job: train only if there is no version yet
+                                               (RETRAIN=1 in the environment trains anyway)
+"""
+
+
+DEFAULTS = TrainConfig()  # the flags' defaults are the config's: one place
+# `--quick-first`'s model, and the quick run the examples offer: `seed` on a tenth of the data, twice.
+QUICK_RUN = {"limit": 6000, "epochs": 2}
+
+
+class UsageError(Exception):
+    """The run cannot start: a bad flag value or an unusable model directory."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 0.5], got {text!r}")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-', got {text!r}")
+    return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train the MNIST CNN and export it as the next SavedModel version.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--arch",
+        choices=sorted(RECIPES),
+        default=DEFAULTS.arch,
+        help=f"seed: the original network; plus: stronger, for real uploads (default {DEFAULTS.arch})",
+    )
+    parser.add_argument("--epochs", type=_positive_int, help="cap on epochs (default: the arch's recipe)")
+    parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
+    parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    # Flags whose defaults are the config's fields: written once, in TrainConfig.
+    for field_name, kind, meaning in (
+        ("val_split", _fraction, "share of the training images held out for validation"),
+        ("patience", _positive_int, "epochs without a better val_loss before stopping"),
+        ("seed", int, "makes runs repeatable"),
+        ("data_dir", Path, "the four MNIST IDX files"),
+        ("model_dir", Path, "where models are written"),
+        ("model_name", _model_name, "versions go to MODEL_DIR/MODEL_NAME/<N>"),
+    ):
+        default = getattr(DEFAULTS, field_name)
+        flag = "--" + field_name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default})")
+    parser.add_argument(
+        "--skip-if-trained",
+        action="store_true",
+        help="exit 0 at once when the model already has a version, unless RETRAIN=1 is set",
+    )
+    parser.add_argument(
+        "--quick-first",
+        action="store_true",
+        help="when the model has no version yet, first export a quick `seed` model (about 93%% in "
+        "seconds) so there is something to serve, then train the one asked for as the next version",
+    )
+    parser.add_argument(
+        "--worker-timeout",
+        type=_positive_int,
+        default=120,
+        help="with TF_CONFIG (several workers): seconds the workers may take to find each other before "
+        "each gives up (default 120)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 100:
+        parser.error(f"argument --limit: expected at least 100 images, got {args.limit}")
+    return args
+
+
+def check_writable(base_path: Path) -> None:
+    """Fail before training, not after it, when the model directory cannot take a version."""
+    try:
+        base_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=base_path):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write to model directory {base_path}: {err.strerror}") from None
+
+
+def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The runs to make, in order: none when --skip-if-trained finds a version to serve; a quick
+    `seed` model first when --quick-first finds none."""
+    base_path = args.model_dir / args.model_name
+    existing = model_dir.versions(base_path)
+    servable = bool(existing) and not predates_tflite_signatures(base_path / str(existing[-1]))
+    if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
+        if servable:
+            print(f"{base_path} already has version {existing[-1]}: not training (RETRAIN=1 trains another)")
+            return []
+        print(
+            f"version {existing[-1]} predates model.tflite's signature metadata, without which TF Serving "
+            "cannot serve it: training another"
+        )
+    config = TrainConfig.for_arch(
+        args.arch,
+        **{name: getattr(args, name) for name in ("epochs", "batch_size", "val_split", "patience", "seed")},
+        **{name: getattr(args, name) for name in ("limit", "data_dir", "model_dir", "model_name")},
+    )
+    if not args.quick_first or servable:
+        return [config]
+    places = {name: getattr(config, name) for name in ("data_dir", "model_dir", "model_name", "seed")}
+    return [replace(TrainConfig.for_arch("seed", **QUICK_RUN), **places), config]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        runs = planned_runs(args)
+        cluster = cluster_from_env()
+        if cluster is not None and len(runs) > 1:
+            raise UsageError("--quick-first trains alone: leave it out when TF_CONFIG names several workers")
+        # What is cheap to check is checked before TensorFlow is imported (seconds).
+        loaded = [
+            (config, load_mnist(config.data_dir, config.val_split, config.seed, config.limit))
+            for config in runs
+        ]
+        if runs and (cluster is None or cluster.is_chief):
+            check_writable(runs[0].base_path)
+        if cluster is not None and not args.verbose:
+            # A peer's failure is one line of ours; TensorFlow's C++ side would add a screenful of errors.
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import_tensorflow(args.verbose)
+        from trainer import pipeline  # TensorFlow's modules, once the checks above have passed
+
+        for config, data in loaded:
+            pipeline.run(config, data, cluster, args.worker_timeout)
+        return 0
+    except (DataError, UsageError, TfConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ExportError, ClusterError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no version was exported", file=sys.stderr)
+        return 130

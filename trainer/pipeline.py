@@ -1,0 +1,101 @@
+"""One training run, start to finish: training (alone, or as one of several workers), evaluation, export,
+and the run's progress file for the dashboard.
+
+`python -m trainer` decides which runs to make and checks what is cheap to check (flags, data, the model
+directory, TF_CONFIG) before this module, and TensorFlow with it, is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from contract import model_dir
+from contract.signature import scale_pixels
+from trainer.cluster import Cluster, ClusterError
+from trainer.config import TrainConfig
+from trainer.data import Mnist
+from trainer.distributed import STRATEGY, WorkerGroup, remove_backup
+from trainer.evaluate import test_metrics
+from trainer.export import export_version
+from trainer.model_card import model_card
+from trainer.progress import RunProgress, new_run_id
+from trainer.train import Trained, train
+
+WARMUP_IMAGES = 8  # test images replayed by TF Serving before a version serves
+
+
+def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeout_s: float) -> None:
+    """Train, evaluate and export `config`'s model; with a `cluster`, as one of its workers, of which
+    the chief alone writes (progress and the version) and the others train their share."""
+    started, run_id = time.monotonic(), new_run_id()
+    if cluster is not None and not cluster.is_chief:
+        _train_for_the_chief(config, data, WorkerGroup(cluster, worker_timeout_s, None))
+        return
+    progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
+    group = None if cluster is None else WorkerGroup(cluster, worker_timeout_s, progress)
+    trained_everywhere = False
+    try:
+        if group is None:
+            trained = train(config, data, progress)
+        else:
+            trained = group.train(config, data, progress)
+            trained_everywhere = True  # the others now wait for this worker's word on the export
+        version, path, metrics = _evaluate_and_export(config, data, trained, group, started, run_id)
+    except BaseException as err:
+        progress.failed(
+            "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        )
+        if group is not None and trained_everywhere:  # tell the others: nothing exported
+            with contextlib.suppress(ClusterError):  # this worker's own error is the one to report
+                group.agree_on_export(False)
+        raise
+    if group is not None:
+        _tell_the_others(group, config)
+    progress.done(version)
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    print(
+        f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
+        f"{metrics['accuracy']:.2%}, recall {metrics['recall']:.2%}, loss {metrics['loss']:.4f} "
+        f"in {minutes}m{seconds:02d}s -> {path}"
+    )
+
+
+def _train_for_the_chief(config: TrainConfig, data: Mnist, group: WorkerGroup) -> None:
+    """A worker other than the chief: trains its share, writes nothing, and waits for the export."""
+    group.train(config, data, None)
+    if not group.agree_on_export(False):
+        raise ClusterError(f"{group.cluster.me}: worker 0 exported no version (see its output)")
+    print(f"{group.cluster.me} of {len(group.cluster.workers)}: trained; worker 0 exported the version")
+
+
+def _evaluate_and_export(
+    config: TrainConfig,
+    data: Mnist,
+    trained: Trained,
+    group: WorkerGroup | None,
+    started: float,
+    run_id: str,
+) -> tuple[int, Path, dict[str, Any]]:
+    """The test metrics and model card written beside the model as the next version."""
+    metrics = test_metrics(trained.model, data.test)
+    workers, strategy = (1, "none") if group is None else (len(group.cluster.workers), STRATEGY)
+    card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
+    artefacts = {model_dir.HISTORY: trained.history, model_dir.METRICS: metrics, model_dir.MODEL_CARD: card}
+    warmup = scale_pixels(data.test.images[:WARMUP_IMAGES])
+    version, path = export_version(
+        trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
+    )
+    return version, path, metrics
+
+
+def _tell_the_others(group: WorkerGroup, config: TrainConfig) -> None:
+    """The version is published: the other workers hear so, and the training backup goes."""
+    try:
+        group.agree_on_export(True)
+    except ClusterError as err:  # the version is published all the same; a peer missed the news
+        print(f"warning: {err}", file=sys.stderr)
+    remove_backup(config)
