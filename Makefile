@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format protos up train drill bench-train bench-serve bench-replicas bench-uploads
+.PHONY: install test test-fast lint format protos up train drill handwriting-data bench-train bench-serve bench-replicas bench-uploads
 
 install: $(INSTALLED)
 
@@ -69,3 +69,8 @@ bench-replicas: $(INSTALLED)
 bench-uploads: $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/uploads.py
+
+# The handwriting set beyond MNIST (data/handwriting/): fonts and pen strokes fetched by package name
+# (npm, apt), rendered and normalised as uploads are. Deterministic from --seed; commit what it writes.
+handwriting-data: $(INSTALLED)
+	$(PY) -m trainer.handwriting
