@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from serving import json_bodies, rest_json
 from serving.errors import ServingError
 from serving.json_bodies import IN_LOOP_BYTES, JsonParsing, predict_inputs
 from tests.conftest import run_coroutine
+from tests.serving.readers import reader_pid, refuse, stall
 
 pytestmark = pytest.mark.fast
 
@@ -115,18 +115,6 @@ def test_past_the_general_limit_only_dense_numbers_are_read(monkeypatch: pytest.
 
 
 # ---- the parsing process ------------------------------------------------------------------------
-
-
-def reader_pid(body: bytes) -> int:
-    return os.getpid()
-
-
-def refuse(body: bytes, message: str) -> None:
-    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def stall(body: bytes) -> None:
-    time.sleep(60)
 
 
 def test_small_bodies_are_read_here_and_large_ones_in_a_process_of_their_own() -> None:
