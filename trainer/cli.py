@@ -66,6 +66,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 0.5], got {text!r}")
+    return value
+
+
 def _model_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-', got {text!r}")
@@ -88,6 +98,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=_positive_int, help="cap on epochs (default: the arch's recipe)")
     parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
     parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    parser.add_argument(
+        "--handwriting-share",
+        type=_share,
+        help="share of each batch from data/handwriting (default: the arch's recipe, plus 0.25, seed 0)",
+    )
     # Flags whose defaults are the config's fields: written once, in TrainConfig.
     for field_name, kind, meaning in (
         ("val_split", _fraction, "share of the training images held out for validation"),
@@ -153,11 +168,18 @@ def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
         args.arch,
         **{name: getattr(args, name) for name in ("epochs", "batch_size", "val_split", "patience", "seed")},
         **{name: getattr(args, name) for name in ("limit", "data_dir", "model_dir", "model_name")},
+        handwriting_share=args.handwriting_share,
     )
     if not args.quick_first or servable:
         return [config]
     places = {name: getattr(config, name) for name in ("data_dir", "model_dir", "model_name", "seed")}
     return [replace(TrainConfig.for_arch("seed", **QUICK_RUN), **places), config]
+
+
+def data_of(run: TrainConfig) -> tuple[Path, float, int, int | None, Path | None]:
+    """load_mnist's arguments for a run: the handwriting set only when its recipe mixes it in."""
+    handwriting = run.handwriting_file if run.handwriting_share > 0 else None
+    return run.data_dir, run.val_split, run.seed, run.limit, handwriting
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -174,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None and len(runs) > 1:
             raise UsageError("--quick-first trains alone: leave it out when TF_CONFIG names several workers")
         # What is cheap to check is checked before TensorFlow is imported (seconds).
-        loaded = [
-            (config, load_mnist(config.data_dir, config.val_split, config.seed, config.limit))
-            for config in runs
-        ]
+        loaded = [(run, load_mnist(*data_of(run))) for run in runs]
         if runs and (cluster is None or cluster.is_chief):
             check_writable(runs[0].base_path)
         if cluster is not None and not args.verbose:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,44 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Handwriting:
+    """The handwriting set (data/handwriting, `make handwriting-data`): its training sources' samples,
+    and its dev sources', which are never trained on."""
+
+    train: Split
+    dev: Split
+    counts: dict[str, int]  # samples per source
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Mnist:
     train: Split
     val: Split
     test: Split
     checksums: dict[str, str]
+    handwriting: Handwriting | None = None  # mixed into training batches when the recipe asks for it
+
+
+def load_handwriting(path: Path) -> Handwriting:
+    """The handwriting set, checked against the SHA-256 written beside it."""
+    stated = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not stated.is_file():
+        raise DataError(f"{path}: the handwriting set is missing (make handwriting-data writes it)")
+    raw = path.read_bytes()
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != stated.read_text().split()[0]:
+        raise DataError(f"{path}: SHA-256 {actual[:12]}... is not the one in {stated.name} (rebuild it)")
+    with np.load(io.BytesIO(raw)) as arrays:
+        images, labels, source = arrays["images"], arrays["labels"], arrays["source"]
+        names, dev = [str(n) for n in arrays["source_names"]], arrays["dev"]
+    held_out = dev[source]
+    return Handwriting(
+        train=Split(images[~held_out], labels[~held_out]),
+        dev=Split(images[held_out], labels[held_out]),
+        counts={name: int((source == i).sum()) for i, name in enumerate(names)},
+        sha256=actual,
+    )
 
 
 def read_idx(path: Path, magic: int, expected_sha256: str | None = None) -> np.ndarray:
@@ -111,8 +145,15 @@ def stratified_split(split: Split, val_fraction: float, seed: int) -> tuple[Spli
     )
 
 
-def load_mnist(data_dir: Path, val_fraction: float, seed: int, limit: int | None = None) -> Mnist:
-    """The train/validation/test splits; `limit` keeps the first N training images for quick runs."""
+def load_mnist(
+    data_dir: Path,
+    val_fraction: float,
+    seed: int,
+    limit: int | None = None,
+    handwriting: Path | None = None,
+) -> Mnist:
+    """The train/validation/test splits; `limit` keeps the first N training images for quick runs;
+    `handwriting`: the handwriting set to load beside them."""
     full_train = load_pair(data_dir, "train")
     test = load_pair(data_dir, "t10k")
     if limit is not None:
@@ -120,4 +161,5 @@ def load_mnist(data_dir: Path, val_fraction: float, seed: int, limit: int | None
     train, val = stratified_split(full_train, val_fraction, seed)
     if len(val) == 0 or len(train) == 0:
         raise DataError(f"{len(full_train)} training images leave nothing for validation at {val_fraction}")
-    return Mnist(train, val, test, checksums=dict(EXPECTED_SHA256))
+    extra = None if handwriting is None else load_handwriting(handwriting)
+    return Mnist(train, val, test, checksums=dict(EXPECTED_SHA256), handwriting=extra)

@@ -205,7 +205,9 @@ def _train_epochs(
 ) -> dict[str, Any]:
     train_batches = iter(
         strategy.distribute_datasets_from_function(
-            lambda shard: make_dataset(data.train, config, True, shard)
+            lambda shard: make_dataset(
+                data.train, config, True, shard, data.handwriting.train if data.handwriting else None
+            )
         )
     )
     global_batch = config.batch_size

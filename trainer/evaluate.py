@@ -58,6 +58,24 @@ def test_metrics(model: keras.Model, test: Split, batch_size: int = 1000) -> dic
     }
 
 
+SOURCE_MISSES = 20  # misses drawn per source on the Evaluation page
+
+
+def source_metrics(model: keras.Model, sources: dict[str, Split], batch_size: int = 1000) -> dict[str, Any]:
+    """Accuracy on each source of digits (MNIST's test set, the handwriting set's dev sources), with
+    its most confident misses' pixels: where the model reads one kind of writing worse than another."""
+    found: dict[str, Any] = {}
+    for name, split in sources.items():
+        probabilities = model.predict(scale_pixels(split.images), batch_size=batch_size, verbose=0)
+        predicted = probabilities.argmax(axis=1)
+        found[name] = {
+            "accuracy": float((predicted == split.labels).mean()),
+            "images": len(split),
+            "misses": misclassified(split, probabilities, predicted)[:SOURCE_MISSES],
+        }
+    return found
+
+
 def misclassified(test: Split, probabilities: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
     """Every mistake, most confident first; the first GALLERY_SIZE carry their pixels (base64 of the
     784 bytes) so the dashboard can show them without the dataset."""

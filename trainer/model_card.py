@@ -32,6 +32,15 @@ def model_card(
         "train_size": len(data.train),
         "val_size": len(data.val),
         "test_size": len(data.test),
+        "handwriting": None
+        if data.handwriting is None
+        else {
+            "share_of_batches": config.handwriting_share,
+            "sha256": data.handwriting.sha256,
+            "train_samples": len(data.handwriting.train),
+            "dev_samples": len(data.handwriting.dev),
+            "samples_per_source": data.handwriting.counts,
+        },
         "wall_time_s": round(wall_s, 1),
         "workers": workers,
         "strategy": strategy,

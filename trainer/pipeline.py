@@ -19,7 +19,7 @@ from trainer.cluster import Cluster, ClusterError
 from trainer.config import TrainConfig
 from trainer.data import Mnist
 from trainer.distributed import STRATEGY, WorkerGroup, remove_backup
-from trainer.evaluate import test_metrics
+from trainer.evaluate import source_metrics, test_metrics
 from trainer.export import export_version
 from trainer.model_card import model_card
 from trainer.progress import RunProgress, new_run_id
@@ -82,6 +82,10 @@ def _evaluate_and_export(
 ) -> tuple[int, Path, dict[str, Any]]:
     """The test metrics and model card written beside the model as the next version."""
     metrics = test_metrics(trained.model, data.test)
+    sources = {"MNIST test": data.test}
+    if data.handwriting is not None:
+        sources["handwriting dev"] = data.handwriting.dev
+    metrics["by_source"] = source_metrics(trained.model, sources)
     workers, strategy = (1, "none") if group is None else (len(group.cluster.workers), STRATEGY)
     card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
     artefacts = {model_dir.HISTORY: trained.history, model_dir.METRICS: metrics, model_dir.MODEL_CARD: card}

@@ -37,20 +37,28 @@ def to_model_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:
 
 
 def make_dataset(
-    split: Split, config: TrainConfig, training: bool, shard: tf.distribute.InputContext | None = None
+    split: Split,
+    config: TrainConfig,
+    training: bool,
+    shard: tf.distribute.InputContext | None = None,
+    extra: Split | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images, one-hot labels); shuffled and, for `plus`, augmented when training.
 
     With `shard` (one worker of several), this worker's share of the examples, in batches of its share
-    of the global batch, endless and whole: every worker must run the same number of steps."""
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    of the global batch, endless and whole: every worker must run the same number of steps. `extra`
+    (the handwriting set's training samples) makes up `config.handwriting_share` of the examples, drawn
+    at random from it, over and over, for as long as `split` lasts."""
+    ds = _examples(split, config, training, shard)
     batch_size = config.batch_size
     if shard is not None:
-        ds = ds.shard(shard.num_input_pipelines, shard.input_pipeline_id)
         batch_size = shard.get_per_replica_batch_size(config.batch_size)
-    ds = ds.cache()
-    if training:
-        ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
+    if training and extra is not None and config.handwriting_share > 0:
+        more = _examples(extra, config, True, shard).repeat()
+        share = config.handwriting_share
+        ds = tf.data.Dataset.sample_from_datasets(
+            [ds, more], weights=[1 - share, share], seed=config.seed, stop_on_empty_dataset=True
+        )
     if shard is not None:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=shard is not None).map(
@@ -59,6 +67,19 @@ def make_dataset(
     if training and config.augment:
         ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _examples(
+    split: Split, config: TrainConfig, training: bool, shard: tf.distribute.InputContext | None
+) -> tf.data.Dataset:
+    """A split's (image, label) pairs: this worker's share of them, cached, shuffled when training."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if shard is not None:
+        ds = ds.shard(shard.num_input_pipelines, shard.input_pipeline_id)
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(split), seed=config.seed, reshuffle_each_iteration=True)
+    return ds
 
 
 def learning_rate(
@@ -147,7 +168,8 @@ def train(
     keras.utils.set_random_seed(config.seed)
     # The same seed gives the same model, bit for bit: on CPU this costs next to nothing here.
     tf.config.experimental.enable_op_determinism()
-    train_ds = make_dataset(data.train, config, training=True)
+    extra = data.handwriting.train if data.handwriting is not None else None
+    train_ds = make_dataset(data.train, config, training=True, extra=extra)
     val_ds = make_dataset(data.val, config, training=False)
     steps = int(np.ceil(len(data.train) / config.batch_size))
     model = compiled(build_model(config.arch), keras.optimizers.Adam(learning_rate(config, steps)))

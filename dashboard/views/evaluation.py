@@ -45,6 +45,28 @@ figures.subheader("Per digit")
 figures.altair_chart(charts.per_class(metrics["per_class"]), width="stretch")
 figures.dataframe(pd.DataFrame(metrics["per_class"]).set_index("digit"), width="stretch")
 
+
+def pixels(entry: dict) -> np.ndarray:
+    """A listed mistake's image, kept in metrics.json as base64 of its 784 bytes."""
+    return np.frombuffer(base64.b64decode(entry["pixels"]), np.uint8).reshape(28, 28)
+
+
+by_source = metrics.get("by_source", {})
+if by_source:
+    st.subheader("Accuracy by source of digits")
+    rows = [
+        {"source": name, "accuracy": f"{s['accuracy']:.2%}", "images": s["images"]}
+        for name, s in by_source.items()
+    ]
+    st.dataframe(pd.DataFrame(rows).set_index("source"), width="stretch")
+    for name, source in by_source.items():
+        drawn = [m for m in source["misses"] if "pixels" in m]
+        if drawn:
+            st.caption(f"{name}: its most confident misses (true → read)")
+            for column, miss in zip(st.columns(len(drawn)), drawn, strict=True):
+                column.image(pixels(miss), width=42)
+                column.caption(f"{miss['label']} → {miss['predicted']}")
+
 mistakes = [m for m in metrics.get("misclassified", []) if "pixels" in m]
 st.subheader(
     f"Misclassified test images ({len(metrics.get('misclassified', []))} in all, most confident first)"
@@ -52,8 +74,7 @@ st.subheader(
 per_row = 10
 for start in range(0, min(len(mistakes), 50), per_row):
     for column, mistake in zip(st.columns(per_row), mistakes[start : start + per_row], strict=False):
-        pixels = np.frombuffer(base64.b64decode(mistake["pixels"]), np.uint8).reshape(28, 28)
-        column.image(pixels, width=56)
+        column.image(pixels(mistake), width=56)
         column.caption(
             f"#{mistake['index']}: {mistake['label']} → {mistake['predicted']} ({mistake['confidence']:.0%})"
         )

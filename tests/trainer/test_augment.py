@@ -26,6 +26,7 @@ NOTHING = Augmentation(
     max_shift_px=0.0,
     thicken_prob=0.0,
     thin_prob=0.0,
+    elastic_prob=0.0,
 )
 DEFAULT = Augmentation()  # as training draws them
 CENTRE = 13.5  # the centre of a 28-pixel axis, in pixel-index coordinates
@@ -164,7 +165,28 @@ def test_a_digit_stays_inside_the_frame_even_at_the_largest_scale(digits: np.nda
     """At scale 1.12 (the top of the range) with the largest shifts, rotation and shear, a digit's ink
     grows by 1.12^2 if none of it is pushed out of the 28x28 frame. Measured against that, every digit
     keeps at least 85% of its ink and the typical one nearly all: a label stays readable."""
-    aug = dataclasses.replace(Augmentation(), scale_range=(1.12, 1.12), thicken_prob=0.0, thin_prob=0.0)
+    aug = dataclasses.replace(
+        Augmentation(), scale_range=(1.12, 1.12), thicken_prob=0.0, thin_prob=0.0, elastic_prob=0.0
+    )
     kept = augmented(digits, aug).sum(axis=(1, 2, 3)) / (digits.sum(axis=(1, 2, 3)) * 1.12**2)
     assert kept.min() >= 0.85, f"digit {kept.argmin()} keeps only {kept.min():.0%} of its ink"
     assert np.median(kept) >= 0.97
+
+
+ELASTIC_ONLY = dataclasses.replace(NOTHING, elastic_prob=1.0)
+
+
+def test_an_elastic_field_of_no_strength_leaves_every_pixel_where_it_was(digits: np.ndarray) -> None:
+    still = dataclasses.replace(ELASTIC_ONLY, elastic_alpha=(0.0, 0.0))
+    np.testing.assert_allclose(augmented(digits[:32], still), digits[:32], atol=1e-6)
+
+
+def test_elastic_distortion_bends_strokes_by_a_pixel_or_two_and_keeps_the_ink(digits: np.ndarray) -> None:
+    """Simard's field (alpha 34-38, sigma 4-6) moves pixels a pixel or two: every digit changes, none
+    moves as a whole by more than a few pixels, and the ink is neither lost nor doubled."""
+    bent = augmented(digits, ELASTIC_ONLY)
+    assert (np.abs(bent - digits).sum(axis=(1, 2, 3)) > 1.0).all()
+    moved = np.linalg.norm(centre_of_mass(bent) - centre_of_mass(digits), axis=1)
+    assert moved.max() < 4 and np.median(moved) < 2
+    ink = bent.sum(axis=(1, 2, 3)) / digits.sum(axis=(1, 2, 3))
+    assert ink.min() > 0.5 and ink.max() < 1.6 and 0.9 < np.median(ink) < 1.1

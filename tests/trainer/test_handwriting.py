@@ -4,12 +4,13 @@ committed data is what `make handwriting-data` makes from them, byte for byte.""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_trainer
 from trainer.handwriting import build, sources
 from trainer.handwriting.fetch import Fetched, fetch
 
@@ -63,3 +64,28 @@ def test_a_seed_gives_the_same_samples_as_the_committed_ones() -> None:
     other, _ = build.render_source(index, sources.SOURCES[index], Fetched((), ""), 1, count)
     assert not np.array_equal(other, again)
     assert build._npz_bytes({"a": again}) == build._npz_bytes({"a": again.copy()})
+
+
+def test_plus_trains_on_mnist_and_the_set_and_reports_each_source(
+    tmp_path: Path, trained_model_dir: Path
+) -> None:
+    """`plus` takes a quarter of each batch from the set's training sources, says so in its model card,
+    and reports its accuracy on MNIST's test set and on the set's dev sources apart; `seed` (the
+    session's quick model) stays the original recipe, MNIST alone."""
+    result = run_trainer("--arch", "plus", "--limit", "1000", "--epochs", "1", "--model-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    extra = tmp_path / "mnist" / "1" / "assets.extra"
+    card = json.loads((extra / "model_card.json").read_text())
+    stated = (DATA / f"{build.DATA_FILE}.sha256").read_text().split()[0]
+    assert card["handwriting"]["sha256"] == stated and card["handwriting"]["share_of_batches"] == 0.25
+    dev = sum(n for name, n in card["handwriting"]["samples_per_source"].items() if name in sources.DEV)
+    assert card["handwriting"]["dev_samples"] == dev > 0
+    by_source = json.loads((extra / "metrics.json").read_text())["by_source"]
+    assert (
+        set(by_source) == {"MNIST test", "handwriting dev"} and by_source["handwriting dev"]["images"] == dev
+    )
+    assert 0 < by_source["handwriting dev"]["accuracy"] <= 1
+    seed_card = json.loads(
+        (trained_model_dir / "mnist" / "1" / "assets.extra" / "model_card.json").read_text()
+    )
+    assert seed_card["handwriting"] is None
