@@ -35,7 +35,7 @@ from bench.machine import describe_machine  # noqa: E402
 from contract.signature import scale_pixels  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import Split, load_mnist  # noqa: E402
-from trainer.evaluate import test_metrics  # noqa: E402
+from trainer.evaluate import source_metrics, test_metrics  # noqa: E402
 from trainer.progress import RunProgress, new_run_id  # noqa: E402
 from trainer.train import train  # noqa: E402
 
@@ -71,15 +71,14 @@ class TestAccuracyClock(keras.callbacks.Callback):
 def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
     config = TrainConfig.for_arch(arch, model_dir=scratch)
     started = time.monotonic()
-    data = load_mnist(
-        config.data_dir if config.data_dir.is_absolute() else ROOT / config.data_dir,
-        config.val_split,
-        config.seed,
-    )
+    # The handwriting set when the recipe mixes it in (plus), as `python -m trainer` loads it.
+    handwriting = ROOT / config.handwriting_file if config.handwriting_share > 0 else None
+    data = load_mnist(ROOT / config.data_dir, config.val_split, config.seed, handwriting=handwriting)
     clock = TestAccuracyClock(data.test, started)
     progress = RunProgress(config.base_path, new_run_id(), arch, config.epochs)
     trained = train(config, data, progress, extra_callbacks=[clock])
     metrics = test_metrics(trained.model, data.test)
+    dev = None if data.handwriting is None else source_metrics(trained.model, {"dev": data.handwriting.dev})
     return {
         "test_accuracy": round(metrics["accuracy"], 4),
         "test_recall": round(metrics["recall"], 4),
@@ -90,6 +89,7 @@ def bench_arch(arch: str, scratch: Path) -> dict[str, object]:
         "seconds_per_epoch": round(sum(trained.history["epoch_seconds"]) / len(trained.history["loss"]), 1),
         "seconds_to_99_15": clock.seconds_to_target,
         "test_accuracy_per_epoch": clock.accuracies,
+        "handwriting_dev_accuracy": None if dev is None else round(dev["dev"]["accuracy"], 4),
         "recipe": config.hyperparameters(),
     }
 

@@ -2,11 +2,14 @@
 
     make bench-uploads     (or: .venv/bin/python bench/uploads.py [--model-base-path models/mnist])
 
-Two evaluation sets, built here with fixed seeds and written as image files:
+Four evaluation sets, built here with fixed seeds and written as image files:
 - typeset: the digits 0-9 in every DejaVu font style on the machine and Pillow's own font, at odd
   sizes, offsets, slants, paper colours (light and dark boards) and noise levels, as PNG and JPEG;
-- handwriting: the 1,797 digits of the UCI optical-recognition set (43 writers, none of them MNIST's;
-  shipped inside scikit-learn), scaled up from 8x8 and written dark on paper of varying light and noise.
+- uci: the 1,797 digits of the UCI optical-recognition set (43 writers, none of them MNIST's;
+  shipped inside scikit-learn), scaled up from 8x8 and written dark on paper of varying light and noise;
+  a test set only: nothing trains on it;
+- mnist-test: the first 1,000 of MNIST's test digits, and handwriting-dev: the handwriting set's dev
+  sources (data/handwriting, never trained on), each written at four times its size on such paper.
 The files go through `python -m client predict --json FOLDER` against `python -m serving`
 serving the model directory, so the figures include everything a user's folder goes through.
 Writes bench/results/uploads.json and ends with one line: each set's accuracy and the CLI's images/s
@@ -30,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe_machine  # noqa: E402
+from trainer.data import load_handwriting, load_pair  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "uploads.json"
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
@@ -93,7 +97,20 @@ def typeset_set(folder: Path, variants: int, rng: np.random.Generator) -> int:
     return count
 
 
-def handwriting_set(folder: Path, rng: np.random.Generator) -> int:
+def stored_set(
+    folder: Path, kind: str, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> int:
+    """28x28 digits (ink 255) written onto paper four times their size, as a scan of them would be."""
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        ink = Image.fromarray(pixels).resize((112, 112), Image.Resampling.BICUBIC)
+        paper, pen = paper_and_ink(rng)
+        page = Image.new("RGB", (160, 160), paper)
+        page.paste(Image.new("RGB", ink.size, pen), (24, 24), ink)
+        finish(page, rng, folder / f"{kind}_{label}_{index}")
+    return len(images)
+
+
+def uci_set(folder: Path, rng: np.random.Generator) -> int:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -108,7 +125,7 @@ def handwriting_set(folder: Path, rng: np.random.Generator) -> int:
         margin = int(rng.integers(0, 6 * scale))
         page = Image.new("RGB", (8 * scale + 2 * margin, 8 * scale + 2 * margin), paper)
         page.paste(Image.new("RGB", ink.size, pen), (margin, margin), ink)
-        finish(page, rng, folder / f"handwriting_{label}_uci_{index}")
+        finish(page, rng, folder / f"uci_{label}_{index}")
     return len(digits.images)
 
 
@@ -150,9 +167,13 @@ def main() -> None:
     rng = np.random.default_rng(2026)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
+        mnist = load_pair(ROOT / "data" / "mnist", "t10k", verify=False)
+        dev = load_handwriting(ROOT / "data" / "handwriting" / "handwriting.npz").dev
         sizes = {
             "typeset": typeset_set(folder, args.variants, rng),
-            "handwriting": handwriting_set(folder, rng),
+            "uci": uci_set(folder, rng),  # held out: a test set, never trained on
+            "mnist-test": stored_set(folder, "mnist-test", mnist.images[:1000], mnist.labels[:1000], rng),
+            "handwriting-dev": stored_set(folder, "handwriting-dev", dev.images, dev.labels, rng),
         }
         print(f"built {sizes} images in {folder}", file=sys.stderr)
         server = start_server(args.model_base_path)
