@@ -6,10 +6,7 @@ small bodies take, tested in test_rest_json.py) is the reference it must agree w
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 from typing import Any
 
 import grpc
@@ -18,9 +15,9 @@ import pytest
 
 from serving import json_bodies, rest_json
 from serving.errors import ServingError
-from serving.json_bodies import IN_LOOP_BYTES, JsonParsing, predict_inputs
-from tests.conftest import run_coroutine
-from tests.serving.readers import reader_pid, refuse, stall
+from serving.json_bodies import IN_LOOP_BYTES, predict_inputs
+from tests.conftest import ROOT
+from tests.serving.readers import run_scenario
 
 pytestmark = pytest.mark.fast
 
@@ -118,39 +115,13 @@ def test_past_the_general_limit_only_dense_numbers_are_read(monkeypatch: pytest.
 
 
 def test_small_bodies_are_read_here_and_large_ones_in_a_process_of_their_own() -> None:
-    parsing = JsonParsing()
-    try:
-
-        async def scenario() -> tuple[int, int, int]:
-            small = await parsing.run(reader_pid, b"{}")
-            first = await parsing.run(reader_pid, b" " * (IN_LOOP_BYTES + 1))
-            second = await parsing.run(reader_pid, b" " * (IN_LOOP_BYTES + 1))
-            return small, first, second
-
-        small, first, second = run_coroutine(scenario(), timeout=60)
-        assert small == os.getpid() and first not in (os.getpid(), 0) and second == first
-        with pytest.raises(ServingError) as raised:  # errors come back as the reader raised them
-            run_coroutine(parsing.run(refuse, b" " * (IN_LOOP_BYTES + 1), "no good"), timeout=60)
-        assert (raised.value.code, raised.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, "no good")
-    finally:
-        parsing.close()
+    found = run_scenario("where_bodies_are_read", ROOT)
+    assert found["small"] == found["here"] and found["first"] not in (found["here"], 0)
+    assert found["second"] == found["first"]  # one worker, kept
+    assert found["refused"] == ["INVALID_ARGUMENT", "no good"]  # errors come back as raised
 
 
 def test_a_parsing_process_that_dies_is_unavailable_once_then_replaced() -> None:
-    parsing = JsonParsing()
-    large_body = b" " * (IN_LOOP_BYTES + 1)
-    try:
-        worker = run_coroutine(parsing.run(reader_pid, large_body), timeout=60)
-
-        async def killed_mid_parse() -> None:
-            stalled = asyncio.ensure_future(parsing.run(stall, large_body))
-            await asyncio.sleep(0)  # the call is submitted; a worker's death fails whatever it holds
-            os.kill(worker, signal.SIGKILL)
-            await stalled
-
-        with pytest.raises(ServingError) as raised:
-            run_coroutine(killed_mid_parse(), timeout=60)
-        assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-        assert run_coroutine(parsing.run(reader_pid, large_body), timeout=60) not in (worker, os.getpid())
-    finally:
-        parsing.close()
+    found = run_scenario("a_worker_killed_mid_parse", ROOT)
+    assert found["code"] == "UNAVAILABLE"
+    assert found["next"] not in (found["killed"], found["here"])
