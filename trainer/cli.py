@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = [(run, load_mnist(*data_of(run))) for run in runs]
         if runs and (cluster is None or cluster.is_chief):
             check_writable(runs[0].base_path)
-        if cluster is not None and not args.verbose:
-            # A peer's failure is one line of ours; TensorFlow's C++ side would add a screenful of errors.
+        if not args.verbose:
+            # Errors reach the user as one line of ours. TensorFlow's C++ side would add its own: a
+            # screenful for a peer's failure, and a line about tf.data's rewrite of the mixed
+            # dataset under op determinism (an attribute this build does not know), which is harmless.
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import_tensorflow(args.verbose)
         from trainer import pipeline  # TensorFlow's modules, once the checks above have passed

@@ -53,20 +53,34 @@ def make_dataset(
     batch_size = config.batch_size
     if shard is not None:
         batch_size = shard.get_per_replica_batch_size(config.batch_size)
-    if training and extra is not None and config.handwriting_share > 0:
+    mixed = training and extra is not None and config.handwriting_share > 0
+    if mixed:
+        assert extra is not None
         more = _examples(extra, config, True, shard).repeat()
         share = config.handwriting_share
         ds = tf.data.Dataset.sample_from_datasets(
-            [ds, more], weights=[1 - share, share], seed=config.seed, stop_on_empty_dataset=True
+            [ds.repeat(), more], weights=[1 - share, share], seed=config.seed
         )
     if shard is not None:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=shard is not None).map(
         lambda x, y: (to_model_input(x), tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE
     )
+    if mixed and shard is None:  # endless: an epoch is as many batches as MNIST's share fills
+        ds = ds.take(epoch_batches(len(split), config, mixed=True))
     if training and config.augment:
         ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_examples(examples: int, config: TrainConfig, mixed: bool) -> int:
+    """Examples in an epoch: `examples` of MNIST's, plus the handwriting set's share on top when it is
+    `mixed` in (a quarter of each batch for `plus`: 54,000 MNIST digits and 18,000 of the set's)."""
+    return int(examples / (1 - config.handwriting_share)) if mixed else examples
+
+
+def epoch_batches(examples: int, config: TrainConfig, mixed: bool) -> int:
+    return int(np.ceil(epoch_examples(examples, config, mixed) / config.batch_size))
 
 
 def _examples(
@@ -171,7 +185,7 @@ def train(
     extra = data.handwriting.train if data.handwriting is not None else None
     train_ds = make_dataset(data.train, config, training=True, extra=extra)
     val_ds = make_dataset(data.val, config, training=False)
-    steps = int(np.ceil(len(data.train) / config.batch_size))
+    steps = epoch_batches(len(data.train), config, mixed=extra is not None and config.handwriting_share > 0)
     model = compiled(build_model(config.arch), keras.optimizers.Adam(learning_rate(config, steps)))
     stopper = early_stopping(config)
     report = EpochReport(progress, config.epochs, steps)
