@@ -99,6 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=_positive_int, help="default: the arch's recipe")
     parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
     parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        help="epochs without a better val_loss before stopping (default: the arch's recipe, seed 4, plus 12)",
+    )
+    parser.add_argument(
         "--handwriting-share",
         type=_share,
         help="share of each batch from data/handwriting (default: the arch's recipe, plus 0.25, seed 0)",
@@ -106,7 +111,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Flags whose defaults are the config's fields: written once, in TrainConfig.
     for field_name, kind, meaning in (
         ("val_split", _fraction, "share of the training images held out for validation"),
-        ("patience", _positive_int, "epochs without a better val_loss before stopping"),
         ("seed", int, "makes runs repeatable"),
         ("data_dir", Path, "the four MNIST IDX files"),
         ("model_dir", Path, "where models are written"),
