@@ -25,7 +25,7 @@ class Augmentation:
     thin_prob: float = 0.15
     # Simard et al. 2003: a random displacement field, uniform in [-1, 1] per pixel, smoothed by a
     # Gaussian of sigma pixels and scaled by alpha: the wobble of a real hand, which no affine map gives.
-    elastic_prob: float = 0.5
+    elastic_prob: float = 0.0  # 0.5 when the handwriting set is mixed in (see train.make_dataset)
     elastic_alpha: tuple[float, float] = (34.0, 38.0)
     elastic_sigma: tuple[float, float] = (4.0, 6.0)
 

@@ -18,17 +18,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "handwriting_share": 0.0,
         "patience": 4,
     },
-    # A quarter of each batch from the handwriting set (data/handwriting): styles MNIST lacks.
+    # The handwriting set (data/handwriting) stays out by default for now: a quarter of each batch from
+    # it, with elastic distortion, read UCI's digits worse (93.82% against 94.94%) and MNIST's test set
+    # worse (99.43% against 99.65%) in docs/benchmarks.md's run. `--handwriting-share 0.25 --patience 12`
+    # trains that mix.
     "plus": {
         "epochs": 12,
         "batch_size": 128,
         "learning_rate": 3e-3,
         "warmup_epochs": 1,
         "augment": True,
-        "handwriting_share": 0.25,
-        # The whole cosine schedule: with the set and elastic distortion mixed in, val_loss wanders
-        # while the rate is high, and stopping after 4 epochs without a new best lost 0.2 points.
-        "patience": 12,
+        "handwriting_share": 0.0,
+        "patience": 4,
     },
 }
 
@@ -41,7 +42,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     warmup_epochs: int = 1
     augment: bool = True
-    handwriting_share: float = 0.25  # of each training batch, from the handwriting set's training sources
+    handwriting_share: float = 0.0  # of each training batch, from the handwriting set's training sources
     val_split: float = 0.1
     patience: int = 4
     seed: int = 42

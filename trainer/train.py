@@ -15,13 +15,15 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from contract.signature import MAX_PIXEL
-from trainer.augment import augment_batch
+from trainer.augment import Augmentation, augment_batch
 from trainer.config import TrainConfig
 from trainer.data import Mnist, Split
 from trainer.model import build_model
 from trainer.progress import RunProgress
 
 HISTORY_KEYS = ("loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall")
+# Images of a batch elastically distorted (Simard et al. 2003) when the handwriting set is mixed in.
+ELASTIC_WITH_HANDWRITING = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def make_dataset(
     if mixed and shard is None:  # endless: an epoch is as many batches as MNIST's share fills
         ds = ds.take(epoch_batches(len(split), config, mixed=True))
     if training and config.augment:
-        ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        aug = Augmentation(elastic_prob=ELASTIC_WITH_HANDWRITING if mixed else 0.0)
+        ds = ds.map(lambda x, y: (augment_batch(x, aug), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

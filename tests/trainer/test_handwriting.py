@@ -69,10 +69,21 @@ def test_a_seed_gives_the_same_samples_as_the_committed_ones() -> None:
 def test_plus_trains_on_mnist_and_the_set_and_reports_each_source(
     tmp_path: Path, trained_model_dir: Path
 ) -> None:
-    """`plus` takes a quarter of each batch from the set's training sources, says so in its model card,
-    and reports its accuracy on MNIST's test set and on the set's dev sources apart; `seed` (the
-    session's quick model) stays the original recipe, MNIST alone."""
-    result = run_trainer("--arch", "plus", "--limit", "1000", "--epochs", "1", "--model-dir", str(tmp_path))
+    """With --handwriting-share 0.25, `plus` takes a quarter of each batch from the set's training
+    sources, says so in its model card, and reports its accuracy on MNIST's test set and on the set's
+    dev sources apart; `seed` (the session's quick model) stays the original recipe, MNIST alone."""
+    result = run_trainer(
+        "--arch",
+        "plus",
+        "--limit",
+        "1000",
+        "--epochs",
+        "1",
+        "--handwriting-share",
+        "0.25",
+        "--model-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     extra = tmp_path / "mnist" / "1" / "assets.extra"
     card = json.loads((extra / "model_card.json").read_text())
