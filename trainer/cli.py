@@ -181,8 +181,10 @@ def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
 
 
 def data_of(run: TrainConfig) -> tuple[Path, float, int, int | None, Path | None]:
-    """load_mnist's arguments for a run: the handwriting set only when its recipe mixes it in."""
-    handwriting = run.handwriting_file if run.handwriting_share > 0 else None
+    """load_mnist's arguments for a run: the handwriting set when the run mixes it in (then it must be
+    there), else when it is there, for its dev sources' figures."""
+    wanted = run.handwriting_share > 0 or run.handwriting_file.is_file()
+    handwriting = run.handwriting_file if wanted else None
     return run.data_dir, run.val_split, run.seed, run.limit, handwriting
 
 
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             # Errors reach the user as one line of ours. TensorFlow's C++ side would add its own: a
             # screenful for a peer's failure, and a line about tf.data's rewrite of the mixed
             # dataset under op determinism (an attribute this build does not know), which is harmless.
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import_tensorflow(args.verbose)
         from trainer import pipeline  # TensorFlow's modules, once the checks above have passed
 

@@ -33,7 +33,7 @@ def model_card(
         "val_size": len(data.val),
         "test_size": len(data.test),
         "handwriting": None
-        if data.handwriting is None
+        if data.handwriting is None or config.handwriting_share == 0
         else {
             "share_of_batches": config.handwriting_share,
             "sha256": data.handwriting.sha256,
