@@ -15,10 +15,17 @@ import io
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from client.imageops import (
+    binary_dilation,
+    binary_erosion,
+    gaussian_filter,
+    grey_opening,
+    label,
+    level_counts,
+)
 from contract.signature import IMAGE_SHAPE
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -29,11 +36,6 @@ MNIST_CENTRE = np.array([14.0, 14.0])  # the mean centre of mass of MNIST digits
 # Faint ink, down to this share of the Otsu level, counts when it touches ink above the level. Lower
 # lets the lines of squared paper in along the strokes (0.6 did, at a third of the ink's contrast).
 FAINT_INK_SHARE = 0.7
-
-# OpenCV's own threads would only slow these small images down (8.0 against 7.0 ms an image on 2
-# cores), and a thread pool started before a fork deadlocks the child that touches it: the CLI forks a
-# worker per core. Set before any OpenCV call, so the pool never starts.
-cv2.setNumThreads(0)
 
 # Pillow warns of images over its own pixel limit; ours (Limits.max_pixels) refuses them anyway, so the
 # warning is noise. Filtered once here: warnings.catch_warnings() per call is not thread-safe.
@@ -125,14 +127,6 @@ def ink_map(image: Image.Image) -> np.ndarray:
     return 255 - grey if median_level(grey) > 127 else grey
 
 
-def level_counts(levels: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
-    """How many of `levels` (8-bit, or floats in [0, 256) counted by their integer part) fall at each
-    of 0-255, only where `where` is set if it is given: OpenCV's histogram, in a tenth of
-    np.bincount's time (which first widens every value to 64 bits)."""
-    mask = None if where is None else where.view(np.uint8)
-    return cv2.calcHist([levels], [0], mask, [256], [0, 256]).ravel().astype(np.int64)
-
-
 def median_level(levels: np.ndarray, where: np.ndarray | None = None) -> float:
     """np.median of 8-bit levels (those where `where` is set), read off their counts: no sorting."""
     at_most = np.cumsum(level_counts(levels, where))
@@ -167,38 +161,23 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(levels[int(np.argmax(between))])
 
 
-# The four-neighbour cross: ndimage's default structuring element for binary morphology.
-CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
-
-def dilated(mask: np.ndarray, steps: int = 1) -> np.ndarray:
-    """`mask` grown by its four neighbours `steps` times, as ndimage.binary_dilation(mask,
-    iterations=steps) grows it (OpenCV's dilation, a twentieth of ndimage's time)."""
-    grown = cv2.dilate(
-        mask.view(np.uint8), CROSS, iterations=steps, borderType=cv2.BORDER_CONSTANT, borderValue=0
-    )
-    return grown.view(bool)
-
-
 def stroke_width(mask: np.ndarray) -> float:
     """The mean width of the strokes in `mask`, in pixels: a ribbon's area over half its outline."""
     # The outline: ink with paper, or the image's edge, among its four neighbours (what an erosion
     # with paper beyond the edge takes away).
-    inner = cv2.erode(mask.view(np.uint8), CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return 2 * float(mask.sum()) / max(int(cv2.countNonZero(mask.view(np.uint8) - inner)), 1)
+    return 2 * float(mask.sum()) / max(int(np.count_nonzero(mask & ~binary_erosion(mask))), 1)
 
 
 def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hysteresis, as edge detectors threshold: the regions of `weak` that touch `strong`. A stroke
     that fades (pencil pressed lightly, a scan's faint end) stays whole instead of breaking into
     specks, while faint smudges away from the strokes stay out. The regions' labels [h, w] and each
-    label's size in pixels, 0 for the regions that do not touch `strong`. (Regions are 4-connected,
-    as ndimage.label has them; OpenCV labels them in a third of its time.)"""
-    count, labels = cv2.connectedComponents(weak.view(np.uint8), connectivity=4)
-    touched = np.zeros(count, dtype=bool)
+    label's size in pixels, 0 for the regions that do not touch `strong`."""
+    labels, count = label(weak)
+    touched = np.zeros(count + 1, dtype=bool)
     touched[labels[strong]] = True
     touched[0] = False
-    return labels, np.where(touched, np.bincount(labels.ravel(), minlength=count), 0)
+    return labels, np.where(touched, np.bincount(labels.ravel(), minlength=count + 1), 0)
 
 
 def without_the_frame(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -224,52 +203,30 @@ def without_the_frame(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def background_level(ink: np.ndarray, side: int) -> np.ndarray:
-    """What ndimage.grey_opening(ink, size=side) gives (every value equal), in a fifth of its time:
-    OpenCV's erosion and dilation by a side x side square. Replicating the border is reflecting it for
-    a minimum or a maximum, and the dilation's anchor is the erosion's mirrored, as ndimage mirrors
-    the structuring element for the dilation of an opening."""
-    square = np.ones((side, side), np.uint8)
-    eroded = cv2.erode(ink, square, anchor=(side // 2, side // 2), borderType=cv2.BORDER_REPLICATE)
-    anchor = ((side - 1) // 2, (side - 1) // 2)
-    return cv2.dilate(eroded, square, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
-
-
-def blurred(ink: np.ndarray, sigma: float) -> np.ndarray:
-    """ndimage.gaussian_filter(ink, sigma), by OpenCV's separable filter: the same kernel (radius
-    4 sigma) and border (reflected), summed in float32."""
-    radius = int(4.0 * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 / (sigma * sigma) * offsets**2)
-    kernel = (kernel / kernel.sum()).astype(np.float32)
-    return cv2.sepFilter2D(ink, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
-
-
 def clean_ink(ink: np.ndarray) -> np.ndarray:
     """Background and noise removed: ink where there is a stroke, exactly 0 elsewhere, in the
     strokes' bounding box."""
     side = max(ink.shape)
     # The paper's own brightness, wherever it varies slowly: what a grey opening wider than any
     # stroke leaves of the image. Taken away, uneven light is gone.
-    ink = ink - background_level(ink, max(3, side // 4))  # an opening never exceeds what it opens
+    ink = ink - grey_opening(ink, max(3, side // 4))  # an opening never exceeds what it opens
     sigma = max(0.5, side / 400)
-    smooth = blurred(ink, sigma)
-    darkest, brightest, _, _ = cv2.minMaxLoc(smooth)
-    if brightest - darkest < 24:  # under ~10% contrast: paper, not a digit
+    smooth = gaussian_filter(ink, sigma)
+    if float(smooth.max()) - float(smooth.min()) < 24:  # under ~10% contrast: paper, not a digit
         raise ImageError("no ink found: the image looks blank")
     level = otsu_threshold(smooth)
     # Blurred again in proportion to the strokes: thick strokes keep their strength while lines
     # thinner than them (ruled or squared paper) fade, and a stroke broken into fragments joins up.
     stroke_sigma = stroke_width(smooth > level) / 4
     if stroke_sigma > sigma:  # else the first blur already is the one wanted
-        smooth = blurred(ink, stroke_sigma)
+        smooth = gaussian_filter(ink, stroke_sigma)
         level = otsu_threshold(smooth)
     labels, sizes = hysteresis_regions(smooth > level, smooth > FAINT_INK_SHARE * level)
     if not sizes.any():
         raise ImageError("no ink found: the image looks blank")
     sizes = without_the_frame(labels, sizes)
     keep = (sizes >= 0.05 * sizes.max())[labels]  # drop specks of noise
-    strokes = dilated(keep, max(1, side // 200))  # with their soft edges
+    strokes = binary_dilation(keep, max(1, side // 200))  # with their soft edges
     # The grey opening sits below the paper's mean by the noise's lower tail, so noise leaves a
     # residue everywhere; kept in the soft edges, it draws a grey halo round a small digit in a large
     # photo. The edges lose the paper's median residue.

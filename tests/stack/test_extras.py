@@ -84,6 +84,16 @@ def test_the_client_extra_has_no_tensorflow_and_predicts_over_grpc_and_rest(
     assert library.returncode == 0 and library.stdout.strip() == "1", library.stderr[-2000:]
 
 
+def test_the_client_extra_fits_in_200_mb(client_venv: Path, tmp_path: Path) -> None:
+    """What `pip install '.[client]'` puts on a laptop: no TensorFlow, OpenCV or SciPy, 200 MB at most."""
+    found = run(client_venv, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path)
+    site_packages = Path(found.stdout.strip())
+    installed = {path.name.split("-")[0].lower() for path in site_packages.glob("*.dist-info")}
+    assert not installed & {"tensorflow", "opencv_python_headless", "scipy"}, installed
+    size = sum(path.stat().st_size for path in site_packages.rglob("*") if path.is_file())
+    assert size <= 200 * 1024 * 1024, f"{size / 2**20:.0f} MiB"
+
+
 def test_the_dashboard_extra_has_no_tensorflow_and_runs_every_page(
     tmp_path_factory: pytest.TempPathFactory, server: ServerProcess, trained_model_dir: Path, tmp_path: Path
 ) -> None:
