@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+from serving import tensorflow_runtime
 from serving.settings import ConfigError, parse_flags
-from tfquiet import import_tensorflow
 
 if TYPE_CHECKING:
     from serving.server import ModelServer
@@ -29,13 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         format="serving: %(message)s",
         stream=sys.stderr,
     )
-    import_tensorflow(settings.verbose)
-    import tensorflow as tf
-
-    # Before the first op runs: a model call uses every core, and calls do not compete for them.
-    tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
-
+    # TensorFlow loads with the first SavedModel, if one is served: model.tflite files need none.
+    tensorflow_runtime.configure(
+        tensorflow_runtime.Threads(settings.intra_op_threads, settings.inter_op_threads, settings.verbose)
+    )
     from serving.server import ModelServer
 
     try:

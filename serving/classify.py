@@ -12,11 +12,13 @@ import binascii
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
 from serving.rest_json import parse_json
+from serving.tensors import dtype_name
+from tfs_api.tensorflow.core.example import example_pb2, feature_pb2
+from tfs_api.tensorflow.core.framework import types_pb2
 from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 from tfs_api.tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
@@ -30,7 +32,7 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
         with_context = request_input.example_list_with_context
         examples = []
         for example in with_context.examples:
-            merged = tf.train.Example()
+            merged = example_pb2.Example()
             merged.CopyFrom(with_context.context)
             merged.MergeFrom(example)
             examples.append(merged)
@@ -46,9 +48,9 @@ def example_input(signature: meta_graph_pb2.SignatureDef) -> str:
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     ((name, info),) = signature.inputs.items()
-    if info.dtype != tf.string.as_datatype_enum:
+    if info.dtype != types_pb2.DT_STRING:
         raise invalid_argument(
-            f"this signature takes {tf.dtypes.as_dtype(info.dtype).name} input '{name}', not serialized "
+            f"this signature takes {dtype_name(info.dtype)} input '{name}', not serialized "
             "tf.Examples: use Predict, or a classification or regression signature (such as 'classify')"
         )
     return name
@@ -82,7 +84,7 @@ def regression_result(outputs: np.ndarray) -> regression_pb2.RegressionResult:
     return result
 
 
-def _feature(name: str, value: Any) -> tf.train.Feature:
+def _feature(name: str, value: Any) -> feature_pb2.Feature:
     """A JSON feature value (or list of values) as a tf.train.Feature. JSON true/false are int64 1/0,
     as TF Serving's AddValueToFeature stores them: a tf.Example has no boolean list."""
     values = value if isinstance(value, list) else [value]
@@ -96,11 +98,11 @@ def _feature(name: str, value: Any) -> tf.train.Feature:
             raise invalid_argument(
                 f'Feature: {name} has a value that is neither a string nor {{"b64": ...}}'
             ) from None
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
+        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=raw))
     if all(isinstance(v, int) for v in values):  # bool is an int: True is 1, False is 0
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(v) for v in values]))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
     raise invalid_argument(f"Feature: {name} has element with unexpected JSON type")
 
 
@@ -112,10 +114,10 @@ def _json_type(value: Any) -> str:
     return next((name for kind, name in names.items() if isinstance(value, kind)), "Number")
 
 
-def _example(document: Any, where: str) -> tf.train.Example:
+def _example(document: Any, where: str) -> example_pb2.Example:
     if not isinstance(document, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {_json_type(document)} ({where})")
-    example = tf.train.Example()
+    example = example_pb2.Example()
     for name, value in document.items():
         example.features.feature[name].CopyFrom(_feature(name, value))
     return example

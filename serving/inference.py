@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from serving import classify, json_bodies, rest_json
+from serving import classify, json_bodies, rest_json, tensors
 from serving.errors import ServingError, invalid_argument
 from serving.limits import ByteBudget, Limits
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.store import ModelStore
-from tfs_api.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -35,10 +32,6 @@ from tfs_api.tensorflow_serving.apis import (
     regression_pb2,
     status_pb2,
 )
-
-# make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
-# ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
-MAX_FILLED_BYTES = 16 << 20
 
 # (model, version, api, method, status code name, seconds)
 RequestObserver = Callable[[str, str, str, str, float], None]  # model, door, API, status, seconds
@@ -53,55 +46,6 @@ def version_of(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     if choice == "version_label":
         return None, spec.version_label
     return None, None
-
-
-def tensor_to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
-    """A request's TensorProto as numpy, its claimed size checked against `max_bytes` before anything
-    is allocated (make_ndarray fills a whole shape from a single value)."""
-    dims = [d.size for d in tensor.tensor_shape.dim]
-    if len(dims) > rest_json.MAX_RANK:
-        raise invalid_argument(
-            f"tensor parsing error: {name}: {len(dims)} dimensions, at most {rest_json.MAX_RANK}"
-        )
-    try:
-        tf_dtype = tf.dtypes.as_dtype(tensor.dtype)
-    except TypeError:
-        raise invalid_argument(f"tensor parsing error: {name}: unknown dtype {tensor.dtype}") from None
-    if tf_dtype.base_dtype in (tf.variant, tf.resource):  # handles to a process's own objects, not values
-        raise invalid_argument(f"tensor parsing error: {name}: a {tf_dtype.name} tensor cannot be sent")
-    itemsize = max(1, tf_dtype.size)
-    if any(d < 0 for d in dims) or math.prod(dims) * itemsize > max_bytes:
-        raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
-    dtype = np.dtype(tf_dtype.as_numpy_dtype)
-    if tensor.tensor_content and dtype.kind in "biufc":
-        # The usual packed form, read in place: make_ndarray's general path costs several times more.
-        if len(tensor.tensor_content) != math.prod(dims) * itemsize:
-            raise invalid_argument(
-                f"tensor parsing error: {name}: {len(tensor.tensor_content)} bytes for shape {dims}"
-            )
-        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(dims)
-    given = max((len(v) for f, v in tensor.ListFields() if f.name.endswith("_val")), default=0)
-    if given < math.prod(dims) and math.prod(dims) * itemsize > MAX_FILLED_BYTES:
-        raise invalid_argument(
-            f"tensor parsing error: {name}: shape {dims} from {given} values; send every value "
-            "(or tensor_content) for tensors this large"
-        )
-    try:
-        return tf.make_ndarray(tensor)
-    except (ValueError, TypeError) as err:
-        raise invalid_argument(f"tensor parsing error: {name}: {err}") from None
-
-
-def array_to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A numeric output as a packed TensorProto, as TF Serving writes them (make_tensor_proto is slow)."""
-    if array.dtype.kind not in "biuf":
-        return tf.make_tensor_proto(array)
-    tensor = tensor_pb2.TensorProto(
-        dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
-        tensor_content=np.ascontiguousarray(array).tobytes(),
-    )
-    tensor.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape)
-    return tensor
 
 
 def proto_json(message: Message) -> dict[str, Any]:
@@ -178,13 +122,13 @@ class Inference:
                     f"expected exactly {sorted(signature.inputs)}"
                 )
             inputs = {
-                key: tensor_to_array(key, tensor, self.limits.tensor_bytes)
+                key: tensors.to_array(key, tensor, self.limits.tensor_bytes)
                 for key, tensor in request.inputs.items()
             }
             outputs = await self._run(servable, spec.signature_name, inputs, request.output_filter, "predict")
             response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():
-                response.outputs[key].CopyFrom(array_to_tensor(array))
+                response.outputs[key].CopyFrom(tensors.to_tensor(array))
             return response
 
     async def predict_json(

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from serving.errors import ServingError, invalid_argument
+from serving.tensors import MAX_RANK
 
 # An input's dtype as numpy names it (TensorFlow's own for DT_STRING: object, holding bytes). This module
 # needs no more of a signature, so it runs without TensorFlow, in the JSON parsing process too.
@@ -152,7 +153,6 @@ def _decode_strings(name: str, value: Any) -> Any:
     raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
 
 
-MAX_RANK = 64  # numpy's most dimensions (NPY_MAXDIMS); TF Serving takes up to TensorFlow's 254
 
 
 def _nesting(value: Any) -> int:

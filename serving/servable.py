@@ -2,24 +2,25 @@
 
 Requests are checked against the SignatureDef before TensorFlow sees them, so a wrong name, dtype or
 shape (or a NaN) is an INVALID_ARGUMENT that names the problem, never an exception from deep inside.
+TensorFlow itself is loaded only for a SavedModel (serving.saved_model): a replica whose versions all
+run from model.tflite never imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving import tensorflow_runtime, tensors, tfrecord
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.tflite import TfliteModel, TflitePolicy
+from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
 DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets
@@ -28,15 +29,7 @@ TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
 RUNTIME = "TF1"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap
-
-
-def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of the `serve` MetaGraph, exactly as saved_model.pb holds them."""
-    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
-    raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
+MAX_WARMUP_TENSOR_BYTES = 1 << 31  # the model's owner wrote the file: only TensorFlow's own bound
 
 
 def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.dtype]:
@@ -45,10 +38,8 @@ def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.dtype]:
     every JSON value is refused for."""
     dtypes = {}
     for name, info in signature.inputs.items():
-        dtype = tf.dtypes.as_dtype(info.dtype)
-        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
-        unreadable = numpy_dtype == np.dtype(object) and dtype != tf.string
-        dtypes[name] = np.dtype(np.void) if unreadable else numpy_dtype
+        dtype = tensors.dtype_of(info.dtype)
+        dtypes[name] = np.dtype(np.void) if dtype is None else dtype.numpy
     return dtypes
 
 
@@ -74,7 +65,7 @@ class Servable:
         """`pool` runs the model calls of requests (not of warm-up, which runs on the loading thread);
         `tflite` set (--prefer_tflite_model): the version's model.tflite, when it has one, answers."""
         self.name, self.version, self.path = name, version, path
-        self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, Any]]
+        self._model: Callable[[str, dict[str, np.ndarray]], Mapping[str, np.ndarray]]
         self.runtime = RUNTIME
         self.tflite: TfliteModel | None = None
         if runs_tflite(path, tflite):
@@ -82,9 +73,11 @@ class Servable:
             self.tflite = TfliteModel(path / TFLITE_FILE, tflite)
             self.signature_defs, self._model = self.tflite.signature_defs, self.tflite
         else:
-            self.signature_defs = read_signature_defs(path)
-            functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
-            self._model = lambda key, inputs: functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+            tensorflow_runtime.load()
+            from serving.saved_model import SavedModel  # TensorFlow's own classes: loaded now
+
+            saved_model = SavedModel(path)
+            self.signature_defs, self._model = saved_model.signature_defs, saved_model
         # What requests are checked against: the served signatures, or for TFLite the shapes its
         # interpreters can be resized to.
         self._accepting = (
@@ -159,11 +152,9 @@ class Servable:
     def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         try:
             results = self._model(key, inputs)
-        except tf.errors.InvalidArgumentError as err:
-            raise invalid_argument(err.message) from None
         except ValueError as err:  # LiteRT's word for a tensor it cannot take
             raise invalid_argument(str(err)) from None
-        return {name: _to_numpy(results[name]) for name in wanted}
+        return {name: results[name] for name in wanted}
 
     def warm_up(self) -> int:
         """Replay `assets.extra/tf_serving_warmup_requests` as TF Serving does: a failing record fails
@@ -175,8 +166,8 @@ class Servable:
         if not path.is_file():
             return 0
         count = 0
-        for raw in tf.data.TFRecordDataset(str(path)):
-            log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        for raw in tfrecord.records(path):
+            log = prediction_log_pb2.PredictionLog.FromString(raw)
             if log.WhichOneof("log_type") is not None:
                 self._replay(log, count, path)
             count += 1
@@ -194,22 +185,13 @@ class Servable:
                 f"{path}: warm-up record {number} is a {kind}; only predict_log is replayed here",
             )
         request = log.predict_log.request
-        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        inputs = {k: tensors.to_array(k, v, MAX_WARMUP_TENSOR_BYTES) for k, v in request.inputs.items()}
         try:
             self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
         except ServingError as err:
             raise ServingError(
                 err.code, f"warm-up request {number} of {path} failed: {err.message}"
             ) from None
-
-
-def _to_numpy(tensor: tf.Tensor | np.ndarray) -> np.ndarray:
-    """The tensor as an ndarray at every rank: `.numpy()` of a scalar is a numpy scalar, or plain
-    `bytes` for a string, which the output encoders cannot take (`bytes` has no dtype). LiteRT's
-    outputs are ndarrays already."""
-    if isinstance(tensor, np.ndarray):
-        return tensor
-    return np.asarray(tensor.numpy(), dtype=object if tensor.dtype == tf.string else None)
 
 
 def check_inputs(
@@ -229,10 +211,11 @@ def check_inputs(
     batch_sizes = set()
     for name, array in inputs.items():
         info = signature.inputs[name]
-        want = tf.dtypes.as_dtype(info.dtype)
-        if array.dtype != want.as_numpy_dtype:
+        want = tensors.dtype_of(info.dtype)
+        if want is None or array.dtype != want.numpy:
+            given = "string" if array.dtype == np.dtype(object) else array.dtype.name
             raise invalid_argument(
-                f"input '{name}' has dtype {tf.dtypes.as_dtype(array.dtype).name}, expected {want.name}"
+                f"input '{name}' has dtype {given}, expected {tensors.dtype_name(info.dtype)}"
             )
         dims = [d.size for d in info.tensor_shape.dim]
         if not info.tensor_shape.unknown_rank and (
@@ -240,7 +223,7 @@ def check_inputs(
         ):
             shape = "[" + ",".join(str(d) for d in dims) + "]"
             raise invalid_argument(f"input '{name}' has shape {list(array.shape)}, expected {shape}")
-        if want.is_floating and not np.isfinite(array).all():
+        if want.name.startswith(("float", "bfloat")) and not np.isfinite(array).all():
             raise invalid_argument(f"input '{name}' holds NaN or infinite values")
         if array.ndim:
             batch_sizes.add(array.shape[0])

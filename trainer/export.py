@@ -28,7 +28,8 @@ from contract.signature import (
 )
 from serving.errors import ServingError
 from serving.model_pool import ModelPool
-from serving.servable import Servable, read_signature_defs
+from serving.saved_model import read_signature_defs
+from serving.servable import Servable
 from serving.tflite import TflitePolicy
 from serving.tflite_signatures import write_signature_defs
 from tfquiet import stderr_silenced

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from client import ServingClient, ServingClientError
-from serving.inference import array_to_tensor
+from serving.tensors import to_tensor
 from serving.tflite_signatures import METADATA_NAME
 from tests.conftest import ServerProcess, start_server, wait_for
 
@@ -42,6 +42,16 @@ def samples(server: ServerProcess, metric: str) -> list[dict[str, str]]:
         if family.name == metric
         for sample in family.samples
     ]
+
+
+def tensorflow_loaded(server: ServerProcess) -> bool:
+    """Whether TensorFlow's shared library is mapped into the server's process."""
+    return "_pywrap_tensorflow_internal" in Path(f"/proc/{server.process.pid}/maps").read_text()
+
+
+def resident_mib(server: ServerProcess) -> float:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
 def copy_version(source: Path, base: Path, version: int) -> Path:
@@ -82,6 +92,9 @@ def test_the_tflite_runtime_answers_as_the_savedmodel_over_both_apis(
         # As TF Serving labels it, whichever session ran the call; and no SavedModel was loaded.
         assert {s["runtime"] for s in samples(server, ":tensorflow:serving:runtime_latency")} == {"TF1"}
         assert samples(server, ":tensorflow:cc:saved_model:load_attempt_count") == []
+        # Every version runs from model.tflite: TensorFlow never loaded, a fraction of its memory.
+        assert not tensorflow_loaded(server)
+        assert resident_mib(server) <= 300, f"{resident_mib(server):.0f} MiB"
     finally:
         assert server.stop() == 0
 
@@ -107,6 +120,7 @@ def test_a_version_without_model_tflite_is_served_from_its_savedmodel(
         assert {"serving_default", "classify"} <= set(signatures)  # the SavedModel's
         (load,) = samples(server, ":tensorflow:cc:saved_model:load_attempt_count")
         assert load["status"] == "success"
+        assert tensorflow_loaded(server)  # for the SavedModel, and only for it
     finally:
         assert server.stop() == 0
 
@@ -161,7 +175,7 @@ def test_a_model_tflite_without_signature_metadata_gets_tf_servings_mock_signatu
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "mnist"
-        request.inputs["serving_default_images"].CopyFrom(array_to_tensor(images))
+        request.inputs["serving_default_images"].CopyFrom(to_tensor(images))
         reply = stub.Predict(request, timeout=30)
         assert set(reply.outputs) == {"StatefulPartitionedCall_1"}
         assert [d.size for d in reply.outputs["StatefulPartitionedCall_1"].tensor_shape.dim] == [
@@ -245,7 +259,7 @@ def test_an_empty_batch_gets_an_empty_answer_without_touching_an_interpreter(
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "mnist"
-        request.inputs["images"].CopyFrom(array_to_tensor(images[:0]))
+        request.inputs["images"].CopyFrom(to_tensor(images[:0]))
         for _ in range(200):
             reply = stub.Predict(request, timeout=30)
         assert [d.size for d in reply.outputs["probabilities"].tensor_shape.dim] == [0, 10]

@@ -174,11 +174,11 @@ def write_warmup(version: Path, images: np.ndarray, records: int, empty_first: b
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving.inference import array_to_tensor
+    from serving.tensors import to_tensor
 
     log = prediction_log_pb2.PredictionLog()
     log.predict_log.request.model_spec.name = "mnist"
-    log.predict_log.request.inputs["images"].CopyFrom(array_to_tensor(images[:1]))
+    log.predict_log.request.inputs["images"].CopyFrom(to_tensor(images[:1]))
     with tf.io.TFRecordWriter(str(version / "assets.extra" / "tf_serving_warmup_requests")) as writer:
         if empty_first:
             writer.write(prediction_log_pb2.PredictionLog().SerializeToString())

@@ -28,7 +28,7 @@ from contract.signature import (  # noqa: E402
     SIGNATURE_NAME,
     scale_pixels,  # noqa: E402
 )
-from serving.servable import read_signature_defs  # noqa: E402
+from serving.saved_model import read_signature_defs  # noqa: E402
 from serving.tflite_signatures import session_signatures, subgraph_tensors  # noqa: E402
 from trainer import export  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402

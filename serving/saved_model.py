@@ -1,0 +1,43 @@
+"""A version's SavedModel, run by TensorFlow: the only part of the server that needs TensorFlow, so it
+is imported only when a version that does not run from model.tflite loads (serving.servable)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from serving.errors import invalid_argument
+
+
+def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the `serve` MetaGraph, exactly as saved_model.pb holds them."""
+    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
+
+
+class SavedModel:
+    """The `serve` signatures of a SavedModel, called with and answering numpy arrays."""
+
+    def __init__(self, path: Path) -> None:
+        self.signature_defs = read_signature_defs(path)
+        self._functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
+
+    def __call__(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as err:
+            raise invalid_argument(err.message) from None
+        return {name: _to_numpy(tensor) for name, tensor in outputs.items()}
+
+
+def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
+    """The tensor as an ndarray at every rank: `.numpy()` of a scalar is a numpy scalar, or plain
+    `bytes` for a string, which the output encoders cannot take (`bytes` has no dtype)."""
+    return np.asarray(tensor.numpy(), dtype=object if tensor.dtype == tf.string else None)

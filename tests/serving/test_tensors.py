@@ -1,0 +1,111 @@
+"""TensorProtos read and written without TensorFlow give what TensorFlow's own functions give."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving import tensors
+from serving.errors import ServingError
+from tfs_api.tensorflow.core.framework import tensor_pb2, types_pb2
+
+NUMPY_DTYPES = [
+    np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64,
+    np.uint8, np.uint16, np.uint32, np.uint64, np.bool_, np.complex64, np.complex128,
+]  # fmt: skip
+LIMIT = 1 << 20
+
+
+def as_ours(proto: tf.make_tensor_proto) -> tensor_pb2.TensorProto:
+    return tensor_pb2.TensorProto.FromString(proto.SerializeToString())
+
+
+def typed_fields(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """`array` in the typed *_val field a client may fill instead of tensor_content."""
+    proto = tf.make_tensor_proto(array)
+    dtype = tensors.dtype_of(proto.dtype)
+    assert dtype is not None
+    proto.ClearField("tensor_content")
+    proto.ClearField(dtype.values)
+    field = getattr(proto, dtype.values)
+    if dtype.values == "half_val":
+        field.extend(int(v) for v in array.ravel().view(np.uint16))
+    elif array.dtype.kind == "c":
+        field.extend(float(p) for v in array.ravel() for p in (v.real, v.imag))
+    else:
+        field.extend(array.ravel().tolist())
+    return as_ours(proto)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_numbers_read_and_write_as_tensorflow_does(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    array: np.ndarray = (rng.random((2, 3)) * 100).astype(dtype)
+    packed = as_ours(tf.make_tensor_proto(array))
+    assert np.array_equal(tensors.to_array("x", packed, LIMIT), tf.make_ndarray(packed))
+    written = tensors.to_tensor(array)
+    assert written.dtype == packed.dtype and tensors.dtype_name(written.dtype) == tf.as_dtype(dtype).name
+    assert np.array_equal(tf.make_ndarray(written), array)
+
+    one_by_one = typed_fields(array)
+    assert np.array_equal(tensors.to_array("x", one_by_one, LIMIT), tf.make_ndarray(one_by_one))
+    del one_by_one.tensor_shape.dim[:]
+    one_by_one.tensor_shape.dim.add(size=8)  # fewer values than elements: the last one repeats
+    assert np.array_equal(tensors.to_array("x", one_by_one, LIMIT), tf.make_ndarray(one_by_one))
+    empty = as_ours(tf.make_tensor_proto(np.zeros((2, 2), dtype)))
+    empty.ClearField("tensor_content")
+    assert np.array_equal(tensors.to_array("x", empty, LIMIT), tf.make_ndarray(empty))
+
+
+@pytest.mark.fast
+def test_strings_read_and_write_as_tensorflow_does() -> None:
+    array = np.array([[b"a", b"bc"], [b"", "\u00e9".encode()]], dtype=object)
+    proto = as_ours(tf.make_tensor_proto(array))
+    assert np.array_equal(tensors.to_array("x", proto, LIMIT), tf.make_ndarray(proto))
+    written = tensors.to_tensor(array)
+    assert written == proto
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[300]), "300"),
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1, 2, 3]), "3 values for shape []"),
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE), "a resource tensor cannot be sent"),
+        (tensor_pb2.TensorProto(dtype=999), "dtype 999 is not one"),  # type: ignore[arg-type]
+    ],
+)
+def test_values_that_do_not_fit_are_invalid_arguments(tensor: tensor_pb2.TensorProto, message: str) -> None:
+    with pytest.raises(ServingError) as refused:
+        tensors.to_array("x", tensor, LIMIT)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and message in refused.value.message
+
+
+@pytest.mark.fast
+def test_without_tensorflow_the_dtypes_only_it_has_are_refused() -> None:
+    """In a process that never imported TensorFlow (a TFLite-only replica), reading a request imports
+    none, and a bfloat16 tensor, which no TFLite signature takes, is refused rather than read."""
+    script = (
+        "import sys\n"
+        "from serving import tensors\n"
+        "from serving.errors import ServingError\n"
+        "from tfs_api.tensorflow.core.framework import tensor_pb2, types_pb2\n"
+        "ok = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.5])\n"
+        "assert tensors.to_array('x', ok, 1 << 20) == 1.5\n"
+        "bfloat16 = tensor_pb2.TensorProto(dtype=types_pb2.DT_BFLOAT16, half_val=[1])\n"
+        "try:\n"
+        "    tensors.to_array('x', bfloat16, 1 << 20)\n"
+        "except ServingError as err:\n"
+        "    print(err.message)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dtype bfloat16 is not one this server's models take" in result.stdout
