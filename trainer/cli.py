@@ -101,12 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--patience",
         type=_positive_int,
-        help="epochs without a better val_loss before stopping (default: the arch's recipe, 4)",
+        help="epochs without a better val_loss before stopping (default: the arch's recipe: seed 4, plus 14)",
     )
     parser.add_argument(
         "--handwriting-share",
         type=_share,
-        help="share of each batch from data/handwriting, with elastic distortion (default 0; try 0.25)",
+        help="share of each batch from data/handwriting (default: the arch's recipe: seed 0, plus 0.25)",
     )
     # Flags whose defaults are the config's fields: written once, in TrainConfig.
     for field_name, kind, meaning in (

@@ -50,7 +50,6 @@ from trainer.train import (
     Trained,
     compiled,
     early_stopping,
-    epoch_examples,
     learning_rate,
     make_dataset,
     training_history,
@@ -82,9 +81,7 @@ class WorkerGroup:
             raise ClusterError(
                 f"the batch size {config.batch_size} does not split evenly over {workers} workers"
             )
-        mixed = data.handwriting is not None and config.handwriting_share > 0
-        # Whole global batches: every worker runs as many.
-        steps = epoch_examples(len(data.train), config, mixed) // config.batch_size
+        steps = len(data.train) // config.batch_size  # whole global batches: every worker runs as many
         if steps < 1:
             raise ClusterError(
                 f"{len(data.train)} training images make no whole batch of {config.batch_size}"

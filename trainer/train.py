@@ -22,8 +22,8 @@ from trainer.model import build_model
 from trainer.progress import RunProgress
 
 HISTORY_KEYS = ("loss", "accuracy", "recall", "val_loss", "val_accuracy", "val_recall")
-# Images of a batch elastically distorted (Simard et al. 2003) when the handwriting set is mixed in.
-ELASTIC_WITH_HANDWRITING = 0.5
+# The handwriting set's digits elastically distorted (Simard et al. 2003) when it is mixed in.
+ELASTIC_ON_THE_SET = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,41 +49,50 @@ def make_dataset(
 
     With `shard` (one worker of several), this worker's share of the examples, in batches of its share
     of the global batch, endless and whole: every worker must run the same number of steps. `extra`
-    (the handwriting set's training samples) makes up `config.handwriting_share` of the examples, drawn
-    at random from it, over and over, for as long as `split` lasts."""
-    ds = _examples(split, config, training, shard)
+    (the handwriting set's training samples) fills `config.handwriting_share` of every batch, drawn at
+    random from it, over and over; MNIST fills the rest, and an epoch has as many batches as MNIST
+    alone would fill, so the mix costs no time."""
+    examples = _examples(split, config, training, shard)
     batch_size = config.batch_size
     if shard is not None:
         batch_size = shard.get_per_replica_batch_size(config.batch_size)
-    mixed = training and extra is not None and config.handwriting_share > 0
-    if mixed:
-        assert extra is not None
-        more = _examples(extra, config, True, shard).repeat()
-        share = config.handwriting_share
-        ds = tf.data.Dataset.sample_from_datasets(
-            [ds.repeat(), more], weights=[1 - share, share], seed=config.seed
-        )
-    if shard is not None:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=shard is not None).map(
-        lambda x, y: (to_model_input(x), tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE
+    augment = training and config.augment
+    if not (training and extra is not None and config.handwriting_share > 0):
+        if shard is not None:
+            examples = examples.repeat()
+        ds = _model_batches(examples, batch_size, Augmentation() if augment else None, shard is not None)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    # Each part batched and augmented apart, then joined: no per-example sampling, every batch mixed
+    # alike, and the elastic wobble only for the set's drawn and typeset digits (MNIST's are real hands).
+    from_set = max(1, round(batch_size * config.handwriting_share))
+    mnist = _model_batches(examples.repeat(), batch_size - from_set, Augmentation() if augment else None)
+    handwriting = _model_batches(
+        _examples(extra, config, True, shard).repeat(),
+        from_set,
+        Augmentation(elastic_prob=ELASTIC_ON_THE_SET) if augment else None,
     )
-    if mixed and shard is None:  # endless: an epoch is as many batches as MNIST's share fills
-        ds = ds.take(epoch_batches(len(split), config, mixed=True))
-    if training and config.augment:
-        aug = Augmentation(elastic_prob=ELASTIC_WITH_HANDWRITING if mixed else 0.0)
-        ds = ds.map(lambda x, y: (augment_batch(x, aug), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip(mnist, handwriting).map(
+        lambda first, second: tuple(tf.concat(pair, 0) for pair in zip(first, second, strict=True))
+    )
+    if shard is None:  # endless: an epoch is as many batches as MNIST alone fills
+        ds = ds.take(epoch_batches(len(split), config))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def epoch_examples(examples: int, config: TrainConfig, mixed: bool) -> int:
-    """Examples in an epoch: `examples` of MNIST's, plus the handwriting set's share on top when it is
-    `mixed` in (a quarter of each batch for `plus`: 54,000 MNIST digits and 18,000 of the set's)."""
-    return int(examples / (1 - config.handwriting_share)) if mixed else examples
+def _model_batches(
+    examples: tf.data.Dataset, size: int, augmentation: Augmentation | None, drop_remainder: bool = False
+) -> tf.data.Dataset:
+    """Batches of `size` as the model takes them (float images, one-hot labels), augmented if asked."""
+    ds = examples.batch(size, drop_remainder=drop_remainder).map(
+        lambda x, y: (to_model_input(x), tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if augmentation is not None:
+        ds = ds.map(lambda x, y: (augment_batch(x, augmentation), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
 
 
-def epoch_batches(examples: int, config: TrainConfig, mixed: bool) -> int:
-    return int(np.ceil(epoch_examples(examples, config, mixed) / config.batch_size))
+def epoch_batches(examples: int, config: TrainConfig) -> int:
+    return int(np.ceil(examples / config.batch_size))
 
 
 def _examples(
@@ -188,7 +197,7 @@ def train(
     extra = data.handwriting.train if data.handwriting is not None else None
     train_ds = make_dataset(data.train, config, training=True, extra=extra)
     val_ds = make_dataset(data.val, config, training=False)
-    steps = epoch_batches(len(data.train), config, mixed=extra is not None and config.handwriting_share > 0)
+    steps = epoch_batches(len(data.train), config)
     model = compiled(build_model(config.arch), keras.optimizers.Adam(learning_rate(config, steps)))
     stopper = early_stopping(config)
     report = EpochReport(progress, config.epochs, steps)

@@ -14,6 +14,11 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 Polyline = np.ndarray  # float [n, 2], x right and y down, in a unit box around the digit
 CANVAS = 160  # pixels a side of the page a digit is drawn on, before the normaliser shrinks it
+DIGIT_HEIGHT = 65  # about how tall a digit is drawn on it, in pixels
+# Samples captured coarsely (a thumbnail, a far-off photo, a low-resolution scan), and how many pixels
+# tall the digit then is: strokes merge and blur in ways no pen width gives.
+COARSE_SHARE = 0.25
+COARSE_HEIGHT = (7.0, 16.0)
 
 
 def render_font(font_file: Path, digit: int, rng: np.random.Generator) -> Image.Image:
@@ -23,7 +28,7 @@ def render_font(font_file: Path, digit: int, rng: np.random.Generator) -> Image.
     ink = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
     ImageDraw.Draw(ink).text((CANVAS, CANVAS), str(digit), fill=255, font=font, anchor="mm")
     ink = _thicken(ink, rng)
-    return _on_paper(_transform(ink, rng), rng)
+    return _on_paper(_coarse(_transform(ink, rng), rng), rng)
 
 
 def render_strokes(strokes: list[Polyline], rng: np.random.Generator) -> Image.Image:
@@ -41,7 +46,7 @@ def render_strokes(strokes: list[Polyline], rng: np.random.Generator) -> Image.I
             radius = max(1.0, width * weight / 2)
             draw.line([tuple(start), tuple(end)], fill=255, width=int(round(2 * radius)))
             draw.ellipse([*(end - radius), *(end + radius)], fill=255)
-    return _on_paper(_transform(ink, rng), rng)
+    return _on_paper(_coarse(_transform(ink, rng), rng), rng)
 
 
 def svg_font_digits(font: Path) -> dict[int, list[Polyline]]:
@@ -125,6 +130,18 @@ def _transform(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
     offset = centre - inverse @ centre
     coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
     return ink.transform(ink.size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
+
+
+def _coarse(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """For COARSE_SHARE of the samples, the ink as a coarse capture sees it: each pixel the mean of
+    what it covers, with the digit COARSE_HEIGHT pixels tall, enlarged again (bicubic) and softened, as
+    an upload of such a capture arrives."""
+    if rng.random() >= COARSE_SHARE:
+        return ink
+    factor = rng.uniform(*COARSE_HEIGHT) / DIGIT_HEIGHT
+    small = ink.resize((round(ink.width * factor), round(ink.height * factor)), Image.Resampling.BOX)
+    enlarged = small.resize(ink.size, Image.Resampling.BICUBIC)
+    return enlarged.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.4) / factor))
 
 
 def _on_paper(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
