@@ -34,8 +34,23 @@ USER 10001:10001
 ENTRYPOINT ["python", "-m", "trainer"]
 CMD ["--model-dir", "/models", "--skip-if-trained"]
 
-# This project's TF-Serving-compatible server (the compose profile `embedded`): the same flags and config
-# files as the tensorflow/serving image it stands in for.
+# This project's TF-Serving-compatible server for versions that run from model.tflite (the compose
+# profile `embedded` and deploy/k8s, both with --prefer_tflite_model): no TensorFlow, which it never
+# loads for them. A version with no model.tflite fails to load here, saying to use `serving`.
+FROM slim AS serving-lite
+# hadolint ignore=DL3013
+RUN pip install '.[serving-lite]'
+COPY tfquiet tfquiet
+COPY tfs_api tfs_api
+COPY serving serving
+USER 10001:10001
+EXPOSE 8500 8501
+ENTRYPOINT ["python", "-m", "serving"]
+CMD ["--port=8500", "--rest_api_port=8501", "--model_name=mnist", "--model_base_path=/models/mnist", \
+     "--prefer_tflite_model=true"]
+
+# The same server with TensorFlow, for SavedModels: the same flags and config files as the
+# tensorflow/serving image it stands in for.
 FROM base AS serving
 # hadolint ignore=DL3013
 RUN pip install '.[serving]'

@@ -10,6 +10,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
+import grpc
+
+from serving.errors import ServingError
 from tfquiet import import_tensorflow
 
 
@@ -31,11 +34,20 @@ def configure(threads: Threads) -> None:
 
 
 def load() -> None:
-    """Import TensorFlow quietly with the configured threads, unless it is loaded already."""
+    """Import TensorFlow quietly with the configured threads, unless it is loaded already; a
+    ServingError that says what to do where it is not installed."""
     with _lock:
         if "tensorflow" in sys.modules:
             return
-        import_tensorflow(_settings.verbose)
+        try:
+            import_tensorflow(_settings.verbose)
+        except ImportError:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this server has no TensorFlow to run a SavedModel: it serves versions with a model.tflite "
+                "(--prefer_tflite_model); run the image with TensorFlow (the Dockerfile's `serving` stage, "
+                "pip's `serving` extra) for this one",
+            ) from None
         import tensorflow as tf
 
         # Before the first op runs: a model call uses every core, and calls do not compete for them.

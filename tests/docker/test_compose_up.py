@@ -96,22 +96,24 @@ def test_up_builds_trains_serves_and_shows_the_dashboard(
     page.close()
 
 
-# The official python:3.11-slim image, which the stand-in replaces here, is about 130 MB unpacked;
-# with what the dashboard's stage adds (measured here) it must stay within 800 MB.
-DASHBOARD_ADDS_AT_MOST = 650 * 10**6
+# What a stage may add to the slim base, which carries no TensorFlow for either: the official
+# python:3.11-slim image, which the stand-in replaces here, is about 130 MB unpacked, and the images
+# must stay within 800 MB (the dashboard) and 500 MB (the server without TensorFlow).
+ADDS_AT_MOST = {"dashboard": 650 * 10**6, SERVER: 370 * 10**6}
 
 
-def test_the_dashboard_image_carries_no_tensorflow_and_adds_at_most_650_mb(project: ComposeProject) -> None:
-    image = project.containers()["dashboard"]["Image"]
+@pytest.mark.parametrize("service", sorted(ADDS_AT_MOST))
+def test_the_slim_images_carry_no_tensorflow_and_stay_small(project: ComposeProject, service: str) -> None:
+    image = project.containers()[service]["Image"]
     base = next(b for b in base_images(ROOT / "Dockerfile") if "python" in b)
     size = {
         name: int(project.engine.docker("image", "inspect", "--format", "{{.Size}}", name))
         for name in (image, base)
     }
-    print(f"dashboard image: {size[image] / 1e6:.0f} MB on a {size[base] / 1e6:.0f} MB base")  # for docs (-s)
-    assert size[image] - size[base] <= DASHBOARD_ADDS_AT_MOST
+    print(f"{service} image: {size[image] / 1e6:.0f} MB on a {size[base] / 1e6:.0f} MB base")  # for docs (-s)
+    assert size[image] - size[base] <= ADDS_AT_MOST[service]
     found = project.run(
-        "run", "--rm", "--no-deps", "--entrypoint", "python", "dashboard", "-c", "import tensorflow"
+        *EMBEDDED, "run", "--rm", "--no-deps", "--entrypoint", "python", service, "-c", "import tensorflow"
     )
     assert found.returncode != 0 and "No module named 'tensorflow'" in found.stderr
 

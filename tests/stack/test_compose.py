@@ -25,7 +25,7 @@ from trainer.cluster import cluster_from_env
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-PARTS = ("trainer", "serving", "dashboard")  # each an image: a stage of the Dockerfile
+PARTS = ("trainer", "serving", "serving-lite", "dashboard")  # each an image: a stage of the Dockerfile
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
@@ -161,7 +161,9 @@ def stages() -> dict[str, list[str]]:
 
 # The stage each part's image is built on: TensorFlow's for the two that run models, the plain one for
 # the dashboard, which runs none.
-BUILT_ON = {"trainer": "base", "serving": "base", "dashboard": "slim"}
+BUILT_ON = {"trainer": "base", "serving": "base", "serving-lite": "slim", "dashboard": "slim"}
+# What the server imports only to run a SavedModel (serving.tensorflow_runtime): serving-lite lacks them.
+FOR_SAVED_MODELS = {"tensorflow", "keras"}
 
 
 def test_every_part_is_a_stage_on_one_pinned_base_and_runs_as_a_non_root_user() -> None:
@@ -195,6 +197,7 @@ FIRST_PARTY = {
 ENTRY_POINTS = {
     "trainer": [ROOT / "trainer" / "__main__.py"],
     "serving": [ROOT / "serving" / "__main__.py"],
+    "serving-lite": [ROOT / "serving" / "__main__.py"],
     "dashboard": sorted((ROOT / "dashboard").rglob("*.py")),
 }
 
@@ -264,11 +267,14 @@ def test_each_image_holds_what_its_code_imports_and_not_the_other_parts(part: st
     assert not (set(PARTS) - own) & copied  # the trainer is not in the dashboard's image, and so on
     distributions = importlib.metadata.packages_distributions()
     installed = extra_closure(part) | (extra_closure("tensorflow") if BUILT_ON[part] == "base" else set())
+    if part == "serving-lite":
+        assert third_party >= FOR_SAVED_MODELS and not {"tensorflow", "keras"} & installed
+        third_party -= FOR_SAVED_MODELS
     for module in third_party:
         assert {canonical(d) for d in distributions[module]} & installed, f"{part} imports {module}"
     if part != "dashboard":
         assert "streamlit" not in installed
-    else:
+    if BUILT_ON[part] == "slim":
         assert "tensorflow" not in installed
 
 

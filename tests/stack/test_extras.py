@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, free_port, wait_for
 from trainer.data import Split
 
 
@@ -119,3 +119,48 @@ def test_the_dashboard_extra_has_no_tensorflow_and_runs_every_page(
     result = run(python, "-c", script, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("[]") == 5, result.stdout
+
+
+def test_the_serving_lite_extra_serves_model_tflite_without_tensorflow(
+    tmp_path_factory: pytest.TempPathFactory,
+    client_venv: Path,
+    trained_model_dir: Path,
+    mnist_test: Split,
+    tmp_path: Path,
+) -> None:
+    """`pip install '.[serving-lite]'` runs the server on the trained version's model.tflite, and the
+    client extra's `mnist` reads a test digit from it over gRPC and REST."""
+    python = fresh_venv(tmp_path_factory.mktemp("serving-lite") / "venv", "serving-lite")
+    assert run(python, "-c", "import tensorflow", cwd=tmp_path).returncode != 0
+    grpc_port, rest_port = free_port(), free_port()
+    flags = [f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--host=127.0.0.1", "--model_name=mnist"]
+    flags += [f"--model_base_path={trained_model_dir / 'mnist'}", "--prefer_tflite_model"]
+    process = subprocess.Popen(
+        [str(python), "-m", "serving", *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = ServerProcess(process, grpc_port, rest_port)
+    try:
+        wait_for(
+            lambda: "AVAILABLE" in server.model_states("mnist").values() or process.poll() is not None,
+            60,
+            "mnist to be AVAILABLE",
+        )
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        digit = tmp_path / "digit.png"
+        Image.fromarray(255 - mnist_test.images[0].reshape(28, 28)).resize((112, 112)).save(digit)
+        for door in (["--grpc", server.grpc_target], ["--rest", server.rest_url]):
+            result = subprocess.run(
+                [str(client_venv.parent / "mnist"), "predict", *door, "--json", str(digit)],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["digit"] == mnist_test.labels[0]
+    finally:
+        assert server.stop() == 0
