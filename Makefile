@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format protos up train drill handwriting-data bench-train bench-serve bench-replicas bench-uploads
+.PHONY: install test test-fast lint format protos up train drill handwriting-data bench-train bench-serve bench-replicas bench-uploads bench-profile
 
 install: $(INSTALLED)
 
@@ -69,6 +69,11 @@ bench-replicas: $(INSTALLED)
 bench-uploads: $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/uploads.py
+
+# Where the server's time goes under load (py-spy), for the benchmark notes.
+bench-profile: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/profile.py
 
 # The handwriting set beyond MNIST (data/handwriting/): fonts and pen strokes fetched by package name
 # (npm, apt), rendered and normalised as uploads are. Deterministic from --seed; commit what it writes.

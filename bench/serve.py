@@ -214,18 +214,30 @@ def payloads_for(image: np.ndarray) -> dict[str, bytes]:
     return {"grpc": request.SerializeToString(), "rest": json.dumps({"instances": image.tolist()}).encode()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def load_flags(doc: str, seconds: float, per: str) -> argparse.Namespace:
+    """The flags of a benchmark that loads the server: --seconds and --model-base-path."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--seconds", type=float, default=seconds, help=f"seconds per {per} (default {seconds:g})"
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--model-base-path", type=Path, help="default: a quick `plus` model in a temp dir")
     args = parser.parse_args()
     ensure_tools()
-    from bench.machine import describe_machine
+    return args
+
+
+def first_test_image() -> np.ndarray:
+    """MNIST's first test digit as the model takes it: one image a request."""
     from trainer.data import load_pair
 
-    image = scale_pixels(load_pair(ROOT / "data" / "mnist", "t10k", verify=False).images[:1])
+    return scale_pixels(load_pair(ROOT / "data" / "mnist", "t10k", verify=False).images[:1])
+
+
+def main() -> None:
+    args = load_flags(__doc__ or "", 5.0, "cell")
+    from bench.machine import describe_machine
+
+    image = first_test_image()
     with tempfile.TemporaryDirectory() as scratch:
         base_path = args.model_base_path or quick_model(Path(scratch))
         version_dir = base_path / str(model_dir.versions(base_path)[-1])
