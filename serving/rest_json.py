@@ -153,8 +153,6 @@ def _decode_strings(name: str, value: Any) -> Any:
     raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
 
 
-
-
 def _nesting(value: Any) -> int:
     """How many lists deep `value` goes, level by level (no recursion), counted up to MAX_RANK + 1."""
     depth, level = 0, [value]
