@@ -1,7 +1,9 @@
-"""serving/json_bodies.py in process: large REST bodies read without Python objects, off the event loop.
+"""serving/json_bodies.py in process: dense REST bodies read without Python objects, large ones off the
+event loop.
 
-Every body here is over IN_LOOP_BYTES, so it takes the large-body path; the general reader (the one
-small bodies take, tested in test_rest_json.py) is the reference it must agree with.
+Bodies here are over IN_LOOP_BYTES unless said otherwise; the general reader (tested in
+test_rest_json.py, for every body that is not a dense numeric tensor) is the reference the dense path
+must agree with.
 """
 
 from __future__ import annotations
@@ -125,3 +127,11 @@ def test_a_parsing_process_that_dies_is_unavailable_once_then_replaced() -> None
     found = run_scenario("a_worker_killed_mid_parse", ROOT)
     assert found["code"] == "UNAVAILABLE"
     assert found["next"] not in (found["killed"], found["here"])
+
+
+def test_a_key_given_twice_is_read_as_tf_serving_reads_it() -> None:
+    """RapidJSON's FindMember, which TF Serving looks the keys up with, finds the first: so does the
+    dense reader, here for a small body as every single-image request is."""
+    body = b'{"instances": [[0.5, 1.0]], "instances": "not a tensor"}'
+    read = predict_inputs(body, FLOAT)
+    assert read.arrays is not None and read.arrays["images"].tolist() == [[0.5, 1.0]]
