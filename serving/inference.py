@@ -17,10 +17,10 @@ import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from serving import classify, json_bodies, rest_json, tensors
+from serving import DEFAULT_SIGNATURE, classify, json_bodies, rest_json, tensors
 from serving.errors import ServingError, invalid_argument
 from serving.limits import ByteBudget, Limits
-from serving.servable import DEFAULT_SIGNATURE, Servable
+from serving.servable import Servable
 from serving.store import ModelStore
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,

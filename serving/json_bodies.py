@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 import simdjson
 
-from serving import rest_json
+from serving import DEFAULT_SIGNATURE, rest_json
 from serving.errors import ServingError, invalid_argument
 
 IN_LOOP_BYTES = 256 << 10  # parsed on the event loop: about 15 ms at most
@@ -62,7 +62,7 @@ def predict_inputs(body: bytes, signatures: Mapping[str, rest_json.InputDtypes] 
 def _signature_inputs(
     signatures: Mapping[str, rest_json.InputDtypes], signature_name: str
 ) -> rest_json.InputDtypes:
-    key = signature_name or rest_json.DEFAULT_SIGNATURE
+    key = signature_name or DEFAULT_SIGNATURE
     if key not in signatures:
         raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
     return signatures[key]

@@ -25,7 +25,6 @@ from serving.tensors import MAX_RANK
 # needs no more of a signature, so it runs without TensorFlow, in the JSON parsing process too.
 InputDtypes = dict[str, np.dtype]
 STRING = np.dtype(object)
-DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets, on either door
 
 
 @dataclass(frozen=True)

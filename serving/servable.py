@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from serving import tensorflow_runtime, tensors, tfrecord
+from serving import DEFAULT_SIGNATURE, tensorflow_runtime, tensors, tfrecord
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
@@ -23,7 +23,6 @@ from serving.tflite import TfliteModel, TflitePolicy
 from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
-DEFAULT_SIGNATURE = "serving_default"  # what a request that names no signature gets
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
 # TF Serving's runtime label for Predict, Classify and Regress, whichever session runs them (TFLite too).
 RUNTIME = "TF1"

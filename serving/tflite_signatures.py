@@ -17,11 +17,11 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 
+from serving import DEFAULT_SIGNATURE
 from tfs_api.tensorflow.core.framework import types_pb2
 from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 
 METADATA_NAME = "signature_defs_metadata"  # tflite::kSignatureDefsMetadataName
-DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 _FILE_IDENTIFIER = b"TFL3"  # what FinishModelBuffer stamps on every .tflite file
 
