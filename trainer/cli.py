@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,24 +57,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 0.5], got {text!r}")
-    return value
+def _up_to_half(word: str, zero_allowed: bool) -> Callable[[str], float]:
+    """A flag type for a number in (0, 0.5], or [0, 0.5] where 0 means none, named `word` in errors."""
+    interval = "[0, 0.5]" if zero_allowed else "(0, 0.5]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        above_low = value >= 0.0 if zero_allowed else value > 0.0
+        if not above_low or value > 0.5:
+            raise argparse.ArgumentTypeError(f"expected a {word} in {interval}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 0.5], got {text!r}")
-    return value
+_fraction = _up_to_half("fraction", zero_allowed=False)
+_share = _up_to_half("share", zero_allowed=True)
 
 
 def _model_name(text: str) -> str:
