@@ -12,7 +12,7 @@ DASHBOARD_PORT ?= 8080
 # The server and dashboard listen on this machine only; HOST=0.0.0.0 opens them (as in .env for Compose).
 HOST ?= 127.0.0.1
 
-.PHONY: install test test-fast lint format protos up train drill handwriting-data bench-train bench-serve bench-replicas bench-uploads bench-profile
+.PHONY: install test test-fast lint format protos up train drill handwriting-data bench-train bench-serve bench-replicas bench-uploads bench-profile bench-peers
 
 install: $(INSTALLED)
 
@@ -74,6 +74,13 @@ bench-uploads: $(INSTALLED)
 bench-profile: $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/profile.py
+
+# Our server against Triton (PyPI's nvidia-pytriton bundles tritonserver), side by side in one run.
+# Triton's client wants numpy 1, so the peer gets its own venv, .venv-peers, from the `peers` extra.
+bench-peers: $(INSTALLED)
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet '.[peers]'
+	$(PY) bench/peers.py
 
 # The handwriting set beyond MNIST (data/handwriting/): fonts and pen strokes fetched by package name
 # (npm, apt), rendered and normalised as uploads are. Deterministic from --seed; commit what it writes.

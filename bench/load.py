@@ -34,9 +34,17 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def h2load_grpc(target: str, request: bytes, in_flight: int, seconds: float) -> dict[str, float]:
-    """`in_flight` concurrent Predict calls over at most 4 HTTP/2 connections, for `seconds`."""
-    connections = min(in_flight, 4)
+def h2load_grpc(
+    target: str,
+    request: bytes,
+    in_flight: int,
+    seconds: float,
+    path: str = PREDICT_PATH,
+    connections: int | None = None,
+) -> dict[str, float]:
+    """`in_flight` concurrent calls of `path` (TF Serving's Predict) for `seconds`, over `connections`
+    HTTP/2 connections (default: at most 4, the rest as concurrent streams)."""
+    connections = connections or min(in_flight, 4)
     with tempfile.TemporaryDirectory() as scratch:
         body, log = Path(scratch) / "request", Path(scratch) / "log"
         body.write_bytes(grpc_frame(request))
@@ -51,7 +59,7 @@ def h2load_grpc(target: str, request: bytes, in_flight: int, seconds: float) -> 
                 f"--log-file={log}",
                 "--header=content-type: application/grpc",
                 "--header=te: trailers",
-                f"http://{target}{PREDICT_PATH}",
+                f"http://{target}{path}",
             ]
         )
         # One request a line: start time, HTTP status, microseconds.

@@ -214,12 +214,17 @@ def payloads_for(image: np.ndarray) -> dict[str, bytes]:
     return {"grpc": request.SerializeToString(), "rest": json.dumps({"instances": image.tolist()}).encode()}
 
 
-def load_flags(doc: str, seconds: float, per: str) -> argparse.Namespace:
-    """The flags of a benchmark that loads the server: --seconds and --model-base-path."""
+def load_flags(doc: str, seconds: float, per: str, rounds: int | None = None) -> argparse.Namespace:
+    """The flags of a benchmark that loads the server: --seconds and --model-base-path (and --rounds,
+    where it has them)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--seconds", type=float, default=seconds, help=f"seconds per {per} (default {seconds:g})"
     )
+    if rounds is not None:
+        parser.add_argument(
+            "--rounds", type=int, default=rounds, help=f"each cell this often (default {rounds})"
+        )
     parser.add_argument("--model-base-path", type=Path, help="default: a quick `plus` model in a temp dir")
     args = parser.parse_args()
     ensure_tools()

@@ -19,12 +19,15 @@ Writes bench/results/uploads.json and ends with one line: each set's accuracy an
 from __future__ import annotations
 
 import argparse
+import base64
+import collections
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -33,6 +36,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe_machine  # noqa: E402
+from client.normalise import normalise_bytes  # noqa: E402
+from contract import model_dir  # noqa: E402
 from trainer.data import load_handwriting, load_pair  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "uploads.json"
@@ -129,6 +134,60 @@ def uci_set(folder: Path, rng: np.random.Generator) -> int:
     return len(digits.images)
 
 
+def true_digit(answer: dict[str, Any]) -> int:
+    return int(Path(answer["path"]).name.split("_")[1])
+
+
+def source_report(answers: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """One set's accuracy, misses per true digit, and its most confident misses drawn as the model saw
+    them (the client's normaliser run again on the file), for the Evaluation page."""
+    mine = [a for a in answers if Path(a["path"]).name.startswith(kind + "_")]
+    wrong = [a for a in mine if a.get("digit") != true_digit(a)]
+    wrong_by_digit = collections.Counter(str(true_digit(a)) for a in wrong)
+    drawn = sorted((a for a in wrong if "probabilities" in a), key=lambda a: -max(a["probabilities"]))
+    return {
+        "images": len(mine),
+        "accuracy": round(1 - len(wrong) / max(1, len(mine)), 4),
+        "errors": sum("error" in a for a in mine),
+        "wrong_by_true_digit": dict(sorted(wrong_by_digit.items())),
+        "misses": [
+            {
+                "file": Path(a["path"]).name,
+                "label": true_digit(a),
+                "predicted": a["digit"],
+                "confidence": max(a["probabilities"]),
+                "pixels": base64.b64encode(
+                    normalise_bytes(Path(a["path"]).read_bytes()).image.tobytes()
+                ).decode(),
+            }
+            for a in drawn[: model_dir.SOURCE_MISSES]
+        ],
+    }
+
+
+def _without_misses(source: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in source.items() if key != "misses"}
+
+
+def record_on_the_version(base_path: Path, answers: list[dict[str, Any]], sources: dict[str, Any]) -> None:
+    """Writes the per-source figures, misses drawn, into the served version's assets.extra/uploads.json
+    (atomically: the dashboard may be reading), where the Evaluation page shows them beside the
+    trainer's own. Skipped, with a line saying why, when the answers came from several versions."""
+    served = {a["version"] for a in answers if "version" in a}
+    if len(served) != 1:
+        print(f"not recorded on a version: the answers came from versions {sorted(served)}", file=sys.stderr)
+        return
+    target = model_dir.artefact_path(base_path, int(served.pop()), model_dir.UPLOADS)
+    staged = target.with_name(f".{target.name}.partial")
+    try:
+        staged.write_text(json.dumps({"measured_on": time.strftime("%Y-%m-%d"), "sources": sources}))
+        staged.replace(target)
+    except OSError as error:
+        print(f"not recorded on the version: {error}", file=sys.stderr)
+        return
+    print(f"recorded on the version: {target}", file=sys.stderr)
+
+
 def start_server(base_path: Path) -> subprocess.Popen:
     server = subprocess.Popen(
         [
@@ -204,26 +263,12 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    if cli.returncode not in (0, 1):  # 1: some inputs failed, which the figures count
-        raise SystemExit(f"the CLI exited with {cli.returncode}: {errors.strip()}")
-    answers = [json.loads(line) for line in lines if line.strip()]
-    report: dict[str, object] = {}
-    accuracies: dict[str, float] = {}
-    for kind in sizes:
-        mine = [a for a in answers if Path(a["path"]).name.startswith(kind + "_")]
-        right = [a for a in mine if a.get("digit") == int(Path(a["path"]).name.split("_")[1])]
-        wrong_by_digit: dict[str, int] = {}
-        for a in mine:
-            if a not in right:
-                key = Path(a["path"]).name.split("_")[1]
-                wrong_by_digit[key] = wrong_by_digit.get(key, 0) + 1
-        accuracies[kind] = round(len(right) / max(1, len(mine)), 4)
-        report[kind] = {
-            "images": len(mine),
-            "accuracy": accuracies[kind],
-            "errors": sum("error" in a for a in mine),
-            "wrong_by_true_digit": dict(sorted(wrong_by_digit.items())),
-        }
+        if cli.returncode not in (0, 1):  # 1: some inputs failed, which the figures count
+            raise SystemExit(f"the CLI exited with {cli.returncode}: {errors.strip()}")
+        answers = [json.loads(line) for line in lines if line.strip()]
+        sources = {kind: source_report(answers, kind) for kind in sizes}  # reads the files: in here
+    report: dict[str, object] = {kind: _without_misses(source) for kind, source in sources.items()}
+    accuracies = {kind: source["accuracy"] for kind, source in sources.items()}
     report["cli_images_per_s"] = round(len(answers) / seconds, 1)
     report["cli_seconds"] = round(seconds, 1)
     report["cli_seconds_to_first_answer"] = round(first_answer, 1)
@@ -233,6 +278,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    record_on_the_version(args.model_base_path, answers, sources)
     print(
         ", ".join(f"{kind} {accuracy:.2%}" for kind, accuracy in accuracies.items())
         + f"; the CLI answered {len(answers):,} files at {report['cli_images_per_s']} images/s "

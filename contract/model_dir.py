@@ -16,6 +16,10 @@ from pathlib import Path
 
 ASSETS_EXTRA = "assets.extra"
 HISTORY, METRICS, MODEL_CARD = "history", "metrics", "model_card"  # assets.extra/<name>.json
+# assets.extra/uploads.json: written later by `make bench-uploads`, each outside source's accuracy
+# through the whole upload path (files, CLI, server) for the version it served.
+UPLOADS = "uploads"
+SOURCE_MISSES = 20  # misses drawn per source on the Evaluation page
 WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra, replayed by the server before traffic
 TFLITE_FILE = "model.tflite"  # serving_default for LiteRT, read by --prefer_tflite_model
 # model.tflite's metadata entry holding its SignatureDefs: all TF Serving's TFLite path serves.
@@ -40,7 +44,7 @@ def versions(base_path: Path) -> list[int]:
 
 
 def artefact_path(base_path: Path, version: int, name: str) -> Path:
-    """assets.extra/<name>.json of a version (HISTORY, METRICS or MODEL_CARD)."""
+    """assets.extra/<name>.json of a version (HISTORY, METRICS, MODEL_CARD or UPLOADS)."""
     return base_path / str(version) / ASSETS_EXTRA / f"{name}.json"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from contract import model_dir
 from contract.signature import DIGITS, scale_pixels
 from trainer.data import Split
 
@@ -58,9 +59,6 @@ def test_metrics(model: keras.Model, test: Split, batch_size: int = 1000) -> dic
     }
 
 
-SOURCE_MISSES = 20  # misses drawn per source on the Evaluation page
-
-
 def source_metrics(model: keras.Model, sources: dict[str, Split], batch_size: int = 1000) -> dict[str, Any]:
     """Accuracy on each source of digits (MNIST's test set, the handwriting set's dev sources), with
     its most confident misses' pixels: where the model reads one kind of writing worse than another."""
@@ -71,7 +69,7 @@ def source_metrics(model: keras.Model, sources: dict[str, Split], batch_size: in
         found[name] = {
             "accuracy": float((predicted == split.labels).mean()),
             "images": len(split),
-            "misses": misclassified(split, probabilities, predicted)[:SOURCE_MISSES],
+            "misses": misclassified(split, probabilities, predicted)[: model_dir.SOURCE_MISSES],
         }
     return found
 

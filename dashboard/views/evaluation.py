@@ -51,15 +51,26 @@ def pixels(entry: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(entry["pixels"]), np.uint8).reshape(28, 28)
 
 
-by_source = metrics.get("by_source", {})
+uploads = artefacts.artefact(config.base_path, version, model_dir.UPLOADS) or {}
+by_source = [
+    (name, "trainer: the arrays", source) for name, source in metrics.get("by_source", {}).items()
+] + [
+    (name, f"bench-uploads ({uploads.get('measured_on', '?')}): files through the CLI and server", source)
+    for name, source in uploads.get("sources", {}).items()
+]
 if by_source:
     st.subheader("Accuracy by source of digits")
     rows = [
-        {"source": name, "accuracy": f"{s['accuracy']:.2%}", "images": s["images"]}
-        for name, s in by_source.items()
+        {"source": name, "accuracy": f"{s['accuracy']:.2%}", "images": s["images"], "measured by": how}
+        for name, how, s in by_source
     ]
     st.dataframe(pd.DataFrame(rows).set_index("source"), width="stretch")
-    for name, source in by_source.items():
+    if not uploads:
+        st.caption(
+            "Typeset digits and the UCI handwriting join this table once `make bench-uploads` "
+            "has scored this version."
+        )
+    for name, _, source in by_source:
         drawn = [m for m in source["misses"] if "pixels" in m]
         if drawn:
             st.caption(f"{name}: its most confident misses (true → read)")

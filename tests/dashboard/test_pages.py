@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -188,3 +189,28 @@ def test_every_sample_digit_is_one_click_from_an_answer(dashboard_env: Path) -> 
         kind, shown = sample.stem.split("-")[:2]
         if kind == "mnist":  # MNIST's own test digits: what even the suite's small model reads right
             assert digit.value == shown, sample.name
+
+
+def test_evaluation_page_adds_what_bench_uploads_measured(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "models"
+    shutil.copytree(dashboard_env, model_dir)
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    before = page("evaluation").run()
+    assert "join this table once `make bench-uploads`" in texts(before)
+    drawn = base64.b64encode(bytes(range(256)) * 3 + bytes(16)).decode()
+    miss = {"file": "uci_9_3.png", "label": 9, "predicted": 3, "confidence": 0.9, "pixels": drawn}
+    sources = {
+        "typeset": {"images": 1170, "accuracy": 0.9974, "misses": []},
+        "uci": {"images": 1797, "accuracy": 0.9544, "misses": [miss, {**miss, "label": 8}]},
+    }
+    uploads = {"measured_on": "2026-12-06", "sources": sources}
+    (model_dir / "mnist" / "1" / "assets.extra" / "uploads.json").write_text(json.dumps(uploads))
+    after = page("evaluation").run()
+    assert not after.exception
+    (table,) = [frame.value for frame in after.dataframe if "measured by" in frame.value.columns]
+    assert table.loc["uci", "accuracy"] == "95.44%" and table.loc["typeset", "images"] == 1170
+    assert "bench-uploads (2026-12-06)" in table.loc["uci", "measured by"]
+    assert "uci: its most confident misses" in texts(after)
+    assert len(after.get("image")) == len(before.get("image")) + 2
