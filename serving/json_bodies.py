@@ -140,14 +140,12 @@ def _numbers(value: simdjson.Array, dtype: np.dtype) -> np.ndarray:
         return np.frombuffer(value.as_buffer(of_type="u"), np.uint64)
 
 
-def _structure(text: bytes, piece: int = 8 << 20) -> bytes:
-    """The brackets and commas of a numeric array's minified JSON, read a piece at a time so that the
-    masks stay small beside a body of a hundred megabytes."""
-    found = []
-    for start in range(0, len(text), piece):
-        chars = np.frombuffer(text, np.uint8, count=min(piece, len(text) - start), offset=start)
-        found.append(chars[(chars == ord("[")) | (chars == ord("]")) | (chars == ord(","))].tobytes())
-    return b"".join(found)
+def _structure(text: bytes) -> bytes:
+    """The brackets and commas of a numeric array's minified JSON (every other byte deleted in C)."""
+    return text.translate(None, _NOT_STRUCTURE)
+
+
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b"[],")))
 
 
 def _rectangular(shape: list[int]) -> bytes:
