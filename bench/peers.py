@@ -9,9 +9,11 @@ bundles, with its Python backend running bench/triton_model.py (two instances, d
 2 ms), in .venv-peers (its client wants numpy 1); it listens on 127.0.0.1 only. Both are up for the
 whole run, and each cell loads one of them: single-image requests for `--seconds` over REST (wrk) and
 gRPC (h2load), 1, 8 and 32 connections, one request in flight on each; ours and Triton's cells
-alternate, `--rounds` times. A cell records requests/s, p50/p99, failures, and the server's CPU per
-request (its processes and their children: Triton's backend stubs). Before the load, both answer the
-same image with the same probabilities. Writes bench/results/peers.json and prints a summary.
+alternate, `--rounds` times. A third side, bench/grpc_floor.py, is Python's gRPC answering with no
+work at all: what gRPC alone costs our server a request. A cell records requests/s, p50/p99, failures,
+and the server's CPU per request (its processes and their children: Triton's backend stubs). Before
+the load, both answer the same image with the same probabilities. Writes bench/results/peers.json
+and prints a summary.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +49,7 @@ CONNECTIONS = (1, 8, 32)
 TRITON_INFER = "/inference.GRPCInferenceService/ModelInfer"
 OURS = {"grpc": "127.0.0.1:18600", "rest": "http://127.0.0.1:18601/v1/models/mnist:predict"}
 TRITON = {"grpc": "127.0.0.1:18800", "rest": "http://127.0.0.1:18801/v2/models/mnist/infer"}
+FLOOR = {"grpc": "127.0.0.1:18650"}  # bench/grpc_floor.py: Python's gRPC answering with no work
 # What our batching.config says, in Triton's words.
 TRITON_CONFIG = """name: "mnist"
 backend: "python"
@@ -153,6 +157,19 @@ def stopping(server: subprocess.Popen) -> Iterator[subprocess.Popen]:
         server.wait(30)
 
 
+def start_floor() -> subprocess.Popen:
+    floor = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "grpc_floor.py"), FLOOR["grpc"].split(":")[1]]
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 18650), timeout=1):
+            return floor
+        time.sleep(0.1)
+    floor.kill()
+    raise SystemExit("bench/grpc_floor.py did not listen in time")
+
+
 def peer(*args: str) -> str:
     return subprocess.run(
         [str(PEER_PYTHON), str(ROOT / "bench" / "triton_peer.py"), *args],
@@ -207,7 +224,8 @@ class Side:
 
 
 def summary(cells: dict[str, Any]) -> dict[str, Any]:
-    """At 32 connections, each API: ours / Triton's throughput, CPU per request, p99 (mean of rounds)."""
+    """At 32 connections, each API: ours / Triton's throughput, CPU per request, p99 (mean of rounds),
+    and for gRPC the floor's CPU per request."""
     found: dict[str, Any] = {}
     for api in ("rest", "grpc"):
         mean = {
@@ -224,6 +242,10 @@ def summary(cells: dict[str, Any]) -> dict[str, Any]:
                 mean["ours"]["server_cpu_ms_per_request"] / mean["triton"]["server_cpu_ms_per_request"], 3
             ),
         }
+    floor = cells["grpc_floor"]["grpc"]["connections_32"]
+    found["grpc"]["floor_server_cpu_ms_per_request"] = round(
+        float(np.mean([r["server_cpu_ms_per_request"] for r in floor])), 3
+    )
     return found
 
 
@@ -235,7 +257,7 @@ def main() -> None:
 
     image = first_test_image()
     ours_payloads = payloads_for(image)
-    cells: dict[str, Any] = {"ours": {"rest": {}, "grpc": {}}, "triton": {"rest": {}, "grpc": {}}}
+    cells: dict[str, Any] = {name: {"rest": {}, "grpc": {}} for name in ("ours", "triton", "grpc_floor")}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         base_path = args.model_base_path or quick_model(scratch / "models")
@@ -249,15 +271,19 @@ def main() -> None:
         with contextlib.ExitStack() as running:
             ours = running.enter_context(stopping(start_ours(base_path)))
             triton = running.enter_context(stopping(start_triton(tflite, scratch)))
+            floor = running.enter_context(stopping(start_floor()))
             answers = same_answers(scratch / "image.npy", image)
             sides = {
                 "ours": Side(ours, OURS, ours_payloads, PREDICT_PATH),
                 "triton": Side(triton, TRITON, triton_payloads, TRITON_INFER),
+                "grpc_floor": Side(floor, FLOOR, ours_payloads, PREDICT_PATH),
             }
             for round_ in range(args.rounds):
                 for api in ("rest", "grpc"):
                     for connections in CONNECTIONS:
                         for name, side in sides.items():
+                            if api not in side.targets:
+                                continue
                             figures = side.cell(api, connections, args.seconds)
                             cells[name][api].setdefault(f"connections_{connections}", []).append(figures)
                             print(
