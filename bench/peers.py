@@ -9,11 +9,12 @@ bundles, with its Python backend running bench/triton_model.py (two instances, d
 2 ms), in .venv-peers (its client wants numpy 1); it listens on 127.0.0.1 only. Both are up for the
 whole run, and each cell loads one of them: single-image requests for `--seconds` over REST (wrk) and
 gRPC (h2load), 1, 8 and 32 connections, one request in flight on each; ours and Triton's cells
-alternate, `--rounds` times. A third side, bench/grpc_floor.py, is Python's gRPC answering with no
-work at all: what gRPC alone costs our server a request. A cell records requests/s, p50/p99, failures,
-and the server's CPU per request (its processes and their children: Triton's backend stubs). Before
-the load, both answer the same image with the same probabilities. Writes bench/results/peers.json
-and prints a summary.
+alternate, `--rounds` times. A third side, bench/floor.py, is our front doors' libraries answering
+with no work at all: what grpc.aio and uvicorn alone cost a request. And the model alone: LiteRT's
+CPU per image at batch 32 on one interpreter. A cell records requests/s, p50/p99, failures, and the
+server's CPU per request (its processes and their children: Triton's backend stubs). Before the
+load, both answer the same image with the same probabilities. Writes bench/results/peers.json and
+prints a summary.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import PREDICT_PATH, h2load_grpc, wrk_rest  # noqa: E402
 from bench.profile import FLAGS as COMPOSE_FLAGS  # noqa: E402
-from bench.serve import first_test_image, load_flags, payloads_for, quick_model, wait_available  # noqa: E402
+from bench.serve import (  # noqa: E402
+    first_test_image,
+    litert_images_per_s,
+    load_flags,
+    payloads_for,
+    quick_model,
+    wait_available,
+)
 from contract import model_dir  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "peers.json"
@@ -49,7 +56,8 @@ CONNECTIONS = (1, 8, 32)
 TRITON_INFER = "/inference.GRPCInferenceService/ModelInfer"
 OURS = {"grpc": "127.0.0.1:18600", "rest": "http://127.0.0.1:18601/v1/models/mnist:predict"}
 TRITON = {"grpc": "127.0.0.1:18800", "rest": "http://127.0.0.1:18801/v2/models/mnist/infer"}
-FLOOR = {"grpc": "127.0.0.1:18650"}  # bench/grpc_floor.py: Python's gRPC answering with no work
+# bench/floor.py: our front doors' libraries answering with no work
+FLOOR = {"grpc": "127.0.0.1:18650", "rest": "http://127.0.0.1:18651/v1/models/mnist:predict"}
 # What our batching.config says, in Triton's words.
 TRITON_CONFIG = """name: "mnist"
 backend: "python"
@@ -163,11 +171,12 @@ def start_floor() -> subprocess.Popen:
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 18650), timeout=1):
+        with contextlib.suppress(requests.RequestException):
+            requests.post(FLOOR["rest"], data=b"{}", timeout=1)  # REST listens after gRPC
             return floor
         time.sleep(0.1)
     floor.kill()
-    raise SystemExit("bench/grpc_floor.py did not listen in time")
+    raise SystemExit("bench/floor.py did not listen in time")
 
 
 def peer(*args: str) -> str:
@@ -225,7 +234,7 @@ class Side:
 
 def summary(cells: dict[str, Any]) -> dict[str, Any]:
     """At 32 connections, each API: ours / Triton's throughput, CPU per request, p99 (mean of rounds),
-    and for gRPC the floor's CPU per request."""
+    and the floor's CPU per request."""
     found: dict[str, Any] = {}
     for api in ("rest", "grpc"):
         mean = {
@@ -242,10 +251,10 @@ def summary(cells: dict[str, Any]) -> dict[str, Any]:
                 mean["ours"]["server_cpu_ms_per_request"] / mean["triton"]["server_cpu_ms_per_request"], 3
             ),
         }
-    floor = cells["grpc_floor"]["grpc"]["connections_32"]
-    found["grpc"]["floor_server_cpu_ms_per_request"] = round(
-        float(np.mean([r["server_cpu_ms_per_request"] for r in floor])), 3
-    )
+        floor = cells["floor"][api]["connections_32"]
+        found[api]["floor_server_cpu_ms_per_request"] = round(
+            float(np.mean([r["server_cpu_ms_per_request"] for r in floor])), 3
+        )
     return found
 
 
@@ -257,7 +266,7 @@ def main() -> None:
 
     image = first_test_image()
     ours_payloads = payloads_for(image)
-    cells: dict[str, Any] = {name: {"rest": {}, "grpc": {}} for name in ("ours", "triton", "grpc_floor")}
+    cells: dict[str, Any] = {name: {"rest": {}, "grpc": {}} for name in ("ours", "triton", "floor")}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         base_path = args.model_base_path or quick_model(scratch / "models")
@@ -273,17 +282,16 @@ def main() -> None:
             triton = running.enter_context(stopping(start_triton(tflite, scratch)))
             floor = running.enter_context(stopping(start_floor()))
             answers = same_answers(scratch / "image.npy", image)
+            images_per_s = litert_images_per_s(tflite, np.repeat(image, 32, axis=0), 1, 3.0)
             sides = {
                 "ours": Side(ours, OURS, ours_payloads, PREDICT_PATH),
                 "triton": Side(triton, TRITON, triton_payloads, TRITON_INFER),
-                "grpc_floor": Side(floor, FLOOR, ours_payloads, PREDICT_PATH),
+                "floor": Side(floor, FLOOR, ours_payloads, PREDICT_PATH),
             }
             for round_ in range(args.rounds):
                 for api in ("rest", "grpc"):
                     for connections in CONNECTIONS:
                         for name, side in sides.items():
-                            if api not in side.targets:
-                                continue
                             figures = side.cell(api, connections, args.seconds)
                             cells[name][api].setdefault(f"connections_{connections}", []).append(figures)
                             print(
@@ -295,6 +303,7 @@ def main() -> None:
         "summary_32_connections": summary(cells),
         **cells,
         "answers": answers,
+        "model_alone": {"litert_batch_32_cpu_ms_per_image": round(1000 / images_per_s, 3)},
         "setup": {
             "machine": describe_machine(),
             "seconds_per_cell": args.seconds,
