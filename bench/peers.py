@@ -166,9 +166,7 @@ def stopping(server: subprocess.Popen) -> Iterator[subprocess.Popen]:
 
 
 def start_floor() -> subprocess.Popen:
-    floor = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "grpc_floor.py"), FLOOR["grpc"].split(":")[1]]
-    )
+    floor = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor.py"), "18650", "18651"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
