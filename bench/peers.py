@@ -57,7 +57,11 @@ TRITON_INFER = "/inference.GRPCInferenceService/ModelInfer"
 OURS = {"grpc": "127.0.0.1:18600", "rest": "http://127.0.0.1:18601/v1/models/mnist:predict"}
 TRITON = {"grpc": "127.0.0.1:18800", "rest": "http://127.0.0.1:18801/v2/models/mnist/infer"}
 # bench/floor.py: our front doors' libraries answering with no work
-FLOOR = {"grpc": "127.0.0.1:18650", "rest": "http://127.0.0.1:18651/v1/models/mnist:predict"}
+FLOOR_PORTS = (18650, 18651)
+FLOOR = {
+    "grpc": f"127.0.0.1:{FLOOR_PORTS[0]}",
+    "rest": f"http://127.0.0.1:{FLOOR_PORTS[1]}/v1/models/mnist:predict",
+}
 # What our batching.config says, in Triton's words.
 TRITON_CONFIG = """name: "mnist"
 backend: "python"
@@ -92,14 +96,12 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def start_ours(base_path: Path) -> subprocess.Popen:
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "serving", f"--model_base_path={base_path}", *COMPOSE_FLAGS],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_available("http://127.0.0.1:18601", server)
-    return server
 
 
 def start_triton(tflite: Path, scratch: Path) -> subprocess.Popen:
@@ -124,7 +126,7 @@ def start_triton(tflite: Path, scratch: Path) -> subprocess.Popen:
         "LD_LIBRARY_PATH": str(site / "nvidia_pytriton.libs"),
     }
     log = (scratch / "triton.log").open("w")
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [
             str(dist / "bin" / "tritonserver"),
             f"--model-repository={model.parent}",
@@ -142,17 +144,17 @@ def start_triton(tflite: Path, scratch: Path) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def wait_for_triton(server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"tritonserver exited: {(scratch / 'triton.log').read_text()[-2000:]}")
-        try:
+            raise SystemExit(f"tritonserver exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(requests.RequestException):
             if requests.get("http://127.0.0.1:18801/v2/models/mnist/ready", timeout=1).ok:
-                return server
-        except requests.RequestException:
-            pass
+                return
         time.sleep(0.2)
-    server.kill()
     raise SystemExit("Triton did not make the model ready in time")
 
 
@@ -162,18 +164,23 @@ def stopping(server: subprocess.Popen) -> Iterator[subprocess.Popen]:
         yield server
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def start_floor() -> subprocess.Popen:
-    floor = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor.py"), "18650", "18651"])
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor.py"), *map(str, FLOOR_PORTS)])
+
+
+def wait_for_floor() -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
             requests.post(FLOOR["rest"], data=b"{}", timeout=1)  # REST listens after gRPC
-            return floor
+            return
         time.sleep(0.1)
-    floor.kill()
     raise SystemExit("bench/floor.py did not listen in time")
 
 
@@ -276,9 +283,13 @@ def main() -> None:
             "rest": (scratch / "rest.json").read_bytes(),
         }
         with contextlib.ExitStack() as running:
+            # Each process is stopped on the way out, whichever of them fails to come up.
             ours = running.enter_context(stopping(start_ours(base_path)))
             triton = running.enter_context(stopping(start_triton(tflite, scratch)))
             floor = running.enter_context(stopping(start_floor()))
+            wait_available("http://127.0.0.1:18601", ours)
+            wait_for_triton(triton, scratch / "triton.log")
+            wait_for_floor()
             answers = same_answers(scratch / "image.npy", image)
             images_per_s = litert_images_per_s(tflite, np.repeat(image, 32, axis=0), 1, 3.0)
             sides = {

@@ -276,6 +276,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         self._header_bytes = 0  # bytes received since the request's headers began
         self._in_headers = True
+        self._headers_done = 0  # requests whose headers have ended, on this connection
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
@@ -287,10 +288,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         deadline = self.timeout_keep_alive_task  # kept until the headers are complete
         self.timeout_keep_alive_task = None
+        done = self._headers_done
         super().data_received(data)
-        if not self._in_headers:
+        if self._headers_done != done:
+            # A request's headers ended in this chunk, and maybe its body and the request itself too
+            # (then the parser waits for the next one's headers again): none of it counts against the
+            # next request, which is counted from the next chunk.
             if deadline is not None:
                 deadline.cancel()
+            self._header_bytes = 0
             return
         self.timeout_keep_alive_task = self.timeout_keep_alive_task or deadline
         self._header_bytes += len(data)
@@ -305,6 +311,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._headers_done += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
