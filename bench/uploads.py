@@ -41,6 +41,13 @@ from contract import model_dir  # noqa: E402
 from trainer.data import load_handwriting, load_pair  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "uploads.json"
+# Each set as the Evaluation page names it, beside the trainer's "MNIST test" and "handwriting dev".
+LABELS = {
+    "typeset": "typeset digits",
+    "uci": "UCI handwriting (a test set only)",
+    "mnist-test": "MNIST test, first 1,000, on paper",
+    "handwriting-dev": "handwriting dev, on paper",
+}
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 
 
@@ -278,7 +285,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    record_on_the_version(args.model_base_path, answers, sources)
+    record_on_the_version(args.model_base_path, answers, {LABELS[kind]: s for kind, s in sources.items()})
     print(
         ", ".join(f"{kind} {accuracy:.2%}" for kind, accuracy in accuracies.items())
         + f"; the CLI answered {len(answers):,} files at {report['cli_images_per_s']} images/s "
