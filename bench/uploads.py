@@ -13,7 +13,9 @@ Four evaluation sets, built here with fixed seeds and written as image files:
 The files go through `python -m client predict --json FOLDER` against `python -m serving`
 serving the model directory, so the figures include everything a user's folder goes through.
 Writes bench/results/uploads.json and ends with one line: each set's accuracy and the CLI's images/s
-(the whole run, start-up included; the seconds to its first answer are the start-up's share).
+(the whole run, start-up included; the seconds to its first answer are the start-up's share). Each
+set's figures and most confident misses also go into the scored version's assets.extra/uploads.json,
+which the dashboard's Evaluation page shows beside the trainer's own sources.
 """
 
 from __future__ import annotations
