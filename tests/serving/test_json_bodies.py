@@ -96,6 +96,21 @@ def test_anything_but_a_dense_tensor_gets_the_general_readers_refusal(values: li
     assert refusal(body) == raised.value.message
 
 
+@pytest.mark.parametrize("name", ["[[,],[,],", "],[,]]", "[[[[[[", ",,,,,,"])
+def test_brackets_elsewhere_in_the_body_do_not_make_a_ragged_tensor_dense(name: str) -> None:
+    """The body's brackets and commas are compared with a rectangle's before the array's own: a string
+    elsewhere holding some cannot make a ragged array (six numbers, as a 3x2 would have) pass."""
+    signatures = {name: FLOAT["serving_default"]}
+    for ragged in ([[1.5, 2.5], [3.5, 4.5, 5.5], [6.5]], [[1.5, 2.5], [3.5], [4.5, 5.5, 6.5]]):
+        body = json.dumps({"signature_name": name, "instances": ragged}).encode()
+        with pytest.raises(ServingError) as raised:
+            general(body, signatures)
+        assert refusal(body, signatures) == raised.value.message
+    dense = json.dumps({"instances": [[1.5, 2.5]] * 3, "signature_name": name}).encode()
+    arrays = predict_inputs(dense, signatures).arrays
+    assert arrays is not None and arrays["images"].shape == (3, 2)
+
+
 def test_a_large_body_names_a_missing_model_only_after_its_document_is_read() -> None:
     body = large({"instances": RNG.random((100, 784)).tolist(), "signature_name": "other"})
     parsed = predict_inputs(body, None)
