@@ -9,6 +9,7 @@ run from model.tflite never imports it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -79,11 +80,12 @@ class Servable:
             self.signature_defs, self._model = saved_model.signature_defs, saved_model
         # What requests are checked against: the served signatures, or for TFLite the shapes its
         # interpreters can be resized to.
-        self._accepting = (
+        accepting = (
             {key: self.tflite.accepting(signature) for key, signature in self.signature_defs.items()}
             if self.tflite is not None
             else self.signature_defs
         )
+        self._accepting = {key: input_specs(signature) for key, signature in accepting.items()}
         self.input_dtypes = {key: input_dtypes(signature) for key, signature in self.signature_defs.items()}
         self._pool = pool
         self._batcher = (
@@ -193,11 +195,35 @@ class Servable:
             ) from None
 
 
-def check_inputs(
-    signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class InputSpec:
+    """One signature input as requests are checked against it: read from its TensorInfo once a load,
+    not from the proto on every request."""
+
+    dtype: np.dtype | None  # None: a dtype no request tensor can carry
+    dtype_name: str
+    dims: tuple[int, ...] | None  # None: unknown rank
+    finite: bool  # floating point: NaN and infinities are refused
+
+    @classmethod
+    def of(cls, info: meta_graph_pb2.TensorInfo) -> InputSpec:
+        want = tensors.dtype_of(info.dtype)
+        shape = info.tensor_shape
+        return cls(
+            dtype=None if want is None else want.numpy,
+            dtype_name=tensors.dtype_name(info.dtype),
+            dims=None if shape.unknown_rank else tuple(d.size for d in shape.dim),
+            finite=want is not None and want.name.startswith(("float", "bfloat")),
+        )
+
+
+def input_specs(signature: meta_graph_pb2.SignatureDef) -> dict[str, InputSpec]:
+    return {name: InputSpec.of(info) for name, info in signature.inputs.items()}
+
+
+def check_inputs(specs: Mapping[str, InputSpec], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs, each matching its TensorInfo in name, dtype and shape, and finite when floating."""
-    expected = set(signature.inputs)
+    expected = set(specs)
     if set(inputs) != expected:
         missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
         problem = ", ".join(
@@ -209,20 +235,17 @@ def check_inputs(
     checked = {}
     batch_sizes = set()
     for name, array in inputs.items():
-        info = signature.inputs[name]
-        want = tensors.dtype_of(info.dtype)
-        if want is None or array.dtype != want.numpy:
+        spec = specs[name]
+        if spec.dtype is None or array.dtype != spec.dtype:
             given = "string" if array.dtype == np.dtype(object) else array.dtype.name
-            raise invalid_argument(
-                f"input '{name}' has dtype {given}, expected {tensors.dtype_name(info.dtype)}"
-            )
-        dims = [d.size for d in info.tensor_shape.dim]
-        if not info.tensor_shape.unknown_rank and (
+            raise invalid_argument(f"input '{name}' has dtype {given}, expected {spec.dtype_name}")
+        dims = spec.dims
+        if dims is not None and (
             array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True))
         ):
             shape = "[" + ",".join(str(d) for d in dims) + "]"
             raise invalid_argument(f"input '{name}' has shape {list(array.shape)}, expected {shape}")
-        if want.name.startswith(("float", "bfloat")) and not np.isfinite(array).all():
+        if spec.finite and not np.isfinite(array).all():
             raise invalid_argument(f"input '{name}' holds NaN or infinite values")
         if array.ndim:
             batch_sizes.add(array.shape[0])
