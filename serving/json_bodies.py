@@ -95,18 +95,22 @@ def _dense_inputs(
         columns = {name: value for name in inputs}
     else:
         return None
+    # A one-input body's brackets and commas may be its array's (see _is_rectangular); a body of several
+    # inputs holds the others' too.
+    whole = body if len(inputs) == 1 else None
     arrays = {}
     for name, dtype in inputs.items():
-        array = _dense_array(name, columns.get(name), dtype, body)
+        array = _dense_array(name, columns.get(name), dtype, whole)
         if array is None:
             return None
         arrays[name] = array
     return PredictInputs(signature_name, row_format, arrays)
 
 
-def _dense_array(name: str, value: Any, dtype: np.dtype, body: bytes) -> np.ndarray | None:
-    """A nested JSON array of numbers (in `body`) as an array of `dtype`, read without a Python object
-    per number; None unless it is non-empty, rectangular, and of numbers that kind of dtype takes."""
+def _dense_array(name: str, value: Any, dtype: np.dtype, whole: bytes | None) -> np.ndarray | None:
+    """A nested JSON array of numbers as an array of `dtype`, read without a Python object per number;
+    None unless it is non-empty, rectangular, and of numbers that kind of dtype takes. `whole`: the body
+    around it, when the body's structure may be the array's own."""
     if not isinstance(value, simdjson.Array) or dtype.kind not in "fiu":
         return None
     shape: list[int] = []
@@ -120,7 +124,7 @@ def _dense_array(name: str, value: Any, dtype: np.dtype, body: bytes) -> np.ndar
         flat = _numbers(value, dtype)
     except (TypeError, ValueError, RuntimeError):  # a string, bool, null or object; a number out of range
         return None
-    if flat.size != math.prod(shape) or not _is_rectangular(value, shape, body):
+    if flat.size != math.prod(shape) or not _is_rectangular(value, shape, whole):
         return None
     if dtype.kind == "f":
         return rest_json.to_float(name, flat.reshape(shape), dtype)
@@ -138,15 +142,17 @@ def _numbers(value: simdjson.Array, dtype: np.dtype) -> np.ndarray:
         return np.frombuffer(value.as_buffer(of_type="u"), np.uint64)
 
 
-def _is_rectangular(value: simdjson.Array, shape: list[int], body: bytes) -> bool:
+def _is_rectangular(value: simdjson.Array, shape: list[int], whole: bytes | None) -> bool:
     """Whether the array is `shape` all through: its numbers are flattened from any nesting, so only its
-    brackets and commas tell. The whole body's are tried first: they are the array's alone when the body
-    is this array in its object, as one-input bodies usually are, and then they cannot equal a
+    brackets and commas tell. The whole body's (`whole`) are tried first: they are the array's alone when
+    the body is this array in its object, as one-input bodies are, and then they cannot equal a
     rectangle's unless the array's do. (Else the array's structure is a run inside the rectangle's
     that opens with `len(shape)` brackets, as only the whole rectangle does.) Otherwise the array is
     printed minified on its own (`mini` is typed str, but is bytes)."""
     rectangle = _rectangular(shape)
-    return _structure(body) == rectangle or _structure(cast(bytes, value.mini)) == rectangle
+    if whole is not None and _structure(whole) == rectangle:
+        return True
+    return _structure(cast(bytes, value.mini)) == rectangle
 
 
 def _structure(text: bytes) -> bytes:

@@ -8,6 +8,7 @@ suffix, as TF Serving writes them), hence a collector of our own on prometheus_c
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ class Histogram:
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         cell = self.cells[labels]  # [count per bucket..., count over the last bucket, sum]
-        index = next((i for i, bound in enumerate(self.buckets) if value <= bound), len(self.buckets))
+        index = bisect.bisect_left(self.buckets, value)  # the first bucket whose bound is >= value
         cell[index] += 1
         cell[-1] += value
 

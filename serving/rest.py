@@ -163,12 +163,11 @@ class RestApp:
     async def _v1(
         self, method: str, path: str, scope: Scope, receive: Receive
     ) -> tuple[int, tuple[bytes, bytes], bytes]:
-        malformed = invalid_argument(f"Malformed request: {method} {path}")
         inference = self.inference
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
             name, version, label, verb = match.groups()
             if verb not in ("predict", "classify", "regress"):  # the pattern ignores case, the API does not
-                raise malformed
+                raise _malformed(method, path)
             spec = (unquote(name), _version(version), None if label is None else unquote(label))
             async with self._body(scope, receive) as body:
                 if verb == "predict":
@@ -188,7 +187,7 @@ class RestApp:
             else:
                 document = inference.status_json(unquote(name), _version(version))
             return 200, JSON, orjson.dumps(document)
-        raise malformed
+        raise _malformed(method, path)
 
     @contextlib.asynccontextmanager
     async def _body(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
@@ -241,6 +240,10 @@ def _model_and_api(method: str, path: str) -> tuple[str, str]:
     if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
         return unquote(match[1] or ""), ""
     return "", ""
+
+
+def _malformed(method: str, path: str) -> ServingError:
+    return invalid_argument(f"Malformed request: {method} {path}")
 
 
 def _content_length(scope: Scope) -> int | None:

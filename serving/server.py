@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from serving.batching import leave_a_core_to_the_loop
 from serving.errors import ServingError, invalid_argument
 from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
@@ -48,12 +49,13 @@ class ModelServer:
         cores = os.cpu_count() or 1
         threads = max(cores, settings.batching.num_batch_threads if settings.batching else 0)
         self.pool = ModelPool(threads, settings.limits.queued_calls)
+        batching = settings.batching and leave_a_core_to_the_loop(settings.batching, cores)
         try:
             self.store = ModelStore(
                 map_base_paths(settings.models, settings.base_path_map),
                 self.pool,
                 warm_up=settings.enable_model_warmup,
-                batching=settings.batching,
+                batching=batching,
                 tflite=settings.tflite,
                 on_load=self.metrics.observe_load,
                 on_change=self._update_health,

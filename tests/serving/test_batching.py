@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from serving.batching import Arrays, Batcher, BatchPolicy, BatchQueue
+from serving.batching import Arrays, Batcher, BatchPolicy, BatchQueue, leave_a_core_to_the_loop
 from serving.errors import ServingError
 from serving.model_pool import ModelPool
 from tests.conftest import run_coroutine
@@ -339,6 +339,15 @@ def test_policy_from_batching_parameters_takes_tf_serving_defaults() -> None:
         BatchingParameters(),
     )
     assert BatchPolicy.from_proto(params, cores=6) == BatchPolicy(32, 0.0025, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("threads", "cores", "at_once"), [(2, 2, 1), (2, 1, 1), (4, 3, 2), (2, 8, 2), (1, 8, 1)]
+)
+def test_the_server_leaves_one_core_to_its_loop(threads: int, cores: int, at_once: int) -> None:
+    """At most cores - 1 batches run at once, one at least; everything else in the policy stays."""
+    policy = BatchPolicy(64, 0.002, 100, threads)
+    assert leave_a_core_to_the_loop(policy, cores) == BatchPolicy(64, 0.002, 100, at_once)
 
 
 @pytest.mark.parametrize("field", ["max_batch_size", "max_enqueued_batches", "num_batch_threads"])
