@@ -3,8 +3,9 @@
     make bench-peers
     (or: .venv/bin/python bench/peers.py [--seconds 10] [--rounds 2] [--model-base-path DIR])
 
-Both serve the same `model.tflite` in LiteRT with the same batching (up to 64 images, 2 ms, two at a
-time). Ours runs as docker-compose.yml runs it. Triton is the `tritonserver` that PyPI's nvidia-pytriton
+Both serve the same `model.tflite` in LiteRT with the same batching file (up to 64 images, 2 ms, two
+at a time; ours runs one fewer than the cores at a time, docs/tf-serving-compat.md). Ours runs as
+docker-compose.yml runs it. Triton is the `tritonserver` that PyPI's nvidia-pytriton
 bundles, with its Python backend running bench/triton_model.py (two instances, dynamic batching 64 /
 2 ms), in .venv-peers (its client wants numpy 1); it listens on 127.0.0.1 only. Both are up for the
 whole run, and each cell loads one of them: single-image requests for `--seconds` over REST (wrk) and
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import PREDICT_PATH, h2load_grpc, wrk_rest  # noqa: E402
+from bench.machine import cpu_seconds, describe_machine  # noqa: E402
 from bench.profile import FLAGS as COMPOSE_FLAGS  # noqa: E402
 from bench.serve import (  # noqa: E402
     first_test_image,
@@ -74,25 +76,6 @@ output [
 dynamic_batching { max_queue_delay_microseconds: 2000 }
 instance_group [ { count: 2, kind: KIND_CPU } ]
 """
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process and all its descendants so far (/proc, in clock ticks)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            parents[int(entry.name)] = int(fields[1])
-            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    family, joining = {pid}, {pid}
-    while joining:
-        joining = {p for p, parent in parents.items() if parent in joining}
-        family |= joining
-    return sum(ticks.get(p, 0) for p in family) / os.sysconf("SC_CLK_TCK")
 
 
 def start_ours(base_path: Path) -> subprocess.Popen:
@@ -222,7 +205,7 @@ class Side:
 
     def cell(self, api: str, connections: int, seconds: float) -> dict[str, float]:
         """One cell of load, with the server's CPU per request."""
-        before = tree_cpu_seconds(self.server.pid)
+        before = cpu_seconds(self.server.pid)
         if api == "rest":
             figures = wrk_rest(self.targets["rest"], self.payloads["rest"], connections, seconds)
         else:
@@ -230,7 +213,7 @@ class Side:
                 self.targets["grpc"], self.payloads["grpc"], connections, seconds,
                 path=self.grpc_method, connections=connections,
             )  # fmt: skip
-        cpu = tree_cpu_seconds(self.server.pid) - before
+        cpu = cpu_seconds(self.server.pid) - before
         busy = seconds + (1 if api == "grpc" else 0)  # h2load first warms up for a second, wrk does not
         figures["server_cpu_ms_per_request"] = round(1000 * cpu / max(figures["requests_per_s"] * busy, 1), 3)
         figures["server_cpu"] = round(cpu / busy, 2)
@@ -267,7 +250,6 @@ def main() -> None:
     args = load_flags(__doc__ or "", 10.0, "cell", rounds=2)
     if not PEER_PYTHON.exists():
         raise SystemExit("no .venv-peers: run `make bench-peers`, which installs Triton's wheel there")
-    from bench.machine import describe_machine
 
     image = first_test_image()
     ours_payloads = payloads_for(image)

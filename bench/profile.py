@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import h2load_grpc, wrk_rest  # noqa: E402
+from bench.machine import cpu_seconds, describe_machine  # noqa: E402
 from bench.serve import (  # noqa: E402
     REST_URL,
     first_test_image,
     load_flags,
     payloads_for,
-    process_cpu_seconds,
     quick_model,
     wait_available,
 )
@@ -93,12 +93,12 @@ def profile(api: str, base_path: Path, payloads: dict[str, bytes], seconds: floa
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        cpu_before = process_cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         if api == "grpc":
             figures = h2load_grpc("127.0.0.1:18600", payloads["grpc"], IN_FLIGHT, seconds)
         else:
             figures = wrk_rest(REST_URL, payloads["rest"], IN_FLIGHT, seconds)
-        cpu = process_cpu_seconds(server.pid) - cpu_before
+        cpu = cpu_seconds(server.pid) - cpu_before
         sampler.wait(timeout=seconds + 60)
         requests_served = figures["requests_per_s"] * seconds
         text = raw.read_text() if raw.exists() else ""
@@ -116,7 +116,6 @@ def profile(api: str, base_path: Path, payloads: dict[str, bytes], seconds: floa
 
 def main() -> None:
     args = load_flags(__doc__ or "", 15.0, "API, sampled")
-    from bench.machine import describe_machine
 
     payloads = payloads_for(first_test_image())
     results: dict[str, object] = {}

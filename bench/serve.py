@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import PREDICT_PATH, ensure_tools, h2load_grpc, wrk_rest  # noqa: E402
+from bench.machine import cpu_seconds, describe_machine  # noqa: E402
 from contract import model_dir  # noqa: E402
 from contract.signature import SIGNATURE_NAME, scale_pixels  # noqa: E402
 
@@ -135,15 +136,13 @@ def bench_server(
         results: dict[str, dict] = {"grpc": {}, "rest": {}}
         for api in ("grpc", "rest"):
             for in_flight in IN_FLIGHT:
-                cpu_before = process_cpu_seconds(server.pid)
+                cpu_before = cpu_seconds(server.pid)
                 if api == "grpc":
                     figures = h2load_grpc("127.0.0.1:18600", payloads["grpc"], in_flight, seconds)
                 else:
                     figures = wrk_rest(REST_URL, payloads["rest"], in_flight, seconds)
                 # Warm-up second included: a close upper bound on the measured seconds' share.
-                figures["server_cpu"] = round(
-                    (process_cpu_seconds(server.pid) - cpu_before) / (seconds + 1), 2
-                )
+                figures["server_cpu"] = round((cpu_seconds(server.pid) - cpu_before) / (seconds + 1), 2)
                 results[api][f"clients_{in_flight}"] = figures
                 mode = cell_name(batching, tflite)
                 print(f"{api:4} {mode:18} in flight {in_flight:2}: {figures}", file=sys.stderr, flush=True)
@@ -164,12 +163,6 @@ def check_answers(payloads: dict[str, bytes]) -> None:
         reply = channel.unary_unary(PREDICT_PATH)(payloads["grpc"], timeout=10)
     assert "probabilities" in predict_pb2.PredictResponse.FromString(reply).outputs
     assert "predictions" in requests.post(REST_URL, data=payloads["rest"], timeout=10).json()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used so far (/proc/PID/stat, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cell_name(batching: bool, tflite: bool) -> str:
@@ -240,7 +233,6 @@ def first_test_image() -> np.ndarray:
 
 def main() -> None:
     args = load_flags(__doc__ or "", 5.0, "cell")
-    from bench.machine import describe_machine
 
     image = first_test_image()
     with tempfile.TemporaryDirectory() as scratch:
