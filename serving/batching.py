@@ -2,8 +2,9 @@
 
 Semantics follow TF Serving's BatchingParameters: a batch is run when it holds `max_batch_size`
 examples or when its oldest request has waited `batch_timeout_micros`; at most `max_enqueued_batches`
-batches wait; `num_batch_threads` batches run at once (on the model pool's threads). A request larger
-than `max_batch_size` is refused, as TF Serving does without large-batch splitting.
+batches wait; `num_batch_threads` batches run at once (on the model pool's threads; the server caps it
+at one fewer than the cores, see leave_a_core_to_the_loop). A request larger than `max_batch_size` is
+refused, as TF Serving does without large-batch splitting.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def leave_a_core_to_the_loop(policy: BatchPolicy, cores: int) -> BatchPolicy:
     on one Python loop, and the Python of a model call needs the same lock. A second batch beside the
     loop on two cores puts three busy threads on two cores, and each request costs more. Measured with
     the compose flags at 32 connections on 2 cores (docs/benchmarks.md): one batch at a time took
-    0.41-0.45 ms of CPU a REST request against 0.45-0.49 ms, with fewer failed-over handoffs and a
-    lower p99. TF Serving's C++ front doors take no such lock, so the shared file keeps its value."""
+    0.45-0.47 ms of CPU a REST request against 0.49-0.57 ms, in larger batches and with a lower p99.
+    TF Serving's C++ front doors take no such lock, so the shared file keeps its value for it."""
     return dataclasses.replace(policy, num_batch_threads=max(1, min(policy.num_batch_threads, cores - 1)))
 
 
