@@ -153,18 +153,23 @@ def main() -> None:
     )
     args = parser.parse_args()
     archs = args.arch or ["seed", "plus"]
+    # Cells not run now keep their figures, so each cell names the machine it ran on (files written
+    # before named one machine for all: theirs).
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    earlier = results.pop("machine", None)
+    for kept in results.values():
+        kept.setdefault("machine", earlier)
+    machine = f"{describe_machine()}, TensorFlow {tf.__version__}"
     with tempfile.TemporaryDirectory() as scratch:
         for arch in archs:
             print(f"== {arch}", file=sys.stderr)
-            results[arch] = bench_arch(arch, Path(scratch))
+            results[arch] = {**bench_arch(arch, Path(scratch)), "machine": machine}
             print(json.dumps({arch: results[arch]}), flush=True)
         if args.workers > 1:
             cell = f"seed_{args.workers}_workers"
             print(f"== {cell}", file=sys.stderr)
-            results[cell] = bench_workers("seed", args.workers, Path(scratch))
+            results[cell] = {**bench_workers("seed", args.workers, Path(scratch)), "machine": machine}
             print(json.dumps({cell: results[cell]}), flush=True)
-    results["machine"] = f"{describe_machine()}, TensorFlow {tf.__version__}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)

@@ -122,6 +122,7 @@ def augment_batch(images: tf.Tensor, aug: Augmentation = Augmentation()) -> tf.T
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
-    elastic = tf.random.uniform([batch, 1, 1, 1]) < aug.elastic_prob
-    warped = tf.where(elastic, _elastic(warped, aug), warped)
+    if aug.elastic_prob > 0:  # else skipped whole: the field costs 6 of a 96-image batch's 7 ms
+        elastic = tf.random.uniform([batch, 1, 1, 1]) < aug.elastic_prob
+        warped = tf.where(elastic, _elastic(warped, aug), warped)
     return _change_stroke_width(warped, aug)

@@ -190,3 +190,16 @@ def test_elastic_distortion_bends_strokes_by_a_pixel_or_two_and_keeps_the_ink(di
     assert moved.max() < 4 and np.median(moved) < 2
     ink = bent.sum(axis=(1, 2, 3)) / digits.sum(axis=(1, 2, 3))
     assert ink.min() > 0.5 and ink.max() < 1.6 and 0.9 < np.median(ink) < 1.1
+
+
+@pytest.mark.parametrize(("elastic_prob", "drawn"), [(0.0, False), (0.5, True)])
+def test_the_elastic_field_is_built_only_where_it_may_be_used(elastic_prob: float, drawn: bool) -> None:
+    """MNIST's part of a `plus` batch has no elastic wobble: its graph has no field to smooth, which
+    would cost most of the batch's augmentation time only to be thrown away."""
+    aug = dataclasses.replace(DEFAULT, elastic_prob=elastic_prob)
+    graph = (
+        tf.function(lambda images: augment_batch(images, aug))
+        .get_concrete_function(tf.TensorSpec([None, 28, 28, 1], tf.float32))
+        .graph
+    )
+    assert any(op.type == "DepthwiseConv2dNative" for op in graph.get_operations()) == drawn
