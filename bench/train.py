@@ -153,12 +153,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     archs = args.arch or ["seed", "plus"]
-    # Cells not run now keep their figures, so each cell names the machine it ran on (files written
-    # before named one machine for all: theirs).
+    # Cells not run now keep their figures, so each cell names the machine it ran on.
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    earlier = results.pop("machine", None)
-    for kept in results.values():
-        kept.setdefault("machine", earlier)
     machine = f"{describe_machine()}, TensorFlow {tf.__version__}"
     with tempfile.TemporaryDirectory() as scratch:
         for arch in archs:
