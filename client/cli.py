@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
@@ -81,14 +82,16 @@ def run_predict(args: argparse.Namespace) -> int:
 
         progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
     target = Target(args.model, args.version, args.label)
-    for outcomes in predicted(lambda: connect(args), batches, target, args.concurrency):
-        for outcome in outcomes:
-            show(outcome)
-            failed += outcome.error is not None
+    try:
+        for outcomes in predicted(lambda: connect(args), batches, target, args.concurrency):
+            for outcome in outcomes:
+                show(outcome)
+                failed += outcome.error is not None
+            if progress is not None:
+                progress.update(len(outcomes))
+    finally:
         if progress is not None:
-            progress.update(len(outcomes))
-    if progress is not None:
-        progress.close()
+            progress.close()
     if failed:
         print(f"{failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -149,10 +152,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.rest and not args.rest.startswith(("http://", "https://")):
+        parser.error(f"--rest takes a URL such as http://localhost:8501, not {args.rest!r}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status. A failed call to the server ends it with one line on stderr (after
+    the answers already printed): every call after it would fail alike."""
     args = parse_args(argv)
     try:
         return args.run(args)
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except BrokenPipeError:  # the reader of the answers has gone (`| head`): nobody left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails too
+        return 141  # as a command killed by SIGPIPE exits, in a shell
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

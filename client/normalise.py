@@ -38,8 +38,11 @@ MNIST_CENTRE = np.array([14.0, 14.0])  # the mean centre of mass of MNIST digits
 FAINT_INK_SHARE = 0.7
 
 # Pillow warns of images over its own pixel limit; ours (Limits.max_pixels) refuses them anyway, so the
-# warning is noise. Filtered once here: warnings.catch_warnings() per call is not thread-safe.
+# warning is noise; so are its other warnings (corrupt EXIF, palette transparency), printed on stderr
+# beside the command's one line. Filtered once here: warnings.catch_warnings() per call is not
+# thread-safe.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 class ImageError(ValueError):
@@ -53,7 +56,7 @@ class Limits:
 
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000
-    max_side: int = 16_384  # a 48-megapixel phone photo is 8,064 wide
+    max_side: int = 16_384  # past any camera's side: the pixel count is the bound that bites
     max_aspect: float = 100.0  # longer side over shorter: far past any digit, however tightly cropped
 
 
@@ -71,8 +74,8 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
         raise ImageError(f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"the image is too large to decode ({err.args[0].split(',')[0]})") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far past ours
+        raise ImageError(f"the image is over the limit of {limits.max_pixels:,} pixels") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
     except (OSError, SyntaxError, ValueError) as err:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from serving.errors import ServingError
+from serving.errors import ServingError, invalid_argument
 from serving.inference import Inference, version_of
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
@@ -61,6 +61,18 @@ async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> 
     raise AssertionError("unreachable: abort raises")
 
 
+def _checked_spec(
+    request: ModelRequest
+    | get_model_metadata_pb2.GetModelMetadataRequest
+    | get_model_status_pb2.GetModelStatusRequest,
+) -> None:
+    """TF Serving refuses a request with no ModelSpec before anything else (predict_impl.cc:37-41,
+    classification_service.cc, regression_service.cc, get_model_metadata_impl.cc:76-79,
+    get_model_status_impl.cc:69-71)."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+
+
 async def _now(call: Callable[[], Reply]) -> Reply:
     """A quick call that needs no model (status, metadata), as an awaitable for _answer."""
     return call()
@@ -72,33 +84,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
-    async def _counted(self, request: Any, api: str, call: Awaitable[Reply]) -> Reply:
-        """The call for a Predict, Classify or Regress request, counted in the metrics, its request's
-        bytes held in the server's budget while it is answered (refused at once past it: gRPC has read
-        the whole message already, but the request and its tensors are let go of at once)."""
+    async def _counted(
+        self, request: ModelRequest, api: str, call: Callable[[Any], Awaitable[Reply]]
+    ) -> Reply:
+        """`call(request)` for a Predict, Classify or Regress request, counted in the metrics, its
+        request's bytes held in the server's budget while it is answered (refused at once past it: gRPC
+        has read the whole message already, but the request and its tensors are let go of at once)."""
         with (
             self.inference.observed(request.model_spec.name, "grpc", api),
             self.inference.request_bytes.holding(request.ByteSize()),
         ):
-            return await call
+            _checked_spec(request)
+            return await call(request)
 
     async def Predict(  # noqa: N802
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        call = self.inference.predict_proto(request)
-        return await _answer(context, self._counted(request, "Predict", call))
+        return await _answer(context, self._counted(request, "Predict", self.inference.predict_proto))
 
     async def Classify(  # noqa: N802
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        call = self.inference.classify_proto(request)
-        return await _answer(context, self._counted(request, "Classify", call))
+        return await _answer(context, self._counted(request, "Classify", self.inference.classify_proto))
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        call = self.inference.regress_proto(request)
-        return await _answer(context, self._counted(request, "Regress", call))
+        return await _answer(context, self._counted(request, "Regress", self.inference.regress_proto))
 
     async def MultiInference(  # noqa: N802
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
@@ -109,11 +121,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        version, label = version_of(request.model_spec)
-        spec = request.model_spec
-        return await _answer(
-            context, _now(lambda: self.inference.metadata(spec.name, version, label, request.metadata_field))
-        )
+        def metadata() -> get_model_metadata_pb2.GetModelMetadataResponse:
+            _checked_spec(request)
+            version, label = version_of(request.model_spec)
+            return self.inference.metadata(request.model_spec.name, version, label, request.metadata_field)
+
+        return await _answer(context, _now(metadata))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -124,8 +137,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(  # noqa: N802
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        version, _ = version_of(request.model_spec)  # TF Serving ignores a label here
-        return await _answer(context, _now(lambda: self.inference.status(request.model_spec.name, version)))
+        def status() -> get_model_status_pb2.GetModelStatusResponse:
+            _checked_spec(request)
+            version, _ = version_of(request.model_spec)  # TF Serving ignores a label here
+            return self.inference.status(request.model_spec.name, version)
+
+        return await _answer(context, _now(status))
 
     async def HandleReloadConfigRequest(  # noqa: N802
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext

@@ -62,10 +62,12 @@ class Inference:
         limits: Limits,
         observe: RequestObserver = lambda *_: None,
         observe_runtime: RuntimeObserver = lambda *_: None,
+        packed_outputs: bool = False,
     ) -> None:
         """`observe` hears of every request (model, door, API, status code, seconds), `observe_runtime`
-        of the model call inside each (model, API, runtime, seconds)."""
-        self.store, self.limits = store, limits
+        of the model call inside each (model, API, runtime, seconds); `packed_outputs`: Predict's gRPC
+        outputs as tensor_content (tensors.to_tensor)."""
+        self.store, self.limits, self.packed_outputs = store, limits, packed_outputs
         self.request_bytes = ByteBudget(limits.request_bytes)  # both doors' requests, while answered
         self._observe, self._observe_runtime = observe, observe_runtime
         self.parsing = json_bodies.JsonParsing()
@@ -128,7 +130,7 @@ class Inference:
             outputs = await self._run(servable, spec.signature_name, inputs, request.output_filter, "predict")
             response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
             for key, array in outputs.items():
-                response.outputs[key].CopyFrom(tensors.to_tensor(array))
+                response.outputs[key].CopyFrom(tensors.to_tensor(array, self.packed_outputs))
             return response
 
     async def predict_json(
@@ -156,6 +158,10 @@ class Inference:
         """Classify or Regress: serialized examples into the signature's one string input."""
         version, label = version_of(spec)
         with self.store.serving(spec.name, version, label) as servable:
+            if not servable.has_signature(spec.signature_name):  # classifier.cc:157-160, regressor.cc:152-156
+                raise invalid_argument(
+                    f"No signature was found with the name: {spec.signature_name or DEFAULT_SIGNATURE}"
+                )
             signature = servable.signature(spec.signature_name)
             wanted = [name for name in outputs if name in signature.outputs]
             if not wanted:

@@ -42,8 +42,9 @@ class PredictInputs:
 
 def predict_inputs(body: bytes, signatures: Mapping[str, rest_json.InputDtypes] | None) -> PredictInputs:
     """The body's input arrays for the signature it names, refused in TF Serving's order: the document
-    first, then the signature's name, then the tensors. `signatures` None: the model the request names
-    is not served, and only the document is checked (the caller then says why)."""
+    and its signature name first, then the signature, then the tensors. `signatures` None: the model the
+    request names is not served, and only the document and signature name are checked (the caller then
+    says why, before anything about the tensors, as TF Serving looks the model up before them)."""
     dense = _dense_inputs(body, signatures)
     if dense is not None:
         return dense
@@ -52,10 +53,11 @@ def predict_inputs(body: bytes, signatures: Mapping[str, rest_json.InputDtypes] 
             f"a request body over {GENERAL_BYTES} bytes must be an object of dense numeric tensors "
             "(strings, ragged lists and objects per instance are read in smaller bodies only)"
         )
-    parsed = rest_json.parse_predict_body(body)
+    document = rest_json.parse_predict_document(body)
     if signatures is None:
-        return PredictInputs(parsed.signature_name, parsed.row_format, None)
-    inputs = _signature_inputs(signatures, parsed.signature_name)
+        return PredictInputs(document.signature_name, "instances" in document.document, None)
+    inputs = _signature_inputs(signatures, document.signature_name)
+    parsed = rest_json.predict_body(document)
     return PredictInputs(parsed.signature_name, parsed.row_format, rest_json.to_input_arrays(parsed, inputs))
 
 
@@ -65,6 +67,8 @@ def _signature_inputs(
     key = signature_name or DEFAULT_SIGNATURE
     if key not in signatures:
         raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+    if not signatures[key]:  # such as __saved_model_init_op, which names an op to run, not tensors
+        raise invalid_argument(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     return signatures[key]
 
 

@@ -34,6 +34,13 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+TEXT = (b"content-type", b"text/plain")
+# With --rest_api_enable_cors_support, on every /v1/ answer (http_rest_api_util.cc:40-44).
+CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
 
 # TF Serving's own patterns (tensorflow_serving/model_servers/http_rest_api_util.cc), matched whole.
 PREDICT_PATH = re.compile(
@@ -55,6 +62,11 @@ class BodyTimeout(TimeoutError):
 class BodyRefused(ServingError):
     """The body may not be read on (over the budget): answered now, the rest left unread, and the
     connection closed so that the client stops sending it."""
+
+
+class BareRefusal(ServingError):
+    """A refusal TF Serving answers with its status alone: no body, no Content-Type (a CORS preflight
+    without an origin)."""
 
 
 class Deadlines:
@@ -109,12 +121,14 @@ class RestApp:
         metrics: Callable[[], bytes] | None,
         metrics_path: str,
         draining: Callable[[], bool],
+        cors: bool = False,
     ) -> None:
         """`bodies`: the request bytes the server may hold, shared with gRPC; `metrics()`: the Prometheus
         exposition, served at `metrics_path` (None: off); `draining()`: the server is in its lame-duck
-        period, and model status answers 503."""
+        period, and model status answers 503; `cors`: CORS headers on every /v1/ answer."""
         self.inference, self.bodies, self.timeout_s = inference, bodies, timeout_s
         self.metrics, self.metrics_path, self.draining = metrics, metrics_path, draining
+        self.cors = cors
         self._deadlines = Deadlines(every_s=min(1.0, max(0.05, timeout_s / 4)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,10 +136,15 @@ class RestApp:
             return
         method = scope["method"]
         # The path as sent, still percent-encoded: the patterns split it first, then names are decoded.
+        # TF Serving matches its /v1/ patterns against the path and the query string together
+        # (evhttp_request.cc:105-110,136), so `/v1/models/m?x=1` names a model "m?x=1".
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        header, body, closing = JSON, b"", False
+        query = scope.get("query_string", b"").decode("latin-1")
+        path_and_query = f"{path}?{query}" if query else path
+        header: tuple[bytes, bytes] | None = JSON
+        body, closing = b"", False
         try:
-            status, header, body = await self._route(method, path, scope, receive)
+            status, header, body = await self._route(method, path, path_and_query, scope, receive)
         except ClientGone:
             log.debug("REST client went away before its request arrived: %s %s", method, path)
             return
@@ -136,6 +155,8 @@ class RestApp:
             await send({"type": "http.response.start", "status": 408, "headers": [JSON, length, close]})
             await send({"type": "http.response.body", "body": body})
             return
+        except BareRefusal as err:
+            status, header = err.http_status, None
         except ServingError as err:
             status, body = err.http_status, orjson.dumps({"error": err.message})
             closing = isinstance(err, BodyRefused)
@@ -143,26 +164,39 @@ class RestApp:
             log.exception("REST request %s %s failed", method, path)
             status, body = 500, orjson.dumps({"error": f"internal error: {err}"})
         # A client that has gone away by now is a debug line of uvicorn's, not an error: nobody to tell.
-        headers = [header, (b"content-length", str(len(body)).encode())]
+        headers = [(b"content-length", str(len(body)).encode())]
+        if header is not None:
+            headers.append(header)
+        if self.cors and path.lower().startswith("/v1/"):
+            headers += CORS
         if closing:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _route(
-        self, method: str, path: str, scope: Scope, receive: Receive
-    ) -> tuple[int, tuple[bytes, bytes], bytes]:
+        self, method: str, path: str, path_and_query: str, scope: Scope, receive: Receive
+    ) -> tuple[int, tuple[bytes, bytes] | None, bytes]:
         if method == "GET" and path == self.metrics_path and self.metrics is not None:
+            if path_and_query != path:  # the exporter wants its path exactly (http_server.cc:90-97)
+                unexpected = f"Unexpected path: {path_and_query}. Should be {path}"
+                return 400, TEXT, unexpected.encode()
             return 200, PROMETHEUS, self.metrics()
         if not path.lower().startswith("/v1/"):
             raise not_found(f"Not found: {method} {path}")
-        name, api = _model_and_api(method, path)
+        name, api = _model_and_api(method, path_and_query)
         with self.inference.observed(name, "rest", api):  # every /v1/ request, as TF Serving counts them
-            return await self._v1(method, path, scope, receive)
+            if method == "OPTIONS":  # a CORS preflight, answered with no body (http_server.cc:170-177)
+                if not re.search(r"https?://", _header(scope, b"origin")):
+                    raise BareRefusal(
+                        grpc.StatusCode.FAILED_PRECONDITION, "Origin header is missing in CORS preflight"
+                    )
+                return 200, None, b""
+            return await self._v1(method, path_and_query, scope, receive)
 
     async def _v1(
         self, method: str, path: str, scope: Scope, receive: Receive
-    ) -> tuple[int, tuple[bytes, bytes], bytes]:
+    ) -> tuple[int, tuple[bytes, bytes] | None, bytes]:
         inference = self.inference
         if method == "POST" and (match := PREDICT_PATH.fullmatch(path)):
             name, version, label, verb = match.groups()
@@ -249,10 +283,16 @@ def _malformed(method: str, path: str) -> ServingError:
 def _content_length(scope: Scope) -> int | None:
     """The body's length as its Content-Length header states it (the HTTP parser has checked that the
     body is that long); None for a chunked body."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value)
-    return None
+    length = _header(scope, b"content-length")
+    return int(length) if length else None
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """A request header's value (the first, if sent twice), "" when it is not sent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 def _version(text: str | None) -> int | None:

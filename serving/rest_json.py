@@ -55,7 +55,6 @@ _RAPIDJSON_TEXTS = {
     "Invalid control character at": "Invalid encoding in string.",
     "Invalid \\escape": "Invalid escape character in string.",
     "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-    "Extra data": "The document root must not be followed by other values.",
 }
 
 
@@ -87,27 +86,64 @@ def _innermost_bracket(text: str) -> str:
 
 
 def parse_json(body: bytes) -> Any:
-    """The document, parsed by orjson; a body it refuses is parsed again by `json` for the message."""
+    """The document, parsed by orjson; a body it refuses is parsed again by `json` for the message.
+    Like TF Serving's RapidJSON (kParseStopWhenDoneFlag, util/json_tensor.cc), the parse stops at the
+    end of the first JSON value: whatever follows it is not read."""
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass  # the standard library's parser says where and why, in the words these errors use
+    text = body.decode("utf-8", "surrogateescape")  # a byte that is not UTF-8 counts only in the document
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise invalid_argument(f"JSON Parse error: {_rapidjson_text(err)} at offset: {err.pos}") from None
+        body.decode("utf-8")
+        not_utf8, at_char = None, len(text)
     except UnicodeDecodeError as err:
-        raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {err.start}") from None
+        not_utf8, at_char = err.start, len(body[: err.start].decode("utf-8"))
+    try:
+        document, end = _DECODER.raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))
+    except json.JSONDecodeError as err:
+        if not_utf8 is not None and err.pos >= at_char:
+            raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}") from None
+        raise invalid_argument(f"JSON Parse error: {_rapidjson_text(err)} at offset: {err.pos}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
+    if not_utf8 is not None and end > at_char:
+        raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}")
+    return document
 
 
-def parse_predict_body(body: bytes) -> PredictBody:
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+@dataclass(frozen=True)
+class PredictDocument:
+    """A Predict body parsed as far as TF Serving reads it before looking up the model and signature."""
+
+    document: dict[str, Any]
+    signature_name: str
+
+
+def parse_predict_document(body: bytes) -> PredictDocument:
+    """The JSON object and its signature name (`ParseJson`, then `FillSignature`): what TF Serving
+    checks of a body before it looks up the model and signature, and so refuses before their errors."""
     document = parse_json(body)
     if not isinstance(document, dict):
         raise invalid_argument(f"JSON Value: {_excerpt(document)} Is not object")
+    signature_name = document.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise invalid_argument(
+            f"JSON Value: {_excerpt(document)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return PredictDocument(document, signature_name)
+
+
+def predict_body(parsed: PredictDocument) -> PredictBody:
+    """The tensors' part of a parsed body, checked as TF Serving checks it once it has the signature:
+    exactly one of "instances" (a non-empty list) and "inputs"."""
+    document = parsed.document
     has_rows, has_columns = "instances" in document, "inputs" in document
     if has_rows and has_columns:
         raise invalid_argument(
@@ -116,12 +152,6 @@ def parse_predict_body(body: bytes) -> PredictBody:
         )
     if not has_rows and not has_columns:
         raise invalid_argument("Missing 'inputs' or 'instances' key")
-    signature_name = document.get("signature_name", "")
-    if not isinstance(signature_name, str):
-        raise invalid_argument(
-            f"JSON Value: {_excerpt(document)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
     if has_rows:
         if not isinstance(document["instances"], list):
             raise invalid_argument(
@@ -129,7 +159,12 @@ def parse_predict_body(body: bytes) -> PredictBody:
             )
         if not document["instances"]:
             raise invalid_argument(f"JSON Value: {_excerpt(document)} No values in 'instances' array")
-    return PredictBody(signature_name, document["instances" if has_rows else "inputs"], has_rows)
+    return PredictBody(parsed.signature_name, document["instances" if has_rows else "inputs"], has_rows)
+
+
+def parse_predict_body(body: bytes) -> PredictBody:
+    """A Predict body read whole, for a signature already found."""
+    return predict_body(parse_predict_document(body))
 
 
 # What refusals call a JSON leaf that a string input cannot take.

@@ -30,8 +30,11 @@ class SavedModel:
         self._functions = dict(tf.saved_model.load(str(path), tags=["serve"]).signatures)
 
     def __call__(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        function = self._functions.get(key)
+        if function is None:  # __saved_model_init_op: a SignatureDef naming an op to run, not a function
+            raise invalid_argument(f"signature {key} names no tensors to compute: it cannot be run")
         try:
-            outputs = self._functions[key](**{k: tf.constant(v) for k, v in inputs.items()})
+            outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.InvalidArgumentError as err:
             raise invalid_argument(err.message) from None
         return {name: _to_numpy(tensor) for name, tensor in outputs.items()}

@@ -70,7 +70,11 @@ class ModelServer:
                 "--allow_version_labels_for_unavailable_models to assign labels in the first config"
             ) from None
         self.inference = Inference(
-            self.store, settings.limits, self.metrics.observe_request, self.metrics.observe_runtime
+            self.store,
+            settings.limits,
+            self.metrics.observe_request,
+            self.metrics.observe_runtime,
+            packed_outputs=settings.enable_serialization_as_tensor_content,
         )
 
     def reload_config(self, config: Any) -> None:
@@ -176,6 +180,7 @@ class ModelServer:
                 metrics=self.metrics.exposition if prometheus.enable else None,
                 metrics_path=prometheus.path or DEFAULT_METRICS_PATH,
                 draining=lambda: self.draining,
+                cors=settings.rest_api_enable_cors_support,
             )
             rest = RestServer(
                 settings.host,

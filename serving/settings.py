@@ -54,10 +54,12 @@ class Settings:
     tflite: TflitePolicy | None  # when --prefer_tflite_model
     monitoring: MonitoringConfig
     rest_api_timeout_s: float
+    rest_api_enable_cors_support: bool
     enable_model_warmup: bool
     max_num_load_retries: int
     load_retry_interval_s: float
     enable_grpc_healthcheck_service: bool
+    enable_serialization_as_tensor_content: bool  # Predict's gRPC outputs packed, not value by value
     intra_op_threads: int
     inter_op_threads: int
     lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
@@ -215,6 +217,14 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     flag("--monitoring_config_file", type=Path, help="MonitoringConfig text proto (Prometheus endpoint)")
     flag("--rest_api_timeout_in_ms", type=int, default=30000, help="REST request timeout (default 30000)")
     flag(
+        "--rest_api_enable_cors_support",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="CORS headers on every /v1/ answer, so web pages elsewhere may call the API (default false)",
+    )
+    flag(
         "--enable_model_warmup",
         type=_bool,
         nargs="?",
@@ -241,6 +251,14 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         const=True,
         default=False,
         help="serve grpc.health.v1, SERVING once a model is AVAILABLE",
+    )
+    flag(
+        "--enable_serialization_as_tensor_content",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="write Predict's gRPC outputs as packed tensor_content, not in float_val etc. (default false)",
     )
     flag(
         "--prefer_tflite_model",
@@ -362,10 +380,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         tflite=tflite,
         monitoring=monitoring,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000,
+        rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         enable_model_warmup=args.enable_model_warmup,
         max_num_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_s=max(0, args.load_retry_interval_micros) / 1e6,
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
+        enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
         intra_op_threads=args.tensorflow_intra_op_parallelism or cores,
         inter_op_threads=args.tensorflow_inter_op_parallelism or 1,
         lame_duck_s=lame_duck_seconds(),

@@ -167,15 +167,32 @@ def _values(tensor: tensor_pb2.TensorProto, dtype: DType) -> np.ndarray:
     return np.fromiter(field, dtype=dtype.numpy, count=len(field))
 
 
-def to_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """An output as TF Serving writes it: packed bytes for numbers, string_val for strings."""
+def to_tensor(array: np.ndarray, packed: bool = False) -> tensor_pb2.TensorProto:
+    """An output as TF Serving writes it: by default each value in the dtype's typed field
+    (`Tensor::AsProtoField`), so that clients reading `float_val` find them; `packed` writes numbers as
+    tensor_content instead (`AsProtoTensorContent`, TF Serving's --enable_serialization_as_tensor_content).
+    Strings always go to string_val; a dtype only TensorFlow has is packed (it has no typed field here)."""
     enum = enum_of(array.dtype)
     tensor = tensor_pb2.TensorProto(dtype=enum)
     tensor.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape)
+    dtype = _DTYPES.get(enum)
     if enum == types_pb2.DT_STRING:
         tensor.string_val.extend(
             value if isinstance(value, bytes) else str(value).encode() for value in array.ravel()
         )
-    else:
+    elif packed or dtype is None:
         tensor.tensor_content = np.ascontiguousarray(array).tobytes()
+    else:
+        getattr(tensor, dtype.values).extend(_typed_values(array).tolist())
     return tensor
+
+
+def _typed_values(array: np.ndarray) -> np.ndarray:
+    """The values as their typed field holds them: float16 as its bits, a complex number as its real
+    and imaginary parts, one after the other (the reverse of _values)."""
+    flat = np.ascontiguousarray(array).ravel()
+    if flat.dtype == np.float16:
+        return flat.view(np.uint16)
+    if flat.dtype.kind == "c":
+        return flat.view(flat.real.dtype)
+    return flat

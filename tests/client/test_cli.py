@@ -136,6 +136,41 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     assert bad_flag.returncode == 2 and "--batch-size must be at least 1" in bad_flag.stderr
     missing = client_cli("predict", "--json", "/nonexistent.png", "--grpc", f"127.0.0.1:{free_port()}")
     assert missing.returncode == 1 and "No such file or directory" in json.loads(missing.stdout)["error"]
+    no_scheme = client_cli("predict", "--rest", "localhost:8501", "x.png")
+    assert (
+        no_scheme.returncode == 2 and "--rest takes a URL such as http://localhost:8501" in no_scheme.stderr
+    )
+
+
+def test_a_server_that_fails_a_call_ends_the_run_in_one_line(
+    server: ServerProcess, folder: Path, tmp_path: Path
+) -> None:
+    """Down, or with no such model: every batch would fail alike, so the first failed call ends the
+    command with one line on stderr (the hint for an unreachable server), not an error per image."""
+    digits = [str(p) for p in sorted(folder.rglob("*.jpg"))] * 20
+    down = client_cli("predict", "--json", "--timeout", "1", "--grpc", f"127.0.0.1:{free_port()}", *digits)
+    assert down.returncode == 1 and down.stdout == ""
+    (line,) = down.stderr.strip().splitlines()
+    assert line.startswith("error: UNAVAILABLE") and "is the server running" in line
+    unknown = client_cli("predict", "--json", "--grpc", server.grpc_target, "--model", "nope", *digits)
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert unknown.stderr.strip().splitlines() == [
+        "error: NOT_FOUND: Servable not found for request: Latest(nope)"
+    ]
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(server: ServerProcess, folder: Path) -> None:
+    """`mnist predict ... | head -1`: the closed pipe ends the command, with no traceback."""
+    digits = [str(p) for p in sorted(folder.rglob("*.jpg"))] * 200
+    command = [str(Path(sys.executable).parent / "mnist"), "predict", "--json", "--grpc", server.grpc_target]
+    with subprocess.Popen(
+        [*command, *digits], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as run:
+        assert run.stdout is not None and run.stderr is not None
+        assert json.loads(run.stdout.readline())["digit"] in range(10)
+        run.stdout.close()
+        assert run.wait(timeout=60) == 141
+        assert run.stderr.read() == b""
 
 
 def test_help_shows_examples_that_parse() -> None:

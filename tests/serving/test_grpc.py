@@ -67,6 +67,35 @@ def test_predict_matches_the_savedmodel_and_names_the_version(
     np.testing.assert_array_equal(tf.make_ndarray(reply.outputs["classes"]), in_process["classes"])
 
 
+def test_outputs_are_written_value_by_value_unless_packing_is_asked_for(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    trained_model_dir: Path,
+    images: np.ndarray,
+) -> None:
+    """TF Serving fills float_val and int64_val by default, and tensor_content only with
+    --enable_serialization_as_tensor_content: a client that reads float_val must find the values."""
+    default = predictions.Predict(predict_request(images), timeout=10).outputs
+    assert not default["probabilities"].tensor_content and not default["classes"].tensor_content
+    assert len(default["probabilities"].float_val) == len(images) * 10
+    assert list(default["classes"].int64_val) == tf.make_ndarray(default["classes"]).tolist()
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--prefer_tflite_model",
+        "--enable_serialization_as_tensor_content",
+    )
+    try:
+        with grpc.insecure_channel(server.grpc_target) as opened:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(opened)
+            packed = stub.Predict(predict_request(images), timeout=10).outputs["probabilities"]
+        assert not packed.float_val and len(packed.tensor_content) == len(images) * 10 * 4
+        np.testing.assert_allclose(
+            tf.make_ndarray(packed), tf.make_ndarray(default["probabilities"]), rtol=1e-5, atol=1e-7
+        )
+    finally:
+        assert server.stop() == 0
+
+
 def test_grpc_and_rest_give_the_same_probabilities(
     server: ServerProcess, predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
@@ -211,6 +240,31 @@ def test_classify_and_regress_refuse_signatures_that_do_not_fit(
     regress.model_spec.signature_name = "classify"
     regress.input.example_list.examples.add()
     assert_invalid(predictions.Regress, regress, "outputs")
+    regress.model_spec.signature_name = (
+        "nope"  # INVALID_ARGUMENT here, where Predict's is FAILED_PRECONDITION
+    )
+    assert_invalid(predictions.Regress, regress, "No signature was found with the name: nope")
+    unknown = classification_request(images[:1], signature_name="nope")
+    assert_invalid(predictions.Classify, unknown, "No signature was found with the name: nope")
+
+
+def test_a_request_without_a_model_spec_is_refused_before_anything_else(
+    channel: grpc.Channel, predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    """TF Serving's first check of every model request: "Missing ModelSpec", INVALID_ARGUMENT."""
+    predict = predict_request(images)
+    classify = classification_request(images[:1])
+    for request in (predict, classify):
+        request.ClearField("model_spec")  # type: ignore[attr-defined]
+    assert_invalid(predictions.Predict, predict, "Missing ModelSpec")
+    assert_invalid(predictions.Classify, classify, "Missing ModelSpec")
+    assert_invalid(
+        predictions.GetModelMetadata,
+        get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]),
+        "Missing ModelSpec",
+    )
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    assert_invalid(models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest(), "Missing ModelSpec")
 
 
 def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(

@@ -119,6 +119,28 @@ def test_a_large_body_names_a_missing_model_only_after_its_document_is_read() ->
     assert refusal(body[:-1]).startswith("JSON Parse error: Missing a comma or '}'")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"foo": 1}', b'{"instances": [1], "inputs": [1]}', b'{"instances": []}', b'{"instances": {}}'],
+)
+def test_the_model_and_signature_are_looked_up_before_the_tensors_keys_are_checked(body: bytes) -> None:
+    """TF Serving parses the document and its signature name, then finds the model and signature, and
+    only then looks for "instances" or "inputs" (json_tensor.cc, FillPredictRequestFromJson): a missing
+    model is a 404 whatever the keys, and an unknown signature its own 400."""
+    assert predict_inputs(body, None).arrays is None  # the caller then says the model is not found
+    named = body[:-1] + b', "signature_name": "other"}'
+    assert refusal(named) == 'Serving signature name: "other" not found in signature def'
+    assert refusal(b'{"signature_name": 7, "foo": 1}', None).endswith("'signature_name' key must be a string value.")
+
+
+def test_a_signature_without_inputs_cannot_be_fed() -> None:
+    """A SavedModel's __saved_model_init_op names an op to run, not tensors: TF Serving refuses it."""
+    signatures = {**FLOAT, "__saved_model_init_op": {}}
+    body = b'{"signature_name": "__saved_model_init_op", "instances": [[1.0]]}'
+    assert refusal(body, signatures) == "Failed to get input map for signature: __saved_model_init_op"
+    assert refusal(b'{"signature_name": "__saved_model_init_op", "inputs": {}}', signatures).startswith("Failed")
+
+
 def test_past_the_general_limit_only_dense_numbers_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(json_bodies, "GENERAL_BYTES", IN_LOOP_BYTES + 1)
     dense = large({"instances": RNG.random((100, 784)).tolist()})

@@ -68,7 +68,13 @@ class Response:
 
 
 def call(
-    app: RestApp, method: str, path: str, chunks: tuple[bytes, ...] = (b"",), disconnect: bool = False
+    app: RestApp,
+    method: str,
+    path: str,
+    chunks: tuple[bytes, ...] = (b"",),
+    disconnect: bool = False,
+    query: bytes = b"",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> Response | None:
     """One request through the app: its body in `chunks`, or a client gone before the body arrived."""
     incoming: list[MutableMapping[str, Any]] = [
@@ -85,15 +91,24 @@ def call(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "headers": []}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": list(headers),
+    }
     run_coroutine(app(scope, receive, send))
     return Response(sent) if sent else None
 
 
-def make_app(draining: bool = False, timeout_s: float = 5.0, fake: FakeInference | None = None) -> RestApp:
+def make_app(
+    draining: bool = False, timeout_s: float = 5.0, fake: FakeInference | None = None, cors: bool = False
+) -> RestApp:
     inference: Any = fake or FakeInference()
     budget = ByteBudget(Limits().request_bytes)
-    return RestApp(inference, budget, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining)
+    return RestApp(inference, budget, timeout_s, lambda: b"metric 1\n", "/metrics", lambda: draining, cors)
 
 
 def test_every_v1_request_is_reported_with_tf_servings_labels() -> None:
@@ -164,6 +179,39 @@ def test_status_classify_metadata_and_metrics_are_routed() -> None:
     metrics = call(app, "GET", "/metrics")
     assert metrics is not None and metrics.body == b"metric 1\n"
     assert metrics.headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+
+
+def test_a_query_string_is_part_of_the_path_the_patterns_match() -> None:
+    """TF Serving matches its /v1/ patterns against the path and query together, and its metrics
+    exporter wants its path exactly (evhttp_request.cc:105-110,136; http_server.cc:90-97)."""
+    app = make_app()
+    status = call(app, "GET", "/v1/models/mnist", query=b"x=1")
+    assert status is not None and status.json() == {"status": ["mnist?x=1", None]}
+    predict = call(app, "POST", "/v1/models/mnist:predict", query=b"x=1")
+    assert predict is not None and predict.status == 400
+    assert predict.json() == {"error": "Malformed request: POST /v1/models/mnist:predict?x=1"}
+    metrics = call(app, "GET", "/metrics", query=b"x=1")
+    assert metrics is not None and metrics.status == 400
+    assert metrics.body == b"Unexpected path: /metrics?x=1. Should be /metrics"
+
+
+@pytest.mark.parametrize("cors", [False, True])
+def test_a_cors_preflight_is_answered_and_cors_headers_sent_when_asked_for(cors: bool) -> None:
+    """OPTIONS with an http(s) Origin is 200 with no body, without one a bare 400 (http_server.cc:
+    170-177); --rest_api_enable_cors_support adds TF Serving's three headers to every /v1/ answer."""
+    app = make_app(cors=cors)
+    preflight = call(app, "OPTIONS", "/v1/models/mnist:predict", headers=((b"origin", b"https://a.example"),))
+    assert preflight is not None and (preflight.status, preflight.body) == (200, b"")
+    assert b"content-type" not in preflight.headers
+    refused = call(app, "OPTIONS", "/v1/models/mnist:predict", headers=((b"origin", b"file:"),))
+    assert refused is not None and (refused.status, refused.body) == (400, b"")
+    status = call(app, "GET", "/v1/models/mnist")
+    metrics = call(app, "GET", "/metrics")
+    assert status is not None and metrics is not None
+    for reply in (preflight, refused, status):
+        assert (reply.headers.get(b"access-control-allow-origin") == b"*") == cors
+        assert (reply.headers.get(b"access-control-allow-methods") == b"POST, GET") == cors
+    assert b"access-control-allow-origin" not in metrics.headers
 
 
 def test_while_draining_model_status_is_503_and_predictions_still_answer() -> None:

@@ -49,9 +49,12 @@ def test_numbers_read_and_write_as_tensorflow_does(dtype: type) -> None:
     array: np.ndarray = (rng.random((2, 3)) * 100).astype(dtype)
     packed = as_ours(tf.make_tensor_proto(array))
     assert np.array_equal(tensors.to_array("x", packed, LIMIT), tf.make_ndarray(packed))
-    written = tensors.to_tensor(array)
+    written = tensors.to_tensor(array)  # value by value, as TF Serving's AsProtoField writes them
+    assert written == typed_fields(array) and not written.tensor_content
     assert written.dtype == packed.dtype and tensors.dtype_name(written.dtype) == tf.as_dtype(dtype).name
     assert np.array_equal(tf.make_ndarray(written), array)
+    written_packed = tensors.to_tensor(array, packed=True)
+    assert written_packed.tensor_content and np.array_equal(tf.make_ndarray(written_packed), array)
 
     one_by_one = typed_fields(array)
     assert np.array_equal(tensors.to_array("x", one_by_one, LIMIT), tf.make_ndarray(one_by_one))
