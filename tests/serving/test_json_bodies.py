@@ -130,7 +130,8 @@ def test_the_model_and_signature_are_looked_up_before_the_tensors_keys_are_check
     assert predict_inputs(body, None).arrays is None  # the caller then says the model is not found
     named = body[:-1] + b', "signature_name": "other"}'
     assert refusal(named) == 'Serving signature name: "other" not found in signature def'
-    assert refusal(b'{"signature_name": 7, "foo": 1}', None).endswith("'signature_name' key must be a string value.")
+    not_a_name = refusal(b'{"signature_name": 7, "foo": 1}', None)
+    assert not_a_name.endswith("'signature_name' key must be a string value.")
 
 
 def test_a_signature_without_inputs_cannot_be_fed() -> None:
@@ -138,7 +139,8 @@ def test_a_signature_without_inputs_cannot_be_fed() -> None:
     signatures = {**FLOAT, "__saved_model_init_op": {}}
     body = b'{"signature_name": "__saved_model_init_op", "instances": [[1.0]]}'
     assert refusal(body, signatures) == "Failed to get input map for signature: __saved_model_init_op"
-    assert refusal(b'{"signature_name": "__saved_model_init_op", "inputs": {}}', signatures).startswith("Failed")
+    columns = b'{"signature_name": "__saved_model_init_op", "inputs": {}}'
+    assert refusal(columns, signatures).startswith("Failed to get input map")
 
 
 def test_past_the_general_limit_only_dense_numbers_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
