@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -252,10 +253,10 @@ def test_a_request_without_a_model_spec_is_refused_before_anything_else(
     channel: grpc.Channel, predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
     """TF Serving's first check of every model request: "Missing ModelSpec", INVALID_ARGUMENT."""
-    predict = predict_request(images)
-    classify = classification_request(images[:1])
+    predict: Any = predict_request(images)
+    classify: Any = classification_request(images[:1])
     for request in (predict, classify):
-        request.ClearField("model_spec")  # type: ignore[attr-defined]
+        request.ClearField("model_spec")
     assert_invalid(predictions.Predict, predict, "Missing ModelSpec")
     assert_invalid(predictions.Classify, classify, "Missing ModelSpec")
     assert_invalid(
