@@ -320,6 +320,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0  # bytes received since the request's headers began
         self._in_headers = True
         self._headers_done = 0  # requests whose headers have ended, on this connection
+        self._refused = False  # answered 431: the rest of what arrives is dropped
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
@@ -343,22 +344,40 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self.timeout_keep_alive_task = self.timeout_keep_alive_task or deadline
         self._header_bytes += len(data)
-        if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
-            message = f"the request line and headers are over {self.max_header_bytes} bytes".encode()
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
-                + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(message)
-                + message
-            )
-            self.transport.close()
+        if self._header_bytes > self.max_header_bytes:
+            self._refuse_headers()
+
+    def _refuse_headers(self) -> None:
+        """431, and the connection closed: nothing more of it is read or answered."""
+        self._refused = True
+        if self.transport.is_closing():
+            return
+        message = f"the request line and headers are over {self.max_header_bytes} bytes".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+            + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(message)
+            + message
+        )
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
+        """Headers that end in the chunk that brought them were not counted as they came: they are
+        measured here, whole, before the request goes any further."""
         self._in_headers = False
         self._headers_done += 1
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if self._refused or size > self.max_header_bytes:
+            self._refuse_headers()
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self._refused:
+            super().on_message_complete()
         self._in_headers, self._header_bytes = True, 0
 
 

@@ -470,9 +470,13 @@ def test_connections_whose_headers_never_finish_are_closed(trained_model_dir: Pa
             socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as silent,
             socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as trickling,
             socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as oversized,
+            socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as whole,
         ):
             trickling.sendall(b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             oversized.sendall(b"GET /v1/models/mnist HTTP/1.1\r\nX-Big: " + b"a" * 20_000)
+            # Over the limit but ended in the same read: measured when they end, refused all the same.
+            whole.sendall(b"GET /v1/models/mnist HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+            assert read_until_closed(whole).startswith(b"HTTP/1.1 431")
             started = time.monotonic()
             for _ in range(3):  # a trickle that keeps the connection busy, a byte at a time
                 trickling.sendall(b"a")

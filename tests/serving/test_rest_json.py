@@ -118,6 +118,14 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
         ),
         (b'{"instances": ["\xff"]}', "JSON Parse error: the body is not UTF-8 at offset: 16"),
         (b"[" * 100_000 + b"]" * 100_000, "JSON Parse error: the document is nested too deeply"),
+        (
+            b'{"instances": [1' + b"0" * 5000 + b"]}",
+            "JSON Parse error: Number too big to be stored in double.",
+        ),
+        (
+            b'{"instances": [-1' + b"0" * 400 + b"]}",
+            "JSON Parse error: Number too big to be stored in double.",
+        ),
     ],
     ids=[
         "empty",
@@ -136,6 +144,8 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
         "infinity",
         "not-utf8",
         "too-deep",
+        "integer-of-5000-digits",
+        "integer-past-a-double",
     ],
 )
 def test_bad_bodies_are_refused_with_tf_servings_message(raw: bytes, message: str) -> None:
@@ -153,6 +163,12 @@ def test_the_quoted_document_is_cut_at_256_bytes() -> None:
 def test_parse_json_reads_any_document() -> None:
     """The :classify and :regress bodies go through parse_json alone: it does not insist on Predict keys."""
     assert parse_json(b'{"examples": [{"x": 1}]}') == {"examples": [{"x": 1}]}
+
+
+def test_numbers_are_held_as_rapidjson_holds_them() -> None:
+    """Exact integers within 64 bits, doubles past them (TF Serving's parser does the same)."""
+    document = parse_json(b'{"x": [18446744073709551615, -9223372036854775808, 1' + b"0" * 30 + b"]}")
+    assert document["x"][:2] == [2**64 - 1, -(2**63)] and document["x"][2] == 1e30
 
 
 @pytest.mark.parametrize("rest", [b" []", b"xyz", b'{"instances": [2]}', b"\n\x00\xff"])
