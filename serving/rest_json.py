@@ -114,20 +114,25 @@ def parse_json(body: bytes) -> Any:
     return document
 
 
-def _json_number(text: str) -> int | float:
-    """A JSON number as RapidJSON holds it: an integer exactly when 64 bits hold it, else a double,
-    and refused when a double cannot hold it either (Python's own int() of a 5,000-digit number would
-    raise, and a 500-digit one is no tensor value)."""
-    if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
-        if len(text) <= 21 and -(2**63) <= (value := int(text)) < 2**64:
-            return value
+def _json_integer(text: str) -> int | float:
+    """A JSON integer as RapidJSON holds it: exactly when 64 bits hold it, else as a double (Python's
+    own int() of a 5,000-digit number would raise, and a 500-digit one is no tensor value)."""
+    if len(text) <= 21 and -(2**63) <= (value := int(text)) < 2**64:
+        return value
+    return _json_double(text)
+
+
+def _json_double(text: str) -> float:
+    """A JSON number as a double, refused when a double cannot hold it, as RapidJSON refuses it."""
     number = float(text)
     if math.isinf(number):
         raise invalid_argument("JSON Parse error: Number too big to be stored in double.")
     return number
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_json_number, parse_float=_json_number)
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_json_integer, parse_float=_json_double
+)
 
 
 @dataclass(frozen=True)
