@@ -178,7 +178,7 @@ class RestApp:
         self, method: str, path: str, path_and_query: str, scope: Scope, receive: Receive
     ) -> tuple[int, tuple[bytes, bytes] | None, bytes]:
         if method == "GET" and path == self.metrics_path and self.metrics is not None:
-            if path_and_query != path:  # the exporter wants its path exactly (http_server.cc:90-97)
+            if path_and_query != path:  # the exporter wants its path exactly (http_server.cc:96-98)
                 unexpected = f"Unexpected path: {path_and_query}. Should be {path}"
                 return 400, TEXT, unexpected.encode()
             return 200, PROMETHEUS, self.metrics()
