@@ -254,14 +254,20 @@ class ModelStore:
         for version in to_load:
             self._load(entry, version, present[version])
         with self._lock:
-            serving_aspired = any(v in aspired for v in entry.available())
-            retire = [
-                r
-                for v, r in entry.records.items()
-                if r.state == AVAILABLE and v not in aspired and (v not in present or serving_aspired)
-            ]
+            retire = [entry.records[v] for v in self._to_unload(entry, aspired)]
         for record in retire:
             self._unload(entry, record)
+
+    @staticmethod
+    def _to_unload(entry: ModelEntry, aspired: list[int]) -> list[int]:
+        """The versions serving that are no longer aspired and may go, by TF Serving's
+        AvailabilityPreservingPolicy (core/availability_preserving_policy.cc:47-75): all of them once
+        an aspired version serves (or none is aspired); until then all but the newest, which serves
+        on (its directory gone or not) while the new one loads, retries, or has failed."""
+        unaspired = [v for v in entry.available() if v not in aspired]
+        if not aspired or any(v in aspired for v in entry.available()):
+            return unaspired
+        return unaspired[:-1]
 
     def _load(self, entry: ModelEntry, version: int, path: Path) -> None:
         """Load a version once. A failure is retried as TF Serving's loader harness retries it: up to
@@ -339,24 +345,24 @@ class ModelStore:
         finally:
             servable.requests.leave()
 
-    def _entry(self, name: str) -> ModelEntry:
+    def _entry(self, name: str, version: int | None = None) -> ModelEntry:
         if not name:
             raise invalid_argument("ModelSpec has no name specified.")
         entry = self._models.get(name)
         if entry is None:
-            raise not_found(f"Servable not found for request: Latest({name})")
+            asked = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise not_found(f"Servable not found for request: {asked}")
         return entry
 
-    def label_version(self, entry: ModelEntry, label: str) -> int:
-        labels = entry.config.version_labels
-        if label not in labels:
-            raise invalid_argument(f"Unrecognized servable version label: {label}")
-        return labels[label]
-
     def _resolve(self, name: str, version: int | None, label: str | None) -> Servable:
-        entry = self._entry(name)
-        if label is not None:
-            version = self.label_version(entry, label)
+        """As ServerCore resolves a ModelSpec (server_core.cc:847-891): a label first, whether or not
+        the model is served; then the version, named in the refusal as it was asked for."""
+        if label is not None and name:
+            labelled = self._models.get(name)
+            if labelled is None or label not in labelled.config.version_labels:
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
+            version = labelled.config.version_labels[label]
+        entry = self._entry(name, version)
         if version is None:
             available = entry.available()
             if not available:

@@ -6,6 +6,7 @@ the model store (serving/store.py) polls them and does the loading and unloading
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tfs_api.tensorflow_serving.config.file_system_storage_path_source_pb2 import (
@@ -13,19 +14,36 @@ from tfs_api.tensorflow_serving.config.file_system_storage_path_source_pb2 impor
 )
 
 
-def present_versions(base: Path) -> dict[int, Path] | None:
-    """The numbered version directories under `base` by version, in version order, or None when the
-    base path itself is missing.
+# What absl::SimpleAtoi takes for an int64, as TF Serving reads a child's name (ParseVersionNumber,
+# sources/storage_path/file_system_storage_path_source.cc:86-88): ASCII space around, a sign, digits.
+_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
 
-    A version is loaded from the directory as it is named (`007` is version 7, read from `007`). When
+
+def version_number(name: str) -> int | None:
+    """The version a child of a base path names, or None: `7`, `007`, `0`, `-1` and `+5` are versions
+    to TF Serving; a number past int64 is not."""
+    match = _VERSION_NAME.fullmatch(name)
+    if match is None:
+        return None
+    number = int(match[1])
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def present_versions(base: Path) -> dict[int, Path] | None:
+    """The versions under `base`, each the child named by its number (a file too: TF Serving lists
+    every child, and such a version then fails to load), in version order; None when the base path
+    itself is missing.
+
+    A version is loaded from the child as it is named (`007` is version 7, read from `007`). When
     two names give one number (`7` and `007`), the name that sorts last as a string wins, as in TF
     Serving (its IndexChildrenByVersion): `7` over `07` over `007`."""
     if not base.is_dir():
         return None
     found: dict[int, Path] = {}
     for path in sorted(base.iterdir()):
-        if path.name.isascii() and path.name.isdigit() and int(path.name) > 0 and path.is_dir():
-            found[int(path.name)] = path
+        number = version_number(path.name)
+        if number is not None:
+            found[number] = path
     return dict(sorted(found.items()))
 
 

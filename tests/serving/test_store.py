@@ -26,6 +26,7 @@ from serving.errors import ServingError
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
+from serving.version_source import version_number
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.fast
@@ -207,11 +208,10 @@ def background_poll(store: ModelStore) -> threading.Thread:
 def test_the_default_policy_serves_only_the_newest_version(
     base: Path, loader: FakeLoader, make_store: MakeStore
 ) -> None:
-    """Latest(1) is TF Serving's default; names that are not positive numbers are not versions."""
+    """Latest(1) is TF Serving's default; a child whose name is not an int64 is not a version."""
     publish(base, 1, 2, 10)
-    for other in ("0", "notes", ".staging-11", "-3"):
+    for other in ("0", "notes", ".staging-11", "-3", "1e3", "99999999999999999999"):
         (base / other).mkdir()
-    (base / "12").write_text("a file, not a version directory")
     store = make_store(config(("m", base)))
     store.poll()
 
@@ -219,6 +219,55 @@ def test_the_default_policy_serves_only_the_newest_version(
     assert loader.attempts == [("m", 10)]
     assert answering(store) == 10
     assert loader.servables[("m", 10)].warmed
+
+
+def test_a_version_whose_files_go_serves_on_until_an_aspired_one_does(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """TF Serving's AvailabilityPreservingPolicy: a version no longer aspired is unloaded only once an
+    aspired one serves (or none is aspired); until then the newest of them serves on from memory."""
+    publish(base, 1, 2, 3)
+    loader.fail[3] = RuntimeError("a bad push")
+    store = make_store(config(("m", base)), load_retries=0)
+    store.poll()
+    assert states(store) == {3: END}  # 1 and 2 were never aspired, so never loaded
+    shutil.rmtree(base / "3")
+    store.poll()
+    assert states(store) == {2: AVAILABLE}
+    publish(base, 4)
+    loader.fail[4] = RuntimeError("another bad push")
+    shutil.rmtree(base / "2")
+    store.poll()
+    assert states(store) == {4: END, 2: AVAILABLE} and answering(store) == 2
+    shutil.rmtree(base / "4")
+    store.poll()
+    assert states(store) == {2: END, 1: AVAILABLE} and answering(store) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("7", 7), ("007", 7), ("0", 0), ("-1", -1), ("+5", 5), (" 5\t", 5), ("9223372036854775807", 2**63 - 1)],
+)
+def test_a_version_is_a_name_absl_reads_as_an_int64(name: str, version: int) -> None:
+    """TF Serving reads a child's name with absl::SimpleAtoi (file_system_storage_path_source.cc:86-88)."""
+    assert version_number(name) == version
+
+
+@pytest.mark.parametrize("name", ["", "notes", "1e3", "0x10", "9223372036854775808", "\u0663", "5 5", "--1"])
+def test_other_names_are_not_versions(name: str) -> None:
+    assert version_number(name) is None
+
+
+def test_a_file_named_as_a_version_is_one_that_fails_to_load(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """TF Serving lists every child of the base path, files too: the newest is then a version that
+    cannot load, and nothing older is aspired in its place."""
+    publish(base, 10)
+    (base / "12").write_text("a file, not a version directory")
+    store = make_store(config(("m", base)))
+    store.poll()
+    assert states(store) == {12: END}
 
 
 @pytest.mark.parametrize(
