@@ -13,7 +13,6 @@ from tfs_api.tensorflow_serving.config.file_system_storage_path_source_pb2 impor
     FileSystemStoragePathSourceConfig,
 )
 
-
 # What absl::SimpleAtoi takes for an int64, as TF Serving reads a child's name (ParseVersionNumber,
 # sources/storage_path/file_system_storage_path_source.cc:86-88): ASCII space around, a sign, digits.
 _VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
