@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from serving import DEFAULT_SIGNATURE, tensorflow_runtime, tensors, tfrecord
 from serving.batching import Batcher, BatchPolicy
@@ -167,15 +168,23 @@ class Servable:
         if not path.is_file():
             return 0
         count = 0
-        for raw in tfrecord.records(path):
-            log = prediction_log_pb2.PredictionLog.FromString(raw)
-            if log.WhichOneof("log_type") is not None:
-                self._replay(log, count, path)
-            count += 1
-            if count > MAX_WARMUP_RECORDS:
-                raise invalid_argument(
-                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
-                )
+        try:
+            for raw in tfrecord.records(path):
+                try:
+                    log = prediction_log_pb2.PredictionLog.FromString(raw)
+                except DecodeError:  # saved_model_warmup_util.cc:117-120
+                    raise invalid_argument(f"Failed to parse warmup record {count} from {path}") from None
+                if log.WhichOneof("log_type") is not None:
+                    self._replay(log, count, path)
+                count += 1
+                if count > MAX_WARMUP_RECORDS:
+                    raise invalid_argument(
+                        f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                    )
+        except tfrecord.RecordError as err:  # TensorFlow's reader: DATA_LOSS (:231-234)
+            raise ServingError(
+                grpc.StatusCode.DATA_LOSS, f"{err}. Please verify your warmup data is in TFRecord format."
+            ) from None
         return count
 
     def _replay(self, log: prediction_log_pb2.PredictionLog, number: int, path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import signal
+import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -219,6 +221,60 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
                 assert "Number of warmup records exceeds the maximum (1000)" in failed.error_message
         finally:
             assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "code", "message"),
+    [
+        (
+            lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+            "DATA_LOSS",
+            "verify your warmup data is in TFRecord",
+        ),
+        (
+            lambda data: tfrecord_of(b"\xff\xff not a PredictionLog"),
+            "INVALID_ARGUMENT",
+            "Failed to parse warmup",
+        ),
+    ],
+    ids=["corrupt-file", "not-a-prediction-log"],
+)
+def test_a_damaged_warm_up_file_fails_its_version_with_tf_servings_code(
+    trained_model_dir: Path,
+    tmp_path: Path,
+    images: np.ndarray,
+    damage: Callable[[bytes], bytes],
+    code: str,
+    message: str,
+) -> None:
+    """saved_model_warmup_util.cc: a file TensorFlow's record reader finds damaged is DATA_LOSS, a
+    record that is not a PredictionLog INVALID_ARGUMENT."""
+    base = tmp_path / "mnist"
+    shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
+    write_warmup(base / "1", images, 2)
+    warmup = base / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    warmup.write_bytes(damage(warmup.read_bytes()))
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={base}",
+        "--prefer_tflite_model",
+        "--max_num_load_retries=0",
+        wait_available=None,
+    )
+    try:
+        assert settled_state(server) == "END"
+        (failed,) = ServingClient.rest(server.rest_url).status(version=1)
+        assert failed.error_code == code and message in failed.error_message
+    finally:
+        assert server.stop() == 0
+
+
+def tfrecord_of(record: bytes) -> bytes:
+    """One TFRecord, framed and checksummed as TensorFlow writes it."""
+    from serving.tfrecord import masked_crc
+
+    length = struct.pack("<Q", len(record))
+    return length + struct.pack("<I", masked_crc(length)) + record + struct.pack("<I", masked_crc(record))
 
 
 def retrying_server(base: Path, retries: int, interval_us: int) -> ServerProcess:
