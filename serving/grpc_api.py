@@ -149,7 +149,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> Any:
         async def reload() -> model_management_pb2.ReloadConfigResponse:
             await asyncio.to_thread(self.reload_config, request.config)
-            return model_management_pb2.ReloadConfigResponse()
+            answer = model_management_pb2.ReloadConfigResponse()
+            answer.status.SetInParent()  # OK, present, as TF Serving sets it (model_service_impl.cc:78-79)
+            return answer
 
         return await _answer(context, reload())
 

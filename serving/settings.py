@@ -103,13 +103,38 @@ def check_model_config(config: model_server_config_pb2.ModelServerConfig, source
     for model in config.model_config_list.config:
         if not model.name or not model.base_path:
             raise ConfigError(f"{source}: every model needs a name and a base_path")
-        if model.model_platform not in ("", "tensorflow"):
+        if _platform(model, source) != "tensorflow":
             raise ConfigError(
                 f"{source}: model {model.name}: platform {model.model_platform!r} is not served"
+            )
+        if not model.base_path.startswith("/") and "://" not in model.base_path:  # server_core.cc:140-147
+            raise ConfigError(
+                f"{source}: Expected model {model.name} to have an absolute path or URI; "
+                f"got base_path()={model.base_path}"
             )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{source}: model names appear more than once: {', '.join(duplicates)}")
+
+
+def _platform(model: model_server_config_pb2.ModelConfig, source: str) -> str:
+    """The platform a model names, as TF Serving reads it (server_core.cc:77-105): `model_platform`,
+    or the deprecated `model_type: TENSORFLOW`; one of them, never both or neither."""
+    if model.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
+        if model.model_platform:
+            raise ConfigError(
+                f"{source}: Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"ModelServerConfig::model_platform, model name is {model.name}"
+            )
+        return (
+            "tensorflow" if model.model_type == model_server_config_pb2.TENSORFLOW else str(model.model_type)
+        )
+    if not model.model_platform:
+        raise ConfigError(
+            f"{source}: Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {model.name}"
+        )
+    return model.model_platform
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -74,7 +75,10 @@ def test_model_config_file_policies_labels_and_reload(
                 name="digits", base_path=str(two_versions), model_platform="tensorflow"
             )
             reload = model_management_pb2.ReloadConfigRequest(config=new_config)
-            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(reload, timeout=30)
+            answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                reload, timeout=30
+            )
+            assert answer.HasField("status") and answer.status.error_code == 0  # as TF Serving answers
             with pytest.raises(grpc.RpcError) as raised:
                 stub.Predict(predict_request(images[:1]), timeout=10)
             assert raised.value.code() == grpc.StatusCode.NOT_FOUND
@@ -142,7 +146,8 @@ def test_a_refused_config_is_tried_again_until_it_can_be_adopted(
     shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
     config = tmp_path / "models.config"
     labelled = (
-        'model_config_list {{ config {{ name: "mnist" base_path: "{base}" model_version_policy {{ all {{}} }}'
+        'model_config_list {{ config {{ name: "mnist" base_path: "{base}" model_platform: "tensorflow"'
+        " model_version_policy {{ all {{}} }}"
     )
     labelled += ' version_labels {{ key: "stable" value: {stable} }} }} }}'
     config.write_text(labelled.format(base=base, stable=1))
@@ -192,7 +197,9 @@ def test_labels_name_only_available_versions_as_in_tf_serving(
 
     def reload(stable: int, **labels: int) -> grpc.StatusCode:
         new = model_server_config_pb2.ModelServerConfig()
-        model = new.model_config_list.config.add(name="mnist", base_path=str(two_versions))
+        model = new.model_config_list.config.add(
+            name="mnist", base_path=str(two_versions), model_platform="tensorflow"
+        )
         model.model_version_policy.all.SetInParent()
         model.version_labels["stable"] = stable
         model.version_labels.update(labels)
@@ -322,6 +329,35 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ('name: "m" base_path: "/models/m"', "Illegal setting neither ModelServerConfig::model_type"),
+        (
+            'name: "m" base_path: "/models/m" model_type: TENSORFLOW model_platform: "tensorflow"',
+            "Illegal setting both ModelServerConfig::model_type",
+        ),
+        (
+            'name: "m" base_path: "models/m" model_platform: "tensorflow"',
+            "Expected model m to have an absolute path or URI; got base_path()=models/m",
+        ),
+    ],
+    ids=["no-platform", "two-platforms", "relative-base-path"],
+)
+def test_a_config_file_tf_serving_refuses_is_refused(tmp_path: Path, model: str, message: str) -> None:
+    """What TF Serving's ServerCore refuses in a config (server_core.cc:77-105,140-147), ours refuses
+    too, so that a file tried on ours does not stop the real image; the deprecated model_type: TENSORFLOW
+    is read as the platform."""
+    config = tmp_path / "models.config"
+    config.write_text(f"model_config_list {{ config {{ {model} }} }}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_model_config(config)
+    config.write_text(
+        'model_config_list { config { name: "m" base_path: "/models/m" model_type: TENSORFLOW } }'
+    )
+    assert read_model_config(config).model_config_list.config[0].name == "m"
+
+
 def test_a_config_file_that_is_not_text_is_one_line_too(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 (a binary file, or one caught half-written) are a ConfigError like any
     other bad file: at start one line, and for the watcher a logged error with the last config kept
@@ -376,7 +412,10 @@ def test_a_reload_call_cannot_point_outside_the_allowed_roots_and_the_watched_fi
     anywhere no root allows, is PERMISSION_DENIED; an empty config unloads mnist, and the watched file
     (re-applied at each poll, as TF Serving does) brings it back."""
     config = tmp_path / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "mnist" base_path: "{two_versions}" }} }}\n')
+    config.write_text(
+        f'model_config_list {{ config {{ name: "mnist" base_path: "{two_versions}"'
+        ' model_platform: "tensorflow" } }\n'
+    )
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(two_versions, elsewhere / "mnist")
     server = start_server(
@@ -389,7 +428,7 @@ def test_a_reload_call_cannot_point_outside_the_allowed_roots_and_the_watched_fi
         new = model_server_config_pb2.ModelServerConfig()
         new.model_config_list.SetInParent()
         for base_path in base_paths:
-            new.model_config_list.config.add(name="mnist", base_path=base_path)
+            new.model_config_list.config.add(name="mnist", base_path=base_path, model_platform="tensorflow")
         with grpc.insecure_channel(server.grpc_target) as channel:
             try:
                 model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
