@@ -246,7 +246,9 @@ class ModelStore:
                     or (record.retry_at is not None and record.retry_at <= now)
                 )
 
-            to_load = [v for v in aspired if due(entry.records.get(v))]
+            # The newest first, as TF Serving's policy picks the highest new version to load
+            # (availability_preserving_policy.cc:77-84): it serves soonest.
+            to_load = [v for v in reversed(aspired) if due(entry.records.get(v))]
             for version in to_load:
                 previous = entry.records.get(version)
                 failed = previous.failed_loads if previous is not None and previous.state == LOADING else 0
