@@ -48,6 +48,12 @@ def server_view() -> None:
         hide_index=True,
         width="stretch",
     )
+    if any(s.state == "LOADING" for s in statuses):
+        # TF Serving's status API says nothing of a failed attempt until the last (nor does ours).
+        st.caption(
+            "A version stays LOADING while a failed load is retried (--max_num_load_retries, a minute "
+            "apart by default): the server's log says why each attempt failed, this table once it gives up."
+        )
     if not available:
         return
     try:

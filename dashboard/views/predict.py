@@ -11,7 +11,7 @@ from PIL import Image
 
 from client import ImageError, ServingClientError, normalise_bytes
 from client.normalise import Normalised, decode
-from dashboard import charts
+from dashboard import artefacts, charts
 from dashboard.occlusion import heat_map, overlay
 from dashboard.serving_link import client
 from dashboard.settings import settings
@@ -73,13 +73,49 @@ def why(image: np.ndarray, answered: int) -> None:
 config = settings()
 st.title("Predict")
 
+
+@st.cache_data(ttl=2, show_spinner=False)
+def served_versions(model: str) -> list[int]:
+    """The versions the server answers from now, newest first; [] when it cannot say."""
+    try:
+        return sorted((s.version for s in client().status(model) if s.state == "AVAILABLE"), reverse=True)
+    except ServingClientError:
+        return []
+
+
+def known_labels(model: str) -> list[str]:
+    """The labels the server's config file gives the model, when the dashboard knows that file."""
+    if config.model_config_file is None:
+        return []
+    by_version = artefacts.version_labels(str(config.model_config_file), model)
+    return sorted(label for labels in by_version.values() for label in labels)
+
+
+def refusal(err: ServingClientError, version: int | None, label: str | None) -> str:
+    """What went wrong, in the page's words where the server's are its own jargon."""
+    served = ", ".join(map(str, served_versions(config.model_name))) or "none"
+    if err.status == "NOT_FOUND" and version is not None:
+        return f"Version {version} of {config.model_name} is not being served (served now: {served})."
+    if err.status == "INVALID_ARGUMENT" and label is not None and "label" in err.message:
+        return f"The server gives no version the label {label!r} (served now: {served})."
+    return f"The server refused the request: {err.message}"
+
+
 left, right = st.columns(2)
 target = left.selectbox("Version", ["latest", "a version number", "a label"])
 version = label = None
 if target == "a version number":
-    version = int(right.number_input("Version", min_value=1, step=1, value=1))
+    served = served_versions(config.model_name)
+    if served:
+        version = right.selectbox("Version served", served)
+    else:
+        version = int(right.number_input("Version", min_value=0, step=1, value=1))
 elif target == "a label":
-    label = right.text_input("Label", value="stable") or None
+    labels = known_labels(config.model_name)
+    if labels:
+        label = right.selectbox("Label", labels)
+    else:
+        label = right.text_input("Label", placeholder="e.g. stable, as the server's config names it") or None
 
 uploads = st.file_uploader(
     "Images of digits",
@@ -120,7 +156,7 @@ for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers s
         if err.status == "UNAVAILABLE":
             st.error(f"The model server at {config.grpc} is not answering. Start it, then try again.")
         else:
-            st.error(f"The server refused the request: {err.message}")
+            st.error(refusal(err, version, label))
         st.stop()
     round_trip_ms = (time.perf_counter() - started) * 1000
     st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")

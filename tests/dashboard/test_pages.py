@@ -147,6 +147,24 @@ def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mn
     assert "version 1" in texts(app)
 
 
+def test_predict_offers_the_versions_served_and_says_plainly_what_is_not(
+    dashboard_env: Path, mnist_test: Split
+) -> None:
+    """A version is picked from those the server answers from; a label the server does not know is
+    said in the page's words, with the versions it does serve."""
+    app = page("predict").run()
+    app.selectbox[0].set_value("a version number").run()
+    assert app.selectbox[1].label == "Version served" and app.selectbox[1].options == ["1"]
+    app.selectbox[0].set_value("a label").run()
+    app.text_input[0].input("nope").run()
+    app.file_uploader[0].set_value(
+        [("seven.jpg", encode(photo_of(mnist_test.images[0]), "JPEG"), "image/jpeg")]
+    )
+    app.run()
+    assert not app.exception
+    assert "The server gives no version the label 'nope' (served now: 1)." in texts(app)
+
+
 def test_more_uploads_than_the_server_batches_go_in_several_requests(
     monkeypatch: pytest.MonkeyPatch, trained_model_dir: Path, mnist_test: Split
 ) -> None:
