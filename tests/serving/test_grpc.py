@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,22 +80,13 @@ def test_outputs_are_written_value_by_value_unless_packing_is_asked_for(
     assert not default["probabilities"].tensor_content and not default["classes"].tensor_content
     assert len(default["probabilities"].float_val) == len(images) * 10
     assert list(default["classes"].int64_val) == tf.make_ndarray(default["classes"]).tolist()
-    server = start_server(
-        "--model_name=mnist",
-        f"--model_base_path={trained_model_dir / 'mnist'}",
-        "--prefer_tflite_model",
-        "--enable_serialization_as_tensor_content",
+    flags = ("--prefer_tflite_model", "--enable_serialization_as_tensor_content")
+    with own_server(trained_model_dir, *flags) as (_, stub):
+        packed = stub.Predict(predict_request(images), timeout=10).outputs["probabilities"]
+    assert not packed.float_val and len(packed.tensor_content) == len(images) * 10 * 4
+    np.testing.assert_allclose(
+        tf.make_ndarray(packed), tf.make_ndarray(default["probabilities"]), rtol=1e-5, atol=1e-7
     )
-    try:
-        with grpc.insecure_channel(server.grpc_target) as opened:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(opened)
-            packed = stub.Predict(predict_request(images), timeout=10).outputs["probabilities"]
-        assert not packed.float_val and len(packed.tensor_content) == len(images) * 10 * 4
-        np.testing.assert_allclose(
-            tf.make_ndarray(packed), tf.make_ndarray(default["probabilities"]), rtol=1e-5, atol=1e-7
-        )
-    finally:
-        assert server.stop() == 0
 
 
 def test_grpc_and_rest_give_the_same_probabilities(
@@ -347,29 +339,33 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
     """A request over the whole budget is refused as it arrives; one that does not fit beside what other
     requests hold (here a REST body that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is
     answered once those bytes are given back."""
-    server = start_server(
-        "--model_name=mnist",
-        f"--model_base_path={trained_model_dir / 'mnist'}",
-        "--max_request_bytes_in_flight=4000000",
-        "--rest_api_timeout_in_ms=2000",
-    )
+    flags = ("--max_request_bytes_in_flight=4000000", "--rest_api_timeout_in_ms=2000")
+    with own_server(trained_model_dir, *flags) as (server, stub):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(predict_request(np.repeat(images, 200, axis=0)), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in str(refused.value.details())
+        fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
+            stalled.sendall(
+                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
+                + b" " * 2_000_000
+            )
+            wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
+            assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
+        answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
+        assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
+
+
+@contextmanager
+def own_server(
+    trained_model_dir: Path, *flags: str
+) -> Iterator[tuple[ServerProcess, prediction_service_pb2_grpc.PredictionServiceStub]]:
+    """A server of the test's own, on the trained model with `flags`, and a Predict stub to it."""
+    server = start_server("--model_name=mnist", f"--model_base_path={trained_model_dir / 'mnist'}", *flags)
     try:
         with grpc.insecure_channel(server.grpc_target) as opened:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(opened)
-            with pytest.raises(grpc.RpcError) as refused:
-                stub.Predict(predict_request(np.repeat(images, 200, axis=0)), timeout=30)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "larger than max" in str(refused.value.details())
-            fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
-            with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
-                stalled.sendall(
-                    b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
-                    + b" " * 2_000_000
-                )
-                wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
-                assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
-            answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
-            assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
+            yield server, prediction_service_pb2_grpc.PredictionServiceStub(opened)
     finally:
         assert server.stop() == 0
 
