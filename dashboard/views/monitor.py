@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts
-from dashboard.monitor import Monitor, Round, Window, combined
+from dashboard.monitor import Monitor, Replica, Round, Window, combined
 from dashboard.settings import settings
 
 config = settings()
@@ -69,7 +69,8 @@ def summary(recent: list[Round]) -> Window | None:
     return total
 
 
-def charts_of(apart: pd.DataFrame, together: pd.DataFrame, recent: Window) -> None:
+def charts_of(apart: pd.DataFrame, together: pd.DataFrame, recent: Window | None) -> None:
+    """The 10-minute charts; the batch sizes of `recent`, the last minute, when it was read."""
     left, right = st.columns(2)
     several = apart.replica.nunique() > 1
     rates = pd.concat([apart, together]) if several else apart
@@ -95,6 +96,8 @@ def charts_of(apart: pd.DataFrame, together: pd.DataFrame, recent: Window) -> No
         width="stretch",
     )
 
+    if recent is None:
+        return
     sizes = [
         {"size": "more" if bound == float("inf") else str(int(bound)), "batches": n}
         for bound, n in sorted(recent.batch_sizes.items())
@@ -106,12 +109,11 @@ def charts_of(apart: pd.DataFrame, together: pd.DataFrame, recent: Window) -> No
         st.caption("No batched model call in the last minute (batching is off, or no traffic came).")
 
 
-@st.fragment(run_every=REFRESH_S)
-def live() -> None:
-    problem, replicas, rounds = monitor(config.metrics_url, config.model_name).snapshot()
+def problems(problem: str | None, replicas: list[Replica]) -> list[Replica]:
+    """Say what is wrong with the servers; the replicas answering."""
     if problem:
         st.error(f"{problem}. Asking again every {REFRESH_S} s.")
-        return
+        return []
     for replica in replicas:
         if replica.gone_since is not None:
             since = datetime.fromtimestamp(replica.gone_since).strftime("%H:%M:%S")
@@ -120,17 +122,26 @@ def live() -> None:
             )
         elif replica.problem:
             st.error(f"Replica {replica.address}: {replica.problem}. Asking again every {REFRESH_S} s.")
-    answering = [r for r in replicas if r.gone_since is None and r.problem is None]
-    if not answering:
+    return [r for r in replicas if r.gone_since is None and r.problem is None]
+
+
+@st.fragment(run_every=REFRESH_S)
+def live() -> None:
+    """The history read so far stays drawn while a server is down: that is when it is wanted."""
+    problem, replicas, rounds = monitor(config.metrics_url, config.model_name).snapshot()
+    answering = problems(problem, replicas)
+    if answering:
+        st.dataframe(
+            pd.DataFrame([{"replica": r.address, "version answering": r.version} for r in answering]),
+            hide_index=True,
+        )
+    elif not problem and not replicas:
+        st.info(f"Reading the servers; the first figures come in {REFRESH_S} s.")
         return
-    st.dataframe(
-        pd.DataFrame([{"replica": r.address, "version answering": r.version} for r in answering]),
-        hide_index=True,
-    )
     recent = [r for r in rounds if r.at >= rounds[-1].at - RECENT_S] if rounds else []
-    last_minute = summary(recent)
+    last_minute = summary(recent) if answering else None
     apart, together = timelines(rounds)
-    if last_minute is not None and not apart.empty:
+    if not apart.empty:
         charts_of(apart, together, last_minute)
 
 

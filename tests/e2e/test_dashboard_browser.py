@@ -187,5 +187,6 @@ def test_a_stopped_server_is_reported(page: Page, dashboard: str, own_server: Se
     screenshot(page, "models-server-down")
     open_page(page, f"{dashboard}/monitor")
     page.get_by_text("not answering").first.wait_for(timeout=60_000)
+    page.get_by_text("latency (ms)").first.wait_for(timeout=30_000)  # the history read so far stays
     assert page.locator('[data-testid="stException"]').count() == 0
     screenshot(page, "monitor-server-down")
