@@ -228,14 +228,13 @@ class ModelStore:
                 if record.last_error is not None and version not in aspired:
                     code, message = record.last_error
                     entry.records[version] = VersionRecord(version, END, code, message)
-            # A failed version is forgotten with its directory, and tried afresh only once it has left
-            # the aspired versions and come back: while it stays aspired, it stays failed.
-            for version, record in list(entry.records.items()):
-                if record.state == END and record.error_code != grpc.StatusCode.OK:
-                    if version not in present:
-                        del entry.records[version]
-                    elif version not in aspired:
-                        record.flushed = True
+            # A failed version is tried afresh only once it has left the aspired versions (its
+            # directory gone, say) and come back: while it stays aspired, it stays failed. Its END
+            # and error stay in the status meanwhile, as TF Serving's state monitor keeps them
+            # (core/servable_state_monitor.cc:282).
+            for version, record in entry.records.items():
+                if record.state == END and record.error_code != grpc.StatusCode.OK and version not in aspired:
+                    record.flushed = True
             # Load what is aspired and not yet there, and retry a failed load that is due.
             now = time.monotonic()
 

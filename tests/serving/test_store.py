@@ -233,15 +233,15 @@ def test_a_version_whose_files_go_serves_on_until_an_aspired_one_does(
     assert states(store) == {3: END}  # 1 and 2 were never aspired, so never loaded
     shutil.rmtree(base / "3")
     store.poll()
-    assert states(store) == {2: AVAILABLE}
+    assert states(store) == {3: END, 2: AVAILABLE}  # a failed version's END stays in the status
     publish(base, 4)
     loader.fail[4] = RuntimeError("another bad push")
     shutil.rmtree(base / "2")
     store.poll()
-    assert states(store) == {4: END, 2: AVAILABLE} and answering(store) == 2
+    assert states(store) == {4: END, 3: END, 2: AVAILABLE} and answering(store) == 2
     shutil.rmtree(base / "4")
     store.poll()
-    assert states(store) == {2: END, 1: AVAILABLE} and answering(store) == 1
+    assert states(store) == {4: END, 3: END, 2: END, 1: AVAILABLE} and answering(store) == 1
 
 
 @pytest.mark.parametrize(
@@ -461,7 +461,7 @@ def test_a_failed_version_is_tried_again_once_its_directory_is_replaced(
 
     shutil.rmtree(base / "2")
     store.poll()
-    assert states(store) == {1: AVAILABLE}  # the failure is forgotten with its directory
+    assert states(store) == {1: AVAILABLE, 2: END}  # the failure stays in the status, as TF Serving's
     del loader.fail[2]
     publish(base, 2)
     store.poll()
@@ -511,9 +511,7 @@ def test_a_retry_loads_a_version_once_it_is_complete_or_ends_when_it_is_gone(
     shutil.rmtree(base / "2")  # this one was taken away
     clock[0] += 1
     store.poll()
-    assert (
-        states(store) == {1: AVAILABLE} and loader.tries(2) == 1
-    )  # 2 given up, forgotten with its directory
+    assert states(store) == {1: AVAILABLE, 2: END} and loader.tries(2) == 1  # 2 given up with its directory
 
 
 def test_a_failed_version_that_leaves_the_policy_and_comes_back_is_loaded_afresh(

@@ -75,7 +75,9 @@ def test_new_broken_and_deleted_versions_under_load(model_dir: Path, images: np.
             assert server.model_states()[2] == "AVAILABLE"
             shutil.rmtree(model_dir / "3")
             wait_for(
-                lambda: server.model_states() == {2: "END", 1: "AVAILABLE"}, 30, "version 1 to replace 2"
+                lambda: server.model_states() == {3: "END", 2: "END", 1: "AVAILABLE"},
+                30,
+                "version 1 to replace 2",
             )
             served_after = load.answered
             wait_for(lambda: load.answered > served_after + 10, 30, "traffic on version 1 again")
