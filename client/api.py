@@ -4,7 +4,8 @@
     for answer in client.predict(images):                 # float32 [n, 28, 28, 1] or [28, 28, 1]
         print(answer.digit, answer.version)
 
-Transient failures (UNAVAILABLE, connection refused, HTTP 503) are retried with exponential backoff;
+Transient failures (UNAVAILABLE, connection refused, HTTP 503; RESOURCE_EXHAUSTED, HTTP 429, a server
+whose request budget is full for now) are retried with exponential backoff;
 anything else raises ServingClientError carrying the server's status and message. Channels are opened
 once per target and shared.
 """
@@ -35,6 +36,9 @@ from tfs_api.tensorflow_serving.apis import (
 )
 
 DEFAULT_GRPC = "localhost:8500"
+# Failures worth another try after a pause: the server is down or restarting, or holds too many
+# requests' bytes for now (a request too large for it ever is RESOURCE_EXHAUSTED too, and fails again).
+TRANSIENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 DEFAULT_REST = "http://localhost:8501"
 T = TypeVar("T")
 
@@ -96,7 +100,7 @@ class ServingClient:
             try:
                 return call()
             except ServingClientError as err:
-                if err.status != "UNAVAILABLE" or attempt == self.retries:
+                if err.status not in TRANSIENT or attempt == self.retries:
                     raise
                 time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")

@@ -87,14 +87,18 @@ class FlakyTransport(Transport):
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("status", ["UNAVAILABLE", "RESOURCE_EXHAUSTED"])
 @pytest.mark.parametrize(("failures", "calls", "answered"), [(0, 1, True), (2, 3, True), (3, 3, False)])
-def test_unavailable_is_tried_again_up_to_the_retries(failures: int, calls: int, answered: bool) -> None:
-    transport = FlakyTransport(failures)
+def test_transient_failures_are_tried_again_up_to_the_retries(
+    status: str, failures: int, calls: int, answered: bool
+) -> None:
+    """A server down or restarting, or one whose request budget is full for now (429 at once)."""
+    transport = FlakyTransport(failures, status)
     client = ServingClient(transport, retries=2, backoff=0.001)
     if answered:
         assert [(p.digit, p.version) for p in client.predict(np.zeros((2, 28, 28)))] == [(3, 7), (3, 7)]
     else:
-        with pytest.raises(ServingClientError, match="UNAVAILABLE"):
+        with pytest.raises(ServingClientError, match=status):
             client.predict(np.zeros((28, 28)))
     assert transport.calls == calls
 
