@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import CHROMIUM, ROOT
@@ -38,3 +39,11 @@ def screenshot(page: Page, name: str) -> None:
     )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def dashboard_healthy(url: str) -> bool:
+    """Streamlit's health page answers "ok" (a dashboard not yet listening is not healthy, not an error)."""
+    try:
+        return requests.get(f"{url}/_stcore/health", timeout=5).text == "ok"
+    except requests.ConnectionError:
+        return False

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from client import ServingClient
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, wait_for
-from tests.e2e.conftest import needs_chromium, open_page, screenshot
+from tests.e2e.conftest import dashboard_healthy, needs_chromium, open_page, screenshot
 from trainer.data import Split
 
 pytestmark = needs_chromium
@@ -65,13 +64,7 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{url}/_stcore/health", timeout=1).text == "ok"
-        except requests.ConnectionError:
-            return False
-
-    wait_for(lambda: healthy() or process.poll() is not None, 60, "the dashboard to be healthy")
+    wait_for(lambda: dashboard_healthy(url) or process.poll() is not None, 60, "the dashboard to be healthy")
     yield url
     process.terminate()
     process.wait(10)

@@ -26,7 +26,7 @@ from contract.signature import scale_pixels
 from stack.compose import server_flags
 from tests.client.conftest import encode, photo_of
 from tests.conftest import QUICK_TRAIN_ARGS, ROOT, free_port, model_states, wait_for
-from tests.e2e.conftest import needs_chromium, open_page, screenshot
+from tests.e2e.conftest import dashboard_healthy, needs_chromium, open_page, screenshot
 from trainer.data import Split
 
 pytestmark = needs_chromium
@@ -244,7 +244,7 @@ def test_a_killed_server_is_started_again_and_the_dashboard_stays_up(
     make_up.start()
     wait_for(lambda: predicts(make_up), 120, "predictions")
     health = f"{make_up.dashboard}/_stcore/health"
-    wait_for(lambda: requests.get(health, timeout=5).ok, 60, "the dashboard")
+    wait_for(lambda: dashboard_healthy(make_up.dashboard), 60, "the dashboard")
     wait_for(lambda: make_up.says("version 1 is AVAILABLE"), 30, "the first announcement")
     (server,) = serving_pids(make_up)
 
