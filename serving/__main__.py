@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from serving import tensorflow_runtime
-from serving.settings import ConfigError, parse_flags
+from serving.config_files import ConfigError
+from serving.settings import parse_flags
 
 if TYPE_CHECKING:
     from serving.server import ModelServer

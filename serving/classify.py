@@ -15,7 +15,7 @@ import numpy as np
 
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
-from serving.rest_json import parse_json
+from serving.json_document import parse_json
 from serving.tensors import dtype_name
 from tfs_api.tensorflow.core.example import example_pb2, feature_pb2
 from tfs_api.tensorflow.core.framework import types_pb2

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from serving.errors import ServingError, invalid_argument
+from serving.json_document import excerpt, parse_json
 from serving.tensors import MAX_RANK
 
 # An input's dtype as numpy names it (TensorFlow's own for DT_STRING: object, holding bytes). This module
@@ -34,107 +33,6 @@ class PredictBody:
     row_format: bool
 
 
-def _reject_constant(name: str) -> None:
-    raise invalid_argument(
-        f"JSON Value: {name} is not a finite number; NaN and Infinity cannot be model inputs"
-    )
-
-
-def _excerpt(document: Any) -> str:
-    """The document as TF Serving quotes it in errors: compact, cut at 256 bytes."""
-    return json.dumps(document, separators=(",", ":"))[:256]
-
-
-# The standard library's parse errors in the words of RapidJSON's GetParseError_En, which TF Serving
-# quotes (tensorflow_serving/util/json_tensor.cc), so clients matching on them see the same text.
-_RAPIDJSON_TEXTS = {
-    "Expecting value": "Invalid value.",
-    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
-    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-    "Unterminated string starting at": "Missing a closing quotation mark in string.",
-    "Invalid control character at": "Invalid encoding in string.",
-    "Invalid \\escape": "Invalid escape character in string.",
-    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-}
-
-
-def _rapidjson_text(err: json.JSONDecodeError) -> str:
-    if err.msg == "Expecting ',' delimiter":  # RapidJSON tells an object's from an array's
-        inside = _innermost_bracket(err.doc[: err.pos])
-        return (
-            "Missing a comma or '}' after an object member."
-            if inside == "{"
-            else ("Missing a comma or ']' after an array element.")
-        )
-    return _RAPIDJSON_TEXTS.get(err.msg, err.msg)
-
-
-def _innermost_bracket(text: str) -> str:
-    """The last `{` or `[` still open at the end of `text` (strings skipped), "" if none."""
-    open_brackets: list[str] = []
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            in_string, escaped = (char != '"' or escaped), (char == "\\" and not escaped)
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            open_brackets.append(char)
-        elif char in "}]" and open_brackets:
-            open_brackets.pop()
-    return open_brackets[-1] if open_brackets else ""
-
-
-def parse_json(body: bytes) -> Any:
-    """The document, parsed by orjson; a body it refuses is parsed again by `json` for the message.
-    Like TF Serving's RapidJSON (kParseStopWhenDoneFlag, util/json_tensor.cc), the parse stops at the
-    end of the first JSON value: whatever follows it is not read."""
-    if not body.strip():
-        raise invalid_argument("JSON Parse error: The document is empty")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass  # the standard library's parser says where and why, in the words these errors use
-    text = body.decode("utf-8", "surrogateescape")  # a byte that is not UTF-8 counts only in the document
-    try:
-        body.decode("utf-8")
-        not_utf8, at_char = None, len(text)
-    except UnicodeDecodeError as err:
-        not_utf8, at_char = err.start, len(body[: err.start].decode("utf-8"))
-    try:
-        document, end = _DECODER.raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))
-    except json.JSONDecodeError as err:
-        if not_utf8 is not None and err.pos >= at_char:
-            raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}") from None
-        raise invalid_argument(f"JSON Parse error: {_rapidjson_text(err)} at offset: {err.pos}") from None
-    except RecursionError:
-        raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
-    if not_utf8 is not None and end > at_char:
-        raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}")
-    return document
-
-
-def _json_integer(text: str) -> int | float:
-    """A JSON integer as RapidJSON holds it: exactly when 64 bits hold it, else as a double (Python's
-    own int() of a 5,000-digit number would raise, and a 500-digit one is no tensor value)."""
-    if len(text) <= 21 and -(2**63) <= (value := int(text)) < 2**64:
-        return value
-    return _json_double(text)
-
-
-def _json_double(text: str) -> float:
-    """A JSON number as a double, refused when a double cannot hold it, as RapidJSON refuses it."""
-    number = float(text)
-    if math.isinf(number):
-        raise invalid_argument("JSON Parse error: Number too big to be stored in double.")
-    return number
-
-
-_DECODER = json.JSONDecoder(
-    parse_constant=_reject_constant, parse_int=_json_integer, parse_float=_json_double
-)
-
-
 @dataclass(frozen=True)
 class PredictDocument:
     """A Predict body parsed as far as TF Serving reads it before looking up the model and signature."""
@@ -148,11 +46,11 @@ def parse_predict_document(body: bytes) -> PredictDocument:
     checks of a body before it looks up the model and signature, and so refuses before their errors."""
     document = parse_json(body)
     if not isinstance(document, dict):
-        raise invalid_argument(f"JSON Value: {_excerpt(document)} Is not object")
+        raise invalid_argument(f"JSON Value: {excerpt(document)} Is not object")
     signature_name = document.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise invalid_argument(
-            f"JSON Value: {_excerpt(document)} not formatted correctly. "
+            f"JSON Value: {excerpt(document)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
     return PredictDocument(document, signature_name)
@@ -165,7 +63,7 @@ def predict_body(parsed: PredictDocument) -> PredictBody:
     has_rows, has_columns = "instances" in document, "inputs" in document
     if has_rows and has_columns:
         raise invalid_argument(
-            f"JSON Value: {_excerpt(document)} Not formatted correctly expecting only one of 'inputs' or "
+            f"JSON Value: {excerpt(document)} Not formatted correctly expecting only one of 'inputs' or "
             "'instances' keys to exist "
         )
     if not has_rows and not has_columns:
@@ -173,10 +71,10 @@ def predict_body(parsed: PredictDocument) -> PredictBody:
     if has_rows:
         if not isinstance(document["instances"], list):
             raise invalid_argument(
-                f"JSON Value: {_excerpt(document)} Expecting 'instances' to be an list/array"
+                f"JSON Value: {excerpt(document)} Expecting 'instances' to be an list/array"
             )
         if not document["instances"]:
-            raise invalid_argument(f"JSON Value: {_excerpt(document)} No values in 'instances' array")
+            raise invalid_argument(f"JSON Value: {excerpt(document)} No values in 'instances' array")
     return PredictBody(parsed.signature_name, document["instances" if has_rows else "inputs"], has_rows)
 
 
@@ -234,7 +132,7 @@ def _misfit(value: Any, shape: list[int], level: int = 0) -> str:
     if not isinstance(value, list):
         if level != len(shape):
             return (
-                f"JSON Value: {_excerpt(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"JSON Value: {excerpt(value)} found at incorrect level: {level + 1} in the JSON DOM. "
                 f"Expected at level: {len(shape)}"
             )
         return ""
@@ -375,7 +273,7 @@ def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
     for index, row in enumerate(rows):
         if set(row) != set(names):
             raise invalid_argument(
-                f"Failed to process element: {index} of 'instances' list. JSON object: {_excerpt(row)} "
+                f"Failed to process element: {index} of 'instances' list. JSON object: {excerpt(row)} "
                 f"must only have keys: {','.join(sorted(names))}"
             )
         for name in names:

@@ -16,13 +16,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from serving.batching import leave_a_core_to_the_loop
+from serving.config_files import ConfigError, check_model_config, map_base_paths, read_model_config
 from serving.errors import ServingError, invalid_argument
 from serving.grpc_api import build_grpc_server
 from serving.inference import Inference
 from serving.metrics import ServingMetrics
 from serving.model_pool import ModelPool
-from serving.rest import RestApp, RestServer
-from serving.settings import ConfigError, Settings, check_model_config, map_base_paths, read_model_config
+from serving.rest import RestApp
+from serving.rest_server import RestServer
+from serving.settings import Settings
 from serving.store import ModelStore
 
 log = logging.getLogger("serving")

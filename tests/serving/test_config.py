@@ -18,7 +18,8 @@ import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.settings import EXAMPLES, ConfigError, parse_flags, read_model_config
+from serving.config_files import ConfigError, read_model_config
+from serving.settings import EXAMPLES, parse_flags
 from tests.conftest import ROOT, ServerProcess, example_commands, start_server, wait_for
 from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow

@@ -21,11 +21,11 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError
+from serving.json_document import parse_json
 from serving.model_pool import ModelPool
 from serving.rest_json import (
     InputDtypes,
     PredictBody,
-    parse_json,
     parse_predict_body,
     predict_response,
     to_input_arrays,

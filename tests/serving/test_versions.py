@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-import struct
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,11 +272,14 @@ def test_a_damaged_warm_up_file_fails_its_version_with_tf_servings_code(
 
 
 def tfrecord_of(record: bytes) -> bytes:
-    """One TFRecord, framed and checksummed as TensorFlow writes it."""
-    from serving.tfrecord import masked_crc
+    """One TFRecord, as TensorFlow's own writer frames it."""
+    import tensorflow as tf
 
-    length = struct.pack("<Q", len(record))
-    return length + struct.pack("<I", masked_crc(length)) + record + struct.pack("<I", masked_crc(record))
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "record"
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            writer.write(record)
+        return path.read_bytes()
 
 
 def retrying_server(base: Path, retries: int, interval_us: int) -> ServerProcess:
