@@ -6,7 +6,6 @@ the model pool (see Inference), and a reload, which loads models for seconds, on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -130,7 +129,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, inference: Inference, reload_config: Callable[[Any], None]) -> None:
+    def __init__(self, inference: Inference, reload_config: Callable[[Any], Awaitable[None]]) -> None:
         self.inference = inference
         self.reload_config = reload_config
 
@@ -148,7 +147,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.aio.ServicerContext
     ) -> Any:
         async def reload() -> model_management_pb2.ReloadConfigResponse:
-            await asyncio.to_thread(self.reload_config, request.config)
+            await self.reload_config(request.config)
             answer = model_management_pb2.ReloadConfigResponse()
             answer.status.SetInParent()  # OK, present, as TF Serving sets it (model_service_impl.cc:78-79)
             return answer
@@ -159,7 +158,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def build_grpc_server(
     address: str,
     inference: Inference,
-    reload_config: Callable[[Any], None],
+    reload_config: Callable[[Any], Awaitable[None]],
     health_servicer: health.aio.HealthServicer | None,
 ) -> grpc.aio.Server:
     """The server, bound but not started; call on the loop it will serve from."""

@@ -25,7 +25,7 @@ from serving.model_pool import ModelPool
 from serving.rest import RestApp
 from serving.rest_server import RestServer
 from serving.settings import Settings
-from serving.store import ModelStore
+from serving.store import AVAILABLE, ModelEntry, ModelStore, VersionRecord
 
 log = logging.getLogger("serving")
 
@@ -46,6 +46,7 @@ class ModelServer:
         self._started = False  # every model of the first config has been AVAILABLE (see _update_health)
         self._in_force = settings.models  # the config last adopted, from the file or a reload call
         self._adopting = threading.Lock()
+        self._changed: asyncio.Future[None] | None = None  # done at the next change of versions' states
         started_with = map_base_paths(settings.models, settings.base_path_map).model_config_list.config
         self._allowed_roots = (*(m.base_path for m in started_with), *settings.allowed_base_path_roots)
         cores = os.cpu_count() or 1
@@ -60,7 +61,7 @@ class ModelServer:
                 batching=batching,
                 tflite=settings.tflite,
                 on_load=self.metrics.observe_load,
-                on_change=self._update_health,
+                on_change=self._state_changed,
                 on_batch=self.metrics.observe_batch,
                 allow_unavailable_labels=settings.allow_version_labels_for_unavailable_models,
                 load_retries=settings.max_num_load_retries,
@@ -79,8 +80,11 @@ class ModelServer:
             packed_outputs=settings.enable_serialization_as_tensor_content,
         )
 
-    def reload_config(self, config: Any) -> None:
-        """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig and load what it names.
+    async def reload_config(self, config: Any) -> None:
+        """ModelService.HandleReloadConfigRequest: adopt a new ModelServerConfig, load what it names,
+        and answer once every model it adds has a version AVAILABLE, as TF Serving answers
+        (server_core.cc:440-441, with no time limit: the caller's deadline is the limit). A model
+        whose first version to settle failed instead makes the call UNKNOWN, naming it and its error.
 
         Anyone who reaches the gRPC port can call it, so its base paths must lie under a root the
         operator allowed: a base path of the config the server started with, or one given with
@@ -98,15 +102,24 @@ class ModelServer:
                     f"model {model.name}: its base path lies outside the roots this server may serve from; "
                     "start the server with --allowed_base_path_roots to allow it",
                 )
-        self._adopt(config)
+        added = await asyncio.to_thread(self._adopt, config)
+        while any(entry.first_outcome is None for entry in added):
+            if self._changed is None or self._changed.done():
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)  # shielded: one caller giving up leaves the others waiting
+        outcomes = {entry.name: entry.first_outcome for entry in added}
+        failed = [(name, o) for name, o in sorted(outcomes.items()) if o is not None and o.state != AVAILABLE]
+        if failed:
+            raise ServingError(grpc.StatusCode.UNKNOWN, _unavailable_models(failed))
 
-    def _adopt(self, config: Any) -> None:
+    def _adopt(self, config: Any) -> list[ModelEntry]:
         with self._adopting:  # a reload call and the file's watcher, one at a time
             mapped = map_base_paths(config, self.settings.base_path_map)
-            self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
+            added = self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
             self._in_force = config
         self.store.poll()
-        self._update_health()  # a model that never loaded may have left the config
+        self._state_changed()  # a model that never loaded may have left the config
+        return added
 
     def _watch_model_config_file(self) -> None:
         """--model_config_file_poll_wait_seconds: adopt the file whenever it differs from the config in
@@ -134,6 +147,18 @@ class ModelServer:
                 continue
             last_error = ""
             log.warning("adopted the changed %s", path)
+
+    def _state_changed(self) -> None:
+        """From any thread: a version started or stopped answering, or failed for good."""
+        self._update_health()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_reloads)
+
+    def _wake_reloads(self) -> None:
+        """On the loop: wake the reload calls waiting for their new models to settle."""
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     def _update_health(self) -> None:
         """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs.
@@ -225,3 +250,17 @@ def _lies_under(path: str, root: str) -> bool:
     and symbolic links followed), so a link under a root cannot lead out of it."""
     path, root = os.path.realpath(path), os.path.realpath(root)
     return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _unavailable_models(failed: list[tuple[str, VersionRecord]]) -> str:
+    """TF Serving's words for a reload whose new models did not all become available
+    (server_core.cc:336-360): each model's first version to settle, `{name: N version: V}` as
+    ServableId::DebugString writes it, and its error as absl::Status::ToString writes it."""
+
+    def described(name: str, record: VersionRecord) -> str:
+        error = record.error_code != grpc.StatusCode.OK
+        why = f" due to error: {record.error_code.name}: {record.error_message}" if error else ""
+        return f"{{{{name: {name} version: {record.version}}}{why}}}, "
+
+    listed = "".join(described(name, record) for name, record in failed)
+    return f"{len(failed)} model(s) did not become available: {{{listed}}}"

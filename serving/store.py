@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -67,6 +67,15 @@ class ModelEntry:
         self.config = config
         self.records: dict[int, VersionRecord] = {}
         self.base_missing = False  # warned about once, not at every poll
+        # The first of its versions to become AVAILABLE or END, as it was then: what a reload that
+        # added this model waits for (TF Serving's WaitUntilModelsAvailable, server_core.cc:327-362).
+        self.first_outcome: VersionRecord | None = None
+
+    def settle(self, record: VersionRecord) -> None:
+        """Put a version's final record (AVAILABLE, or END after a failed load) in place."""
+        self.records[record.version] = record
+        if self.first_outcome is None:
+            self.first_outcome = replace(record, servable=None)
 
     @property
     def name(self) -> str:
@@ -93,11 +102,13 @@ class ModelStore:
     ) -> None:
         """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok,
         saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was read, not its
-        model.tflite); `on_change()` of every change of which versions answer (the health service);
+        model.tflite); `on_change()` of every version that starts or stops answering, or fails for good
+        (the health service, and a reload call waiting for its new models);
         `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
+        self._gone: dict[str, dict[int, VersionRecord]] = {}  # versions of models the config left
         self._pool, self._warm_up, self._batching, self._tflite = pool, warm_up, batching, tflite
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
@@ -110,8 +121,9 @@ class ModelStore:
 
     def reload(
         self, config: model_server_config_pb2.ModelServerConfig, allow_unavailable_labels: bool = False
-    ) -> None:
-        """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded.
+    ) -> list[ModelEntry]:
+        """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded. Returns the
+        entries of the models whose names the previous config lacked, the ones a reload call waits for.
 
         As TF Serving, a label may name only an AVAILABLE version (so that moving a label never sends
         its traffic to a version still loading); `allow_unavailable_labels` lets a label that is new,
@@ -120,19 +132,34 @@ class ModelStore:
         with self._sync_lock, self._lock:
             self._check_labels(configs, allow_unavailable_labels)
             removed = [m for name, m in self._models.items() if name not in {c.name for c in configs}]
-            models = {}
+            models, added = {}, []
             for model_config in configs:
                 entry = self._models.get(model_config.name)
                 if entry is None or entry.config.base_path != model_config.base_path:
                     if entry is not None:
                         removed.append(entry)  # a new base path: its versions are other models
+                    else:
+                        added.append(model_config.name)
                     entry = ModelEntry(model_config)
                 entry.config = model_config
                 models[model_config.name] = entry
             self._models = models
+            for entry in removed:
+                self._remember(entry)
         for entry in removed:
             for record in [r for r in entry.records.values() if r.state == AVAILABLE]:
                 self._unload(entry, record)
+        return [models[name] for name in added]
+
+    def _remember(self, entry: ModelEntry) -> None:
+        """Keep the versions of a model leaving the config in its status, as TF Serving's state monitor
+        keeps every version's last state (core/servable_state_monitor.cc:282): those serving go to END
+        as they unload, a load waiting for its retry ends with its error."""
+        for version, record in entry.records.items():
+            if record.last_error is not None:
+                code, message = record.last_error
+                entry.records[version] = VersionRecord(version, END, code, message)
+        self._gone[entry.name] = {**self._gone.get(entry.name, {}), **entry.records}
 
     def _check_labels(
         self, configs: list[model_server_config_pb2.ModelConfig], allow_unavailable: bool
@@ -224,10 +251,11 @@ class ModelStore:
         aspired = aspired_versions(entry.config.model_version_policy, list(present))
         with self._lock:
             # A failed load waiting for its retry is given up once its version is no longer aspired.
-            for version, record in list(entry.records.items()):
-                if record.last_error is not None and version not in aspired:
-                    code, message = record.last_error
-                    entry.records[version] = VersionRecord(version, END, code, message)
+            given_up = [
+                (v, r.last_error) for v, r in entry.records.items() if r.last_error and v not in aspired
+            ]
+            for version, (code, message) in given_up:
+                entry.settle(VersionRecord(version, END, code, message))
             # A failed version is tried afresh only once it has left the aspired versions (its
             # directory gone, say) and come back: while it stays aspired, it stays failed. Its END
             # and error stay in the status meanwhile, as TF Serving's state monitor keeps them
@@ -252,6 +280,8 @@ class ModelStore:
                 previous = entry.records.get(version)
                 failed = previous.failed_loads if previous is not None and previous.state == LOADING else 0
                 entry.records[version] = VersionRecord(version, LOADING, failed_loads=failed)
+        if given_up:
+            self._on_change()
         for version in to_load:
             self._load(entry, version, present[version])
         with self._lock:
@@ -309,11 +339,12 @@ class ModelStore:
                     self._wake.set()
                     return
                 log.error("%s", message)
-                entry.records[version] = VersionRecord(version, END, code, message)
+                entry.settle(VersionRecord(version, END, code, message))
+            self._on_change()
             return
         seconds = time.monotonic() - started
         with self._lock:
-            entry.records[version] = VersionRecord(version, AVAILABLE, servable=servable)
+            entry.settle(VersionRecord(version, AVAILABLE, servable=servable))
         self._on_load(entry.name, version, path, seconds, True, saved_model)
         self._on_change()
         settle_heap()
@@ -375,10 +406,11 @@ class ModelStore:
         return record.servable
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionRecord]:
-        """What GetModelStatus reports: every version seen, newest first, or the one asked for."""
+        """What GetModelStatus reports: every version seen, newest first, or the one asked for; those
+        of a model the config no longer names too, as TF Serving reports them."""
         with self._lock:
             entry = self._models.get(name)
-            records = entry.records if entry is not None else {}
+            records = {**self._gone.get(name, {}), **(entry.records if entry is not None else {})}
             if version is None:
                 if not records:
                     raise not_found(f"Could not find any versions of model {name}")

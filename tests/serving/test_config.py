@@ -91,6 +91,62 @@ def test_model_config_file_policies_labels_and_reload(
         assert server.stop() == 0
 
 
+def test_a_reload_call_answers_once_its_new_models_are_available_and_names_those_that_failed(
+    two_versions: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """As ServerCore::ReloadConfig: the call waits, with no limit but the caller's deadline, until
+    each model new by name has a version AVAILABLE, so a prediction right after it is answered; a
+    model whose first version failed makes it UNKNOWN in TF Serving's words. A model the reload
+    removed still reports its versions, END."""
+    later, broken = tmp_path / "later", tmp_path / "broken"
+    later.mkdir()
+    (broken / "3").mkdir(parents=True)
+    (broken / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={two_versions}",
+        "--file_system_poll_wait_seconds=0.2",
+        f"--allowed_base_path_roots={tmp_path}",
+        "--max_num_load_retries=0",  # else the broken version is retried for 5 minutes before it fails
+    )
+
+    def reload(timeout: float, *models: tuple[str, Path]) -> grpc.StatusCode | str:
+        new = model_server_config_pb2.ModelServerConfig()
+        for name, base_path in models:
+            new.model_config_list.config.add(name=name, base_path=str(base_path), model_platform="tensorflow")
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            try:
+                model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                    model_management_pb2.ReloadConfigRequest(config=new), timeout=timeout
+                )
+            except grpc.RpcError as err:
+                return err.code() if err.code() != grpc.StatusCode.UNKNOWN else err.details()
+        return grpc.StatusCode.OK
+
+    try:
+        assert reload(1, ("mnist", two_versions), ("later", later)) == grpc.StatusCode.DEADLINE_EXCEEDED
+        with ThreadPoolExecutor(1) as waiting:
+            answer = waiting.submit(reload, 60, ("mnist", two_versions), ("again", later))
+            shutil.copytree(two_versions / "2", later / "7")
+            assert answer.result() == grpc.StatusCode.OK
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            reply = stub.Predict(predict_request(images[:1], name="again"), timeout=10)  # no waiting here
+            assert reply.model_spec.version.value == 7
+
+        failed = reload(60, ("again", later), ("broken", broken))
+        assert isinstance(failed, str) and re.fullmatch(
+            r"1 model\(s\) did not become available: \{\{\{name: broken version: 3\} due to error: "
+            r"[A-Z_]+: Failed to load broken version 3 from \S+: .+\}, \}",
+            failed,
+            re.DOTALL,
+        ), failed
+        assert server.model_states("broken") == {3: "END"}
+        assert server.model_states("mnist") == {2: "END"}  # removed by the reload, and still reported
+    finally:
+        assert server.stop() == 0
+
+
 def labelled_version(server: ServerProcess, images: np.ndarray, label: str = "stable") -> int:
     """The version that answers a prediction asked for by label."""
     with grpc.insecure_channel(server.grpc_target) as channel:

@@ -25,7 +25,7 @@ import serving.store as store_module
 from serving.errors import ServingError
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
-from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
+from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelEntry, ModelStore
 from serving.version_source import version_number
 from tests.conftest import wait_for
 
@@ -696,6 +696,76 @@ def test_a_model_dropped_from_the_config_is_unloaded(
         "Servable not found for request: Latest(b)"
     )
     assert len(changes) > loaded_changes  # the health service hears that b stopped answering
+
+
+def test_a_model_dropped_from_the_config_keeps_its_versions_in_the_status_until_it_comes_back(
+    tmp_path: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """As TF Serving's state monitor keeps them: a removed model's versions read END, a load waiting
+    for its retry ends with its error; brought back, its new versions show over the old."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    publish(first, 1, 2)
+    publish(second, 4)
+    loader.fail[2] = ValueError("truncated")
+    store = make_store(
+        config(("a", first), ("b", second), policy="all"), load_retries=3, load_retry_interval_s=60
+    )
+    store.poll()
+    assert states(store, "a") == {2: LOADING, 1: AVAILABLE}
+
+    store.reload(config(("b", second)))
+    assert states(store, "a") == {2: END, 1: END}
+    (retried,) = store.statuses("a", 2)
+    assert (retried.error_code, retried.error_message.endswith("truncated")) == (
+        grpc.StatusCode.UNKNOWN,
+        True,
+    )
+    refused(lambda: answering(store, "a"), grpc.StatusCode.NOT_FOUND)
+
+    del loader.fail[2]
+    publish(first, 3)
+    store.reload(config(("a", first), ("b", second)))
+    store.poll()
+    assert states(store, "a") == {3: AVAILABLE, 2: END, 1: END}
+    assert answering(store, "a") == 3
+
+
+def outcome(entry: ModelEntry) -> tuple[int, str, str] | None:
+    first = entry.first_outcome
+    return None if first is None else (first.version, first.state, first.error_message)
+
+
+def test_a_reload_names_the_models_it_adds_and_each_ones_first_version_to_settle(
+    tmp_path: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """What a reload call waits for (TF Serving's WaitUntilModelsAvailable): models new by name only,
+    and for each the first version to become AVAILABLE or END, kept as it was then."""
+    paths = {name: tmp_path / name for name in ("a", "b", "c", "d")}
+    for path in paths.values():
+        path.mkdir()
+    publish(paths["a"], 1)
+    publish(paths["b"], 1, 2)
+    publish(paths["c"], 5)
+    loader.fail[5] = ValueError("no graph")
+    store = make_store(config(("a", paths["a"])))
+    store.poll()
+
+    added = store.reload(config(("a", paths["a"]), ("b", paths["b"]), ("c", paths["c"]), ("d", paths["d"])))
+    assert [entry.name for entry in added] == ["b", "c", "d"]
+    assert all(entry.first_outcome is None for entry in added)
+    store.poll()
+    b, c, d = added
+    assert outcome(b) == (2, AVAILABLE, "")  # the newest loads first
+    assert outcome(c) == (5, END, f"Failed to load c version 5 from {paths['c'] / '5'}: no graph")
+    assert outcome(d) is None  # no version yet: a reload call waits on
+
+    publish(paths["b"], 3)
+    store.poll()  # 3 replaces 2, which goes to END: the outcome stays the one first seen
+    assert outcome(b) == (2, AVAILABLE, "")
+    assert b.first_outcome is not None and b.first_outcome.servable is None  # holds no unloaded model
+    assert store.reload(config(("b", paths["a"]))) == [], "a model new in base path only is not new"
 
 
 def test_the_poller_picks_up_new_versions(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
