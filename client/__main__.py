@@ -2,6 +2,6 @@
 
 import sys
 
-from client.cli import main
+from client.cli import command
 
-sys.exit(main())
+sys.exit(command())

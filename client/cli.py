@@ -157,6 +157,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def command() -> int:
+    """The `mnist` command as the shell runs it: main(), with C libraries kept off the terminal."""
+    keep_c_libraries_off_stderr()
+    return main()
+
+
+def keep_c_libraries_off_stderr() -> None:
+    """libtiff, inside Pillow, prints its own complaint about a damaged TIFF ("Using code not yet in
+    table.") straight to file descriptor 2, beside the one line this command writes about that file.
+    So Python's stderr moves to a copy of the descriptor and descriptor 2 itself to /dev/null: what
+    this command (and any traceback) writes still reaches the terminal, what C code prints does not.
+    Worker processes, forked, inherit both."""
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no stderr at all, or not a file: nothing to keep off
+        return
+    # The stream lives as long as the process, as sys.stderr does: nothing to close it on.
+    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")  # noqa: SIM115
+    silent = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(silent, 2)
+    os.close(silent)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command's exit status. A failed call to the server ends it with one line on stderr (after
     the answers already printed): every call after it would fail alike."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from client import ServingClient, normalise_bytes
 from client.api import Transport
@@ -61,6 +62,27 @@ def test_folder_to_json_lines_carries_on_past_a_bad_file(server: ServerProcess, 
         for r in good
     )
     assert result.stderr.strip() == "1 of 6 inputs failed"
+
+
+def test_a_damaged_tiff_is_one_row_and_libtiffs_own_complaint_stays_off_the_terminal(
+    server: ServerProcess, mnist_test: Split, tmp_path: Path
+) -> None:
+    """libtiff prints "Using code not yet in table." to descriptor 2 itself, from the CLI's process or
+    from its workers; stderr holds only the command's own line."""
+    lzw = io.BytesIO()
+    Image.fromarray(photo_of(mnist_test.images[0])).save(lzw, "TIFF", compression="tiff_lzw")
+    damaged = bytearray(lzw.getvalue())
+    for at in range(16, len(damaged) // 2, 37):  # the strips; Pillow writes the directory after them
+        damaged[at] ^= 0x5A
+    (tmp_path / "scan.tif").write_bytes(damaged)
+    (tmp_path / "digit.png").write_bytes(encode(photo_of(mnist_test.images[1]), "PNG"))
+    for paths in ([str(tmp_path / "scan.tif")], [str(tmp_path)]):
+        result = client_cli("predict", "--grpc", server.grpc_target, "--json", "--batch-size", "1", *paths)
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [row.get("error", "") for row in rows if row["path"].endswith("scan.tif")] == [
+            "the image is truncated or corrupt (decoder error -2)"
+        ]
+        assert (result.returncode, result.stderr) == (1, f"1 of {len(rows)} inputs failed\n")
 
 
 def test_only_regular_files_are_read_and_none_past_the_limit(
