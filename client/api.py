@@ -264,7 +264,8 @@ def _pack_floats(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
 
 
 def _unpack_floats(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A float32 TensorProto's values, packed (as TF Serving answers) or in float_val."""
+    """A float32 TensorProto's values, in float_val (as TF Serving answers by default) or packed in
+    tensor_content (--enable_serialization_as_tensor_content)."""
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if proto.tensor_content:
         return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(shape)

@@ -1,15 +1,17 @@
 """The model directory: numbered versions beside the trainer's staging and progress files.
 
-`<base>/<N>/` is version N (a positive integer, as TF Serving counts), holding the SavedModel,
-`model.tflite` and `assets.extra/`. A version is written under a dot-named staging directory and
-renamed into place when complete, so a reader never sees half of one. `<base>/.runs/<run-id>/` holds a
-run's live progress; dot-names are never versions.
+`<base>/<N>/` is version N, holding the SavedModel, `model.tflite` and `assets.extra/`. The trainer
+names its versions 1, 2, 3, ...; every name TF Serving reads as a number counts (`007`, `+5`, `0`).
+A version is written under a dot-named staging directory and renamed into place when complete, so a
+reader never sees half of one. `<base>/.runs/<run-id>/` holds a run's live progress; dot-names are
+never versions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,16 +33,27 @@ PROGRESS_FILE = "progress.json"
 BACKUP = ".backup"
 
 
-def is_version(name: str) -> bool:
-    """A directory name TF Serving takes for a version: a positive ASCII integer."""
-    return name.isascii() and name.isdigit() and int(name) > 0
+# What absl::SimpleAtoi takes for an int64, as TF Serving reads a child's name (ParseVersionNumber,
+# sources/storage_path/file_system_storage_path_source.cc:86-88): ASCII space around, a sign, digits.
+_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+
+
+def version_number(name: str) -> int | None:
+    """The version a child of a base path names, or None: `7`, `007`, `0`, `-1` and `+5` are versions
+    to TF Serving; a number past int64 is not."""
+    match = _VERSION_NAME.fullmatch(name)
+    if match is None:
+        return None
+    number = int(match[1])
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def versions(base_path: Path) -> list[int]:
-    """The versions present, oldest first; none when the base path does not exist yet."""
+    """The versions present as directories, oldest first; none when the base path does not exist yet."""
     if not base_path.is_dir():
         return []
-    return sorted(int(p.name) for p in base_path.iterdir() if is_version(p.name) and p.is_dir())
+    numbers = {version_number(p.name) for p in base_path.iterdir() if p.is_dir()}
+    return sorted(n for n in numbers if n is not None)
 
 
 def artefact_path(base_path: Path, version: int, name: str) -> Path:
@@ -69,9 +82,10 @@ def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
     Another trainer may take a number at the same moment; then the next one is tried. `staged` must
     not be empty (a version never is): rename(2) refuses a non-empty target but replaces an empty one."""
     while True:
-        # Every numeric name counts, files too: a rename onto one would fail again and again.
-        taken = [int(p.name) for p in base_path.iterdir() if p.name.isascii() and p.name.isdigit()]
-        version = max(taken, default=0) + 1
+        # Every name a server reads as a version counts (`+12` too: a lower number would never be
+        # served as the latest), files too (a rename onto one would fail again and again).
+        taken = [version_number(p.name) for p in base_path.iterdir()]
+        version = max([0, *(n for n in taken if n is not None)]) + 1
         target = base_path / str(version)
         try:
             os.rename(staged, target)  # fails if `target` appeared since we looked

@@ -6,26 +6,12 @@ the model store (serving/store.py) polls them and does the loading and unloading
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from contract.model_dir import version_number
 from tfs_api.tensorflow_serving.config.file_system_storage_path_source_pb2 import (
     FileSystemStoragePathSourceConfig,
 )
-
-# What absl::SimpleAtoi takes for an int64, as TF Serving reads a child's name (ParseVersionNumber,
-# sources/storage_path/file_system_storage_path_source.cc:86-88): ASCII space around, a sign, digits.
-_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
-
-
-def version_number(name: str) -> int | None:
-    """The version a child of a base path names, or None: `7`, `007`, `0`, `-1` and `+5` are versions
-    to TF Serving; a number past int64 is not."""
-    match = _VERSION_NAME.fullmatch(name)
-    if match is None:
-        return None
-    number = int(match[1])
-    return number if -(2**63) <= number < 2**63 else None
 
 
 def present_versions(base: Path) -> dict[int, Path] | None:

@@ -13,26 +13,24 @@ pytestmark = pytest.mark.fast
 
 
 @pytest.mark.parametrize(
-    ("name", "counts"),
-    [
-        ("1", True),
-        ("12", True),
-        ("0", False),
-        ("-1", False),
-        ("1a", False),
-        ("٣", False),
-        (".staging-1", False),
-    ],
+    ("name", "version"),
+    [("7", 7), ("007", 7), ("0", 0), ("-1", -1), ("+5", 5), (" 5\t", 5), ("9223372036854775807", 2**63 - 1)],
 )
-def test_a_version_is_a_positive_ascii_integer(name: str, counts: bool) -> None:
-    assert model_dir.is_version(name) is counts
+def test_a_version_is_a_name_absl_reads_as_an_int64(name: str, version: int) -> None:
+    """TF Serving reads a child's name with absl::SimpleAtoi (file_system_storage_path_source.cc:86-88)."""
+    assert model_dir.version_number(name) == version
+
+
+@pytest.mark.parametrize("name", ["", "notes", "1e3", "0x10", "9223372036854775808", "\u0663", "5 5", "--1"])
+def test_other_names_are_not_versions(name: str) -> None:
+    assert model_dir.version_number(name) is None
 
 
 def test_versions_lists_numbered_directories_only_in_order(tmp_path: Path) -> None:
     for name in ("10", "2", "0", "x", ".runs", ".staging-a"):
         (tmp_path / name).mkdir()
     (tmp_path / "3").write_text("a file, not a version")
-    assert model_dir.versions(tmp_path) == [2, 10]
+    assert model_dir.versions(tmp_path) == [0, 2, 10]  # 0 is a version to TF Serving
     assert model_dir.versions(tmp_path / "missing") == []
 
 
@@ -46,6 +44,17 @@ def test_publish_takes_the_next_number_and_steps_over_a_file_in_the_way(tmp_path
     assert (version, path) == (3, tmp_path / "3")
     assert (path / "saved_model.pb").read_bytes() == b"x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "3"]
+
+
+def test_publish_counts_every_name_a_server_reads_as_a_version(tmp_path: Path) -> None:
+    """A `+12` left by hand is version 12 to TF Serving: publishing 1 beside it would never be served
+    as the latest."""
+    (tmp_path / "+12").mkdir()
+    (tmp_path / " 3").mkdir()
+    with model_dir.staging(tmp_path, "run") as staged:
+        staged.mkdir()
+        (staged / "saved_model.pb").write_bytes(b"x")
+        assert model_dir.publish(staged, tmp_path) == (13, tmp_path / "13")
 
 
 def test_a_failure_while_staging_leaves_no_trace(tmp_path: Path) -> None:

@@ -64,10 +64,32 @@ def test_an_unknown_field_is_refused() -> None:
 
 
 def test_the_server_runs_the_compose_files_flags_and_healthcheck() -> None:
+    """Readiness and start-up both wait for an AVAILABLE version, as the compose healthcheck does:
+    TF Serving's image opens no port before one, so liveness must not judge it until then."""
     (container,) = pod_spec("Deployment", "serving")["containers"]
     serving = compose_serving()
     assert container["args"] == serving["command"]
     assert container["readinessProbe"]["exec"]["command"] == serving["healthcheck"]["test"][1:]
+    assert container["startupProbe"]["exec"]["command"] == serving["healthcheck"]["test"][1:]
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 3600  # the first training's time
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("Deployment", "serving"), ("Deployment", "dashboard"), ("Job", "trainer")]
+)
+def test_every_pod_meets_the_restricted_pod_security_standard(kind: str, name: str) -> None:
+    """What Kubernetes' "restricted" Pod Security level asks beyond the defaults: no root, the runtime's
+    seccomp profile, no privilege escalation, no capabilities."""
+    spec = pod_spec(kind, name)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"]:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,11 @@ def health(project: ComposeProject, service: str) -> str:
 
 
 def assert_reload_calls_stop_at_the_balancer(project: ComposeProject) -> None:
-    """ModelService's unauthenticated reload is not forwarded from outside; its status call is."""
+    """Only the calls clients need are forwarded from outside: ModelService's unauthenticated reload,
+    and any other service (TF Serving's profiler), are PERMISSION_DENIED; model status and gRPC health
+    pass."""
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -48,7 +51,12 @@ def assert_reload_calls_stop_at_the_balancer(project: ComposeProject) -> None:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=empty), timeout=10)
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary("/tensorflow.ProfilerService/Monitor")(b"", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert [s.state for s in ServingClient.grpc(project.grpc_target).status()] == ["AVAILABLE"]
 
 

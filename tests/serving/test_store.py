@@ -26,7 +26,6 @@ from serving.errors import ServingError
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.store import AVAILABLE, END, LOADING, UNLOADING, ModelEntry, ModelStore
-from serving.version_source import version_number
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.fast
@@ -242,20 +241,6 @@ def test_a_version_whose_files_go_serves_on_until_an_aspired_one_does(
     shutil.rmtree(base / "4")
     store.poll()
     assert states(store) == {4: END, 3: END, 2: END, 1: AVAILABLE} and answering(store) == 1
-
-
-@pytest.mark.parametrize(
-    ("name", "version"),
-    [("7", 7), ("007", 7), ("0", 0), ("-1", -1), ("+5", 5), (" 5\t", 5), ("9223372036854775807", 2**63 - 1)],
-)
-def test_a_version_is_a_name_absl_reads_as_an_int64(name: str, version: int) -> None:
-    """TF Serving reads a child's name with absl::SimpleAtoi (file_system_storage_path_source.cc:86-88)."""
-    assert version_number(name) == version
-
-
-@pytest.mark.parametrize("name", ["", "notes", "1e3", "0x10", "9223372036854775808", "\u0663", "5 5", "--1"])
-def test_other_names_are_not_versions(name: str) -> None:
-    assert version_number(name) is None
 
 
 def test_a_file_named_as_a_version_is_one_that_fails_to_load(
