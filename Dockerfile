@@ -41,6 +41,7 @@ FROM slim AS serving-lite
 # hadolint ignore=DL3013
 RUN pip install '.[serving-lite]'
 COPY tfquiet tfquiet
+COPY contract contract
 COPY tfs_api tfs_api
 COPY serving serving
 USER 10001:10001
@@ -55,6 +56,7 @@ FROM base AS serving
 # hadolint ignore=DL3013
 RUN pip install '.[serving]'
 COPY tfquiet tfquiet
+COPY contract contract
 COPY tfs_api tfs_api
 COPY serving serving
 USER 10001:10001

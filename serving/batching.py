@@ -4,26 +4,36 @@ Semantics follow TF Serving's BatchingParameters: a batch is run when it holds `
 examples or when its oldest request has waited `batch_timeout_micros`; at most `max_enqueued_batches`
 batches wait; `num_batch_threads` batches run at once (on the model pool's threads; the server caps it
 at one fewer than the cores, see leave_a_core_to_the_loop). A request larger than `max_batch_size` is
-refused, as TF Serving does without large-batch splitting.
+refused, as TF Serving does without large-batch splitting (which this server does not do); a merged
+batch is padded up to the first of `allowed_batch_sizes` that holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import grpc
 import numpy as np
-from google.protobuf.message import Message
 
 from serving.errors import ServingError, invalid_argument
 from serving.model_pool import ModelPool
+from tfs_api.batching_pb2 import BatchingParameters
 
 Arrays = dict[str, np.ndarray]
+IntParameter = Literal[
+    "max_batch_size",
+    "batch_timeout_micros",
+    "max_enqueued_batches",
+    "num_batch_threads",
+    "max_execution_batch_size",
+]  # BatchingParameters' Int64Value fields
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,14 @@ class BatchPolicy:
     batch_timeout_s: float = 0.0
     max_enqueued_batches: int = 10
     num_batch_threads: int = 2
+    allowed_batch_sizes: tuple[int, ...] = ()  # a merged batch is padded up to the first that holds it
 
     @classmethod
-    def from_proto(cls, params: Message, cores: int) -> BatchPolicy:
-        """TF Serving's defaults for whatever the BatchingParameters file leaves out."""
+    def from_proto(cls, params: BatchingParameters, cores: int) -> BatchPolicy:
+        """TF Serving's defaults for whatever the BatchingParameters file leaves out; a file that would
+        fail every load in TF Serving is refused in its words."""
 
-        def value(name: str, default: int) -> int:
+        def value(name: IntParameter, default: int) -> int:
             return getattr(params, name).value if params.HasField(name) else default
 
         policy = cls(
@@ -45,11 +57,53 @@ class BatchPolicy:
             batch_timeout_s=value("batch_timeout_micros", 0) / 1e6,
             max_enqueued_batches=value("max_enqueued_batches", 10),
             num_batch_threads=value("num_batch_threads", cores),
+            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
         )
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(policy, name) < 1:
                 raise ValueError(f"batching parameter {name} must be at least 1, got {getattr(policy, name)}")
+        if policy.batch_timeout_s < 0:  # TensorFlow's shared_batch_scheduler.h, AddQueue
+            raise ValueError(
+                f"batch_timeout_micros must be non-negative; was {value('batch_timeout_micros', 0)}"
+            )
+        splitting = (
+            params.HasField("enable_large_batch_splitting") and params.enable_large_batch_splitting.value
+        )
+        _check_allowed_sizes(
+            policy, value("max_execution_batch_size", policy.max_batch_size) if splitting else None
+        )
         return policy
+
+    def padded_size(self, size: int) -> int:
+        """RoundToLowestAllowedBatchSize (batching/batching_util.cc:211-228)."""
+        return next((allowed for allowed in self.allowed_batch_sizes if allowed >= size), size)
+
+
+def _check_allowed_sizes(policy: BatchPolicy, max_execution_batch_size: int | None) -> None:
+    """TF Serving's checks of allowed_batch_sizes, without large-batch splitting
+    (bundle_factory_util.cc:113-125) and with it (batching/batching_session.cc:1012-1038)."""
+    allowed = policy.allowed_batch_sizes
+    if not allowed:
+        return
+    if max_execution_batch_size is None:
+        if allowed[-1] != policy.max_batch_size:
+            raise ValueError(
+                "Last entry in allowed_batch_sizes must match max_batch_size; "
+                f"last entry was {allowed[-1]}; expected {policy.max_batch_size}"
+            )
+        return
+    if any(later <= earlier for earlier, later in itertools.pairwise(allowed)):
+        raise ValueError("allowed_batch_sizes entries must be monotonically increasing")
+    if allowed[-1] > policy.max_batch_size:
+        raise ValueError(
+            "Last entry in allowed_batch_sizes must be less than or equal to max_batch_size; "
+            f"last entry was {allowed[-1]}; expected {policy.max_batch_size}"
+        )
+    if allowed[-1] != max_execution_batch_size:
+        raise ValueError(
+            "Last entry in allowed_batch_sizes must be equal to max_execution_batch_size; "
+            f"last entry was {allowed[-1]}; expected {max_execution_batch_size}"
+        )
 
 
 def leave_a_core_to_the_loop(policy: BatchPolicy, cores: int) -> BatchPolicy:
@@ -177,12 +231,35 @@ class BatchQueue:
     def _merged_call(self, batch: list[_Task]) -> list[Arrays]:
         """On a pool thread: merge, call the model once, split the outputs back by rows."""
         merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
-        self._on_batch(sum(t.size for t in batch))
-        outputs = self._run(merged)
+        outputs = padded_call(self._run, merged, batch[-1].size, self._policy, self._on_batch)
         starts = np.cumsum([0] + [t.size for t in batch])
-        if any(np.ndim(v) == 0 or len(v) != starts[-1] for v in outputs.values()):
-            raise ServingError(grpc.StatusCode.INTERNAL, "an output's batch size differs from the input's")
         return [{k: v[a:b] for k, v in outputs.items()} for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def padded_call(
+    call: Callable[[Arrays], Arrays],
+    merged: Arrays,
+    last_size: int,
+    policy: BatchPolicy,
+    on_batch: Callable[[int], None],
+) -> Arrays:
+    """One model call of a merged batch, padded up to the first allowed batch size that holds it, as TF
+    Serving's batching session pads (batching/batching_session.cc:495-562): the padding repeats the first
+    example of the last request, the batch-size metric counts the padded size, the padding's outputs
+    are dropped. `last_size`: the last request's examples."""
+    size = len(next(iter(merged.values())))
+    padded = policy.padded_size(size)
+    on_batch(padded)
+    if padded > size:
+        first_of_last = size - last_size
+        merged = {
+            k: np.concatenate([v, np.repeat(v[first_of_last : first_of_last + 1], padded - size, axis=0)])
+            for k, v in merged.items()
+        }
+    outputs = call(merged)
+    if any(np.ndim(v) == 0 or len(v) != padded for v in outputs.values()):
+        raise ServingError(grpc.StatusCode.INTERNAL, "an output's batch size differs from the input's")
+    return {k: v[:size] for k, v in outputs.items()} if padded > size else outputs
 
 
 class Batcher:
@@ -215,8 +292,7 @@ class Batcher:
         """On the calling thread, a batch of this one request: warm-up, which runs before the version
         serves and so has nobody to share a batch with (TF Serving runs it through the batcher too)."""
         size = task_size(inputs, self._policy)
-        self._on_batch(size)
-        return call(inputs)
+        return padded_call(call, inputs, size, self._policy, self._on_batch)
 
     def close(self) -> None:
         """At an unload, once no request is in flight: nothing waits in a queue any more. Called from

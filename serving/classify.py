@@ -1,8 +1,9 @@
 """TF Serving's Classify and Regress APIs over signatures that take serialized tf.Examples.
 
-A classification signature has one DT_STRING input (the serialized examples) and outputs `classes`
-(labels, DT_STRING [batch, n]) and/or `scores` (DT_FLOAT [batch, n]); a regression signature has one
-`outputs` (DT_FLOAT [batch] or [batch, 1]). Over REST, examples come as JSON objects of features.
+A classification signature has one input, `inputs` (DT_STRING: the serialized examples), and outputs
+`classes` (labels, DT_STRING [batch, n]) and/or `scores` (DT_FLOAT [batch, n]); a regression signature
+has the same input and one output, `outputs` (DT_FLOAT [batch] or [batch, 1]). Both are checked as TF
+Serving checks them, before the run and after it. Over REST, examples come as JSON objects of features.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import binascii
 from typing import Any
 
 import numpy as np
+from google.protobuf import text_format
 
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
 from serving.json_document import parse_json
-from serving.tensors import dtype_name
+from serving.tensors import dtype_name, enum_of
 from tfs_api.tensorflow.core.example import example_pb2, feature_pb2
 from tfs_api.tensorflow.core.framework import types_pb2
 from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 from tfs_api.tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+
+EXAMPLES_INPUT = "inputs"  # the one input of a classification or regression signature (kClassifyInputs)
 
 
 def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
@@ -37,73 +41,170 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
             merged.MergeFrom(example)
             examples.append(merged)
     else:
-        raise invalid_argument("Input is empty")
+        raise invalid_argument("Input is empty.")
     if not examples:
-        raise invalid_argument("Input is empty")
+        raise invalid_argument("Input is empty.")
     return np.array([e.SerializeToString() for e in examples], dtype=object)
 
 
-def example_input(signature: meta_graph_pb2.SignatureDef) -> str:
-    """The name of the signature's one DT_STRING input, or why it cannot classify or regress."""
+def classification_outputs(signature: meta_graph_pb2.SignatureDef) -> list[str]:
+    """The outputs Classify fetches, after TF Serving's checks of the signature
+    (PreProcessClassification, servables/tensorflow/classifier.cc:176-222)."""
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
-    ((name, info),) = signature.inputs.items()
+    if len(signature.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if EXAMPLES_INPUT not in signature.inputs:
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {_debug(signature)}")
+    wanted = [name for name in ("classes", "scores") if name in signature.outputs]
+    if not wanted:
+        raise invalid_argument(
+            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+            f"Signature was: {_debug(signature)}"
+        )
+    return wanted
+
+
+def regression_outputs(signature: meta_graph_pb2.SignatureDef) -> list[str]:
+    """The output Regress fetches, after TF Serving's checks of the signature (PreProcessRegression,
+    servables/tensorflow/regressor.cc:170-204)."""
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if EXAMPLES_INPUT not in signature.inputs:
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {_debug(signature)}")
+    if "outputs" not in signature.outputs:
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {_debug(signature)}")
+    return ["outputs"]
+
+
+def check_example_input(signature: meta_graph_pb2.SignatureDef) -> None:
+    """Ours: an `inputs` that is not DT_STRING cannot take serialized examples. TF Serving feeds them
+    anyway and TensorFlow refuses the run; this says why in words a client can act on."""
+    info = signature.inputs[EXAMPLES_INPUT]
     if info.dtype != types_pb2.DT_STRING:
         raise invalid_argument(
-            f"this signature takes {dtype_name(info.dtype)} input '{name}', not serialized "
+            f"this signature takes {dtype_name(info.dtype)} input '{EXAMPLES_INPUT}', not serialized "
             "tf.Examples: use Predict, or a classification or regression signature (such as 'classify')"
         )
-    return name
+
+
+def _debug(signature: meta_graph_pb2.SignatureDef) -> str:
+    """The signature as protobuf's DebugString prints it: its text format."""
+    return text_format.MessageToString(signature)
+
+
+def _tensor_dtype(array: np.ndarray) -> str:
+    return "DT_STRING" if array.dtype == object else types_pb2.DataType.Name(enum_of(array.dtype))
+
+
+def _shape(array: np.ndarray) -> str:
+    """TensorShape::DebugString: `[2,3]`."""
+    return "[" + ",".join(str(size) for size in array.shape) + "]"
 
 
 def classification_result(
     outputs: dict[str, np.ndarray], batch: int
 ) -> classification_pb2.ClassificationResult:
+    """The signature's classes and/or scores, checked as TF Serving checks them
+    (PostProcessClassificationResult, servables/tensorflow/classifier.cc:224-322)."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
+    for name, output, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
+        if output is None:
+            continue
+        if output.ndim != 2:
+            raise invalid_argument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape(output)}"
+            )
+        if _tensor_dtype(output) != dtype:
+            raise invalid_argument(f"Expected {name} Tensor of {dtype}. Got: {_tensor_dtype(output)}")
+        if output.shape[0] != batch:
+            raise invalid_argument(f"Expected {name} output batch size of {batch}. Got: {output.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
     width = next(output.shape[1] for output in (classes, scores) if output is not None)
     result = classification_pb2.ClassificationResult()
     for row in range(batch):
         entry = result.classifications.add()
         for column in range(width):
-            label = classes[row, column].decode() if classes is not None else ""
+            label = classes[row, column] if classes is not None else b""
             score = float(scores[row, column]) if scores is not None else 0.0
-            entry.classes.add(label=label, score=score)
+            entry.classes.add(label=label.decode(errors="replace"), score=score)
     return result
 
 
-def regression_result(outputs: np.ndarray) -> regression_pb2.RegressionResult:
-    values = outputs.reshape(len(outputs), -1)
-    if values.shape[1] != 1:
+def regression_result(outputs: np.ndarray, batch: int) -> regression_pb2.RegressionResult:
+    """The signature's `outputs`, checked as TF Serving checks them (PostProcessRegressionResult,
+    servables/tensorflow/regressor.cc:206-262)."""
+    if not (outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1)):
         raise invalid_argument(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-            f"but got {list(outputs.shape)}"
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {_shape(outputs)}"
         )
+    if outputs.shape[0] != batch:
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {batch} vs. {outputs.shape[0]}"
+        )
+    if _tensor_dtype(outputs) != "DT_FLOAT":
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_tensor_dtype(outputs)}")
     result = regression_pb2.RegressionResult()
-    for value in values[:, 0]:
+    for value in outputs.reshape(batch):
         result.regressions.add(value=float(value))
     return result
 
 
+_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}  # as TF Serving names them
+INT64_MAX = 2**63 - 1
+
+
 def _feature(name: str, value: Any) -> feature_pb2.Feature:
-    """A JSON feature value (or list of values) as a tf.train.Feature. JSON true/false are int64 1/0,
-    as TF Serving's AddValueToFeature stores them: a tf.Example has no boolean list."""
-    values = value if isinstance(value, list) else [value]
-    if all(isinstance(v, (str, dict)) for v in values):
-        try:
-            raw = [
-                base64.b64decode(v["b64"], validate=True) if isinstance(v, dict) else v.encode()
-                for v in values
-            ]
-        except (KeyError, TypeError, ValueError, binascii.Error):
+    """A JSON feature value (or list of values) as a tf.train.Feature, element by element as TF Serving's
+    AddValueToFeature builds it (util/json_tensor.cc:736-792): the first element fixes the list's kind
+    and an element of another kind is refused (`[0, 0.5]` too: an integer is int64, a number with a
+    fraction or exponent float); JSON true/false are int64 1/0, as a tf.Example has no boolean list;
+    an empty list has no kind."""
+    feature = feature_pb2.Feature()
+    for element in value if isinstance(value, list) else [value]:
+        kind = _element_kind(name, element)
+        held = feature.WhichOneof("kind")
+        if held is not None and held != kind:
             raise invalid_argument(
-                f'Feature: {name} has a value that is neither a string nor {{"b64": ...}}'
-            ) from None
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=raw))
-    if all(isinstance(v, int) for v in values):  # bool is an int: True is 1, False is 0
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(v) for v in values]))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
-    raise invalid_argument(f"Feature: {name} has element with unexpected JSON type")
+                f"Unexpected element type in feature: {name} expecting type: {_KINDS[held]}"
+            )
+        getattr(feature, kind).value.append(_element_value(name, element))
+    return feature
+
+
+def _element_kind(name: str, element: Any) -> str:
+    if isinstance(element, (bool, int)):  # bool is an int: True is 1, False is 0
+        return "int64_list"
+    if isinstance(element, float):
+        return "float_list"
+    if isinstance(element, str) or _is_base64_object(element):
+        return "bytes_list"
+    raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {_json_type(element)}")
+
+
+def _is_base64_object(element: Any) -> bool:
+    """`{"b64": "..."}` and nothing else (IsValBase64Object, util/json_tensor.cc:358-369)."""
+    return isinstance(element, dict) and list(element) == ["b64"] and isinstance(element["b64"], str)
+
+
+def _element_value(name: str, element: Any) -> Any:
+    if isinstance(element, str):
+        return element.encode()
+    if isinstance(element, dict):
+        try:
+            return base64.b64decode(element["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_argument("Unable to base64 decode") from None
+    if isinstance(element, int) and element > INT64_MAX:  # RapidJSON holds up to uint64 as an integer
+        raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+    return int(element) if isinstance(element, bool) else element
 
 
 def _json_type(value: Any) -> str:
@@ -138,15 +239,17 @@ def request_from_json(body: bytes, method: str) -> tuple[str, input_pb2.Input]:
 
 
 def input_from_json(document: dict[str, Any], method: str) -> input_pb2.Input:
-    """The `{"context": {...}, "examples": [{...}, ...]}` body of :classify or :regress."""
+    """The `{"context": {...}, "examples": [{...}, ...]}` body of :classify or :regress, read in TF
+    Serving's order: the context, then the examples (util/json_tensor.cc:826-858)."""
+    context = _example(document["context"], "context") if "context" in document else None
     if "examples" not in document:
         raise invalid_argument(f"When method is {method}, key 'examples' is expected and was not found")
     if not isinstance(document["examples"], list) or not document["examples"]:
         raise invalid_argument("'examples' must be a non-empty list/array")
     examples = [_example(e, f"example {i}") for i, e in enumerate(document["examples"])]
     request_input = input_pb2.Input()
-    if "context" in document:
-        request_input.example_list_with_context.context.CopyFrom(_example(document["context"], "context"))
+    if context is not None:
+        request_input.example_list_with_context.context.CopyFrom(context)
         request_input.example_list_with_context.examples.extend(examples)
     else:
         request_input.example_list.examples.extend(examples)

@@ -152,10 +152,10 @@ class Inference:
         self,
         spec: model_pb2.ModelSpec,
         request_input: input_pb2.Input,
-        outputs: tuple[str, ...],
         method: str,
-    ) -> tuple[int, dict[str, np.ndarray]]:
-        """Classify or Regress: serialized examples into the signature's one string input."""
+    ) -> tuple[int, int, dict[str, np.ndarray]]:
+        """Classify or Regress, in TF Serving's order (classifier.cc:60-80, util.cc:167): the signature
+        and its checks, the examples, the run. Returns the version, the number of examples, the outputs."""
         version, label = version_of(spec)
         with self.store.serving(spec.name, version, label) as servable:
             if not servable.has_signature(spec.signature_name):  # classifier.cc:157-160, regressor.cc:152-156
@@ -163,15 +163,13 @@ class Inference:
                     f"No signature was found with the name: {spec.signature_name or DEFAULT_SIGNATURE}"
                 )
             signature = servable.signature(spec.signature_name)
-            wanted = [name for name in outputs if name in signature.outputs]
-            if not wanted:
-                raise invalid_argument(
-                    f"Expected {method} signature outputs named {' or '.join(outputs)}, "
-                    f"found {sorted(signature.outputs)}"
-                )
+            checked = classify.classification_outputs if method == "classify" else classify.regression_outputs
+            wanted = checked(signature)
             examples = classify.serialized_examples(request_input)
-            inputs = {classify.example_input(signature): examples}
-            return servable.version, await self._run(servable, spec.signature_name, inputs, wanted, method)
+            classify.check_example_input(signature)
+            inputs = {classify.EXAMPLES_INPUT: examples}
+            outputs = await self._run(servable, spec.signature_name, inputs, tuple(wanted), method)
+            return servable.version, len(examples), outputs
 
     def _answer_spec(self, spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
         answered = model_pb2.ModelSpec(
@@ -183,10 +181,7 @@ class Inference:
     async def classify_proto(
         self, request: classification_pb2.ClassificationRequest
     ) -> classification_pb2.ClassificationResponse:
-        version, outputs = await self._run_examples(
-            request.model_spec, request.input, ("classes", "scores"), "classify"
-        )
-        batch = len(next(iter(outputs.values())))
+        version, batch, outputs = await self._run_examples(request.model_spec, request.input, "classify")
         return classification_pb2.ClassificationResponse(
             model_spec=self._answer_spec(request.model_spec, version),
             result=classify.classification_result(outputs, batch),
@@ -195,12 +190,10 @@ class Inference:
     async def regress_proto(
         self, request: regression_pb2.RegressionRequest
     ) -> regression_pb2.RegressionResponse:
-        version, outputs = await self._run_examples(
-            request.model_spec, request.input, ("outputs",), "regress"
-        )
+        version, batch, outputs = await self._run_examples(request.model_spec, request.input, "regress")
         return regression_pb2.RegressionResponse(
             model_spec=self._answer_spec(request.model_spec, version),
-            result=classify.regression_result(outputs["outputs"]),
+            result=classify.regression_result(outputs["outputs"], batch),
         )
 
     async def examples_json(

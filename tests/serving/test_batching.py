@@ -124,6 +124,24 @@ def test_concurrent_requests_are_merged_into_one_call_and_split_back_in_order(ma
     )
 
 
+def test_a_batch_is_padded_to_the_first_allowed_size_that_holds_it(pool: ModelPool) -> None:
+    """As TF Serving's batching session (batching_session.cc:495-562): 1 + 2 examples run as a batch of
+    4, the padding a copy of the last request's first example, the metric counting 4; each caller gets
+    its own rows only."""
+    model, heard = FakeModel(), list[int]()
+    policy = BatchPolicy(
+        max_batch_size=8, batch_timeout_s=0.2, num_batch_threads=1, allowed_batch_sizes=(2, 4, 8)
+    )
+    queue = BatchQueue(model, policy, pool, heard.append)
+    requests = [rows(0, 1), rows(100, 2)]
+    results = run(gather(queue, requests))
+    assert model.sizes == [4] and heard == [4]
+    np.testing.assert_array_equal(model.inputs[0][3], requests[1]["x"][0])
+    for request, result in zip(requests, results, strict=True):
+        assert not isinstance(result, BaseException)
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+
+
 def test_a_batch_never_holds_more_than_max_batch_size(make_queue: MakeQueue) -> None:
     """Two requests of 3 cannot share a batch of at most 4: each runs alone, neither is split."""
     queue, model = make_queue(max_batch_size=4, batch_timeout_s=0.05, num_batch_threads=1)
@@ -339,6 +357,63 @@ def test_policy_from_batching_parameters_takes_tf_serving_defaults() -> None:
         BatchingParameters(),
     )
     assert BatchPolicy.from_proto(params, cores=6) == BatchPolicy(32, 0.0025, 3, 2)
+
+
+def test_policy_takes_allowed_batch_sizes_whose_last_is_the_largest_batch() -> None:
+    params = text_format.Parse(
+        "max_batch_size { value: 64 } allowed_batch_sizes: [8, 16, 64]", BatchingParameters()
+    )
+    policy = BatchPolicy.from_proto(params, cores=2)
+    assert policy.allowed_batch_sizes == (8, 16, 64)
+    assert [policy.padded_size(n) for n in (1, 8, 9, 17, 64)] == [8, 8, 16, 64, 64]
+    assert BatchPolicy(64).padded_size(5) == 5
+
+
+SPLITTING = "max_batch_size { value: 8 } enable_large_batch_splitting { value: true }"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "max_batch_size { value: 4 } allowed_batch_sizes: [2, 3]",
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 3; expected 4",
+        ),
+        (
+            "allowed_batch_sizes: [8]",
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 8; expected 1000",
+        ),
+        ("batch_timeout_micros { value: -5 }", "batch_timeout_micros must be non-negative; was -5"),
+        (
+            f"{SPLITTING} allowed_batch_sizes: [4, 2, 8]",
+            "allowed_batch_sizes entries must be monotonically increasing",
+        ),
+        (
+            f"{SPLITTING} allowed_batch_sizes: [4, 16]",
+            "Last entry in allowed_batch_sizes must be less than or equal to max_batch_size; "
+            "last entry was 16; expected 8",
+        ),
+        (
+            f"{SPLITTING} max_execution_batch_size {{ value: 8 }} allowed_batch_sizes: [2, 4]",
+            "Last entry in allowed_batch_sizes must be equal to max_execution_batch_size; "
+            "last entry was 4; expected 8",
+        ),
+    ],
+    ids=[
+        "last-not-max",
+        "default-max",
+        "negative-timeout",
+        "splitting-not-increasing",
+        "splitting-over-max",
+        "splitting-not-execution",
+    ],
+)
+def test_policy_refuses_what_would_fail_every_load_in_tf_serving(text: str, message: str) -> None:
+    """bundle_factory_util.cc:113-125, batching_session.cc:1012-1038, TensorFlow's AddQueue: TF
+    Serving starts, and then no model loads; ours refuses the file at start."""
+    with pytest.raises(ValueError) as refused:
+        BatchPolicy.from_proto(text_format.Parse(text, BatchingParameters()), cores=2)
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(

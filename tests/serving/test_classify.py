@@ -15,15 +15,18 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import input_pb2
 
 from serving.classify import (
+    check_example_input,
     classification_json,
+    classification_outputs,
     classification_result,
-    example_input,
     input_from_json,
     regression_json,
+    regression_outputs,
     regression_result,
     serialized_examples,
 )
@@ -98,31 +101,108 @@ def test_an_input_without_examples_is_refused(kind: str | None) -> None:
         getattr(request_input, kind).SetInParent()
     if kind == "example_list_with_context":
         request_input.example_list_with_context.context.CopyFrom(example(x=[1]))
-    assert refusal(serialized_examples, request_input) == "Input is empty"
+    assert refusal(serialized_examples, request_input) == "Input is empty."  # util.cc:167
 
 
 # ---- which signatures can classify or regress ---------------------------------------------------
 
 
-def test_the_examples_go_to_the_signatures_one_string_input() -> None:
-    signature = meta_graph_pb2.SignatureDef()
-    signature.inputs["inputs"].dtype = tf.string.as_datatype_enum
-    assert example_input(signature) == "inputs"
+def signature_of(inputs: dict[str, Any], outputs: dict[str, Any]) -> meta_graph_pb2.SignatureDef:
+    made = meta_graph_pb2.SignatureDef()
+    for name, dtype in inputs.items():
+        made.inputs[name].dtype = dtype.as_datatype_enum
+    for name, dtype in outputs.items():
+        made.outputs[name].dtype = dtype.as_datatype_enum
+    return made
 
 
-def test_a_signature_with_other_than_one_string_input_is_refused() -> None:
-    """A Predict-only signature (float images) must be refused naming why, not fed strings."""
-    two = meta_graph_pb2.SignatureDef()
-    two.inputs["a"].dtype = two.inputs["b"].dtype = tf.string.as_datatype_enum
-    assert refusal(example_input, two) == "Expected one input Tensor."
-    assert refusal(example_input, meta_graph_pb2.SignatureDef()) == "Expected one input Tensor."
+def test_a_classification_signature_fetches_its_classes_and_scores() -> None:
+    both = signature_of({"inputs": tf.string}, {"scores": tf.float32, "classes": tf.string})
+    assert classification_outputs(both) == ["classes", "scores"]
+    assert classification_outputs(signature_of({"inputs": tf.string}, {"scores": tf.float32})) == ["scores"]
+    assert regression_outputs(signature_of({"inputs": tf.string}, {"outputs": tf.float32})) == ["outputs"]
 
-    images = meta_graph_pb2.SignatureDef()
-    images.inputs["images"].dtype = tf.float32.as_datatype_enum
-    assert refusal(example_input, images) == (
-        "this signature takes float32 input 'images', not serialized tf.Examples: use Predict, or a "
+
+@pytest.mark.parametrize(
+    ("check", "inputs", "outputs", "message"),
+    [
+        (
+            classification_outputs,
+            {"a": tf.string, "b": tf.string},
+            {"scores": tf.float32},
+            "Expected one input Tensor.",
+        ),
+        (classification_outputs, {}, {"scores": tf.float32}, "Expected one input Tensor."),
+        (
+            classification_outputs,
+            {"inputs": tf.string},
+            {"scores": tf.float32, "classes": tf.string, "x": tf.float32},
+            "Expected one or two output Tensors, found 3",
+        ),
+        (
+            classification_outputs,
+            {"examples": tf.string},
+            {"scores": tf.float32},
+            "No classification inputs found in SignatureDef: ",
+        ),
+        (
+            classification_outputs,
+            {"inputs": tf.string},
+            {"y": tf.float32},
+            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+            "Signature was: ",
+        ),
+        (
+            regression_outputs,
+            {"inputs": tf.string},
+            {"outputs": tf.float32, "x": tf.float32},
+            "Expected one output Tensor.",
+        ),
+        (
+            regression_outputs,
+            {"examples": tf.string},
+            {"outputs": tf.float32},
+            "No regression inputs found in SignatureDef: ",
+        ),
+        (
+            regression_outputs,
+            {"inputs": tf.string},
+            {"y": tf.float32},
+            "No regression outputs found in SignatureDef: ",
+        ),
+    ],
+    ids=[
+        "two-inputs",
+        "no-input",
+        "three-outputs",
+        "input-not-inputs",
+        "no-classes-or-scores",
+        "two-outputs",
+        "regress-input-not-inputs",
+        "no-outputs",
+    ],
+)
+def test_signatures_tf_serving_would_not_classify_or_regress_are_refused(
+    check: Callable[..., object], inputs: dict[str, Any], outputs: dict[str, Any], message: str
+) -> None:
+    """PreProcessClassification and PreProcessRegression's checks, in their order and words
+    (classifier.cc:176-222, regressor.cc:170-204); a signature is printed as protobuf's text format."""
+    signature = signature_of(inputs, outputs)
+    refused = refusal(check, signature)
+    assert refused.startswith(message), refused
+    if message.endswith(": "):
+        assert refused[len(message) :] == text_format.MessageToString(signature)
+
+
+def test_an_input_that_cannot_take_serialized_examples_is_refused_naming_why() -> None:
+    """A Predict signature whose input is named `inputs` but holds floats: TF Serving would feed it
+    strings and fail in TensorFlow; ours says what to use instead."""
+    images = signature_of({"inputs": tf.float32}, {"scores": tf.float32})
+    assert refusal(check_example_input, images) == (
+        "this signature takes float32 input 'inputs', not serialized tf.Examples: use Predict, or a "
         "classification or regression signature (such as 'classify')"
     )
+    check_example_input(signature_of({"inputs": tf.string}, {"scores": tf.float32}))
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -160,24 +240,62 @@ def test_classification_with_only_scores_or_only_classes() -> None:
 
 @pytest.mark.parametrize("shape", [(3,), (3, 1)])
 def test_regression_takes_batch_or_batch_by_one(shape: tuple[int, ...]) -> None:
-    result = regression_result(np.array([0.5, -2.0, 8.0], np.float32).reshape(shape))
+    result = regression_result(np.array([0.5, -2.0, 8.0], np.float32).reshape(shape), batch=3)
     assert [r.value for r in result.regressions] == [0.5, -2.0, 8.0]
     assert regression_json(result) == {"results": [0.5, -2.0, 8.0]}
 
 
-def test_regression_of_more_than_one_value_per_example_is_refused() -> None:
-    message = refusal(regression_result, np.zeros((3, 2), np.float32))
-    assert message == (
-        "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [3, 2]"
-    )
+@pytest.mark.parametrize(
+    ("outputs", "batch", "message"),
+    [
+        (
+            np.zeros((3, 2), np.float32),
+            3,
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [3,2]",
+        ),
+        (np.zeros((2,), np.float32), 3, "Input batch size did not match output batch size: 3 vs. 2"),
+        (np.zeros((3,), np.float64), 3, "Expected output Tensor of DT_FLOAT.  Got: DT_DOUBLE"),
+    ],
+    ids=["two-values", "batch", "double"],
+)
+def test_regression_outputs_tf_serving_would_not_read_are_refused(
+    outputs: np.ndarray, batch: int, message: str
+) -> None:
+    """PostProcessRegressionResult's checks (regressor.cc:229-255)."""
+    assert refusal(regression_result, outputs, batch) == message
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (
+            {"classes": np.array([b"1", b"2"], dtype=object)},
+            "Expected Tensor shape: [batch_size num_classes] but got [2]",
+        ),
+        ({"classes": np.zeros((2, 1), np.int64)}, "Expected classes Tensor of DT_STRING. Got: DT_INT64"),
+        ({"scores": np.zeros((3, 1), np.float32)}, "Expected scores output batch size of 2. Got: 3"),
+        ({"scores": np.zeros((2, 1), np.float64)}, "Expected scores Tensor of DT_FLOAT. Got: DT_DOUBLE"),
+        (
+            {"classes": np.array([[b"a"], [b"b"]], dtype=object), "scores": np.zeros((2, 2), np.float32)},
+            "Tensors class and score should match in dim_size(1). Got 1 vs. 2",
+        ),
+    ],
+    ids=["classes-rank-1", "classes-int64", "scores-batch", "scores-double", "widths"],
+)
+def test_classification_outputs_tf_serving_would_not_read_are_refused(
+    outputs: dict[str, np.ndarray], message: str
+) -> None:
+    """PostProcessClassificationResult's checks (classifier.cc:253-306): INVALID_ARGUMENT, never an
+    internal error."""
+    assert refusal(classification_result, outputs, 2) == message
 
 
 # ---- REST: examples as JSON ---------------------------------------------------------------------
 
 
 def test_json_features_become_typed_feature_lists() -> None:
-    """TF Serving's mapping: integers to int64_list, any fraction to float_list, strings and
-    {"b64": ...} to bytes_list; a bare value is a list of one."""
+    """TF Serving's mapping: integers to int64_list, numbers with a fraction to float_list, strings and
+    {"b64": ...} to bytes_list; a bare value is a list of one; an empty list is a feature of no kind."""
     request_input = input_from_json(
         {
             "examples": [
@@ -185,7 +303,7 @@ def test_json_features_become_typed_feature_lists() -> None:
                     "count": 3,
                     "ids": [1, 2],
                     "weight": 0.5,
-                    "mixed": [1, 2.5],
+                    "none": [],
                     "word": "caf\u00e9",
                     "raw": {"b64": base64.b64encode(b"\x00\xff").decode()},
                     "words": ["a", {"b64": "Yg=="}],
@@ -201,7 +319,7 @@ def test_json_features_become_typed_feature_lists() -> None:
         "count": "int64_list",
         "ids": "int64_list",
         "weight": "float_list",
-        "mixed": "float_list",
+        "none": None,
         "word": "bytes_list",
         "raw": "bytes_list",
         "words": "bytes_list",
@@ -210,7 +328,7 @@ def test_json_features_become_typed_feature_lists() -> None:
         "count": [3],
         "ids": [1, 2],
         "weight": [0.5],
-        "mixed": [1.0, 2.5],
+        "none": [],
         "word": ["caf\u00e9".encode()],
         "raw": [b"\x00\xff"],
         "words": [b"a", b"b"],
@@ -247,19 +365,53 @@ def test_a_json_context_becomes_an_example_list_with_context() -> None:
         ({"examples": [True]}, "classify", "Example must be JSON object but got JSON True (example 0)"),
         ({"examples": [None]}, "classify", "Example must be JSON object but got JSON Null (example 0)"),
         ({"examples": [7]}, "classify", "Example must be JSON object but got JSON Number (example 0)"),
-        ({"examples": [{"x": None}]}, "classify", "Feature: x has element with unexpected JSON type"),
-        ({"examples": [{"x": [[1]]}]}, "classify", "Feature: x has element with unexpected JSON type"),
-        ({"examples": [{"x": [1, "a"]}]}, "classify", "Feature: x has element with unexpected JSON type"),
-        ({"examples": [{"x": [True, 0.5]}]}, "classify", "Feature: x has element with unexpected JSON type"),
+        ({"examples": [{"x": None}]}, "classify", "Feature: x has element with unexpected JSON type: Null"),
+        ({"examples": [{"x": [[1]]}]}, "classify", "Feature: x has element with unexpected JSON type: Array"),
         (
-            {"examples": [{"x": {"b64": "%%"}}]},
+            {"examples": [{"x": [1, "a"]}]},
             "classify",
-            'Feature: x has a value that is neither a string nor {"b64": ...}',
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
+        (
+            {"examples": [{"x": [True, 0.5]}]},
+            "classify",
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
+        (
+            {"examples": [{"x": [0, 0.5]}]},
+            "classify",
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
+        (
+            {"examples": [{"x": [0.5, 1]}]},
+            "classify",
+            "Unexpected element type in feature: x expecting type: float",
+        ),
+        ({"examples": [{"x": ["a", {"b64": "%%"}]}]}, "classify", "Unable to base64 decode"),
+        (
+            {"examples": [{"x": [0.5, {"b64": "%%"}]}]},
+            "classify",
+            "Unexpected element type in feature: x expecting type: float",
         ),
         (
             {"examples": [{"x": {"text": "a"}}]},
             "classify",
-            'Feature: x has a value that is neither a string nor {"b64": ...}',
+            "Feature: x has element with unexpected JSON type: Object",
+        ),
+        (
+            {"examples": [{"x": {"b64": "YQ==", "y": 1}}]},
+            "classify",
+            "Feature: x has element with unexpected JSON type: Object",
+        ),
+        (
+            {"examples": [{"x": 2**63}]},
+            "classify",
+            "Feature: x has uint64_t element. Only int64_t is supported.",
+        ),
+        (
+            {"context": {"c": None}, "instances": [{}]},
+            "classify",
+            "Feature: c has element with unexpected JSON type: Null",
         ),
     ],
     ids=[
@@ -274,10 +426,16 @@ def test_a_json_context_becomes_an_example_list_with_context() -> None:
         "example-number",
         "null",
         "nested-list",
-        "mixed-kinds",
-        "bool-and-fraction",
+        "int-then-string",
+        "bool-then-fraction",
+        "int-then-fraction",
+        "fraction-then-int",
         "bad-b64",
+        "fraction-then-b64",
         "other-object",
+        "b64-and-more",
+        "uint64",
+        "context-before-examples",
     ],
 )
 def test_bad_example_json_is_refused(document: dict[str, Any], method: str, message: str) -> None:

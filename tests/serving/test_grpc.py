@@ -223,16 +223,17 @@ def test_classify_and_regress_refuse_signatures_that_do_not_fit(
 ) -> None:
     from tensorflow_serving.apis import regression_pb2
 
+    """In TF Serving's words (classifier.cc:176-222, regressor.cc:170-204)."""
     assert_invalid(
         predictions.Classify,
         classification_request(images[:1], signature_name=""),
-        "not serialized tf.Examples",
+        "No classification inputs found in SignatureDef: ",  # serving_default takes `images`
     )
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.name = "mnist"
     regress.model_spec.signature_name = "classify"
     regress.input.example_list.examples.add()
-    assert_invalid(predictions.Regress, regress, "outputs")
+    assert_invalid(predictions.Regress, regress, "Expected one output Tensor.")  # classes and scores
     regress.model_spec.signature_name = (
         "nope"  # INVALID_ARGUMENT here, where Predict's is FAILED_PRECONDITION
     )
