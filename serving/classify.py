@@ -25,6 +25,8 @@ from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
 from tfs_api.tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 EXAMPLES_INPUT = "inputs"  # the one input of a classification or regression signature (kClassifyInputs)
+# A MultiInference task's method_name (TensorFlow's kClassifyMethodName and kRegressMethodName).
+CLASSIFY_METHOD, REGRESS_METHOD = "tensorflow/serving/classify", "tensorflow/serving/regress"
 
 
 def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
@@ -77,6 +79,10 @@ def regression_outputs(signature: meta_graph_pb2.SignatureDef) -> list[str]:
     if "outputs" not in signature.outputs:
         raise invalid_argument(f"No regression outputs found in SignatureDef: {_debug(signature)}")
     return ["outputs"]
+
+
+def fetched_outputs(classifies: bool, signature: meta_graph_pb2.SignatureDef) -> list[str]:
+    return classification_outputs(signature) if classifies else regression_outputs(signature)
 
 
 def check_example_input(signature: meta_graph_pb2.SignatureDef) -> None:

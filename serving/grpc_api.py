@@ -114,8 +114,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def MultiInference(  # noqa: N802
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        """TF Serving's several-tasks-in-one call: not served here (no client of this platform sends it)."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by this server")
+        """Classify and regress tasks on one set of examples; its bytes held in the server's budget, but
+        not counted in the request metrics, as TF Serving does not count it."""
+
+        async def infer() -> inference_pb2.MultiInferenceResponse:
+            with self.inference.request_bytes.holding(request.ByteSize()):
+                return await self.inference.multi_inference_proto(request)
+
+        return await _answer(context, infer())
 
     async def GetModelMetadata(  # noqa: N802
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
@@ -26,6 +27,7 @@ from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     input_pb2,
     model_pb2,
     predict_pb2,
@@ -163,8 +165,7 @@ class Inference:
                     f"No signature was found with the name: {spec.signature_name or DEFAULT_SIGNATURE}"
                 )
             signature = servable.signature(spec.signature_name)
-            checked = classify.classification_outputs if method == "classify" else classify.regression_outputs
-            wanted = checked(signature)
+            wanted = classify.fetched_outputs(method == "classify", signature)
             examples = classify.serialized_examples(request_input)
             classify.check_example_input(signature)
             inputs = {classify.EXAMPLES_INPUT: examples}
@@ -195,6 +196,55 @@ class Inference:
             model_spec=self._answer_spec(request.model_spec, version),
             result=classify.regression_result(outputs["outputs"], batch),
         )
+
+    async def multi_inference_proto(
+        self, request: inference_pb2.MultiInferenceRequest
+    ) -> inference_pb2.MultiInferenceResponse:
+        """MultiInference (servables/tensorflow/multi_inference.cc:33-127, multi_inference_helper.cc:
+        28-57): classify and regress tasks over one model and one set of examples. The model comes from
+        the first task's spec; every task is checked before any runs, in TF Serving's order and words.
+        TF Serving fetches every task's outputs in one session run; ours runs each task's signature on
+        the same examples in turn, with the same answers. Neither counts it in the request metrics."""
+        first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        version, label = version_of(first)
+        with self.store.serving(first.name, version, label) as servable:
+            plans: list[tuple[model_pb2.ModelSpec, str, bool, list[str]]] = []
+            for task in request.tasks:
+                spec = task.model_spec
+                if not spec.name:
+                    raise invalid_argument("Found ModelSpec with an empty model name.")
+                if spec.name != first.name:
+                    raise invalid_argument(
+                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                    )
+                signature_name = spec.signature_name or DEFAULT_SIGNATURE
+                if any(signature_name == planned for _, planned, _, _ in plans):
+                    raise invalid_argument(f"Duplicate evaluation of signature: {signature_name}")
+                if not servable.has_signature(signature_name):
+                    raise invalid_argument(f"Requested signature not found in model graph: {signature_name}")
+                if task.method_name not in (classify.CLASSIFY_METHOD, classify.REGRESS_METHOD):
+                    raise ServingError(
+                        grpc.StatusCode.UNIMPLEMENTED,
+                        f"Unsupported signature method_name: {task.method_name}",
+                    )
+                classifies = task.method_name == classify.CLASSIFY_METHOD
+                wanted = classify.fetched_outputs(classifies, servable.signature(signature_name))
+                plans.append((spec, signature_name, classifies, wanted))
+            examples = classify.serialized_examples(request.input)
+            response = inference_pb2.MultiInferenceResponse()
+            for spec, signature_name, classifies, wanted in plans:
+                classify.check_example_input(servable.signature(signature_name))
+                outputs = await servable.predict(signature_name, {classify.EXAMPLES_INPUT: examples}, wanted)
+                result = response.results.add(model_spec=self._answer_spec(spec, servable.version))
+                if classifies:
+                    result.classification_result.CopyFrom(
+                        classify.classification_result(outputs, len(examples))
+                    )
+                else:
+                    result.regression_result.CopyFrom(
+                        classify.regression_result(outputs["outputs"], len(examples))
+                    )
+        return response
 
     async def examples_json(
         self, method: str, name: str, version: int | None, label: str | None, body: bytes

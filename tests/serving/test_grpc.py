@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -221,9 +221,9 @@ def test_classify_with_the_example_signature(
 def test_classify_and_regress_refuse_signatures_that_do_not_fit(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
+    """In TF Serving's words (classifier.cc:176-222, regressor.cc:170-204)."""
     from tensorflow_serving.apis import regression_pb2
 
-    """In TF Serving's words (classifier.cc:176-222, regressor.cc:170-204)."""
     assert_invalid(
         predictions.Classify,
         classification_request(images[:1], signature_name=""),
@@ -240,6 +240,101 @@ def test_classify_and_regress_refuse_signatures_that_do_not_fit(
     assert_invalid(predictions.Regress, regress, "No signature was found with the name: nope")
     unknown = classification_request(images[:1], signature_name="nope")
     assert_invalid(predictions.Classify, unknown, "No signature was found with the name: nope")
+
+
+def multi_inference(images: np.ndarray, *tasks: tuple[str, str, str]) -> Any:
+    """A MultiInferenceRequest of (model, signature, method) tasks over these images as examples."""
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest()
+    request.input.CopyFrom(cast(Any, classification_request(images)).input)
+    for model, signature, method in tasks:
+        task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
+        task.model_spec.name, task.model_spec.signature_name = model, signature
+    return request
+
+
+def test_multi_inference_answers_each_task_as_its_own_call_would(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    reply = predictions.MultiInference(multi_inference(images, ("mnist", "classify", "classify")), timeout=10)
+    alone = predictions.Classify(classification_request(images), timeout=10)
+    (result,) = reply.results
+    assert result.model_spec == alone.model_spec and result.classification_result == alone.result
+
+
+@pytest.mark.parametrize(
+    ("tasks", "code", "message"),
+    [
+        ((), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified."),
+        (
+            (("mnist", "classify", "classify"), ("", "x", "classify")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Found ModelSpec with an empty model name.",
+        ),
+        (
+            (("mnist", "classify", "classify"), ("other", "x", "classify")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+        ),
+        (
+            (("mnist", "classify", "classify"), ("mnist", "classify", "classify")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Duplicate evaluation of signature: classify",
+        ),
+        (
+            (("mnist", "nope", "classify"),),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Requested signature not found in model graph: nope",
+        ),
+        (
+            (("mnist", "classify", "predict"),),
+            grpc.StatusCode.UNIMPLEMENTED,
+            "Unsupported signature method_name: tensorflow/serving/predict",
+        ),
+        (
+            (("mnist", "classify", "regress"),),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Expected one output Tensor.",
+        ),
+        (
+            (("other", "classify", "classify"),),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(other)",
+        ),
+    ],
+    ids=[
+        "no-tasks",
+        "empty-name",
+        "two-models",
+        "duplicate",
+        "no-signature",
+        "predict-method",
+        "regress-on-classify",
+        "unknown-model",
+    ],
+)
+def test_multi_inference_refuses_in_tf_servings_order_and_words(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+    images: np.ndarray,
+    tasks: tuple[tuple[str, str, str], ...],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    """multi_inference.cc:42-86 and server_core.cc:843-845, each before any model runs."""
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.MultiInference(multi_inference(images[:1], *tasks), timeout=10)
+    assert (raised.value.code(), raised.value.details()) == (code, message)
+
+
+def test_multi_inference_without_examples_is_refused(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    assert_invalid(
+        predictions.MultiInference,
+        multi_inference(np.zeros((0, 28, 28, 1)), ("mnist", "classify", "classify")),
+        "Input is empty.",
+    )
 
 
 def test_a_request_without_a_model_spec_is_refused_before_anything_else(
