@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,9 @@ WARMUP_FILE = "tf_serving_warmup_requests"  # in assets.extra, replayed by the s
 TFLITE_FILE = "model.tflite"  # serving_default for LiteRT, read by --prefer_tflite_model
 # model.tflite's metadata entry holding its SignatureDefs: all TF Serving's TFLite path serves.
 TFLITE_SIGNATURES = "signature_defs_metadata"
+SAVED_MODEL_FILE = "saved_model.pb"
+MAX_VERSION = 2**63 - 1  # TF Serving reads a version as an int64
+STALE_STAGING_S = 3600.0
 RUNS = ".runs"
 PROGRESS_FILE = "progress.json"
 # A multi-worker run's last epoch checkpoint, written by worker 0, read by every worker to resume;
@@ -38,6 +42,10 @@ BACKUP = ".backup"
 _VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
 
 
+class NoVersionLeft(ValueError):
+    """The model directory holds the highest version number already."""
+
+
 def version_number(name: str) -> int | None:
     """The version a child of a base path names, or None: `7`, `007`, `0`, `-1` and `+5` are versions
     to TF Serving; a number past int64 is not."""
@@ -45,14 +53,15 @@ def version_number(name: str) -> int | None:
     if match is None:
         return None
     number = int(match[1])
-    return number if -(2**63) <= number < 2**63 else None
+    return number if -(2**63) <= number <= MAX_VERSION else None
 
 
 def versions(base_path: Path) -> list[int]:
-    """The versions present as directories, oldest first; none when the base path does not exist yet."""
+    """The versions present, oldest first: directories named as versions that hold a SavedModel (an
+    empty `1/` is no model to serve); none when the base path does not exist yet."""
     if not base_path.is_dir():
         return []
-    numbers = {version_number(p.name) for p in base_path.iterdir() if p.is_dir()}
+    numbers = {version_number(p.name) for p in base_path.iterdir() if (p / SAVED_MODEL_FILE).is_file()}
     return sorted(n for n in numbers if n is not None)
 
 
@@ -63,6 +72,18 @@ def artefact_path(base_path: Path, version: int, name: str) -> Path:
 
 def progress_path(base_path: Path, run_id: str) -> Path:
     return base_path / RUNS / run_id / PROGRESS_FILE
+
+
+def remove_stale_staging(base_path: Path, older_than_s: float = STALE_STAGING_S) -> None:
+    """Remove staging directories a killed trainer left behind: an export writes its staging directory
+    within minutes, so one untouched for longer than `older_than_s` has nobody writing it."""
+    if not base_path.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for path in base_path.glob(".staging-*"):
+        with contextlib.suppress(OSError):  # another trainer removed it first, or it is not ours to remove
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path)
 
 
 @contextlib.contextmanager
@@ -86,6 +107,10 @@ def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
         # served as the latest), files too (a rename onto one would fail again and again).
         taken = [version_number(p.name) for p in base_path.iterdir()]
         version = max([0, *(n for n in taken if n is not None)]) + 1
+        if version > MAX_VERSION:
+            raise NoVersionLeft(
+                f"{base_path} holds version {MAX_VERSION}, the highest a server reads: no next version"
+            )
         target = base_path / str(version)
         try:
             os.rename(staged, target)  # fails if `target` appeared since we looked

@@ -23,7 +23,7 @@ from tfquiet import import_tensorflow
 from trainer.cluster import ClusterError, TfConfigError, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
-from trainer.errors import ExportError
+from trainer.errors import ExportError, InterruptedAfterExport
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
@@ -50,11 +50,20 @@ class UsageError(Exception):
     """The run cannot start: a bad flag value or an unusable model directory."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+def _whole_number(low: int, high: int, word: str) -> Callable[[str], int]:
+    """A flag type for a whole number in [low, high], named `word` in errors."""
+
+    def parse(text: str) -> int:
+        value = int(text) if text.strip().lstrip("-").isdigit() and len(text) < 30 else None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1, 1_000_000, "a positive whole number up to 1,000,000")
+_seed = _whole_number(0, 2**32 - 1, "a whole number from 0 to 4294967295")
 
 
 def _up_to_half(word: str, zero_allowed: bool) -> Callable[[str], float]:
@@ -113,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Flags whose defaults are the config's fields: written once, in TrainConfig.
     for field_name, kind, meaning in (
         ("val_split", _fraction, "share of the training images held out for validation"),
-        ("seed", int, "makes runs repeatable"),
+        ("seed", _seed, "makes runs repeatable"),
         ("data_dir", Path, "the four MNIST IDX files"),
         ("model_dir", Path, "where models are written"),
         ("model_name", _model_name, "versions go to MODEL_DIR/MODEL_NAME/<N>"),
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
     signal.signal(signal.SIGTERM, _interrupt)
+    exported: list[int] = []
     try:
         runs = planned_runs(args)
         cluster = cluster_from_env()
@@ -216,14 +226,29 @@ def main(argv: list[str] | None = None) -> int:
         from trainer import pipeline  # TensorFlow's modules, once the checks above have passed
 
         for config, data in loaded:
-            pipeline.run(config, data, cluster, args.worker_timeout)
-        return 0
+            version = pipeline.run(config, data, cluster, args.worker_timeout)
+            if version is not None:
+                exported.append(version)
     except (DataError, UsageError, TfConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ExportError, ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: no version was exported", file=sys.stderr)
+    except OSError as err:  # the file system failed us past the checks (a full disk, a permission)
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        if isinstance(err, InterruptedAfterExport):
+            exported.append(err.version)
+        done = (
+            f"version {exported[-1]} was exported, nothing after it"
+            if exported
+            else "no version was exported"
+        )
+        print(f"interrupted: {done}", file=sys.stderr)
         return 130
+    # A signal from here on ends the process at once, as a signal does, with no traceback in its exit.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    return 0

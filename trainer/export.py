@@ -6,7 +6,9 @@ when complete, so TF Serving (which loads numeric directories only) never sees h
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,28 +88,35 @@ def _write_warmup(path: Path, model_name: str, images: np.ndarray) -> None:
             writer.write(log.SerializeToString())
 
 
-def export_version(
+@contextlib.contextmanager
+def staged_version(
     model: keras.Model,
     base_path: Path,
     model_name: str,
     artefacts: dict[str, dict[str, Any]],
     warmup_images: np.ndarray,
     staging_name: str,
-) -> tuple[int, Path]:
-    """Export `model` as version max+1 with `artefacts` as `assets.extra/<name>.json`.
+) -> Iterator[Path]:
+    """`model` written whole into a staging directory beside the versions, with `artefacts` as
+    `assets.extra/<name>.json`, for the caller to publish (model_dir.publish) as the next version.
 
-    Returns the version and its directory. On any failure, Ctrl-C included, the staging directory is
-    removed and no numeric directory is left.
+    On any failure before the publish, Ctrl-C included, the staging directory is removed and no
+    numeric directory is left; TensorFlow's own write errors (a full disk) are an ExportError.
     """
     with model_dir.staging(base_path, staging_name) as staging:
-        _serving_archive(model).write_out(str(staging), verbose=False)
+        try:
+            _serving_archive(model).write_out(str(staging), verbose=False)
+        except tf.errors.OpError as err:
+            raise ExportError(
+                f"cannot write the version under {base_path}: {err.message.splitlines()[0]}"
+            ) from None
         extra = staging / model_dir.ASSETS_EXTRA
         extra.mkdir()
         for name, content in artefacts.items():
             (extra / f"{name}.json").write_text(json.dumps(content, indent=1))
         _write_warmup(extra / model_dir.WARMUP_FILE, model_name, warmup_images)
         _write_tflite(staging, model_name, warmup_images.astype(np.float32))
-        return model_dir.publish(staging, base_path)
+        yield staging
 
 
 def _write_tflite(staging: Path, model_name: str, check_images: np.ndarray) -> None:

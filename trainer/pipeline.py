@@ -8,6 +8,7 @@ directory, TF_CONFIG) before this module, and TensorFlow with it, is imported.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,22 +20,26 @@ from trainer.cluster import Cluster, ClusterError
 from trainer.config import TrainConfig
 from trainer.data import Mnist
 from trainer.distributed import STRATEGY, WorkerGroup, remove_backup
+from trainer.errors import ExportError, InterruptedAfterExport
 from trainer.evaluate import source_metrics, test_metrics
-from trainer.export import export_version
+from trainer.export import staged_version
 from trainer.model_card import model_card
 from trainer.progress import RunProgress, new_run_id
 from trainer.train import Trained, train
 
 WARMUP_IMAGES = 8  # test images replayed by TF Serving before a version serves
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
-def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeout_s: float) -> None:
+def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeout_s: float) -> int | None:
     """Train, evaluate and export `config`'s model; with a `cluster`, as one of its workers, of which
-    the chief alone writes (progress and the version) and the others train their share."""
+    the chief alone writes (progress and the version) and the others train their share. Returns the
+    version exported (None on a worker other than the chief). Ctrl-C once the version is published is
+    InterruptedAfterExport: the version stays, and is reported as exported."""
     started, run_id = time.monotonic(), new_run_id()
     if cluster is not None and not cluster.is_chief:
         _train_for_the_chief(config, data, WorkerGroup(cluster, worker_timeout_s, None))
-        return
+        return None
     progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
     group = None if cluster is None else WorkerGroup(cluster, worker_timeout_s, progress)
     trained_everywhere = False
@@ -44,7 +49,16 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
         else:
             trained = group.train(config, data, progress)
             trained_everywhere = True  # the others now wait for this worker's word on the export
-        version, path, metrics = _evaluate_and_export(config, data, trained, group, started, run_id)
+        print("evaluating on the test set and exporting...", file=sys.stderr, flush=True)
+        artefacts, metrics = _evaluate(config, data, trained, group, started, run_id)
+        warmup = scale_pixels(data.test.images[:WARMUP_IMAGES])
+        model_dir.remove_stale_staging(config.base_path)
+        with staged_version(
+            trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
+        ) as staged:
+            version = _publish(staged, config, progress, trained, metrics, started)
+    except InterruptedAfterExport:
+        raise
     except BaseException as err:
         progress.failed(
             "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
@@ -54,14 +68,50 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
                 group.agree_on_export(False)
         raise
     if group is not None:
-        _tell_the_others(group, config)
-    progress.done(version)
-    minutes, seconds = divmod(int(time.monotonic() - started), 60)
-    print(
-        f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
-        f"{metrics['accuracy']:.2%}, recall {metrics['recall']:.2%}, loss {metrics['loss']:.4f} "
-        f"in {minutes}m{seconds:02d}s -> {path}"
-    )
+        try:
+            _tell_the_others(group, config)
+        except KeyboardInterrupt:
+            raise InterruptedAfterExport(version) from None
+    return version
+
+
+def _publish(
+    staged: Path,
+    config: TrainConfig,
+    progress: RunProgress,
+    trained: Trained,
+    metrics: dict[str, Any],
+    started: float,
+) -> int:
+    """Rename the staged version into place, record it and say so, with Ctrl-C and SIGTERM held off
+    until all three are done: an interrupt then ends the command, but cannot undo or hide the version."""
+    caught: list[int] = []
+    held = {signum: signal.signal(signum, lambda got, _: caught.append(got)) for signum in INTERRUPTS}
+    try:
+        try:
+            version, path = model_dir.publish(staged, config.base_path)
+        except model_dir.NoVersionLeft as err:
+            raise ExportError(str(err)) from None
+        progress.done(version)
+        minutes, seconds = divmod(int(time.monotonic() - started), 60)
+        history = trained.history
+        kept = (
+            f", stopped early with epoch {history['best_epoch']}'s weights"
+            if history["stopped_early"]
+            else ""
+        )
+        print(
+            f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
+            f"{metrics['accuracy']:.2%}, recall {metrics['recall']:.2%}, loss {metrics['loss']:.4f} "
+            f"in {minutes}m{seconds:02d}s{kept} -> {path}",
+            flush=True,
+        )
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise InterruptedAfterExport(version)
+    return version
 
 
 def _train_for_the_chief(config: TrainConfig, data: Mnist, group: WorkerGroup) -> None:
@@ -72,15 +122,15 @@ def _train_for_the_chief(config: TrainConfig, data: Mnist, group: WorkerGroup) -
     print(f"{group.cluster.me} of {len(group.cluster.workers)}: trained; worker 0 exported the version")
 
 
-def _evaluate_and_export(
+def _evaluate(
     config: TrainConfig,
     data: Mnist,
     trained: Trained,
     group: WorkerGroup | None,
     started: float,
     run_id: str,
-) -> tuple[int, Path, dict[str, Any]]:
-    """The test metrics and model card written beside the model as the next version."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The artefacts written beside the model (history, test metrics, model card), and the metrics."""
     metrics = test_metrics(trained.model, data.test)
     sources = {"MNIST test": data.test}
     if data.handwriting is not None:
@@ -88,12 +138,11 @@ def _evaluate_and_export(
     metrics["by_source"] = source_metrics(trained.model, sources)
     workers, strategy = (1, "none") if group is None else (len(group.cluster.workers), STRATEGY)
     card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
-    artefacts = {model_dir.HISTORY: trained.history, model_dir.METRICS: metrics, model_dir.MODEL_CARD: card}
-    warmup = scale_pixels(data.test.images[:WARMUP_IMAGES])
-    version, path = export_version(
-        trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
-    )
-    return version, path, metrics
+    return {
+        model_dir.HISTORY: trained.history,
+        model_dir.METRICS: metrics,
+        model_dir.MODEL_CARD: card,
+    }, metrics
 
 
 def _tell_the_others(group: WorkerGroup, config: TrainConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,9 @@ def utc_now() -> str:
 
 
 def new_run_id() -> str:
-    """Sortable by start time and unique per process: 20261125T093958Z-12345."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+    """Sortable by start time and unique: 20261125T093958Z-12345-3f9a1c. The random part because two
+    trainers in two containers may both be process 1 and start in the same second."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class RunProgress:

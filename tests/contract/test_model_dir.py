@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,12 @@ def test_other_names_are_not_versions(name: str) -> None:
     assert model_dir.version_number(name) is None
 
 
-def test_versions_lists_numbered_directories_only_in_order(tmp_path: Path) -> None:
+def test_versions_lists_numbered_directories_holding_a_savedmodel_in_order(tmp_path: Path) -> None:
     for name in ("10", "2", "0", "x", ".runs", ".staging-a"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
     (tmp_path / "3").write_text("a file, not a version")
+    (tmp_path / "4").mkdir()  # empty: nothing to serve
     assert model_dir.versions(tmp_path) == [0, 2, 10]  # 0 is a version to TF Serving
     assert model_dir.versions(tmp_path / "missing") == []
 
@@ -55,6 +59,26 @@ def test_publish_counts_every_name_a_server_reads_as_a_version(tmp_path: Path) -
         staged.mkdir()
         (staged / "saved_model.pb").write_bytes(b"x")
         assert model_dir.publish(staged, tmp_path) == (13, tmp_path / "13")
+
+
+def test_publish_refuses_past_the_highest_version_a_server_reads(tmp_path: Path) -> None:
+    (tmp_path / str(model_dir.MAX_VERSION)).mkdir()
+    with model_dir.staging(tmp_path, "run") as staged:
+        staged.mkdir()
+        (staged / "saved_model.pb").write_bytes(b"x")
+        with pytest.raises(model_dir.NoVersionLeft, match="no next version"):
+            model_dir.publish(staged, tmp_path)
+    assert model_dir.version_number(str(model_dir.MAX_VERSION + 1)) is None
+
+
+def test_staging_left_by_a_killed_trainer_is_removed_once_stale(tmp_path: Path) -> None:
+    old, fresh = tmp_path / ".staging-killed", tmp_path / ".staging-writing"
+    for path in (old, fresh):
+        (path / "variables").mkdir(parents=True)
+    an_hour_and_more = time.time() - model_dir.STALE_STAGING_S - 60
+    os.utime(old, (an_hour_and_more, an_hour_and_more))
+    model_dir.remove_stale_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-writing"]
 
 
 def test_a_failure_while_staging_leaves_no_trace(tmp_path: Path) -> None:

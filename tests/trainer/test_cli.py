@@ -41,7 +41,9 @@ def test_help_shows_examples_that_work() -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--epochs", "0", "expected a positive whole number, got '0'"),
+        ("--epochs", "0", "expected a positive whole number up to 1,000,000, got '0'"),
+        ("--epochs", "9" * 30, "expected a positive whole number up to 1,000,000"),
+        ("--seed", "-1", "expected a whole number from 0 to 4294967295, got '-1'"),
         ("--val-split", "0.9", "expected a fraction in (0, 0.5], got '0.9'"),
         ("--arch", "resnet", "invalid choice: 'resnet'"),
         ("--model-name", "../x", "got '../x'"),
@@ -75,7 +77,11 @@ def test_non_terminal_output_is_one_line_per_epoch_and_no_tensorflow_chatter(tra
         "--arch", "seed", "--limit", "500", "--epochs", "2", "--model-dir", str(trained_model_dir / "x")
     )
     assert result.returncode == 0, result.stderr
-    assert [line.split()[:2] for line in result.stderr.splitlines()] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert [line.split()[:2] for line in result.stderr.splitlines()] == [
+        ["epoch", "1/2"],
+        ["epoch", "2/2"],
+        ["evaluating", "on"],  # the seconds between the last epoch and the version are not silent
+    ]
     assert result.stdout.startswith("exported mnist version 1 (seed): test accuracy ")
 
 
@@ -113,6 +119,24 @@ def test_ctrl_c_during_training_leaves_no_version(tmp_path: Path) -> None:
     assert no_versions(tmp_path / "mnist") and not list((tmp_path / "mnist").glob(".staging-*"))
     (record,) = progress.glob("*/progress.json")
     assert json.loads(record.read_text())["state"] == "failed"
+
+
+def test_a_full_disk_during_the_export_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """The file-size limit stands in for a full disk: TensorFlow's write of the variables fails."""
+    command = [sys.executable, "-m", "trainer", "--arch", "seed", "--limit", "500", "--epochs", "1"]
+    result = subprocess.run(
+        ["bash", "-c", 'ulimit -f 1000 && exec "$@"', "bash", *command, "--model-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write the version under {tmp_path}")
+    )
+    assert "Traceback" not in result.stderr
+    assert no_versions(tmp_path / "mnist") and not list((tmp_path / "mnist").glob(".staging-*"))
 
 
 def test_the_quick_example_in_help_gives_a_model_worth_trying(tmp_path: Path) -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -127,12 +132,21 @@ def test_second_run_exports_version_2(tmp_path: Path) -> None:
     assert first["loss"] == second["loss"] and first["val_loss"] == second["val_loss"]
 
 
+def exported(
+    model: Any, base: Path, images: np.ndarray | None = None, artefacts: dict[str, Any] | None = None
+) -> tuple[int, Path]:
+    """Stage `model` as the trainer does and publish it: (version, its directory)."""
+    warmup = np.zeros((1, 28, 28, 1)) if images is None else images
+    with export.staged_version(model, base, "mnist", artefacts or {}, warmup, "test") as staged:
+        return model_dir.publish(staged, base)
+
+
 def test_exported_signature_answers_as_the_keras_model(tmp_path: Path) -> None:
     data = load_mnist(DATA_DIR, 0.1, seed=0, limit=200)
     model = build_model("seed")
     model.compile("adam", "categorical_crossentropy")
     images = scale_pixels(data.test.images[:50])
-    version, path = export.export_version(model, tmp_path, "mnist", {}, images, "test")
+    version, path = exported(model, tmp_path, images)
     served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
     expected = model.predict(images, verbose=0)
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -146,7 +160,7 @@ def test_interrupted_export_leaves_no_version(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(export, "_write_warmup", interrupt)
     model = build_model(TrainConfig.for_arch("seed").arch)
     with pytest.raises(KeyboardInterrupt):
-        export.export_version(model, tmp_path, "mnist", {"history": {}}, np.zeros((1, 28, 28, 1)), "cut")
+        exported(model, tmp_path, artefacts={"history": {}})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -170,7 +184,7 @@ def test_a_tflite_conversion_that_disagrees_exports_nothing(
     monkeypatch.setattr(export, "TFLITE_TOLERANCE", -1.0)  # no conversion can agree this closely
     model = build_model("seed")
     with pytest.raises(ExportError, match="disagrees with the SavedModel"):
-        export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "strict")
+        exported(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -207,7 +221,7 @@ def test_a_model_tflite_without_signature_metadata_exports_nothing(
     monkeypatch.setattr(export, "_with_signature_defs", lambda content, _staging: content)
     model = build_model("seed")
     with pytest.raises(ExportError, match=r"would not serve: warm-up request 0 .*serving_default_images"):
-        export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "bare")
+        exported(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,7 +276,7 @@ def test_a_version_without_tflite_signatures_is_stale_for_make_up_too(
 def test_a_file_named_like_the_next_version_is_stepped_over(tmp_path: Path) -> None:
     (tmp_path / "1").write_text("not a version, but a rename onto it would fail")
     model = build_model("seed")
-    version, path = export.export_version(model, tmp_path, "mnist", {}, np.zeros((1, 28, 28, 1)), "x")
+    version, path = exported(model, tmp_path)
     assert version == 2 and (path / "saved_model.pb").exists()
 
 
@@ -275,3 +289,34 @@ def test_the_trainer_imports_nothing_of_the_servers_front_doors() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_an_interrupt_once_the_version_is_published_keeps_it_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C the instant the rename is done: the version stays, the run is recorded done, and the
+    interrupt comes out as InterruptedAfterExport naming it (the command then says it was exported)."""
+    from trainer import pipeline
+    from trainer.errors import InterruptedAfterExport
+    from trainer.progress import RunProgress
+
+    publish = model_dir.publish
+
+    def publish_then_interrupt(staged: Path, base: Path) -> tuple[int, Path]:
+        published = publish(staged, base)
+        os.kill(os.getpid(), signal.SIGINT)
+        return published
+
+    monkeypatch.setattr(model_dir, "publish", publish_then_interrupt)
+    staged = tmp_path / ".staging-run"
+    staged.mkdir()
+    (staged / "saved_model.pb").write_bytes(b"x")
+    progress = RunProgress(tmp_path, "run", "seed", 1)
+    trained = cast(Any, SimpleNamespace(history={"stopped_early": False}))
+    metrics = {"accuracy": 0.9, "recall": 0.9, "loss": 0.3}
+    config = TrainConfig.for_arch("seed", model_dir=tmp_path.parent, model_name=tmp_path.name)
+    with pytest.raises(InterruptedAfterExport) as raised:
+        pipeline._publish(staged, config, progress, trained, metrics, time.monotonic())
+    assert raised.value.version == 1 and model_dir.versions(tmp_path) == [1]
+    assert json.loads(progress.path.read_text())["state"] == "done"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before again
