@@ -78,4 +78,5 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/_stcore/health', timeout=2)"]
-ENTRYPOINT ["python", "-m", "streamlit", "run", "dashboard/app.py"]
+# Every interface of the container (its published port is the host's decision, loopback by default).
+ENTRYPOINT ["python", "-m", "streamlit", "run", "dashboard/app.py", "--server.address=0.0.0.0"]

@@ -19,7 +19,8 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# setuptools' banner about editable installs is advice for package authors, not for whoever runs this.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 test: $(INSTALLED)
@@ -67,12 +68,12 @@ bench-replicas: $(INSTALLED)
 	$(PY) bench/replicas.py
 
 bench-uploads: $(INSTALLED)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/uploads.py
 
 # Where the server's time goes under load (py-spy), for the benchmark notes.
 bench-profile: $(INSTALLED)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/profile.py
 
 # Our server against Triton (PyPI's nvidia-pytriton bundles tritonserver), side by side in one run.

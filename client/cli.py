@@ -21,7 +21,10 @@ EXAMPLES = """examples:
   mnist predict digit.png                      one image, over gRPC (localhost:8500)
   mnist predict photos/ 'scans/**/*.jpg'       folders and globs, in batches
   mnist predict --json - < digit.png           standard input, one JSON line out
-  mnist predict --rest http://localhost:8501 --label stable --csv folder/
+  mnist predict --rest http://localhost:8501 --csv folder/
+                                               over REST, as CSV
+  mnist predict --label stable digit.png       the version labelled stable (labels are set in the
+                                               server's model config: docs/rollout.md)
   mnist status
   mnist metadata --version 2
 """
@@ -152,9 +155,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if "://" in args.grpc:
+        parser.error(f"--grpc takes HOST:PORT such as localhost:8500, not a URL: {args.grpc!r}")
     if args.rest and not args.rest.startswith(("http://", "https://")):
         parser.error(f"--rest takes a URL such as http://localhost:8501, not {args.rest!r}")
     return args
+
+
+def _hint(err: ServingClientError, args: argparse.Namespace) -> str:
+    """What to do about the commonest failures, after the server's own words."""
+    if err.status == "UNAVAILABLE":
+        return f" (is the server running at {args.rest or args.grpc}?)"
+    if "Unrecognized servable version label" in str(err):
+        return " (labels are set in the server's model config: docs/rollout.md)"
+    return ""
 
 
 def command() -> int:
@@ -188,12 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ServingClientError as err:
-        print(
-            f"error: {err} (is the server running at {args.rest or args.grpc}?)"
-            if err.status == "UNAVAILABLE"
-            else f"error: {err}",
-            file=sys.stderr,
-        )
+        print(f"error: {err}{_hint(err, args)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader of the answers has gone (`| head`): nobody left to tell
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails too

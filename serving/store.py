@@ -244,7 +244,12 @@ class ModelStore:
         present = present_versions(Path(entry.config.base_path))
         if present is None:  # as TF Serving: a missing base path changes nothing (a mount gone away?)
             if not entry.base_missing:
-                log.warning("base path %s of model %s not found", entry.config.base_path, entry.name)
+                log.warning(
+                    "base path %s of model %s not found; serving it once it appears (a path inside a "
+                    "container? --base_path_map maps it to this machine's)",
+                    entry.config.base_path,
+                    entry.name,
+                )
             entry.base_missing = True
             return
         entry.base_missing = False

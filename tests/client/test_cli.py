@@ -162,6 +162,10 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     assert (
         no_scheme.returncode == 2 and "--rest takes a URL such as http://localhost:8501" in no_scheme.stderr
     )
+    a_url = client_cli("status", "--grpc", "http://localhost:8500")
+    assert (
+        a_url.returncode == 2 and "--grpc takes HOST:PORT such as localhost:8500, not a URL" in a_url.stderr
+    )
 
 
 def test_a_server_that_fails_a_call_ends_the_run_in_one_line(
@@ -178,6 +182,11 @@ def test_a_server_that_fails_a_call_ends_the_run_in_one_line(
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert unknown.stderr.strip().splitlines() == [
         "error: NOT_FOUND: Servable not found for request: Latest(nope)"
+    ]
+    no_label = client_cli("predict", "--json", "--grpc", server.grpc_target, "--label", "stable", *digits)
+    assert no_label.stderr.strip().splitlines() == [
+        "error: INVALID_ARGUMENT: Unrecognized servable version label: stable "
+        "(labels are set in the server's model config: docs/rollout.md)"
     ]
 
 
@@ -199,7 +208,7 @@ def test_help_shows_examples_that_parse() -> None:
     result = client_cli("--help")
     assert result.returncode == 0 and EXAMPLES.strip() in result.stdout
     examples = example_commands(EXAMPLES, "mnist")
-    assert [argv[0] for argv in examples] == ["predict"] * 4 + ["status", "metadata"]
+    assert [argv[0] for argv in examples] == ["predict"] * 5 + ["status", "metadata"]
     for argv in examples:
         parse_args(argv)
 
