@@ -57,12 +57,22 @@ def version_number(name: str) -> int | None:
 
 
 def versions(base_path: Path) -> list[int]:
-    """The versions present, oldest first: directories named as versions that hold a SavedModel (an
-    empty `1/` is no model to serve); none when the base path does not exist yet."""
+    """The versions present, oldest first, as the trainer names them (`7`, never `007` or `+7`, so
+    that `base_path / str(version)` is the directory), each holding a SavedModel (an empty `1/` is no
+    model to serve); none when the base path does not exist yet."""
     if not base_path.is_dir():
         return []
-    numbers = {version_number(p.name) for p in base_path.iterdir() if (p / SAVED_MODEL_FILE).is_file()}
-    return sorted(n for n in numbers if n is not None)
+    named = [
+        (n, p) for p in base_path.iterdir() if (n := version_number(p.name)) is not None and p.name == str(n)
+    ]
+    return sorted(n for n, path in named if _holds_a_saved_model(path))
+
+
+def _holds_a_saved_model(path: Path) -> bool:
+    try:
+        return (path / SAVED_MODEL_FILE).is_file()
+    except OSError:  # unreadable: nothing this process can serve or show
+        return False
 
 
 def artefact_path(base_path: Path, version: int, name: str) -> Path:

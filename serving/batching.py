@@ -231,7 +231,7 @@ class BatchQueue:
     def _merged_call(self, batch: list[_Task]) -> list[Arrays]:
         """On a pool thread: merge, call the model once, split the outputs back by rows."""
         merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
-        outputs = padded_call(self._run, merged, batch[-1].size, self._policy, self._on_batch)
+        outputs = padded_call(self._run, merged, [t.size for t in batch], self._policy, self._on_batch)
         starts = np.cumsum([0] + [t.size for t in batch])
         return [{k: v[a:b] for k, v in outputs.items()} for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
@@ -239,21 +239,25 @@ class BatchQueue:
 def padded_call(
     call: Callable[[Arrays], Arrays],
     merged: Arrays,
-    last_size: int,
+    sizes: list[int],
     policy: BatchPolicy,
     on_batch: Callable[[int], None],
 ) -> Arrays:
-    """One model call of a merged batch, padded up to the first allowed batch size that holds it, as TF
-    Serving's batching session pads (batching/batching_session.cc:495-562): the padding repeats the first
-    example of the last request, the batch-size metric counts the padded size, the padding's outputs
-    are dropped. `last_size`: the last request's examples."""
-    size = len(next(iter(merged.values())))
-    padded = policy.padded_size(size)
+    """One model call of a merged batch of requests of `sizes` examples, padded up to the first allowed
+    batch size that holds it, as TF Serving's batching session pads (batching/batching_session.cc:
+    495-562): the padding repeats the first example of the last request, the batch-size metric counts
+    the padded size, the padding's outputs are dropped. Ours: when the last request has no examples,
+    the last that has one gives the padding, and a batch with none runs unpadded (what TF Serving does
+    then cannot be told from its source: it slices a row the tensor does not have)."""
+    size = sum(sizes)
+    starts = np.cumsum([0, *sizes[:-1]])
+    sources = [int(start) for start, n in zip(starts, sizes, strict=True) if n]
+    padded = policy.padded_size(size) if sources else size
     on_batch(padded)
     if padded > size:
-        first_of_last = size - last_size
+        source = sources[-1]
         merged = {
-            k: np.concatenate([v, np.repeat(v[first_of_last : first_of_last + 1], padded - size, axis=0)])
+            k: np.concatenate([v, np.repeat(v[source : source + 1], padded - size, axis=0)])
             for k, v in merged.items()
         }
     outputs = call(merged)
@@ -292,7 +296,7 @@ class Batcher:
         """On the calling thread, a batch of this one request: warm-up, which runs before the version
         serves and so has nobody to share a batch with (TF Serving runs it through the batcher too)."""
         size = task_size(inputs, self._policy)
-        return padded_call(call, inputs, size, self._policy, self._on_batch)
+        return padded_call(call, inputs, [size], self._policy, self._on_batch)
 
     def close(self) -> None:
         """At an unload, once no request is in flight: nothing waits in a queue any more. Called from

@@ -231,9 +231,10 @@ class Inference:
                 wanted = classify.fetched_outputs(classifies, servable.signature(signature_name))
                 plans.append((spec, signature_name, classifies, wanted))
             examples = classify.serialized_examples(request.input)
+            for _, signature_name, _, _ in plans:
+                classify.check_example_input(servable.signature(signature_name))
             response = inference_pb2.MultiInferenceResponse()
             for spec, signature_name, classifies, wanted in plans:
-                classify.check_example_input(servable.signature(signature_name))
                 outputs = await servable.predict(signature_name, {classify.EXAMPLES_INPUT: examples}, wanted)
                 result = response.results.add(model_spec=self._answer_spec(spec, servable.version))
                 if classifies:

@@ -103,12 +103,17 @@ class ModelServer:
                     "start the server with --allowed_base_path_roots to allow it",
                 )
         added = await asyncio.to_thread(self._adopt, config)
-        while any(entry.first_outcome is None for entry in added):
+        # Ours: a later config (another call, the watched file's next poll) may take a model out while
+        # this call waits for it; TF Serving's config lock makes the later one wait instead.
+        while any(entry.first_outcome is None and self.store.holds(entry) for entry in added):
             if self._changed is None or self._changed.done():
                 self._changed = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._changed)  # shielded: one caller giving up leaves the others waiting
-        outcomes = {entry.name: entry.first_outcome for entry in added}
-        failed = [(name, o) for name, o in sorted(outcomes.items()) if o is not None and o.state != AVAILABLE]
+        failed = [
+            (entry.name, entry.first_outcome)
+            for entry in sorted(added, key=lambda entry: entry.name)
+            if entry.first_outcome is None or entry.first_outcome.state != AVAILABLE
+        ]
         if failed:
             raise ServingError(grpc.StatusCode.UNKNOWN, _unavailable_models(failed))
 
@@ -252,12 +257,15 @@ def _lies_under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _unavailable_models(failed: list[tuple[str, VersionRecord]]) -> str:
+def _unavailable_models(failed: list[tuple[str, VersionRecord | None]]) -> str:
     """TF Serving's words for a reload whose new models did not all become available
     (server_core.cc:336-360): each model's first version to settle, `{name: N version: V}` as
-    ServableId::DebugString writes it, and its error as absl::Status::ToString writes it."""
+    ServableId::DebugString writes it, and its error as absl::Status::ToString writes it. A model a
+    later config removed before any version settled is ours alone to report."""
 
-    def described(name: str, record: VersionRecord) -> str:
+    def described(name: str, record: VersionRecord | None) -> str:
+        if record is None:
+            return f"{{{{name: {name}}} removed by a later config before any version settled}}, "
         error = record.error_code != grpc.StatusCode.OK
         why = f" due to error: {record.error_code.name}: {record.error_message}" if error else ""
         return f"{{{{name: {name} version: {record.version}}}{why}}}, "

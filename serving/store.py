@@ -155,10 +155,10 @@ class ModelStore:
         """Keep the versions of a model leaving the config in its status, as TF Serving's state monitor
         keeps every version's last state (core/servable_state_monitor.cc:282): those serving go to END
         as they unload, a load waiting for its retry ends with its error."""
-        for version, record in entry.records.items():
+        for record in list(entry.records.values()):
             if record.last_error is not None:
                 code, message = record.last_error
-                entry.records[version] = VersionRecord(version, END, code, message)
+                entry.settle(VersionRecord(record.version, END, code, message))
         self._gone[entry.name] = {**self._gone.get(entry.name, {}), **entry.records}
 
     def _check_labels(
@@ -430,6 +430,11 @@ class ModelStore:
         with self._lock:
             servables = [r.servable for m in self._models.values() for r in m.records.values() if r.servable]
         return all(s.requests.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
+
+    def holds(self, entry: ModelEntry) -> bool:
+        """The config in force still has this entry (not removed, nor replaced by a new base path)."""
+        with self._lock:
+            return self._models.get(entry.name) is entry
 
     def serves(self, name: str) -> bool:
         """The config in force names this model."""

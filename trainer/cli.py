@@ -54,7 +54,7 @@ def _whole_number(low: int, high: int, word: str) -> Callable[[str], int]:
     """A flag type for a whole number in [low, high], named `word` in errors."""
 
     def parse(text: str) -> int:
-        value = int(text) if text.strip().lstrip("-").isdigit() and len(text) < 30 else None
+        value = int(text) if re.fullmatch(r"\s*-?[0-9]{1,20}\s*", text) else None
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}")
         return value
@@ -205,7 +205,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, with no version exported.
+    # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, exporting nothing, or,
+    # once the version is renamed into place, keeping it (trainer/pipeline.py).
     signal.signal(signal.SIGTERM, _interrupt)
     exported: list[int] = []
     try:

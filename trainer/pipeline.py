@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
     progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
     group = None if cluster is None else WorkerGroup(cluster, worker_timeout_s, progress)
     trained_everywhere = False
+    version: int | None = None
     try:
         if group is None:
             trained = train(config, data, progress)
@@ -53,13 +55,22 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
         artefacts, metrics = _evaluate(config, data, trained, group, started, run_id)
         warmup = scale_pixels(data.test.images[:WARMUP_IMAGES])
         model_dir.remove_stale_staging(config.base_path)
-        with staged_version(
-            trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
-        ) as staged:
+        with (
+            staged_version(
+                trained.model, config.base_path, config.model_name, artefacts, warmup, run_id
+            ) as staged,
+            _interrupts_held() as caught,
+        ):
+            # From the rename on, nothing may undo or hide the version: an interrupt waits until the
+            # version is recorded, reported and, with several workers, announced to the others.
             version = _publish(staged, config, progress, trained, metrics, started)
-    except InterruptedAfterExport:
-        raise
+            if group is not None:
+                _tell_the_others(group, config)
+        if caught:
+            raise InterruptedAfterExport(version)
     except BaseException as err:
+        if version is not None:  # published: whatever came after, the version stands
+            raise (InterruptedAfterExport(version) if isinstance(err, KeyboardInterrupt) else err) from None
         progress.failed(
             "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
         )
@@ -67,12 +78,19 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
             with contextlib.suppress(ClusterError):  # this worker's own error is the one to report
                 group.agree_on_export(False)
         raise
-    if group is not None:
-        try:
-            _tell_the_others(group, config)
-        except KeyboardInterrupt:
-            raise InterruptedAfterExport(version) from None
     return version
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM noted, not acted on, for the block's length; the caller acts on the list."""
+    caught: list[int] = []
+    held = {signum: signal.signal(signum, lambda got, _: caught.append(got)) for signum in INTERRUPTS}
+    try:
+        yield caught
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
 
 
 def _publish(
@@ -83,34 +101,28 @@ def _publish(
     metrics: dict[str, Any],
     started: float,
 ) -> int:
-    """Rename the staged version into place, record it and say so, with Ctrl-C and SIGTERM held off
-    until all three are done: an interrupt then ends the command, but cannot undo or hide the version."""
-    caught: list[int] = []
-    held = {signum: signal.signal(signum, lambda got, _: caught.append(got)) for signum in INTERRUPTS}
+    """Rename the staged version into place, record it and say so. Once the rename is done, a failure
+    to record or say it (a full disk, a closed pipe) is a warning: the version is there to serve."""
     try:
-        try:
-            version, path = model_dir.publish(staged, config.base_path)
-        except model_dir.NoVersionLeft as err:
-            raise ExportError(str(err)) from None
+        version, path = model_dir.publish(staged, config.base_path)
+    except model_dir.NoVersionLeft as err:
+        raise ExportError(str(err)) from None
+    try:
         progress.done(version)
-        minutes, seconds = divmod(int(time.monotonic() - started), 60)
-        history = trained.history
-        kept = (
-            f", stopped early with epoch {history['best_epoch']}'s weights"
-            if history["stopped_early"]
-            else ""
+    except OSError as err:
+        print(
+            f"warning: version {version} exported; its progress record not: {err.strerror}", file=sys.stderr
         )
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    history = trained.history
+    kept = f", stopped early with epoch {history['best_epoch']}'s weights" if history["stopped_early"] else ""
+    with contextlib.suppress(OSError):  # stdout gone (a closed pipe): the version is exported all the same
         print(
             f"exported {config.model_name} version {version} ({config.arch}): test accuracy "
             f"{metrics['accuracy']:.2%}, recall {metrics['recall']:.2%}, loss {metrics['loss']:.4f} "
             f"in {minutes}m{seconds:02d}s{kept} -> {path}",
             flush=True,
         )
-    finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-    if caught:
-        raise InterruptedAfterExport(version)
     return version
 
 

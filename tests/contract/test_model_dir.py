@@ -34,6 +34,9 @@ def test_versions_lists_numbered_directories_holding_a_savedmodel_in_order(tmp_p
         (tmp_path / name / "saved_model.pb").write_bytes(b"x")
     (tmp_path / "3").write_text("a file, not a version")
     (tmp_path / "4").mkdir()  # empty: nothing to serve
+    for odd in ("+5", "007"):  # a server's versions, but not as the trainer names them
+        (tmp_path / odd).mkdir()
+        (tmp_path / odd / "saved_model.pb").write_bytes(b"x")
     assert model_dir.versions(tmp_path) == [0, 2, 10]  # 0 is a version to TF Serving
     assert model_dir.versions(tmp_path / "missing") == []
 

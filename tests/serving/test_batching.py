@@ -142,6 +142,25 @@ def test_a_batch_is_padded_to_the_first_allowed_size_that_holds_it(pool: ModelPo
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
 
 
+def test_a_request_of_no_examples_is_padded_from_one_that_has_some(pool: ModelPool) -> None:
+    """A zero-row request last in a batch gives no row to pad with: the one before it does; a batch of
+    nothing but empty requests runs as it is."""
+    model, heard = FakeModel(), list[int]()
+    policy = BatchPolicy(
+        max_batch_size=8, batch_timeout_s=0.2, num_batch_threads=1, allowed_batch_sizes=(4, 8)
+    )
+    queue = BatchQueue(model, policy, pool, heard.append)
+    requests = [rows(0, 1), rows(100, 0)]
+    results = run(gather(queue, requests))
+    assert model.sizes == [4] and heard == [4]
+    np.testing.assert_array_equal(model.inputs[0][1:], np.repeat(requests[0]["x"], 3, axis=0))
+    for request, result in zip(requests, results, strict=True):
+        assert not isinstance(result, BaseException)
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    alone = run(gather(queue, [rows(0, 0)]))
+    assert model.sizes[-1] == 0 and not isinstance(alone[0], BaseException) and len(alone[0]["y"]) == 0
+
+
 def test_a_batch_never_holds_more_than_max_batch_size(make_queue: MakeQueue) -> None:
     """Two requests of 3 cannot share a batch of at most 4: each runs alone, neither is split."""
     queue, model = make_queue(max_batch_size=4, batch_timeout_s=0.05, num_batch_threads=1)

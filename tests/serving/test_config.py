@@ -134,6 +134,21 @@ def test_a_reload_call_answers_once_its_new_models_are_available_and_names_those
             reply = stub.Predict(predict_request(images[:1], name="again"), timeout=10)  # no waiting here
             assert reply.model_spec.version.value == 7
 
+        with ThreadPoolExecutor(1) as waiting:  # a later config takes out the model a call waits for
+            pending = tmp_path / "pending"
+            pending.mkdir()
+            answer = waiting.submit(reload, 60, ("again", later), ("pending", pending))
+            # Reloads without "pending", until one lands after the waiting call adopted it and ends its wait.
+            wait_for(
+                lambda: reload(1, ("again", later)) == grpc.StatusCode.OK and answer.done(),
+                30,
+                "the wait to end",
+            )
+            assert answer.result() == (
+                "1 model(s) did not become available: "
+                "{{{name: pending} removed by a later config before any version settled}, }"
+            )
+
         failed = reload(60, ("again", later), ("broken", broken))
         assert isinstance(failed, str) and re.fullmatch(
             r"1 model\(s\) did not become available: \{\{\{name: broken version: 3\} due to error: "

@@ -700,7 +700,10 @@ def test_a_model_dropped_from_the_config_keeps_its_versions_in_the_status_until_
     store.poll()
     assert states(store, "a") == {2: LOADING, 1: AVAILABLE}
 
+    entry_a = store._models["a"]
     store.reload(config(("b", second)))
+    assert not store.holds(entry_a)
+    assert outcome(entry_a) == (1, AVAILABLE, "")  # what a reload waiting for `a` would have seen
     assert states(store, "a") == {2: END, 1: END}
     (retried,) = store.statuses("a", 2)
     assert (retried.error_code, retried.error_message.endswith("truncated")) == (

@@ -9,10 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pytest
@@ -298,7 +296,6 @@ def test_an_interrupt_once_the_version_is_published_keeps_it_and_says_so(
     interrupt comes out as InterruptedAfterExport naming it (the command then says it was exported)."""
     from trainer import pipeline
     from trainer.errors import InterruptedAfterExport
-    from trainer.progress import RunProgress
 
     publish = model_dir.publish
 
@@ -308,15 +305,12 @@ def test_an_interrupt_once_the_version_is_published_keeps_it_and_says_so(
         return published
 
     monkeypatch.setattr(model_dir, "publish", publish_then_interrupt)
-    staged = tmp_path / ".staging-run"
-    staged.mkdir()
-    (staged / "saved_model.pb").write_bytes(b"x")
-    progress = RunProgress(tmp_path, "run", "seed", 1)
-    trained = cast(Any, SimpleNamespace(history={"stopped_early": False}))
-    metrics = {"accuracy": 0.9, "recall": 0.9, "loss": 0.3}
-    config = TrainConfig.for_arch("seed", model_dir=tmp_path.parent, model_name=tmp_path.name)
+    config = TrainConfig.for_arch("seed", epochs=1, limit=200, model_dir=tmp_path)
+    data = load_mnist(DATA_DIR, 0.1, seed=0, limit=200)
     with pytest.raises(InterruptedAfterExport) as raised:
-        pipeline._publish(staged, config, progress, trained, metrics, time.monotonic())
-    assert raised.value.version == 1 and model_dir.versions(tmp_path) == [1]
-    assert json.loads(progress.path.read_text())["state"] == "done"
+        pipeline.run(config, data, None, 10)
+    base = tmp_path / "mnist"
+    assert raised.value.version == 1 and model_dir.versions(base) == [1]
+    (record,) = base.glob(".runs/*/progress.json")
+    assert json.loads(record.read_text())["state"] == "done"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before again
