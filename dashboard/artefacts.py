@@ -7,6 +7,7 @@ so a page can say "no metrics for this version" and carry on.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,20 @@ def version_labels(config_file: str, model_name: str) -> dict[int, list[str]]:
             for label, version in sorted(model.version_labels.items()):
                 labels.setdefault(version, []).append(label)
     return labels
+
+
+# A running trainer writes its progress at every epoch (a minute or two on 2 cores) and when it ends; a
+# record that says "running" with no word for this long belongs to a trainer that was killed.
+SILENT_RUN_S = 30 * 60
+
+
+def is_silent(run: dict[str, Any], now: datetime | None = None) -> bool:
+    """A run recorded as running whose trainer has not written for SILENT_RUN_S (SIGKILL, a node lost)."""
+    try:
+        updated = datetime.fromisoformat(run["updated_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return ((now or datetime.now(UTC)) - updated).total_seconds() > SILENT_RUN_S
 
 
 def runs(base_path: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,13 @@ st.title("Training")
 
 @st.fragment(run_every=2)
 def live_runs() -> None:
-    running = [r for r in artefacts.runs(config.base_path) if r.get("state") == "running"]
+    records = [r for r in artefacts.runs(config.base_path) if r.get("state") == "running"]
+    running = [r for r in records if not artefacts.is_silent(r)]
+    for run in (r for r in records if artefacts.is_silent(r)):
+        st.caption(
+            f"Run {run['run_id']} ({run['arch']}) stopped reporting at epoch {run.get('epoch', 0)} "
+            f"({run['updated_at']}): its trainer was stopped without a word, and exported nothing."
+        )
     if not running:
         st.caption("No training run in progress.")
         return

@@ -67,10 +67,16 @@ def test_training_page_draws_each_metric_and_a_live_run(
             "val_recall": [0.88, 0.93],
         },
     )
+    killed = RunProgress(model_dir / "mnist", "20261124T000000Z-9", "plus", planned_epochs=5)
+    killed.epoch_done(1, {"loss": [0.5]})
+    killed.record["updated_at"] = "2026-11-24T00:10:00+00:00"  # a trainer SIGKILLed long ago
+    killed.path.write_text(json.dumps(killed.record))
     monkeypatch.setenv("MODEL_DIR", str(model_dir))
     app = page("training").run()
     assert not app.exception
     assert "Run 20261125T000000Z-1 (plus): epoch 2 of up to 5" in texts(app)
+    assert "Run 20261124T000000Z-9 (plus) stopped reporting at epoch 1" in texts(app)
+    assert "Run 20261124T000000Z-9 (plus): epoch" not in texts(app)
     assert app.multiselect[0].value == [1]
     # Loss, accuracy and recall: live for the running run, then for version 1.
     assert [chart_y(spec)["title"] for spec in chart_specs(app)] == ["loss", "accuracy", "recall"] * 2
