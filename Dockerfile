@@ -23,6 +23,7 @@ FROM base AS trainer
 RUN pip install '.[trainer]'
 COPY data data
 COPY tfquiet tfquiet
+COPY cliargs cliargs
 COPY contract contract
 COPY tfs_api tfs_api
 # The server's loader too: the trainer loads each version by TF Serving's rules before publishing it.
@@ -41,6 +42,7 @@ FROM slim AS serving-lite
 # hadolint ignore=DL3013
 RUN pip install '.[serving-lite]'
 COPY tfquiet tfquiet
+COPY cliargs cliargs
 COPY contract contract
 COPY tfs_api tfs_api
 COPY serving serving
@@ -56,6 +58,7 @@ FROM base AS serving
 # hadolint ignore=DL3013
 RUN pip install '.[serving]'
 COPY tfquiet tfquiet
+COPY cliargs cliargs
 COPY contract contract
 COPY tfs_api tfs_api
 COPY serving serving

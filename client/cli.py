@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from cliargs import OneLineParser
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.folders import Outcome, Target, expand, predicted
 
@@ -113,13 +114,13 @@ def run_metadata(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mnist",
         description="Predict digits with a TF-Serving-compatible model server, or ask it about its models.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     where = common.add_mutually_exclusive_group()
     where.add_argument(
         "--grpc", default=DEFAULT_GRPC, metavar="HOST:PORT", help=f"gRPC (default {DEFAULT_GRPC})"
@@ -127,7 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--rest", metavar="URL", help="REST instead, e.g. http://localhost:8501")
     common.add_argument("--model", default="mnist", help="default mnist")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
-    version = argparse.ArgumentParser(add_help=False)
+    version = OneLineParser(add_help=False)
     choice = version.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="a version number (default: the latest)")
     choice.add_argument("--label", help="a version label, e.g. stable")

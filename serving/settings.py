@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cliargs import OneLineParser
 from serving.batching import BatchPolicy
 from serving.config_files import ConfigError, read_model_config, read_text_proto, single_model_config
 from serving.limits import Limits
@@ -88,7 +89,7 @@ def lame_duck_seconds() -> float:
 
 
 def parse_flags(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m serving",
         description="A TensorFlow-Serving-compatible model server (gRPC and REST) for SavedModels.",
         epilog=EXAMPLES,

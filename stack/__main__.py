@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from cliargs import OneLineParser
 from client import ServingClient, ServingClientError
 from contract import model_dir
 from contract.tflite_metadata import predates_tflite_signatures
@@ -43,7 +44,7 @@ EXAMPLES = """examples:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m stack",
         description="The model server, the dashboard and (when there is no model yet) the trainer, "
         "as docker-compose.yml runs them, on this machine. Ctrl-C stops them all.",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from cliargs import OneLineParser
 from contract import model_dir
 from contract.tflite_metadata import predates_tflite_signatures
 from tfquiet import import_tensorflow
@@ -94,7 +95,7 @@ def _model_name(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m trainer",
         description="Train the MNIST CNN and export it as the next SavedModel version.",
         epilog=EXAMPLES,

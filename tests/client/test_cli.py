@@ -155,7 +155,10 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     nothing = client_cli("predict", "/nonexistent/*.png")
     assert nothing.returncode == 1 and nothing.stderr.strip() == "error: no images found in the paths given"
     bad_flag = client_cli("predict", "--batch-size", "0", "x.png")
-    assert bad_flag.returncode == 2 and "--batch-size must be at least 1" in bad_flag.stderr
+    assert bad_flag.returncode == 2
+    assert bad_flag.stderr == "mnist: error: --batch-size must be at least 1 (see mnist --help)\n"
+    unknown = client_cli("predict", "--nope", "x.png")
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1
     missing = client_cli("predict", "--json", "/nonexistent.png", "--grpc", f"127.0.0.1:{free_port()}")
     assert missing.returncode == 1 and "No such file or directory" in json.loads(missing.stdout)["error"]
     no_scheme = client_cli("predict", "--rest", "localhost:8501", "x.png")

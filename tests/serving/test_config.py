@@ -383,6 +383,8 @@ def test_help_uses_tensorflow_model_server_flags() -> None:
             ("--model_base_path=/tmp", "--enable_batching", "--batching_parameters_file=BAD"),
             "cannot read BAD",
         ),
+        (("--port=abc",), "python -m serving: error: argument --port: invalid int value: 'abc' (see python"),
+        (("--no_such_flag=1",), "unrecognized arguments: --no_such_flag=1"),
     ],
 )
 def test_bad_configuration_is_one_line(flags: tuple[str, ...], message: str) -> None:

@@ -52,7 +52,8 @@ def test_help_shows_examples_that_work() -> None:
 )
 def test_bad_flag_values_are_one_line_errors(flag: str, value: str, message: str) -> None:
     result = run_trainer(flag, value)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and message in result.stderr
+    assert_one_line_error(result, message, "(see python -m trainer --help)")
 
 
 def test_missing_data_file_is_named_before_training(tmp_path: Path) -> None:
