@@ -250,12 +250,13 @@ def padded_call(
     the last that has one gives the padding, and a batch with none runs unpadded (what TF Serving does
     then cannot be told from its source: it slices a row the tensor does not have)."""
     size = sum(sizes)
-    starts = np.cumsum([0, *sizes[:-1]])
-    sources = [int(start) for start, n in zip(starts, sizes, strict=True) if n]
-    padded = policy.padded_size(size) if sources else size
+    padded = policy.padded_size(size)
+    if padded > size and size == 0:  # no request has a row to pad with
+        padded = 0
     on_batch(padded)
-    if padded > size:
-        source = sources[-1]
+    if padded > size:  # only then look for the row: most servers set no allowed sizes
+        last_with_rows = max(i for i, n in enumerate(sizes) if n)
+        source = sum(sizes[:last_with_rows])
         merged = {
             k: np.concatenate([v, np.repeat(v[source : source + 1], padded - size, axis=0)])
             for k, v in merged.items()
