@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from serving import DEFAULT_SIGNATURE, classify, json_bodies, rest_json, tensors
+from serving import classify, json_bodies, rest_json, runs, tensors
 from serving.errors import ServingError, invalid_argument
 from serving.limits import ByteBudget, Limits
 from serving.servable import Servable
@@ -97,18 +96,11 @@ class Inference:
         finally:
             self._observe(name, door, api, code, time.perf_counter() - started)
 
-    async def _run(
-        self,
-        servable: Servable,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Iterable[str],
-        method: str,
-    ) -> dict[str, np.ndarray]:
+    async def _run(self, servable: Servable, run: runs.Run, method: str) -> dict[str, np.ndarray]:
         """The model call itself, timed as TF Serving's runtime latency (when it succeeds, under the API's
         gRPC name whichever door it came through)."""
         started = time.perf_counter()
-        answer = await servable.predict(signature_name, inputs, outputs)
+        answer = await servable.predict(run.signature_name, run.inputs, run.outputs)
         self._observe_runtime(
             servable.name, method.capitalize(), servable.runtime, time.perf_counter() - started
         )
@@ -118,19 +110,9 @@ class Inference:
         spec = request.model_spec
         version, label = version_of(spec)
         with self.store.serving(spec.name, version, label) as servable:
-            signature = servable.signature(spec.signature_name)
-            unknown = sorted(set(request.inputs) - set(signature.inputs))
-            if unknown:  # refused before any tensor is decoded
-                raise invalid_argument(
-                    f"input names do not match the signature: unexpected {unknown}; "
-                    f"expected exactly {sorted(signature.inputs)}"
-                )
-            inputs = {
-                key: tensors.to_array(key, tensor, self.limits.tensor_bytes)
-                for key, tensor in request.inputs.items()
-            }
-            outputs = await self._run(servable, spec.signature_name, inputs, request.output_filter, "predict")
-            response = predict_pb2.PredictResponse(model_spec=self._answer_spec(spec, servable.version))
+            run = runs.predict_run(servable, request, self.limits.tensor_bytes)
+            outputs = await self._run(servable, run, "predict")
+            response = predict_pb2.PredictResponse(model_spec=runs.answer_spec(spec, servable.version))
             for key, array in outputs.items():
                 response.outputs[key].CopyFrom(tensors.to_tensor(array, self.packed_outputs))
             return response
@@ -147,7 +129,7 @@ class Inference:
                 raise unserved
             parsed = await self.parsing.run(json_bodies.predict_inputs, body, servable.input_dtypes)
             assert parsed.arrays is not None
-            outputs = await self._run(servable, parsed.signature_name, parsed.arrays, (), "predict")
+            outputs = await self._run(servable, runs.Run(parsed.signature_name, parsed.arrays), "predict")
         return rest_json.predict_response(outputs, parsed.row_format)
 
     async def _run_examples(
@@ -155,96 +137,43 @@ class Inference:
         spec: model_pb2.ModelSpec,
         request_input: input_pb2.Input,
         method: str,
-    ) -> tuple[int, int, dict[str, np.ndarray]]:
-        """Classify or Regress, in TF Serving's order (classifier.cc:60-80, util.cc:167): the signature
-        and its checks, the examples, the run. Returns the version, the number of examples, the outputs."""
+    ) -> tuple[model_pb2.ModelSpec, int, dict[str, np.ndarray]]:
+        """Classify or Regress. Returns the answer's model spec, the number of examples, the outputs."""
         version, label = version_of(spec)
         with self.store.serving(spec.name, version, label) as servable:
-            if not servable.has_signature(spec.signature_name):  # classifier.cc:157-160, regressor.cc:152-156
-                raise invalid_argument(
-                    f"No signature was found with the name: {spec.signature_name or DEFAULT_SIGNATURE}"
-                )
-            signature = servable.signature(spec.signature_name)
-            wanted = classify.fetched_outputs(method == "classify", signature)
-            examples = classify.serialized_examples(request_input)
-            classify.check_example_input(signature)
-            inputs = {classify.EXAMPLES_INPUT: examples}
-            outputs = await self._run(servable, spec.signature_name, inputs, tuple(wanted), method)
-            return servable.version, len(examples), outputs
-
-    def _answer_spec(self, spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
-        answered = model_pb2.ModelSpec(
-            name=spec.name, signature_name=spec.signature_name or DEFAULT_SIGNATURE
-        )
-        answered.version.value = version
-        return answered
+            run = runs.examples_run(servable, spec.signature_name, request_input, method == "classify")
+            outputs = await self._run(servable, run, method)
+            return runs.answer_spec(spec, servable.version), runs.examples_in(run), outputs
 
     async def classify_proto(
         self, request: classification_pb2.ClassificationRequest
     ) -> classification_pb2.ClassificationResponse:
-        version, batch, outputs = await self._run_examples(request.model_spec, request.input, "classify")
+        spec, batch, outputs = await self._run_examples(request.model_spec, request.input, "classify")
         return classification_pb2.ClassificationResponse(
-            model_spec=self._answer_spec(request.model_spec, version),
-            result=classify.classification_result(outputs, batch),
+            model_spec=spec, result=classify.classification_result(outputs, batch)
         )
 
     async def regress_proto(
         self, request: regression_pb2.RegressionRequest
     ) -> regression_pb2.RegressionResponse:
-        version, batch, outputs = await self._run_examples(request.model_spec, request.input, "regress")
+        spec, batch, outputs = await self._run_examples(request.model_spec, request.input, "regress")
         return regression_pb2.RegressionResponse(
-            model_spec=self._answer_spec(request.model_spec, version),
-            result=classify.regression_result(outputs["outputs"], batch),
+            model_spec=spec, result=classify.regression_result(outputs["outputs"], batch)
         )
 
     async def multi_inference_proto(
         self, request: inference_pb2.MultiInferenceRequest
     ) -> inference_pb2.MultiInferenceResponse:
-        """MultiInference (servables/tensorflow/multi_inference.cc:33-127, multi_inference_helper.cc:
-        28-57): classify and regress tasks over one model and one set of examples. The model comes from
-        the first task's spec; every task is checked before any runs, in TF Serving's order and words.
-        TF Serving fetches every task's outputs in one session run; ours runs each task's signature on
-        the same examples in turn, with the same answers. Neither counts it in the request metrics."""
+        """MultiInference (multi_inference_helper.cc:28-57): the model comes from the first task's spec,
+        every task is checked before any runs (runs.multi_inference_tasks). Neither server counts it in
+        the request metrics."""
         first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         version, label = version_of(first)
         with self.store.serving(first.name, version, label) as servable:
-            plans: list[tuple[model_pb2.ModelSpec, str, bool, list[str]]] = []
-            for task in request.tasks:
-                spec = task.model_spec
-                if not spec.name:
-                    raise invalid_argument("Found ModelSpec with an empty model name.")
-                if spec.name != first.name:
-                    raise invalid_argument(
-                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-                    )
-                signature_name = spec.signature_name or DEFAULT_SIGNATURE
-                if any(signature_name == planned for _, planned, _, _ in plans):
-                    raise invalid_argument(f"Duplicate evaluation of signature: {signature_name}")
-                if not servable.has_signature(signature_name):
-                    raise invalid_argument(f"Requested signature not found in model graph: {signature_name}")
-                if task.method_name not in (classify.CLASSIFY_METHOD, classify.REGRESS_METHOD):
-                    raise ServingError(
-                        grpc.StatusCode.UNIMPLEMENTED,
-                        f"Unsupported signature method_name: {task.method_name}",
-                    )
-                classifies = task.method_name == classify.CLASSIFY_METHOD
-                wanted = classify.fetched_outputs(classifies, servable.signature(signature_name))
-                plans.append((spec, signature_name, classifies, wanted))
-            examples = classify.serialized_examples(request.input)
-            for _, signature_name, _, _ in plans:
-                classify.check_example_input(servable.signature(signature_name))
             response = inference_pb2.MultiInferenceResponse()
-            for spec, signature_name, classifies, wanted in plans:
-                outputs = await servable.predict(signature_name, {classify.EXAMPLES_INPUT: examples}, wanted)
-                result = response.results.add(model_spec=self._answer_spec(spec, servable.version))
-                if classifies:
-                    result.classification_result.CopyFrom(
-                        classify.classification_result(outputs, len(examples))
-                    )
-                else:
-                    result.regression_result.CopyFrom(
-                        classify.regression_result(outputs["outputs"], len(examples))
-                    )
+            for task in runs.multi_inference_tasks(servable, request):
+                outputs = await servable.predict(task.run.signature_name, task.run.inputs, task.run.outputs)
+                response.results.append(runs.task_result(task, outputs, servable.version))
         return response
 
     async def examples_json(

@@ -14,23 +14,18 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError
 
-from serving import DEFAULT_SIGNATURE, tensorflow_runtime, tensors, tfrecord
+from serving import DEFAULT_SIGNATURE, tensorflow_runtime, tensors, warmup
 from serving.batching import Batcher, BatchPolicy
 from serving.errors import ServingError, invalid_argument
 from serving.in_flight import InFlight
 from serving.model_pool import ModelPool
 from serving.tflite import TfliteModel, TflitePolicy
 from tfs_api.tensorflow.core.protobuf import meta_graph_pb2
-from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
 TFLITE_FILE = "model.tflite"  # TF Serving's name for a version's TFLite model
 # TF Serving's runtime label for Predict, Classify and Regress, whichever session runs them (TFLite too).
 RUNTIME = "TF1"
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap
-MAX_WARMUP_TENSOR_BYTES = 1 << 31  # the model's owner wrote the file: only TensorFlow's own bound
 
 
 def input_dtypes(signature: meta_graph_pb2.SignatureDef) -> dict[str, np.dtype]:
@@ -158,50 +153,10 @@ class Servable:
             raise invalid_argument(str(err)) from None
         return {name: results[name] for name in wanted}
 
-    def warm_up(self) -> int:
-        """Replay `assets.extra/tf_serving_warmup_requests` as TF Serving does: a failing record fails
-        the load, a record with no request in it is skipped (but counted), and a file of more than
-        MAX_WARMUP_RECORDS records fails it too, once the record past the limit has run. Only Predict
-        records are replayed here; TF Serving also replays Classify, Regress and MultiInference ones.
-        Returns the number of records."""
-        path = self.path / WARMUP_FILE
-        if not path.is_file():
-            return 0
-        count = 0
-        try:
-            for raw in tfrecord.records(path):
-                try:
-                    log = prediction_log_pb2.PredictionLog.FromString(raw)
-                except DecodeError:  # saved_model_warmup_util.cc:117-120
-                    raise invalid_argument(f"Failed to parse warmup record {count} from {path}") from None
-                if log.WhichOneof("log_type") is not None:
-                    self._replay(log, count, path)
-                count += 1
-                if count > MAX_WARMUP_RECORDS:
-                    raise invalid_argument(
-                        f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
-                    )
-        except tfrecord.RecordError as err:  # TensorFlow's reader: DATA_LOSS (:231-234)
-            raise ServingError(
-                grpc.StatusCode.DATA_LOSS, f"{err}. Please verify your warmup data is in TFRecord format."
-            ) from None
-        return count
-
-    def _replay(self, log: prediction_log_pb2.PredictionLog, number: int, path: Path) -> None:
-        kind = log.WhichOneof("log_type")
-        if kind != "predict_log":
-            raise ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"{path}: warm-up record {number} is a {kind}; only predict_log is replayed here",
-            )
-        request = log.predict_log.request
-        inputs = {k: tensors.to_array(k, v, MAX_WARMUP_TENSOR_BYTES) for k, v in request.inputs.items()}
-        try:
-            self.predict_now(request.model_spec.signature_name, inputs, request.output_filter)
-        except ServingError as err:
-            raise ServingError(
-                err.code, f"warm-up request {number} of {path} failed: {err.message}"
-            ) from None
+    def warm_up(self, iterations: int = 1) -> int:
+        """Replay the version's warm-up requests (serving/warmup.py), each `iterations` times, before it
+        serves; a failing one fails the load. Returns the number of records."""
+        return warmup.replay(self, iterations)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class ModelServer:
             self.store = ModelStore(
                 map_base_paths(settings.models, settings.base_path_map),
                 self.pool,
-                warm_up=settings.enable_model_warmup,
+                warm_up_iterations=settings.warmup_iterations,
                 batching=batching,
                 tflite=settings.tflite,
                 on_load=self.metrics.observe_load,

@@ -47,7 +47,7 @@ class Settings:
     monitoring: MonitoringConfig
     rest_api_timeout_s: float
     rest_api_enable_cors_support: bool
-    enable_model_warmup: bool
+    warmup_iterations: int  # each warm-up record's replays; 0: --enable_model_warmup=false
     max_num_load_retries: int
     load_retry_interval_s: float
     enable_grpc_healthcheck_service: bool
@@ -162,6 +162,12 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         const=True,
         default=True,
         help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)",
+    )
+    flag(
+        "--num_request_iterations_for_warmup",
+        type=int,
+        default=0,
+        help="times each warm-up request is replayed; used only if > 0, else once (default 0)",
     )
     flag(
         "--max_num_load_retries",
@@ -312,7 +318,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         monitoring=monitoring,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
-        enable_model_warmup=args.enable_model_warmup,
+        warmup_iterations=max(1, args.num_request_iterations_for_warmup) if args.enable_model_warmup else 0,
         max_num_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_s=max(0, args.load_retry_interval_micros) / 1e6,
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,

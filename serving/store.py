@@ -90,7 +90,7 @@ class ModelStore:
         self,
         config: model_server_config_pb2.ModelServerConfig,
         pool: ModelPool,
-        warm_up: bool = True,
+        warm_up_iterations: int = 1,
         batching: BatchPolicy | None = None,
         tflite: TflitePolicy | None = None,
         on_load: Callable[[str, int, Path, float, bool, bool], None] = lambda *_: None,
@@ -100,16 +100,18 @@ class ModelStore:
         load_retries: int = 0,
         load_retry_interval_s: float = 0.0,
     ) -> None:
-        """`pool` runs the loaded versions' model calls; `on_load(model, version, path, seconds, ok,
-        saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was read, not its
-        model.tflite); `on_change()` of every version that starts or stops answering, or fails for good
-        (the health service, and a reload call waiting for its new models);
+        """`pool` runs the loaded versions' model calls; `warm_up_iterations`: how many times each of
+        a version's warm-up records is replayed before it serves (0: none); `on_load(model, version,
+        path, seconds, ok, saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was
+        read, not its model.tflite); `on_change()` of every version that starts or stops answering, or
+        fails for good (the health service, and a reload call waiting for its new models);
         `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self._gone: dict[str, dict[int, VersionRecord]] = {}  # versions of models the config left
-        self._pool, self._warm_up, self._batching, self._tflite = pool, warm_up, batching, tflite
+        self._pool, self._batching, self._tflite = pool, batching, tflite
+        self._warm_up_iterations = warm_up_iterations
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
         self._stop = threading.Event()
         self._wake = threading.Event()  # a poll is due sooner than the poller thought (a retry)
@@ -323,7 +325,7 @@ class ModelStore:
                 lambda size: self._on_batch(entry.name, size),
                 self._tflite,
             )
-            warmed = servable.warm_up() if self._warm_up else 0
+            warmed = servable.warm_up(self._warm_up_iterations) if self._warm_up_iterations else 0
         except Exception as err:  # any failure to load is reported in the status, not raised
             if servable is not None:  # loaded, then its warm-up failed: its threads end here
                 servable.close()

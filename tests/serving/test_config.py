@@ -359,6 +359,21 @@ def test_help_examples_start_a_server_with_those_flags(monkeypatch: pytest.Monke
         assert parse_flags(argv).port == 8500  # the files they name exist and parse
 
 
+@pytest.mark.parametrize(
+    ("flags", "iterations"),
+    [
+        ((), 1),
+        (("--num_request_iterations_for_warmup=3",), 3),
+        (("--num_request_iterations_for_warmup=-2",), 1),  # used only if > 0 (server.cc:288-292)
+        (("--num_request_iterations_for_warmup=3", "--enable_model_warmup=false"), 0),
+    ],
+)
+def test_warm_up_replays_each_record_as_often_as_tf_serving_would(
+    flags: tuple[str, ...], iterations: int
+) -> None:
+    assert parse_flags(["--model_base_path=/tmp", *flags]).warmup_iterations == iterations
+
+
 def test_help_uses_tensorflow_model_server_flags() -> None:
     result = run_server_cli("--help")
     for flag in (

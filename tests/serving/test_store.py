@@ -46,7 +46,7 @@ class FakeServable:
         assert self.requests.wait_idle(0), "closed with requests still running"
         self.closed = True
 
-    def warm_up(self) -> int:
+    def warm_up(self, iterations: int) -> int:
         self.warmed = True
         return 0
 
@@ -311,7 +311,7 @@ def test_narrowing_the_policy_retires_versions_no_longer_aspired(
 
 def test_warm_up_can_be_switched_off(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
     publish(base, 1)
-    store = make_store(config(("m", base)), warm_up=False)
+    store = make_store(config(("m", base)), warm_up_iterations=0)
     store.poll()
     assert not loader.servables[("m", 1)].warmed
 

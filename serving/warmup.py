@@ -1,0 +1,87 @@
+"""Warm-up: a version's `assets.extra/tf_serving_warmup_requests` replayed before it serves, as TF
+Serving replays it (servables/tensorflow/saved_model_warmup_util.cc:77-240, saved_model_warmup.cc:39-78).
+
+The file is TFRecords of PredictionLog. Each record's request runs through the same checks and result
+building as a request from a client (serving/runs.py), on the loading thread; a failing record fails the
+load, so a version whose own warm-up requests it cannot answer never serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from serving import classify, runs, tfrecord
+from serving.errors import ServingError, invalid_argument
+from tfs_api.tensorflow_serving.apis import prediction_log_pb2
+
+if TYPE_CHECKING:
+    from serving.servable import Servable
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap (saved_model_warmup_util.h:33)
+MAX_WARMUP_TENSOR_BYTES = 1 << 31  # the model's owner wrote the file: only TensorFlow's own bound
+
+
+def replay(servable: Servable, iterations: int = 1) -> int:
+    """Replay the file, each record `iterations` times (--num_request_iterations_for_warmup): a missing
+    file is no warm-up, a record with no request in it is skipped but counted, and a file of more than
+    MAX_WARMUP_RECORDS records fails the load once the record past the limit has run. Returns the
+    number of records."""
+    path = servable.path / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    count = 0
+    try:
+        for raw in tfrecord.records(path):
+            try:
+                log = prediction_log_pb2.PredictionLog.FromString(raw)
+            except DecodeError:  # saved_model_warmup_util.cc:117-120
+                raise invalid_argument(f"Failed to parse warmup record {count} from {path}") from None
+            for _ in range(iterations):
+                try:
+                    _run_record(servable, log)
+                except ServingError as err:
+                    raise ServingError(
+                        err.code, f"warm-up request {count} of {path} failed: {err.message}"
+                    ) from None
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise invalid_argument(
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                )
+    except tfrecord.RecordError as err:  # TensorFlow's reader: DATA_LOSS (:231-234)
+        raise ServingError(
+            grpc.StatusCode.DATA_LOSS, f"{err}. Please verify your warmup data is in TFRecord format."
+        ) from None
+    return count
+
+
+def _run_record(servable: Servable, log: prediction_log_pb2.PredictionLog) -> None:
+    """One record's request, by its kind (saved_model_warmup.cc:43-76): its answer is built, so that
+    the checks on what the model gives back run too, and thrown away."""
+    kind = log.WhichOneof("log_type")
+    if kind is None:  # no request in it: skipped (:74-75)
+        return
+    if kind == "predict_log":
+        run = runs.predict_run(servable, log.predict_log.request, MAX_WARMUP_TENSOR_BYTES)
+        servable.predict_now(run.signature_name, run.inputs, run.outputs)
+    elif kind in ("classify_log", "regress_log"):
+        request = log.classify_log.request if kind == "classify_log" else log.regress_log.request
+        classifies = kind == "classify_log"
+        run = runs.examples_run(servable, request.model_spec.signature_name, request.input, classifies)
+        outputs = servable.predict_now(run.signature_name, run.inputs, run.outputs)
+        if classifies:
+            classify.classification_result(outputs, runs.examples_in(run))
+        else:
+            classify.regression_result(outputs["outputs"], runs.examples_in(run))
+    elif kind == "multi_inference_log":
+        for task in runs.multi_inference_tasks(servable, log.multi_inference_log.request):
+            outputs = servable.predict_now(task.run.signature_name, task.run.inputs, task.run.outputs)
+            runs.task_result(task, outputs, servable.version)
+    else:  # predict_streamed_log, session_run_log: TF Serving names the oneof's field number (:66-71)
+        number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
