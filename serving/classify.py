@@ -13,10 +13,12 @@ import binascii
 from typing import Any
 
 import numpy as np
+import orjson
 from google.protobuf import text_format
 
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
+from serving.json_decimals import decimal
 from serving.json_document import parse_json
 from serving.tensors import dtype_name, enum_of
 from tfs_api.tensorflow.core.example import example_pb2, feature_pb2
@@ -263,8 +265,15 @@ def input_from_json(document: dict[str, Any], method: str) -> input_pb2.Input:
 
 
 def classification_json(result: classification_pb2.ClassificationResult) -> dict[str, Any]:
-    return {"results": [[[c.label, c.score] for c in entry.classes] for entry in result.classifications]}
+    """`{"results": [[[label, score], ...], ...]}`, each score a float32 in TF Serving's digits."""
+    return {
+        "results": [
+            [[c.label, orjson.Fragment(decimal(c.score))] for c in entry.classes]
+            for entry in result.classifications
+        ]
+    }
 
 
 def regression_json(result: regression_pb2.RegressionResult) -> dict[str, Any]:
-    return {"results": [r.value for r in result.regressions]}
+    """`{"results": [value, ...]}`, each a float32 in TF Serving's digits."""
+    return {"results": [orjson.Fragment(decimal(r.value)) for r in result.regressions]}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from serving import json_decimals
 from serving.errors import ServingError, invalid_argument
 from serving.json_document import excerpt, parse_json
 from serving.tensors import MAX_RANK
@@ -323,9 +324,8 @@ def _jsonable(name: str, array: np.ndarray) -> Any:
         # elements of TensorFlow's object arrays are plain bytes.
         encode = _b64_value if name.endswith("_bytes") else _text_value
         return np.vectorize(encode, otypes=[object])(array).tolist()
-    if array.dtype == np.float32:
-        # Printed at float32 precision (0.1, not 0.10000000149011612), as TF Serving prints floats.
-        return array.astype(str).astype(np.float64).tolist()
+    if array.dtype in (np.float32, np.float64):
+        return json_decimals.decimals(array)  # in TF Serving's digits
     return array.tolist()
 
 

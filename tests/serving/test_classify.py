@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
@@ -218,9 +219,11 @@ def test_classification_pairs_each_class_with_its_score() -> None:
         [("3", 0.75), ("8", 0.25)],
         [("1", 0.5), ("7", 0.125)],
     ]
-    assert classification_json(result) == {
+    assert orjson.loads(orjson.dumps(classification_json(result))) == {
         "results": [[["3", 0.75], ["8", 0.25]], [["1", 0.5], ["7", 0.125]]]
     }
+    thirds = classification_result({"scores": np.array([[1 / 3]], np.float32)}, batch=1)
+    assert orjson.dumps(classification_json(thirds)) == b'{"results":[[["",0.333333343]]]}'  # float32
 
 
 def test_classification_with_only_scores_or_only_classes() -> None:
@@ -242,7 +245,7 @@ def test_classification_with_only_scores_or_only_classes() -> None:
 def test_regression_takes_batch_or_batch_by_one(shape: tuple[int, ...]) -> None:
     result = regression_result(np.array([0.5, -2.0, 8.0], np.float32).reshape(shape), batch=3)
     assert [r.value for r in result.regressions] == [0.5, -2.0, 8.0]
-    assert regression_json(result) == {"results": [0.5, -2.0, 8.0]}
+    assert orjson.dumps(regression_json(result)) == b'{"results":[0.5,-2.0,8.0]}'
 
 
 @pytest.mark.parametrize(

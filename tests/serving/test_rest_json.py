@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -428,11 +429,16 @@ def test_a_non_string_for_a_string_input_is_refused(values: list[Any], found: st
 # ---- outputs ------------------------------------------------------------------------------------
 
 
+def written(outputs: dict[str, np.ndarray], row_format: bool) -> Any:
+    """The Predict answer as a client reads it: written by orjson as the server writes it, then parsed."""
+    return json.loads(orjson.dumps(predict_response(outputs, row_format)))
+
+
 def test_row_responses_are_predictions_one_per_example() -> None:
-    one = predict_response({"probabilities": np.array([[0.25, 0.75], [1, 0]], np.float32)}, row_format=True)
+    one = written({"probabilities": np.array([[0.25, 0.75], [1, 0]], np.float32)}, row_format=True)
     assert one == {"predictions": [[0.25, 0.75], [1.0, 0.0]]}
 
-    many = predict_response(
+    many = written(
         {"classes": np.array([3, 7], np.int64), "scores": np.array([[0.5], [0.125]], np.float32)},
         row_format=True,
     )
@@ -440,35 +446,44 @@ def test_row_responses_are_predictions_one_per_example() -> None:
 
 
 def test_columnar_responses_are_outputs_bare_or_by_name() -> None:
-    one = predict_response({"y": np.array([1, 2], np.int32)}, row_format=False)
+    one = written({"y": np.array([1, 2], np.int32)}, row_format=False)
     assert one == {"outputs": [1, 2]}
-    many = predict_response({"y": np.array([1], np.int32), "z": np.array(0.5, np.float64)}, row_format=False)
+    many = written({"y": np.array([1], np.int32), "z": np.array(0.5, np.float64)}, row_format=False)
     assert many == {"outputs": {"y": [1], "z": 0.5}}
 
 
-def test_float32_outputs_are_printed_at_float32_precision() -> None:
-    """0.1f is 0.10000000149011612 as a double; TF Serving prints it as 0.1, and so must this."""
-    response = predict_response({"y": np.array([0.1, 1 / 3, 1e-8, 3e38], np.float32)}, row_format=False)
-    assert json.dumps(response) == '{"outputs": [0.1, 0.33333334, 1e-08, 3e+38]}'
-    float64 = predict_response({"y": np.array([0.1], np.float64)}, row_format=False)
-    assert float64 == {"outputs": [0.1]}
+def test_floats_are_written_in_tf_servings_digits() -> None:
+    """WriteDecimal (util/json_tensor.cc:124-168): six significant digits when they read back as the
+    same float, else full precision (9 digits for float32, 17 for float64), `.0` on a number with
+    neither a point nor an exponent; so float32's 0.1 is 0.1, not 0.10000000149011612."""
+    float32 = np.array([0.1, 1 / 3, 1e-8, 3e38, 9e6, 2, -0.0, 0.20508598, np.nan], np.float32)
+    assert orjson.dumps(predict_response({"y": float32}, row_format=False)) == (
+        b'{"outputs":[0.1,0.333333343,1e-08,3e+38,9e+06,2.0,-0.0,0.205085978,null]}'
+    )
+    float64 = np.array([[0.1, 1 / 3], [1e300, -np.inf]], np.float64)
+    assert orjson.dumps(predict_response({"y": float64}, row_format=True)) == (
+        b'{"predictions":[[0.1,0.33333333333333331],[1e+300,null]]}'
+    )
+    assert orjson.dumps(predict_response({"y": np.array(0.5, np.float32)}, row_format=False)) == (
+        b'{"outputs":0.5}'
+    )
 
 
 def test_string_outputs_are_text_unless_their_alias_ends_in_bytes() -> None:
     """TF Serving's rule: a DT_STRING output is text, or {"b64": ...} when its alias ends in _bytes."""
-    text = predict_response({"label": tf.constant([b"seven", b"\xff"]).numpy()}, row_format=False)
+    text = written({"label": tf.constant([b"seven", b"\xff"]).numpy()}, row_format=False)
     assert text == {"outputs": ["seven", "\ufffd"]}
-    scalar = predict_response({"image_bytes": np.array(b"\x00\x01", dtype=object)}, row_format=False)
+    scalar = written({"image_bytes": np.array(b"\x00\x01", dtype=object)}, row_format=False)
     assert scalar == {"outputs": {"b64": "AAE="}}
-    fixed_width = predict_response({"image_bytes": np.array([b"a", b"bc"], dtype="S")}, row_format=False)
+    fixed_width = written({"image_bytes": np.array([b"a", b"bc"], dtype="S")}, row_format=False)
     assert fixed_width == {"outputs": [{"b64": "YQ=="}, {"b64": "YmM="}]}
 
 
 def test_a_batch_of_bytes_outputs_from_tensorflow_is_b64() -> None:
     """TensorFlow's string arrays hold plain bytes at every rank; each one is encoded on its own."""
-    response = predict_response({"image_bytes": tf.constant([b"a", b"bc"]).numpy()}, row_format=True)
+    response = written({"image_bytes": tf.constant([b"a", b"bc"]).numpy()}, row_format=True)
     assert response == {"predictions": [{"b64": "YQ=="}, {"b64": "YmM="}]}
-    matrix = predict_response({"image_bytes": tf.constant([[b"a"], [b""]]).numpy()}, row_format=False)
+    matrix = written({"image_bytes": tf.constant([[b"a"], [b""]]).numpy()}, row_format=False)
     assert matrix == {"outputs": [[{"b64": "YQ=="}], [{"b64": ""}]]}
 
 
@@ -489,13 +504,13 @@ def test_scalar_outputs_of_a_savedmodel_reach_json(tmp_path: Path) -> None:
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
     servable = Servable("m", 1, tmp_path, ModelPool(threads=1, max_waiting=1))
     outputs = servable.predict_now("", {"x": np.array([1, 2], np.float32)})
-    response = predict_response(outputs, row_format=False)
+    response = written(outputs, row_format=False)
     assert response == {"outputs": {"label": "seven", "raw_bytes": {"b64": "/w=="}, "total": 3.0}}
 
 
-def test_responses_are_plain_json() -> None:
-    """Every value is a Python scalar or list, so the standard encoder takes the response as it is."""
-    response = predict_response(
+def test_responses_are_json() -> None:
+    """Every value is a Python scalar or list, or a number already written (orjson.Fragment)."""
+    response = written(
         {
             "i": np.array([[1, 2]], np.int64),
             "f": np.array([0.5], np.float16),
@@ -504,7 +519,7 @@ def test_responses_are_plain_json() -> None:
         },
         row_format=True,
     )
-    assert json.loads(json.dumps(response)) == {"predictions": [{"i": [1, 2], "f": 0.5, "b": True, "s": "x"}]}
+    assert response == {"predictions": [{"i": [1, 2], "f": 0.5, "b": True, "s": "x"}]}
 
 
 def nested(key: str, *depths: int) -> PredictBody:
