@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
+from serving import tensors
 from serving.errors import ServingError, invalid_argument
 from serving.inference import Inference, version_of
 from tfs_api.tensorflow_serving.apis import (
@@ -88,10 +89,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> Reply:
         """`call(request)` for a Predict, Classify or Regress request, counted in the metrics, its
         request's bytes held in the server's budget while it is answered (refused at once past it: gRPC
-        has read the whole message already, but the request and its tensors are let go of at once)."""
+        has read the whole message already, but the request and its tensors are let go of at once).
+        A Predict holds its tensors' decoded size too, which a few bytes may claim (a shape filled
+        from one value)."""
+        size = request.ByteSize()
+        if isinstance(request, predict_pb2.PredictRequest):
+            size += sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values())
         with (
             self.inference.observed(request.model_spec.name, "grpc", api),
-            self.inference.request_bytes.holding(request.ByteSize()),
+            self.inference.request_bytes.holding(size),
         ):
             _checked_spec(request)
             return await call(request)

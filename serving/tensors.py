@@ -23,6 +23,7 @@ MAX_RANK = 64  # numpy's most dimensions (NPY_MAXDIMS); TF Serving takes up to T
 # make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
 # ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
 MAX_FILLED_BYTES = 16 << 20
+OBJECT_BYTES = np.dtype(object).itemsize  # a string element's pointer, before its bytes
 DataType: TypeAlias = types_pb2.DataType.ValueType
 
 
@@ -103,6 +104,21 @@ def enum_of(dtype: np.dtype) -> DataType:
     return DataType(tf.dtypes.as_dtype(dtype).as_datatype_enum)
 
 
+def _itemsize(dtype: np.dtype) -> int:
+    """Bytes an element takes once decoded: a string at least numpy's pointer to it."""
+    return OBJECT_BYTES if dtype == np.dtype(object) else max(1, dtype.itemsize)
+
+
+def decoded_bytes(tensor: tensor_pb2.TensorProto) -> int:
+    """What a request tensor takes once decoded, as its shape claims it (0 for a shape or dtype that
+    to_array refuses): a few bytes on the wire may claim a whole filled shape."""
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    dtype = dtype_of(tensor.dtype)
+    if dtype is None or any(d < 0 for d in dims):
+        return 0
+    return math.prod(dims) * _itemsize(dtype.numpy)
+
+
 def to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
     """A request's TensorProto as numpy, as tf.make_ndarray reads it, its claimed size checked against
     `max_bytes` before anything is allocated (make_ndarray fills a whole shape from a single value)."""
@@ -118,7 +134,7 @@ def to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.nd
             f"tensor parsing error: {name}: dtype {dtype_name(tensor.dtype)} is not one this server's "
             "models take"
         )
-    itemsize = max(1, dtype.numpy.itemsize if dtype.numpy != np.dtype(object) else 1)
+    itemsize = _itemsize(dtype.numpy)
     count = math.prod(dims)
     if any(d < 0 for d in dims) or count * itemsize > max_bytes:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")

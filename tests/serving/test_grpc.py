@@ -427,21 +427,27 @@ def test_unknown_inputs_are_refused_before_they_are_decoded(
     request = predict_request(images[:1])
     junk = request.inputs["junk"]
     junk.double_val.append(1.0)  # one value that make_ndarray would spread over the whole shape
-    claim_shape(junk, tf.float64, (2000, 2000, 28))
+    claim_shape(junk, tf.float64, (2000, 2000, 2))  # 64 MB: within the byte budget, past filling
     assert_invalid(predictions.Predict, request, "unexpected ['junk']")
 
 
 def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, images: np.ndarray) -> None:
-    """A request over the whole budget is refused as it arrives; one that does not fit beside what other
-    requests hold (here a REST body that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is
-    answered once those bytes are given back."""
+    """A request over the whole budget is refused as it arrives, and so is one whose tensors would take
+    more than it once decoded; one that does not fit beside what other requests hold (here a REST body
+    that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is answered once those bytes are given
+    back."""
     flags = ("--max_request_bytes_in_flight=4000000", "--rest_api_timeout_in_ms=2000")
     with own_server(trained_model_dir, *flags) as (server, stub):
         with pytest.raises(grpc.RpcError) as refused:
             stub.Predict(predict_request(np.repeat(images, 200, axis=0)), timeout=30)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max" in str(refused.value.details())
-        fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
+        filled = predict_request(images[:1])  # 48 bytes on the wire, 15.7 MB once filled from one value
+        filled.inputs["images"].ClearField("tensor_content")
+        filled.inputs["images"].float_val.append(0.5)
+        filled.inputs["images"].tensor_shape.dim[0].size = 5000
+        assert_invalid(stub.Predict, filled, "more than the server's limit of 4000000")
+        fits_alone = predict_request(np.repeat(images, 50, axis=0))  # 1.25 MB, as much again decoded
         with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
             stalled.sendall(
                 b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
@@ -450,7 +456,7 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
             wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
             assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
         answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
-        assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
+        assert [d.size for d in answer.tensor_shape.dim] == [400, 10]
 
 
 @contextmanager

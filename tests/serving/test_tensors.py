@@ -91,6 +91,31 @@ def test_values_that_do_not_fit_are_invalid_arguments(tensor: tensor_pb2.TensorP
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and message in refused.value.message
 
 
+def shaped(tensor: tensor_pb2.TensorProto, *dims: int) -> tensor_pb2.TensorProto:
+    for size in dims:
+        tensor.tensor_shape.dim.add(size=size)
+    return tensor
+
+
+@pytest.mark.fast
+def test_a_string_tensor_filled_from_one_value_counts_a_pointer_an_element() -> None:
+    """numpy holds a string tensor as pointers: 2^22 strings filled from one value would take 32 MiB,
+    past the filling limit, where a byte an element would claim 4 MiB."""
+    filled = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"]), 1 << 22)
+    assert tensors.decoded_bytes(filled) == 8 << 22
+    with pytest.raises(ServingError) as refused:
+        tensors.to_array("x", filled, 1 << 30)
+    assert "from 1 values" in refused.value.message
+
+
+@pytest.mark.fast
+def test_the_decoded_size_is_what_the_shape_claims() -> None:
+    one_value = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.5]), 5000, 28, 28, 1)
+    assert tensors.decoded_bytes(one_value) == 5000 * 28 * 28 * 4
+    negative = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT), 3, -1)
+    assert tensors.decoded_bytes(negative) == 0  # refused by to_array, before anything is held
+
+
 @pytest.mark.fast
 def test_without_tensorflow_the_dtypes_only_it_has_are_refused() -> None:
     """In a process that never imported TensorFlow (a TFLite-only replica), reading a request imports
