@@ -37,23 +37,28 @@ PROGRESS_FILE = "progress.json"
 BACKUP = ".backup"
 
 
-# What absl::SimpleAtoi takes for an int64, as TF Serving reads a child's name (ParseVersionNumber,
-# sources/storage_path/file_system_storage_path_source.cc:86-88): ASCII space around, a sign, digits.
-_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+# What absl::SimpleAtoi takes for an int: ASCII space around, a sign, digits.
+_SIMPLE_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
 
 
 class NoVersionLeft(ValueError):
     """The model directory holds the highest version number already."""
 
 
-def version_number(name: str) -> int | None:
-    """The version a child of a base path names, or None: `7`, `007`, `0`, `-1` and `+5` are versions
-    to TF Serving; a number past int64 is not."""
-    match = _VERSION_NAME.fullmatch(name)
+def simple_atoi(text: str, bits: int) -> int | None:
+    """The signed int of `bits` that absl::SimpleAtoi reads in `text`, or None."""
+    match = _SIMPLE_ATOI.fullmatch(text)
     if match is None:
         return None
     number = int(match[1])
-    return number if -(2**63) <= number <= MAX_VERSION else None
+    return number if -(2 ** (bits - 1)) <= number < 2 ** (bits - 1) else None
+
+
+def version_number(name: str) -> int | None:
+    """The version a child of a base path names, or None, as TF Serving reads it (ParseVersionNumber,
+    sources/storage_path/file_system_storage_path_source.cc:86-88): `7`, `007`, `0`, `-1` and `+5`
+    are versions; a number past int64 is not."""
+    return simple_atoi(name, 64)
 
 
 def versions(base_path: Path) -> list[int]:

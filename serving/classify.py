@@ -8,8 +8,6 @@ Serving checks them, before the run and after it. Over REST, examples come as JS
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ from google.protobuf import text_format
 from serving.errors import invalid_argument
 from serving.json_bodies import GENERAL_BYTES
 from serving.json_decimals import decimal
-from serving.json_document import parse_json
+from serving.json_document import base64_bytes, parse_json
 from serving.tensors import dtype_name, enum_of
 from tfs_api.tensorflow.core.example import example_pb2, feature_pb2
 from tfs_api.tensorflow.core.framework import types_pb2
@@ -206,10 +204,7 @@ def _element_value(name: str, element: Any) -> Any:
     if isinstance(element, str):
         return element.encode()
     if isinstance(element, dict):
-        try:
-            return base64.b64decode(element["b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid_argument("Unable to base64 decode") from None
+        return base64_bytes(element["b64"])
     if isinstance(element, int) and element > INT64_MAX:  # RapidJSON holds up to uint64 as an integer
         raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
     return int(element) if isinstance(element, bool) else element

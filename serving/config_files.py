@@ -43,22 +43,22 @@ def read_model_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
 def check_model_config(config: model_server_config_pb2.ModelServerConfig, source: str) -> None:
     if config.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{source}: expected a model_config_list")
-    names = [c.name for c in config.model_config_list.config]
+    seen: set[str] = set()
+    for model in config.model_config_list.config:  # server_core.cc:117-127
+        if model.name in seen:
+            raise ConfigError(f"{source}: Illegal to list model {model.name} multiple times in config list")
+        seen.add(model.name)
     for model in config.model_config_list.config:
         if not model.name or not model.base_path:
             raise ConfigError(f"{source}: every model needs a name and a base_path")
-        if _platform(model, source) != "tensorflow":
-            raise ConfigError(
-                f"{source}: model {model.name}: platform {model.model_platform!r} is not served"
-            )
         if not model.base_path.startswith("/") and "://" not in model.base_path:  # server_core.cc:140-147
             raise ConfigError(
                 f"{source}: Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
             )
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"{source}: model names appear more than once: {', '.join(duplicates)}")
+        platform = _platform(model, source)
+        if platform != "tensorflow":  # server_core.cc:662-666
+            raise ConfigError(f"{source}: Model {model.name} requests unsupported platform {platform}")
 
 
 def _platform(model: model_server_config_pb2.ModelConfig, source: str) -> str:

@@ -7,7 +7,7 @@ the model pool (see Inference), and a reload, which loads models for seconds, on
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -168,28 +168,37 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_grpc_server(
-    address: str,
+    addresses: list[str],
     inference: Inference,
     reload_config: Callable[[Any], Awaitable[None]],
     health_servicer: health.aio.HealthServicer | None,
+    channel_arguments: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Server:
-    """The server, bound but not started; call on the loop it will serve from."""
-    options = [
+    """The server, bound to each address (`host:port`, `unix:path`) but not started; call on the loop
+    it will serve from. `channel_arguments` (--grpc_channel_arguments) go to gRPC as given, less those
+    the server sets itself from its own flags."""
+    own = [
         # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
         # arrives (RESOURCE_EXHAUSTED) instead of reading it whole first.
         ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, inference.limits.request_bytes)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
     ]
+    ours = {key for key, _ in own}
+    for key, _ in channel_arguments:
+        if key in ours:
+            log.warning("--grpc_channel_arguments: %s is set by this server's own flags; ignored", key)
+    options = [(key, value) for key, value in channel_arguments if key not in ours] + own
     server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)
     if health_servicer is not None:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    try:
-        server.add_insecure_port(address)
-    except RuntimeError:
-        raise OSError(
-            f"cannot listen for gRPC on {address}: the address is in use or not available"
-        ) from None
+    for address in addresses:
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError:
+            raise OSError(
+                f"cannot listen for gRPC on {address}: the address is in use or not available"
+            ) from None
     return server

@@ -5,13 +5,33 @@ refused in its words with the offset, for clients that match on them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import re
 from typing import Any
 
 import orjson
 
 from serving.errors import invalid_argument
+
+_BASE64 = re.compile(r"([A-Za-z0-9+/]*)([=.]*)")
+
+
+def base64_bytes(text: str) -> bytes:
+    """A `{"b64": ...}` value decoded as TF Serving decodes it (absl::Base64Unescape, util/json_tensor.cc:
+    383-387): the padding may be left off, but when given it must be right ('=' or '.')."""
+    match = _BASE64.fullmatch(text)
+    if match is not None:
+        data, padding = match.groups()
+        missing = -len(data) % 4
+        if len(data) % 4 != 1 and len(padding) in (0, missing):
+            try:
+                return base64.b64decode(data + "=" * missing, validate=True)
+            except binascii.Error:
+                pass
+    raise invalid_argument("Unable to base64 decode")
 
 
 def _reject_constant(name: str) -> None:

@@ -29,6 +29,12 @@ class Limits:
     queued_calls: int = 1024  # --max_queued_model_calls
     # A REST request's line and headers: httptools buffers a header whole before it is handed over.
     rest_header_bytes: int = 64 << 10  # --rest_api_max_header_bytes
+    # Open REST connections: each holds a file descriptor, and a client can keep one open with a
+    # request every --rest_api_timeout_in_ms.
+    rest_connections: int = 4096  # --rest_api_max_connections
+    # Requests one REST connection may have waiting behind the one being answered (HTTP pipelining):
+    # each waiting request holds its headers and body.
+    rest_pipelined: int = 64  # --rest_api_max_pipelined_requests
 
 
 class ByteBudget:

@@ -9,7 +9,6 @@ input, else an object keyed by input name) answered with `{"predictions": [...]}
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from serving import json_decimals
 from serving.errors import ServingError, invalid_argument
-from serving.json_document import excerpt, parse_json
+from serving.json_document import base64_bytes, excerpt, parse_json
 from serving.tensors import MAX_RANK
 
 # An input's dtype as numpy names it (TensorFlow's own for DT_STRING: object, holding bytes). This module
@@ -96,10 +95,9 @@ def _decode_strings(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return value.encode()
     if isinstance(value, dict) and set(value) == {"b64"}:
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise invalid_argument("'b64' value is not valid base64") from None
+        if not isinstance(value["b64"], str):
+            raise invalid_argument("Unable to base64 decode")
+        return base64_bytes(value["b64"])
     found = _JSON_KINDS.get(type(value), "objects")
     raise invalid_argument(f"input '{name}' holds {found}, expected values of type string")
 

@@ -12,19 +12,35 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from serving.limits import Limits
 from serving.rest import RestApp
+
+LINGER_S = 2.0  # how long a refused connection's bytes are still read, so that it gets its answer
 
 
 class GuardedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools connection, with what it lacks against clients that never finish their
-    headers: httptools buffers a header whole before handing it over, and uvicorn stops its idle
-    timer at the first byte of a request. Here the line and headers of a request may take at most
-    `max_header_bytes` (past it: 431, and the connection closed) and must be complete before the idle
-    timer (--rest_api_timeout_in_ms) runs out, which now starts when the connection opens too."""
+    """uvicorn's httptools connection, with what it lacks against clients that hold it open or make it
+    hold memory:
+    - httptools buffers a header whole before handing it over, and uvicorn stops its idle timer at the
+      first byte of a request. Here the line and headers of a request may take at most
+      `max_header_bytes` (past it: 431, and the connection closed) and must be complete before the idle
+      timer (--rest_api_timeout_in_ms) runs out, which now starts when the connection opens too.
+    - A chunked body's trailers and framing are held to the same `max_header_bytes`, and trailers are
+      not kept: uvicorn would add each to the request's headers.
+    - Pipelined requests: uvicorn queues every request a read brings while one is answered, and reads
+      again after each answer. Here it reads again only once the queue is empty, and a connection with
+      `max_pipelined` requests waiting has the rest of its bytes dropped and is closed after their
+      answers.
+    - A request answered before its body has all arrived closes its connection (`connection: close`):
+      uvicorn would read and drop the rest, and every byte would restart the idle timer.
+    - At most `max_connections` connections: one more is answered 503 and closed."""
 
     max_header_bytes = 64 << 10
+    max_pipelined = 64
+    max_connections = 4096
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -32,14 +48,31 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._in_headers = True
         self._headers_done = 0  # requests whose headers have ended, on this connection
         self._refused = False  # answered 431: the rest of what arrives is dropped
+        self._draining = False  # too many requests pipelined: the rest is dropped, then closed
+        self._framing_bytes = 0  # a chunked body's bytes since its last data: framing, trailers
+        self._trailer_bytes = 0  # the trailers of this request's chunked body
+        self._bodied = False  # the last read brought body bytes
+        if len(self.connections) > self.max_connections:
+            why = f"over {self.max_connections} connections are open"
+            self._refuse(503, "Service Unavailable", why, linger=False)  # its descriptor freed at once
+            return
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._draining or self._refused:
+            return
         if not self._in_headers:
+            self._bodied = False
             super().data_received(data)
             self._header_bytes = 0  # a request that began in this chunk is counted from the next
+            if self._in_headers or self._bodied:
+                self._framing_bytes = 0
+            else:  # a read of a chunked body with no data in it: chunk framing or trailers
+                self._framing_bytes += len(data)
+                if self._framing_bytes > self.max_header_bytes:
+                    self._refuse_headers()
             return
         deadline = self.timeout_keep_alive_task  # kept until the headers are complete
         self.timeout_keep_alive_task = None
@@ -59,37 +92,78 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse_headers()
 
     def _refuse_headers(self) -> None:
-        """431, and the connection closed: nothing more of it is read or answered."""
+        why = f"the request's header fields are over {self.max_header_bytes} bytes"
+        self._refuse(431, "Request Header Fields Too Large", why)
+
+    def _refuse(self, status: int, reason: str, why: str, linger: bool = True) -> None:
+        """An answer in plain text, and the connection closed: nothing more of it is read or answered.
+        With `linger`, what the client is still sending is read and dropped for LINGER_S after the
+        answer, which ends the server's side: closing with bytes unread would reset the connection, and
+        the client could lose the answer."""
         self._refused = True
         if self.transport.is_closing():
             return
-        message = f"the request line and headers are over {self.max_header_bytes} bytes".encode()
+        message = why.encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n" % (status, reason.encode())
             + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(message)
             + message
         )
-        self.transport.close()
+        if linger and self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
         """Headers that end in the chunk that brought them were not counted as they came: they are
         measured here, whole, before the request goes any further."""
         self._in_headers = False
         self._headers_done += 1
+        if self._draining:
+            return
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if self._refused or size > self.max_header_bytes:
             self._refuse_headers()
             return
         super().on_headers_complete()
+        cycle = self.cycle
+        send = cycle.send
+
+        async def send_closing_if_unread(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start" and cycle.more_body:
+                cycle.keep_alive = False  # uvicorn then says connection: close, and closes after it
+            await send(message)
+
+        cycle.send = send_closing_if_unread  # type: ignore[method-assign]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header field; after the headers, a chunked body's trailer: counted, and dropped."""
+        if self._in_headers:
+            super().on_header(name, value)
+            return
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self.max_header_bytes:
+            self._refuse_headers()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        self._bodied = True
+        if not (self._refused or self._draining):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._refused:
+        if not (self._refused or self._draining):
             super().on_message_complete()
-        self._in_headers, self._header_bytes = True, 0
+        self._in_headers, self._header_bytes, self._framing_bytes, self._trailer_bytes = True, 0, 0, 0
+        if len(self.pipeline) >= self.max_pipelined:
+            self._draining = True
+            self.pipeline[0][0].keep_alive = False  # the newest waiting: its answer closes the connection
+
+    def on_response_complete(self) -> None:
+        """uvicorn reads again after each answer; with requests still queued, that would only queue more."""
+        super().on_response_complete()
+        if self.pipeline and not self.transport.is_closing():
+            self.flow.pause_reading()
 
 
 class RestServer(uvicorn.Server):
@@ -97,9 +171,17 @@ class RestServer(uvicorn.Server):
     the process), without uvicorn's signal handlers: the model server decides when to stop."""
 
     def __init__(
-        self, host: str, port: int, app: RestApp, timeout_s: float, grace_s: float, max_header_bytes: int
+        self, host: str, port: int, app: RestApp, timeout_s: float, grace_s: float, limits: Limits
     ) -> None:
-        protocol = type("HttpProtocol", (GuardedHttpTools,), {"max_header_bytes": max_header_bytes})
+        protocol = type(
+            "HttpProtocol",
+            (GuardedHttpTools,),
+            {
+                "max_header_bytes": limits.rest_header_bytes,
+                "max_pipelined": limits.rest_pipelined,
+                "max_connections": limits.rest_connections,
+            },
+        )
         config = uvicorn.Config(
             app,
             loop="none",  # the model server's loop, shared with gRPC

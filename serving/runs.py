@@ -49,8 +49,18 @@ def answer_spec(spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
 
 
 def predict_run(servable: Servable, request: predict_pb2.PredictRequest, tensor_bytes: int) -> Run:
-    """A Predict's tensors as arrays, refused before any is decoded when a name is not the signature's."""
+    """A Predict's tensors as arrays, refused before any is decoded when they are not the signature's:
+    first by their number, in TF Serving's words (VerifyRequestInputsSize, predict_util.cc:51-73), then
+    by their names (TensorFlow's own check there, in our words)."""
     signature = servable.signature(request.model_spec.signature_name)
+    sent, wanted = len(request.inputs), len(signature.inputs)
+    if sent > wanted or (sent < wanted and not signature.defaults):
+        names, expected = sorted(request.inputs), sorted(signature.inputs)
+        raise invalid_argument(
+            f"input size does not match signature: {sent}!={wanted} len({{{','.join(names)}}}) != "
+            f"len({{{','.join(expected)}}}). Sent extra: {{{','.join(sorted(set(names) - set(expected)))}}}. "
+            f"Missing but required: {{{','.join(sorted(set(expected) - set(names)))}}}."
+        )
     unknown = sorted(set(request.inputs) - set(signature.inputs))
     if unknown:
         raise invalid_argument(

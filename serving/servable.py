@@ -136,14 +136,16 @@ class Servable:
         signature = self.signature(key)
         checked = check_inputs(self._accepting[key], inputs)
         wanted = list(output_filter) or list(signature.outputs)
-        for output in wanted:
+        seen: set[str] = set()
+        for output in wanted:  # each in turn, as PreProcessPrediction checks them (predict_util.cc:126-146)
             if output not in signature.outputs:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {output} Outputs expected to be in the "
                     f"set {{{','.join(sorted(signature.outputs))}}}."
                 )
-        if len(set(wanted)) != len(wanted):
-            raise invalid_argument(f"duplicate output tensor alias in output_filter: {wanted}")
+            if output in seen:
+                raise invalid_argument(f"duplicate output tensor alias: {output}")
+            seen.add(output)
         return key, checked, wanted
 
     def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:

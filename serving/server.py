@@ -199,8 +199,15 @@ class ModelServer:
         its way fails (a gRPC call that reaches a stopping server is CANCELLED)."""
         settings = self.settings
         self._loop = asyncio.get_running_loop()
+        grpc_addresses = [f"{settings.host}:{settings.port}"] if settings.port else []
+        if settings.grpc_socket_path:
+            grpc_addresses.append(f"unix:{settings.grpc_socket_path}")
         grpc_server = build_grpc_server(
-            f"{settings.host}:{settings.port}", self.inference, self.reload_config, self.health
+            grpc_addresses,
+            self.inference,
+            self.reload_config,
+            self.health,
+            settings.grpc_channel_arguments,
         )
         rest = None
         if settings.rest_api_port:
@@ -220,11 +227,11 @@ class ModelServer:
                 app,
                 settings.rest_api_timeout_s,
                 STOP_GRACE_S,
-                settings.limits.rest_header_bytes,
+                settings.limits,
             )
         self._update_health()
         await grpc_server.start()
-        log.warning("gRPC API at %s:%d", settings.host, settings.port)
+        log.warning("gRPC API at %s", " and ".join(grpc_addresses))
         rest_serving = None
         if rest is not None:
             rest_serving = rest.start()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
-from cliargs import OneLineParser
+from cliargs import OneLineParser, boolean
+from contract.model_dir import simple_atoi
+from serving import foreign_flags
 from serving.batching import BatchPolicy
 from serving.config_files import ConfigError, read_model_config, read_text_proto, single_model_config
 from serving.limits import Limits
@@ -21,6 +24,7 @@ from tfs_api.batching_pb2 import BatchingParameters
 from tfs_api.monitoring_pb2 import MonitoringConfig
 from tfs_api.tensorflow_serving.config import model_server_config_pb2
 
+SERVES = "TensorFlow Serving 2.20.0's gRPC and REST APIs, flags and config files"
 EXAMPLES = """examples:
   python -m serving --port=8500 --rest_api_port=8501 --model_name=mnist --model_base_path=models/mnist
   python -m serving --rest_api_port=8501 --model_config_file=serving/config/models.config \\
@@ -35,6 +39,8 @@ class Settings:
     host: str
     port: int
     rest_api_port: int
+    grpc_socket_path: str  # "": none
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...]
     models: model_server_config_pb2.ModelServerConfig
     model_config_file: Path | None
     model_config_file_poll_wait_seconds: float  # 0: read the file once, at start
@@ -59,13 +65,17 @@ class Settings:
     verbose: bool
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+def grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """KEY=VALUE,KEY=VALUE as TF Serving reads --grpc_channel_arguments (server.cc:100-112,398-410):
+    a value that is an int32 goes to gRPC as an int, any other as a string."""
+    arguments: list[tuple[str, int | str]] = []
+    for item in text.split(",") if text else ():
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE,..., got {item!r} in {text!r}")
+        number = simple_atoi(value, 32)
+        arguments.append((key, value if number is None else number))
+    return tuple(arguments)
 
 
 def parse_base_path_map(text: str) -> tuple[str, str]:
@@ -94,6 +104,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         description="A TensorFlow-Serving-compatible model server (gRPC and REST) for SavedModels.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # TensorFlow's flags take whole names only
     )
     flag = parser.add_argument
     flag("--port", type=int, default=8500, help="gRPC port (default 8500)")
@@ -110,7 +121,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--allow_version_labels_for_unavailable_models",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -138,7 +149,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--enable_batching",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -149,7 +160,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     flag("--rest_api_timeout_in_ms", type=int, default=30000, help="REST request timeout (default 30000)")
     flag(
         "--rest_api_enable_cors_support",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -157,7 +168,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--enable_model_warmup",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=True,
@@ -183,7 +194,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--enable_grpc_healthcheck_service",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -191,7 +202,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--enable_serialization_as_tensor_content",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -199,7 +210,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--prefer_tflite_model",
-        type=_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -220,11 +231,13 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     flag("--tensorflow_intra_op_parallelism", type=int, default=0, help="0: one thread per core")
     flag("--tensorflow_inter_op_parallelism", type=int, default=0, help="0: one (fits small CPUs)")
     flag(
-        "--grpc_max_threads",
-        type=int,
-        default=0,
-        help="accepted as TF Serving's; no effect here: gRPC calls share one event loop, not threads",
+        "--grpc_channel_arguments",
+        type=grpc_channel_arguments,
+        default=(),
+        help="gRPC server arguments, as TF Serving takes them: KEY=VALUE,... "
+        "(e.g. grpc.max_concurrent_streams=100); a value that is an int32 is passed as one",
     )
+    flag("--grpc_socket_path", default="", help="also serve gRPC on this UNIX socket (default: none)")
     defaults = Limits()
     flag(
         "--max_request_bytes_in_flight",
@@ -251,7 +264,23 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         default=defaults.rest_header_bytes,
         help=f"ours: a REST request's line and headers; past it 431 (default {defaults.rest_header_bytes})",
     )
+    flag(
+        "--rest_api_max_connections",
+        type=int,
+        default=defaults.rest_connections,
+        help="ours: open REST connections; one more is answered 503 and closed "
+        f"(default {defaults.rest_connections})",
+    )
+    flag(
+        "--rest_api_max_pipelined_requests",
+        type=int,
+        default=defaults.rest_pipelined,
+        help="ours: requests waiting on one REST connection (HTTP pipelining); past it the rest is not read "
+        f"and the connection closed after their answers (default {defaults.rest_pipelined})",
+    )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
+    flag("--version", action="version", version=f"{parser.prog} {version('mnist-platform')}: {SERVES}")
+    foreign_flags.add_to(parser)
     args = parser.parse_args(argv)
     try:
         return _settings(args)
@@ -260,9 +289,10 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    if args.model_config_file is not None:
-        if args.model_base_path:
-            raise ConfigError("give --model_config_file or --model_base_path, not both")
+    foreign_flags.check(args)
+    if args.port == 0 and not args.grpc_socket_path:  # server.cc:183-188
+        raise ConfigError("--port=0 serves no gRPC: give a port, or --grpc_socket_path")
+    if args.model_config_file is not None:  # --model_base_path is then ignored, as TF Serving ignores it
         models = read_model_config(args.model_config_file)
     elif args.model_base_path:
         models = single_model_config(args.model_name, args.model_base_path)
@@ -291,7 +321,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
-    for name in ("max_request_bytes_in_flight", "max_tensor_bytes", "max_queued_model_calls"):
+    for name in (
+        "max_request_bytes_in_flight",
+        "max_tensor_bytes",
+        "max_queued_model_calls",
+        "rest_api_max_connections",
+        "rest_api_max_pipelined_requests",
+    ):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.rest_api_max_header_bytes < 1024:
@@ -306,6 +342,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         host=args.host,
         port=args.port,
         rest_api_port=args.rest_api_port,
+        grpc_socket_path=args.grpc_socket_path,
+        grpc_channel_arguments=args.grpc_channel_arguments,
         models=models,
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
@@ -331,6 +369,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             tensor_bytes=args.max_tensor_bytes,
             queued_calls=args.max_queued_model_calls,
             rest_header_bytes=args.rest_api_max_header_bytes,
+            rest_connections=args.rest_api_max_connections,
+            rest_pipelined=args.rest_api_max_pipelined_requests,
         ),
         verbose=args.verbose,
     )

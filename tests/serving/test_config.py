@@ -20,7 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config_files import ConfigError, read_model_config
 from serving.settings import EXAMPLES, parse_flags
-from tests.conftest import ROOT, ServerProcess, example_commands, start_server, wait_for
+from tests.conftest import ROOT, ServerProcess, example_commands, free_port, start_server, wait_for
 from tests.serving.conftest import predict_request
 from tfquiet import import_tensorflow
 
@@ -256,7 +256,7 @@ def test_labels_name_only_available_versions_as_in_tf_serving(
     config = tmp_path / "models.config"
     config.write_text(PINNED.format(stable=1).replace("/models/mnist", str(two_versions)))
     refused = subprocess.run(
-        [sys.executable, "-m", "serving", "--port=0", f"--model_config_file={config}"],
+        [sys.executable, "-m", "serving", f"--port={free_port()}", f"--model_config_file={config}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -374,6 +374,99 @@ def test_warm_up_replays_each_record_as_often_as_tf_serving_would(
     assert parse_flags(["--model_base_path=/tmp", *flags]).warmup_iterations == iterations
 
 
+# Every flag of tensorflow_model_server 2.20.0 (model_servers/main.cc:86-315), each at its default
+# there (model_servers/server.h), so that a TF Serving command line runs here unchanged.
+TF_SERVING_FLAGS = {
+    "port": "8500", "grpc_socket_path": "", "rest_api_port": "0", "rest_api_num_threads": "16",
+    "rest_api_timeout_in_ms": "30000", "rest_api_enable_cors_support": "false", "enable_batching": "false",
+    "allow_version_labels_for_unavailable_models": "false", "batching_parameters_file": None,
+    "enable_per_model_batching_parameters": "false", "model_config_file": None,
+    "model_config_file_poll_wait_seconds": "0", "model_name": "default", "model_base_path": "/tmp",
+    "num_load_threads": "0", "num_unload_threads": "0", "max_num_load_retries": "5",
+    "load_retry_interval_micros": "60000000", "file_system_poll_wait_seconds": "1",
+    "flush_filesystem_caches": "true", "tensorflow_session_parallelism": "0",
+    "tensorflow_session_config_file": "", "tensorflow_intra_op_parallelism": "0",
+    "tensorflow_inter_op_parallelism": "0", "use_alts_credentials": "false", "ssl_config_file": "",
+    "platform_config_file": "", "per_process_gpu_memory_fraction": "0", "saved_model_tags": "serve",
+    "grpc_channel_arguments": "", "grpc_max_threads": "0", "enable_model_warmup": "true",
+    "num_request_iterations_for_warmup": "0", "version": None, "monitoring_config_file": None,
+    "remove_unused_fields_from_bundle_metagraph": "true", "prefer_tflite_model": "false",
+    "num_tflite_pools": "4", "num_tflite_interpreters_per_pool": "1",
+    "enable_signature_method_name_check": "false", "xla_cpu_compilation_enabled": "false",
+    "xla_gpu_compilation_enabled": "false", "enable_profiler": "true", "mixed_precision": "",
+    "thread_pool_factory_config_file": "", "skip_initialize_tpu": "false",
+    "enable_grpc_healthcheck_service": "false", "enable_serialization_as_tensor_content": "false",
+    "allowed_batch_sizes": None,
+}  # fmt: skip
+
+
+def test_every_tf_serving_flag_is_taken_at_its_default() -> None:
+    given = [f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items() if value is not None]
+    settings = parse_flags(given)
+    assert settings.port == 8500 and settings.grpc_channel_arguments == () and settings.warmup_iterations == 1
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--ssl_config_file=/etc/ssl.config", "--ssl_config_file=/etc/ssl.config is not supported"),
+        ("--saved_model_tags=serve,gpu", "the MetaGraph tagged serve is the one served"),
+        ("--enable_signature_method_name_check", "not their method_name"),
+        ("--mixed_precision=bfloat16", "--mixed_precision=bfloat16 is not supported"),
+        ("--port=0", "--port=0 serves no gRPC"),  # server.cc:183-188
+        ("--model_base_pat=/tmp", "unrecognized arguments: --model_base_pat=/tmp"),  # no abbreviations
+        ("--grpc_channel_arguments=grpc.max_concurrent_streams", "expected KEY=VALUE"),
+    ],
+)
+def test_tf_serving_flags_this_server_cannot_honour_are_refused_in_one_line(flag: str, message: str) -> None:
+    result = run_server_cli("--model_base_path=/tmp", flag)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_flags_that_tune_what_this_server_lacks_are_taken_and_change_nothing() -> None:
+    plain = parse_flags(["--model_base_path=/tmp"])
+    tuned = parse_flags(
+        [
+            "--model_base_path=/tmp",
+            "--rest_api_num_threads=4",
+            "--num_load_threads=2",
+            "--flush_filesystem_caches=false",
+            "--enable_profiler=false",
+            "--xla_cpu_compilation_enabled",
+            "--per_process_gpu_memory_fraction=0.5",
+            "--grpc_max_threads=8",
+        ]
+    )
+    assert tuned == plain
+
+
+def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them() -> None:
+    """server.cc:100-112,398-410: KEY=VALUE pairs; a value that is an int32 goes to gRPC as an int."""
+    settings = parse_flags(
+        [
+            "--model_base_path=/tmp",
+            "--grpc_channel_arguments=grpc.max_concurrent_streams=100,grpc.primary_user_agent=x,"
+            "grpc.max_connection_age_ms=3000000000",
+        ]
+    )
+    assert settings.grpc_channel_arguments == (
+        ("grpc.max_concurrent_streams", 100),
+        ("grpc.primary_user_agent", "x"),
+        ("grpc.max_connection_age_ms", "3000000000"),  # past int32: a string, as in TF Serving
+    )
+
+
+def test_a_config_file_wins_over_a_base_path_as_in_tf_serving(tmp_path: Path) -> None:
+    """server.cc:212-218: --model_base_path is ignored when --model_config_file is given."""
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "a" base_path: "/models/a" model_platform: "tensorflow" } }'
+    )
+    settings = parse_flags([f"--model_config_file={config}", "--model_base_path=/tmp/other"])
+    assert [m.name for m in settings.models.model_config_list.config] == ["a"]
+
+
 def test_help_uses_tensorflow_model_server_flags() -> None:
     result = run_server_cli("--help")
     for flag in (
@@ -431,13 +524,21 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
             'name: "m" base_path: "models/m" model_platform: "tensorflow"',
             "Expected model m to have an absolute path or URI; got base_path()=models/m",
         ),
+        (
+            'name: "m" base_path: "/models/m" model_platform: "pytorch"',
+            "Model m requests unsupported platform pytorch",
+        ),
+        (
+            'name: "m" base_path: "/a" model_platform: "tensorflow" } config { name: "m" base_path: "/b"',
+            "Illegal to list model m multiple times in config list",
+        ),
     ],
-    ids=["no-platform", "two-platforms", "relative-base-path"],
+    ids=["no-platform", "two-platforms", "relative-base-path", "other-platform", "a-name-twice"],
 )
 def test_a_config_file_tf_serving_refuses_is_refused(tmp_path: Path, model: str, message: str) -> None:
-    """What TF Serving's ServerCore refuses in a config (server_core.cc:77-105,140-147), ours refuses
-    too, so that a file tried on ours does not stop the real image; the deprecated model_type: TENSORFLOW
-    is read as the platform."""
+    """What TF Serving's ServerCore refuses in a config (server_core.cc:77-105,117-147,662-666), ours
+    refuses too, in its words, so that a file tried on ours does not stop the real image; the
+    deprecated model_type: TENSORFLOW is read as the platform."""
     config = tmp_path / "models.config"
     config.write_text(f"model_config_list {{ config {{ {model} }} }}")
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -467,7 +568,7 @@ def test_port_in_use_is_one_line(trained_model_dir: Path, flag: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = run_server_cli(
-            "--port=0",
+            f"--port={free_port()}",
             "--host=127.0.0.1",
             f"{flag}={port}",
             f"--model_base_path={trained_model_dir / 'mnist'}",

@@ -169,6 +169,28 @@ def test_wrong_input_name_and_unknown_output(
     assert "output tensor alias not found in signature: logits" in raised.value.details()
 
 
+def test_inputs_and_outputs_that_do_not_fit_are_refused_in_tf_servings_words(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    """predict_util.cc:51-73 (the inputs' number) and :126-146 (the outputs, each in turn)."""
+    missing = predict_pb2.PredictRequest()
+    missing.model_spec.name = "mnist"
+    assert_invalid(
+        predictions.Predict,
+        missing,
+        "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
+        "Missing but required: {images}.",
+    )
+    extra = predict_request(images[:1])
+    extra.inputs["junk"].CopyFrom(tf.make_tensor_proto(images[:1]))
+    assert_invalid(
+        predictions.Predict, extra, "2!=1 len({images,junk}) != len({images}). Sent extra: {junk}."
+    )
+    twice = predict_request(images[:1])
+    twice.output_filter.extend(["classes", "classes", "nope"])  # the duplicate comes first
+    assert_invalid(predictions.Predict, twice, "duplicate output tensor alias: classes")
+
+
 def test_metadata_packs_the_signature_defs(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub,
 ) -> None:
@@ -428,7 +450,7 @@ def test_unknown_inputs_are_refused_before_they_are_decoded(
     junk = request.inputs["junk"]
     junk.double_val.append(1.0)  # one value that make_ndarray would spread over the whole shape
     claim_shape(junk, tf.float64, (2000, 2000, 2))  # 64 MB: within the byte budget, past filling
-    assert_invalid(predictions.Predict, request, "unexpected ['junk']")
+    assert_invalid(predictions.Predict, request, "Sent extra: {junk}")
 
 
 def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, images: np.ndarray) -> None:
@@ -492,3 +514,26 @@ def test_a_long_name_is_answered_with_a_message_cut_as_tf_serving_cuts_it(
     details = str(refused.value.details())
     assert details.startswith("Servable not found for request: Latest(nnn")
     assert details.endswith("...TRUNCATED") and len(details) == 1024 + len("...TRUNCATED")
+
+
+def test_grpc_on_a_unix_socket_with_tf_servings_channel_arguments(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """--grpc_socket_path serves gRPC on a UNIX socket beside the port (server.cc:375-389), and
+    --grpc_channel_arguments reach gRPC, less one the server sets from its own flags (a warning)."""
+    socket_path = tmp_path / "serving.sock"
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        f"--grpc_socket_path={socket_path}",
+        "--grpc_channel_arguments=grpc.max_concurrent_streams=4,grpc.max_receive_message_length=10",
+    )
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as unix:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(unix)
+            reply = stub.Predict(predict_request(images[:2]), timeout=10)  # over 10 bytes: not applied
+        assert [d.size for d in reply.outputs["probabilities"].tensor_shape.dim] == [2, 10]
+    finally:
+        assert server.stop() == 0
+    assert server.process.stderr is not None
+    assert "grpc.max_receive_message_length is set by this server's own flags" in server.process.stderr.read()

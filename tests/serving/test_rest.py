@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from client import ServingClient
 from contract.signature import scale_pixels
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, start_server, wait_for
 from trainer.data import Split
 
 
@@ -489,5 +490,66 @@ def test_connections_whose_headers_never_finish_are_closed(trained_model_dir: Pa
             for _ in range(3):
                 reply = session.get(f"{server.rest_url}/v1/models/mnist", headers={"X-Ok": "a" * 8000})
                 assert reply.status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def send_until_refused(connection: socket.socket, data: bytes) -> None:
+    """Send what the server will take: it may close the connection part way, as it should."""
+    with contextlib.suppress(OSError):
+        connection.sendall(data)
+
+
+def test_connections_cannot_make_the_server_hold_more_than_their_limits(trained_model_dir: Path) -> None:
+    """What a hostile client could otherwise grow without bound, each held to a flag:
+    - trailers after a chunked body (uvicorn would keep each one): --rest_api_max_header_bytes, 431;
+    - pipelined requests (uvicorn would queue all a read brings, and read again after every answer):
+      --rest_api_max_pipelined_requests, then the rest is not read and the connection is closed;
+    - a body trickled after its request was answered (each byte would restart the idle timer): the
+      answer says connection: close and the connection closes;
+    - connections: --rest_api_max_connections, one more answered 503 and closed."""
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--rest_api_max_header_bytes=16384",
+        "--rest_api_max_pipelined_requests=8",
+        "--rest_api_max_connections=6",
+    )
+    address = ("127.0.0.1", server.rest_port)
+    try:
+        with socket.create_connection(address, timeout=30) as trailing:
+            trailing.sendall(
+                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"2\r\n{}\r\n0\r\n"
+            )
+            send_until_refused(trailing, b"".join(b"t%d: x\r\n" % i for i in range(20_000)))
+            assert read_until_closed(trailing).startswith(b"HTTP/1.1 431")
+
+        with socket.create_connection(address, timeout=30) as pipelining:
+            send_until_refused(pipelining, b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
+            answers = read_until_closed(pipelining)
+            answered = answers.count(b"HTTP/1.1 200")
+            assert 1 + 8 <= answered < 500 and answers.count(b"HTTP/1.1") == answered
+            assert answers.rsplit(b"HTTP/1.1 200", 1)[1].count(b"connection: close") == 1
+
+        with socket.create_connection(address, timeout=30) as trickling:
+            started = time.monotonic()
+            trickling.sendall(b"POST /v1/models/mnist HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            answer = read_until_closed(trickling)  # closed by the server, not after the 30 s idle timeout
+            assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer
+            assert time.monotonic() - started < 10
+
+        idle = [socket.create_connection(address, timeout=30) for _ in range(6)]
+        try:
+            with socket.create_connection(address, timeout=30) as one_more:
+                assert read_until_closed(one_more).startswith(b"HTTP/1.1 503")
+        finally:
+            for connection in idle:
+                connection.close()
+        wait_for(
+            lambda: requests.get(f"{server.rest_url}/v1/models/mnist", timeout=10).status_code == 200,
+            10,
+            "a connection once the idle ones are gone",
+        )
     finally:
         assert server.stop() == 0

@@ -385,11 +385,20 @@ def test_strings_travel_as_text_or_b64_in_every_position() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [{"b64": "not base64!"}, {"b64": 3}, {"b64": "YQ"}], ids=["chars", "number", "padding"]
+    "value",
+    [{"b64": "not base64!"}, {"b64": 3}, {"b64": "YQ="}, {"b64": "YWJjZ"}, {"b64": "Y=Q="}],
+    ids=["chars", "number", "wrong-padding", "one-char-over", "padding-inside"],
 )
 def test_bad_b64_is_refused(value: dict[str, Any]) -> None:
     message = refusal(to_input_arrays, body({"instances": [value]}), signature(s=tf.string))
-    assert message == "'b64' value is not valid base64"
+    assert message == "Unable to base64 decode"  # util/json_tensor.cc:386
+
+
+def test_b64_padding_may_be_left_off_as_absl_allows() -> None:
+    """absl::Base64Unescape: padding is optional, and '.' pads as '=' does."""
+    for text in ("YQ", "YQ==", "YQ..", "YWJj"):
+        decoded = to_input_arrays(body({"instances": [{"b64": text}]}), signature(s=tf.string))
+        assert decoded["s"].tolist() == [b"abc" if text == "YWJj" else b"a"]
 
 
 @pytest.mark.parametrize(

@@ -161,4 +161,4 @@ def test_a_predict_record_naming_an_input_the_signature_lacks_fails_as_a_request
     with pytest.raises(ServingError) as failed:
         servable.warm_up()
     assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "unexpected ['pixels']" in failed.value.message
+    assert "Sent extra: {pixels}" in failed.value.message
