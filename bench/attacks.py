@@ -262,6 +262,72 @@ def huge_headers(server: Server, image: np.ndarray) -> str:
     return "10 connections sending 20 MB headers: 431 and closed"
 
 
+def _read_until_closed(connection: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := connection.recv(1 << 16):
+            answer += chunk
+    except OSError:  # reset: the server closed with bytes of ours unread
+        pass
+    return answer
+
+
+def endless_trailers(server: Server, image: np.ndarray) -> str:
+    answers = []
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as connection:
+            connection.sendall(
+                b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"2\r\n{}\r\n0\r\n"
+            )
+            try:
+                for index in range(200):  # up to 10 MB of trailers, until the server closes
+                    connection.sendall(
+                        b"".join(
+                            b"t%d: %s\r\n" % (i, b"x" * 40) for i in range(1000 * index, 1000 * index + 1000)
+                        )
+                    )
+            except OSError:
+                pass
+            answers.append(_read_until_closed(connection)[:12])
+    expect(all(a in (b"HTTP/1.1 431", b"") for a in answers), f"endless trailers got {answers}")
+    return "4 chunked bodies followed by 10 MB of trailers: 431 and closed"
+
+
+def pipelined_flood(server: Server, image: np.ndarray) -> str:
+    answered = []
+    request = b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as connection:
+            try:
+                for _ in range(50):  # up to 100,000 requests, never reading an answer
+                    connection.sendall(request * 2000)
+            except OSError:
+                pass
+            answered.append(_read_until_closed(connection).count(b"HTTP/1.1 200"))
+    expect(max(answered) < 1000, f"pipelined requests answered per connection: {answered}")
+    return f"4 connections pipelining 100,000 requests unread: closed after {max(answered)} answers at most"
+
+
+def unread_bodies(server: Server, image: np.ndarray) -> str:
+    started = time.monotonic()
+    connections = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) for _ in range(50)]
+    try:
+        for connection in connections:  # answered 400 at once, its stated body never sent
+            connection.sendall(
+                b"POST /v1/models/mnist HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{"
+            )
+        answers = [_read_until_closed(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+    closing = sum(a.startswith(b"HTTP/1.1 400") and b"connection: close" in a for a in answers)
+    expect(
+        closing == len(connections), f"{closing} of {len(connections)} unread bodies closed their connection"
+    )
+    return f"50 requests answered with their bodies unread: all closed in {time.monotonic() - started:.1f} s"
+
+
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     large_json,
     stalled_bodies,
@@ -272,4 +338,7 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     deep_json,
     odd_tensors,
     huge_headers,
+    endless_trailers,
+    pipelined_flood,
+    unread_bodies,
 ]

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from serving import classify, json_bodies, rest_json, runs, tensors
+from serving import classify, classify_json, json_bodies, rest_json, runs, tensors
 from serving.errors import ServingError, invalid_argument
 from serving.limits import ByteBudget, Limits
 from serving.servable import Servable
@@ -180,7 +180,7 @@ class Inference:
         self, method: str, name: str, version: int | None, label: str | None, body: bytes
     ) -> dict[str, Any]:
         """REST :classify and :regress."""
-        signature_name, request_input = await self.parsing.run(classify.request_from_json, body, method)
+        signature_name, request_input = await self.parsing.run(classify_json.request_from_json, body, method)
         spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
         if version is not None:
             spec.version.value = version
@@ -188,9 +188,9 @@ class Inference:
             spec.version_label = label
         if method == "classify":
             classification = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
-            return classify.classification_json((await self.classify_proto(classification)).result)
+            return classify_json.classification_json((await self.classify_proto(classification)).result)
         regression = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
-        return classify.regression_json((await self.regress_proto(regression)).result)
+        return classify_json.regression_json((await self.regress_proto(regression)).result)
 
     def metadata(
         self, name: str, version: int | None, label: str | None, fields: Iterable[str] = ("signature_def",)

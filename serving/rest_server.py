@@ -100,9 +100,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         With `linger`, what the client is still sending is read and dropped for LINGER_S after the
         answer, which ends the server's side: closing with bytes unread would reset the connection, and
         the client could lose the answer."""
-        self._refused = True
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
+        self._refused = True
         message = why.encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n" % (status, reason.encode())
@@ -141,6 +141,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         """A header field; after the headers, a chunked body's trailer: counted, and dropped."""
         if self._in_headers:
             super().on_header(name, value)
+            return
+        if self._refused:
             return
         self._trailer_bytes += len(name) + len(value) + 4
         if self._trailer_bytes > self.max_header_bytes:

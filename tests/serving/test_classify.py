@@ -1,4 +1,4 @@
-"""serving/classify.py in process: Classify and Regress over tf.Example, without a model.
+"""serving/classify.py and classify_json.py in process: Classify and Regress over tf.Example, without a model.
 
 What this module builds (the serialized examples fed to the signature, the result protos, the REST JSON)
 is checked by parsing it back, and each refusal by its status and message: TF Serving's wording where
@@ -22,15 +22,13 @@ from tensorflow_serving.apis import input_pb2
 
 from serving.classify import (
     check_example_input,
-    classification_json,
     classification_outputs,
     classification_result,
-    input_from_json,
-    regression_json,
     regression_outputs,
     regression_result,
     serialized_examples,
 )
+from serving.classify_json import classification_json, input_from_json, regression_json
 from serving.errors import ServingError
 
 pytestmark = pytest.mark.fast

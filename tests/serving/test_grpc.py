@@ -384,7 +384,7 @@ def test_a_tensor_claiming_a_huge_shape_is_refused_before_allocation(
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     claim_shape(request.inputs["images"], tf.float32, (10**9, 28, 28, 1))
-    assert_invalid(predictions.Predict, request, "too large")
+    assert_invalid(predictions.Predict, request, "more than the server's limit")  # its decoded size
 
 
 @pytest.mark.parametrize(
