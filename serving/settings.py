@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from cliargs import OneLineParser, boolean
@@ -63,6 +63,13 @@ class Settings:
     lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
     limits: Limits  # ours: what clients may make the server hold
     verbose: bool
+
+
+def _version() -> str:
+    try:
+        return version("mnist-platform")
+    except PackageNotFoundError:  # run from a checkout that pip has not installed
+        return "(not installed)"
 
 
 def grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
@@ -279,7 +286,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         f"and the connection closed after their answers (default {defaults.rest_pipelined})",
     )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
-    flag("--version", action="version", version=f"{parser.prog} {version('mnist-platform')}: {SERVES}")
+    flag("--version", action="version", version=f"{parser.prog} {_version()}: {SERVES}")
     foreign_flags.add_to(parser)
     args = parser.parse_args(argv)
     try:
