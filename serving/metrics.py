@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-# Exponential(scale 10, growth 1.8, 33 buckets): TF Serving's request and runtime latency samplers.
+# Exponential(scale 10, growth 1.8, 33 buckets): TF Serving's request, runtime and warm-up latency samplers.
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))
 
@@ -61,6 +61,8 @@ class ServingMetrics:
         self.loads: dict[tuple[str, str], float] = defaultdict(float)  # (model_path, status)
         self.load_latency: dict[str, float] = defaultdict(float)  # model_path: microseconds
         self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)
+        self.warmup_latency = Histogram(LATENCY_BUCKETS_US)  # (model_path, status)
+        self.warmup_records: dict[tuple[str, str], float] = defaultdict(float)  # (model_path, status)
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -89,6 +91,12 @@ class ServingMetrics:
             self.loads[str(path), "success" if ok else "fail"] += 1
             if ok:
                 self.load_latency[str(path)] += seconds * 1e6
+
+    def observe_warmup(self, path: Path, seconds: float, records: int, status: str) -> None:
+        """A version's warm-up file read (saved_model_warmup_util.cc:51-63,209-214)."""
+        with self._lock:
+            self.warmup_latency.observe((str(path), status), seconds * 1e6)
+            self.warmup_records[str(path), status] += records
 
     def observe_batch(self, model: str, size: int) -> None:
         """A merged model call of `size` examples (TF Serving's histogram has no model label)."""
@@ -124,6 +132,17 @@ class ServingMetrics:
                 "Latency in microseconds for SavedModels that were successfully loaded.",
                 ["model_path"],
                 {(path,): value for path, value in self.load_latency.items()},
+            )
+            yield self.warmup_latency.family(
+                ":tensorflow:serving:model_warmup_latency",
+                "Distribution of wall time (in microseconds) for warming up the model.",
+                ["model_path", "status"],
+            )
+            yield _counter(
+                ":tensorflow:serving:model_warmup_records_read",
+                "Total number of warmup records read during model warmup.",
+                ["model_path", "status"],
+                self.warmup_records,
             )
             yield self.batch_sizes.family(
                 ":tensorflow:serving:batching_session:processed_batch_size",

@@ -155,10 +155,10 @@ class Servable:
             raise invalid_argument(str(err)) from None
         return {name: results[name] for name in wanted}
 
-    def warm_up(self, iterations: int = 1) -> int:
+    def warm_up(self, iterations: int = 1, observe: warmup.WarmupObserver = lambda *_: None) -> int:
         """Replay the version's warm-up requests (serving/warmup.py), each `iterations` times, before it
         serves; a failing one fails the load. Returns the number of records."""
-        return warmup.replay(self, iterations)
+        return warmup.replay(self, iterations, observe)
 
 
 @dataclass(frozen=True)

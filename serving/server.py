@@ -61,6 +61,7 @@ class ModelServer:
                 batching=batching,
                 tflite=settings.tflite,
                 on_load=self.metrics.observe_load,
+                on_warmup=self.metrics.observe_warmup,
                 on_change=self._state_changed,
                 on_batch=self.metrics.observe_batch,
                 allow_unavailable_labels=settings.allow_version_labels_for_unavailable_models,

@@ -25,6 +25,7 @@ from serving.model_pool import ModelPool
 from serving.servable import Servable, runs_tflite
 from serving.tflite import TflitePolicy
 from serving.version_source import aspired_versions, present_versions
+from serving.warmup import WarmupObserver
 from tfs_api.tensorflow_serving.config import model_server_config_pb2
 
 log = logging.getLogger("serving")
@@ -94,6 +95,7 @@ class ModelStore:
         batching: BatchPolicy | None = None,
         tflite: TflitePolicy | None = None,
         on_load: Callable[[str, int, Path, float, bool, bool], None] = lambda *_: None,
+        on_warmup: WarmupObserver = lambda *_: None,
         on_change: Callable[[], None] = lambda: None,
         on_batch: Callable[[str, int], None] = lambda *_: None,
         allow_unavailable_labels: bool = False,
@@ -103,9 +105,9 @@ class ModelStore:
         """`pool` runs the loaded versions' model calls; `warm_up_iterations`: how many times each of
         a version's warm-up records is replayed before it serves (0: none); `on_load(model, version,
         path, seconds, ok, saved_model)` hears of every load (metrics; `saved_model`: its SavedModel was
-        read, not its model.tflite); `on_change()` of every version that starts or stops answering, or
-        fails for good (the health service, and a reload call waiting for its new models);
-        `on_batch(model, size)` of every batch."""
+        read, not its model.tflite); `on_warmup` of every warm-up (serving/warmup.py); `on_change()` of
+        every version that starts or stops answering, or fails for good (the health service, and a
+        reload call waiting for its new models); `on_batch(model, size)` of every batch."""
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
@@ -113,6 +115,7 @@ class ModelStore:
         self._pool, self._batching, self._tflite = pool, batching, tflite
         self._warm_up_iterations = warm_up_iterations
         self._on_load, self._on_change, self._on_batch = on_load, on_change, on_batch
+        self._on_warmup = on_warmup
         self._stop = threading.Event()
         self._wake = threading.Event()  # a poll is due sooner than the poller thought (a retry)
         self._load_retries, self._load_retry_interval_s = load_retries, load_retry_interval_s
@@ -325,7 +328,9 @@ class ModelStore:
                 lambda size: self._on_batch(entry.name, size),
                 self._tflite,
             )
-            warmed = servable.warm_up(self._warm_up_iterations) if self._warm_up_iterations else 0
+            warmed = 0
+            if self._warm_up_iterations:
+                warmed = servable.warm_up(self._warm_up_iterations, self._on_warmup)
         except Exception as err:  # any failure to load is reported in the status, not raised
             if servable is not None:  # loaded, then its warm-up failed: its threads end here
                 servable.close()

@@ -8,6 +8,8 @@ load, so a version whose own warm-up requests it cannot answer never serves.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,14 +28,22 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap (saved_model_warmup_util.h:33)
 MAX_WARMUP_TENSOR_BYTES = 1 << 31  # the model's owner wrote the file: only TensorFlow's own bound
 
 
-def replay(servable: Servable, iterations: int = 1) -> int:
+# Hears of a warm-up that read its file to the end or met a damaged record: the version's path, the
+# seconds it took, the records read, and TF Serving's status text ("OK", or "DATA_LOSS: ...").
+WarmupObserver = Callable[[Path, float, int, str], None]
+
+
+def replay(servable: Servable, iterations: int = 1, observe: WarmupObserver = lambda *_: None) -> int:
     """Replay the file, each record `iterations` times (--num_request_iterations_for_warmup): a missing
     file is no warm-up, a record with no request in it is skipped but counted, and a file of more than
     MAX_WARMUP_RECORDS records fails the load once the record past the limit has run. Returns the
-    number of records."""
+    number of records. `observe` hears of it as TF Serving's warm-up metrics do (:209-214): when the
+    file was read to its end or a record of it was damaged, not when a record failed or was past the
+    limit, which TF Serving returns before it counts."""
     path = servable.path / WARMUP_FILE
     if not path.is_file():
         return 0
+    started = time.monotonic()
     count = 0
     try:
         for raw in tfrecord.records(path):
@@ -54,9 +64,11 @@ def replay(servable: Servable, iterations: int = 1) -> int:
                     f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
                 )
     except tfrecord.RecordError as err:  # TensorFlow's reader: DATA_LOSS (:231-234)
+        observe(servable.path, time.monotonic() - started, count, f"DATA_LOSS: {err}")
         raise ServingError(
             grpc.StatusCode.DATA_LOSS, f"{err}. Please verify your warmup data is in TFRecord format."
         ) from None
+    observe(servable.path, time.monotonic() - started, count, "OK")
     return count
 
 

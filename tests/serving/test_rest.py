@@ -20,6 +20,7 @@ from client import ServingClient
 from contract.signature import scale_pixels
 from tests.conftest import ServerProcess, start_server, wait_for
 from trainer.data import Split
+from trainer.export import WARMUP_BATCH_SIZES
 
 
 def post(server: ServerProcess, path: str, body: object) -> requests.Response:
@@ -203,6 +204,12 @@ def test_prometheus_metrics_count_as_tf_serving_counts(server: ServerProcess, im
     )
     loads = {labels: value for (name, labels), value in after.items() if name.endswith("load_attempt_count")}
     assert [dict(labels)["status"] for labels in loads] == ["success"] and list(loads.values()) == [1.0]
+    warm_ups = {
+        labels: value for (name, labels), value in after.items() if name.endswith("model_warmup_records_read")
+    }
+    (labels, records), *others = warm_ups.items()  # the trainer's warm-up file, read as the version loaded
+    assert not others and dict(labels)["status"] == "OK" and records == len(WARMUP_BATCH_SIZES)
+    assert after[":tensorflow:serving:model_warmup_latency_count", labels] == 1
 
 
 def test_names_of_models_not_served_share_one_label_however_many_there_are(server: ServerProcess) -> None:

@@ -46,7 +46,7 @@ class FakeServable:
         assert self.requests.wait_idle(0), "closed with requests still running"
         self.closed = True
 
-    def warm_up(self, iterations: int) -> int:
+    def warm_up(self, iterations: int, observe: object) -> int:
         self.warmed = True
         return 0
 

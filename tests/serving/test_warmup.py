@@ -162,3 +162,28 @@ def test_a_predict_record_naming_an_input_the_signature_lacks_fails_as_a_request
         servable.warm_up()
     assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Sent extra: {pixels}" in failed.value.message
+
+
+def test_warm_up_is_reported_as_tf_servings_metrics_report_it(
+    version: Path, pool: ModelPool, images: np.ndarray
+) -> None:
+    """saved_model_warmup_util.cc:209-214: a file read to its end is reported OK with its records, a
+    damaged one with DATA_LOSS; a record that fails returns before anything is reported."""
+    heard: list[tuple[Path, int, str]] = []
+
+    def observe(path: Path, seconds: float, records: int, status: str) -> None:
+        assert seconds >= 0
+        heard.append((path, records, status))
+
+    write_warmup(version, predict_log(images[:1]), prediction_log_pb2.PredictionLog())
+    servable = Servable("mnist", 1, version, pool)
+    servable.warm_up(observe=observe)
+    warmup_file = version / WARMUP_FILE
+    warmup_file.write_bytes(warmup_file.read_bytes()[:-1])  # the last record cut short
+    with pytest.raises(ServingError):
+        servable.warm_up(observe=observe)
+    write_warmup(version, regress_log(images[:1]))
+    with pytest.raises(ServingError):
+        servable.warm_up(observe=observe)
+    assert [(path, records) for path, records, _ in heard] == [(version, 2), (version, 1)]
+    assert heard[0][2] == "OK" and heard[1][2].startswith("DATA_LOSS: ")
