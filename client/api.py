@@ -169,7 +169,7 @@ class RestTransport(Transport):
         try:
             reply = self._session.request(method, url, json=body, timeout=timeout)
         except requests.ConnectionError as err:
-            raise ServingClientError("UNAVAILABLE", f"cannot reach {self.url}: {err}") from None
+            raise ServingClientError("UNAVAILABLE", f"cannot reach {self.url}: {_first_cause(err)}") from None
         except requests.Timeout:
             raise ServingClientError(
                 "DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s"
@@ -179,7 +179,9 @@ class RestTransport(Transport):
         try:
             document = reply.json()
         except ValueError:
-            document = {"error": reply.text[:200] or reply.reason}
+            document = None
+        if not isinstance(document, dict):  # an HTML page, say: its first words, on one line
+            document = {"error": " ".join(reply.text.split())[:200] or reply.reason}
         if reply.status_code != 200:
             raise ServingClientError(
                 HTTP_STATUS_NAMES.get(reply.status_code, str(reply.status_code)),
@@ -203,23 +205,48 @@ class RestTransport(Transport):
                 raise
             target = self._answering_version(model, label, timeout)  # unloaded meanwhile: once more
             document = self._call("POST", url.format(target), timeout, body)
-        return np.asarray(document["outputs"][PROBABILITIES], dtype=np.float32), target
+        return self._read(
+            lambda: np.asarray(document["outputs"][PROBABILITIES], dtype=np.float32), document
+        ), target
 
     def _answering_version(self, model: str, label: str | None, timeout: float) -> int:
         metadata = self.metadata(model, None, label, timeout)
-        return int(metadata["model_spec"]["version"])
+        return self._read(lambda: int(metadata["model_spec"]["version"]), metadata)
 
     def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:
         document = self._call("GET", self._path(model, version, None), timeout)
-        return [
-            VersionStatus(
-                int(s["version"]), s["state"], s["status"]["error_code"], s["status"]["error_message"]
-            )
-            for s in document["model_version_status"]
-        ]
+        return self._read(
+            lambda: [
+                VersionStatus(
+                    int(s["version"]), s["state"], s["status"]["error_code"], s["status"]["error_message"]
+                )
+                for s in document["model_version_status"]
+            ],
+            document,
+        )
+
+    def _read(self, fields: Callable[[], T], document: dict) -> T:
+        """The fields a reply of TF Serving's holds; a server that answers 200 without them (another
+        web server at that address) is an error in one line, not a KeyError."""
+        try:
+            return fields()
+        except (KeyError, IndexError, TypeError, ValueError):
+            words = " ".join(str(document).split())[:100]
+            raise ServingClientError(
+                "UNKNOWN", f"{self.url} did not answer as a TF Serving REST API ({words})"
+            ) from None
 
     def metadata(self, model: str, version: int | None, label: str | None, timeout: float) -> dict:
         return self._call("GET", f"{self._path(model, version, label)}/metadata", timeout)
+
+
+def _first_cause(err: BaseException) -> str:
+    """The words of the failure under a chain of wrappers (`Connection refused`, not urllib3's
+    hundreds of characters about its connection pool)."""
+    cause = err.__cause__ or err.__context__
+    while cause is not None:
+        err, cause = cause, cause.__cause__ or cause.__context__
+    return getattr(err, "strerror", None) or str(err)
 
 
 # HTTP status -> the gRPC status name TF Serving maps to it (serving/errors.py holds the other way).
