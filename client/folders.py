@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,10 @@ from client.normalise import ImageError, Limits, normalise_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MAX_FILE_BYTES = Limits().max_bytes  # what normalise takes; a larger file is refused unread
+# Phones' photos in HEIF containers: walked too, so each is reported rather than skipped, since
+# normalise decodes neither (Pillow has no HEIC decoder; AVIF is not among normalise's formats).
+HEIF_SUFFIXES = {".heic", ".heif", ".avif"}
+HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,19 @@ class Outcome:
 
 
 def expand(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given, folders walked for images, globs matched (a path that exists as written is that
-    file, `[a].png` included); a missing path stays (and fails)."""
+    """Files as given, folders walked for images (the folders inside them walked, not listed; links to
+    folders not followed), globs matched and each match taken as if given, as the shell's own
+    expansion would be (a path that exists as written is that file, `[a].png` included). A path that
+    yields nothing stays, and fails: a missing file, a pattern that matches nothing, a folder with no
+    images are each an input the user meant, not one to drop without a word."""
     for path in paths:
         if path == "-":
             yield path
         elif any(c in path for c in "*?[") and not os.path.lexists(path):
-            yield from sorted(glob.glob(path, recursive=True))
+            yield from list(expand(sorted(glob.glob(path, recursive=True)))) or [path]
         elif Path(path).is_dir():
-            yield from sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | HEIF_SUFFIXES]
+            yield from sorted(str(p) for p in found if not p.is_dir()) or [path]
         else:
             yield path
 
@@ -66,13 +74,20 @@ def read(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise ImageError(err.strerror or str(err)) from None
-    with os.fdopen(descriptor, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:  # looked at before reading: os.open opens a folder (`x.png/`) without complaint
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):  # expand() walks folders: one that comes here has no images
+            raise ImageError("a folder with no images in it")
         if not stat.S_ISREG(info.st_mode):
             raise ImageError("not a regular file")
         if info.st_size > limit:
-            raise ImageError(f"the file is {info.st_size:,} bytes, over the limit of {limit:,} bytes")
-        return file.read(limit + 1)  # one byte over, should it have grown: decode then refuses it
+            raise ImageError(
+                f"the file is {info.st_size:,} bytes, over the limit of {limit:,} bytes: resize or crop it"
+            )
+        with open(descriptor, "rb", closefd=False) as file:  # one byte over, should it have grown:
+            return file.read(limit + 1)  # decode then refuses it
+    finally:
+        os.close(descriptor)
 
 
 def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | ImageError]:
@@ -83,7 +98,10 @@ def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | I
         try:
             if path == "-" and len(stdin) > MAX_FILE_BYTES:  # read only this far: it may never end
                 raise ImageError(f"standard input holds more than the limit of {MAX_FILE_BYTES:,} bytes")
-            tensors.append(normalise_bytes(stdin if path == "-" else read(path)).tensor)
+            data = stdin if path == "-" else read(path)
+            if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:  # an ISO media file's brand
+                raise ImageError(f"{HEIF_BRANDS[data[8:12]]} is not supported: convert to PNG or JPEG")
+            tensors.append(normalise_bytes(data).tensor)
         except ImageError as err:
             tensors.append(err)
     return tensors
@@ -123,7 +141,7 @@ def predicted(
     batches: list[list[str]],
     target: Target,
     concurrency: int = 4,
-) -> Iterator[list[Outcome]]:
+) -> Generator[list[Outcome], None, None]:
     """Each batch's outcomes, in the order of the batches, until the server fails a call
     (ServingClientError, raised: what is not yet sent is dropped). Normalising dominates (about 4.5 ms an
     image on one core of an AMD EPYC, against 0.12 ms for its share of a batched Predict call), so
@@ -140,16 +158,30 @@ def predicted(
     senders = ThreadPoolExecutor(concurrency)
     try:
         # Queued before the client is made, so the workers are forked now: before the gRPC client
-        # opens its channel, whose threads make a fork unsafe.
-        normalised = workers.map(normalise_files, batches, stdins)
+        # opens its channel, whose threads make a fork unsafe. Never cancelled (see terminate_workers).
+        normalised = [workers.submit(normalise_files, *job) for job in zip(batches, stdins, strict=True)]
         client = connect_client()
         sending: deque[Future[list[Outcome]]] = deque()
         for paths, tensors in zip(batches, normalised, strict=True):
-            sending.append(senders.submit(predict_batch, client, paths, tensors, target))
+            sending.append(senders.submit(predict_batch, client, paths, tensors.result(), target))
             while sending and (sending[0].done() or len(sending) >= concurrency):
                 yield sending.popleft().result()
         while sending:
             yield sending.popleft().result()
-    finally:  # Ctrl-C: the batches not yet normalised or sent are dropped
+    finally:  # Ctrl-C, a failed call, a closed pipe: the batches not yet normalised or sent are dropped
         senders.shutdown(wait=False, cancel_futures=True)
-        workers.shutdown(wait=False, cancel_futures=True)
+        terminate_workers(workers)
+
+
+def terminate_workers(workers: ProcessPoolExecutor) -> None:
+    """Stops the worker processes now, in the middle of their batches. The executor's shutdown lets
+    running batches finish, and the interpreter's exit waits for them: seconds after Ctrl-C, a failed
+    call or a closed pipe, and a second Ctrl-C in that wait left the process hung in a join. What
+    Python 3.14's ProcessPoolExecutor.terminate_workers() does, on 3.11, whose executor has two
+    races with it: a cancelled batch gets a traceback when the executor finds its workers gone (so
+    none is cancelled), and the interpreter's exit may wake the executor's thread as it closes (so
+    that thread is waited for here, a few milliseconds once the workers are gone)."""
+    for process in list((workers._processes or {}).values()):  # private until 3.14: see above
+        if process.is_alive():
+            process.terminate()
+    workers.shutdown(wait=True)
