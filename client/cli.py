@@ -12,11 +12,16 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
+from contextlib import closing
+from urllib.parse import urlsplit
 
 from cliargs import OneLineParser
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.folders import Outcome, Target, expand, predicted
+
+MAX_TIMEOUT = 3600  # seconds: longer is a typo, or no deadline at all (inf)
 
 EXAMPLES = """examples:
   mnist predict digit.png                      one image, over gRPC (localhost:8500)
@@ -58,11 +63,15 @@ class Printer:
             self.csv.writerow(
                 [outcome.path, outcome.digit, outcome.version, *probabilities, outcome.error or ""]
             )
-        elif outcome.error:
-            print(f"{outcome.path:40}  error: {outcome.error}")
-        else:
-            confidence = max(outcome.probabilities)
-            print(f"{outcome.path:40}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
+        else:  # a name with a newline or other control character quoted and escaped, as JSON writes it
+            path = (
+                outcome.path if outcome.path.isprintable() else json.dumps(outcome.path, ensure_ascii=False)
+            )
+            if outcome.error:
+                print(f"{path:40}  error: {outcome.error}")
+            else:
+                confidence = max(outcome.probabilities)
+                print(f"{path:40}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
 
 
 def connect(args: argparse.Namespace) -> ServingClient:
@@ -74,28 +83,26 @@ def connect(args: argparse.Namespace) -> ServingClient:
 
 def run_predict(args: argparse.Namespace) -> int:
     paths = list(expand(args.paths))
-    if not paths:
-        print("error: no images found in the paths given", file=sys.stderr)
-        return 1
     show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"))
     batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
     failed = 0
-    progress = None
-    if sys.stderr.isatty() and len(batches) > 1:
-        from tqdm import tqdm
+    from tqdm import tqdm  # here, not above: the other commands need not import it
 
-        progress = tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False)
+    bar = sys.stderr.isatty() and len(batches) > 1
     target = Target(args.model, args.version, args.label)
-    try:
-        for outcomes in predicted(lambda: connect(args), batches, target, args.concurrency):
-            for outcome in outcomes:
-                show(outcome)
-                failed += outcome.error is not None
-            if progress is not None:
-                progress.update(len(outcomes))
-    finally:
-        if progress is not None:
-            progress.close()
+    # Both closed whatever ends the loop (Ctrl-C, a closed pipe): closing the batches stops the workers.
+    with (
+        tqdm(total=len(paths), unit="image", file=sys.stderr, leave=False, disable=not bar) as progress,
+        closing(predicted(lambda: connect(args), batches, target, args.concurrency)) as answers,
+    ):
+        for outcomes in answers:
+            # The bar is taken off its line while rows are printed (stdout and stderr may be one
+            # terminal), and drawn again below them.
+            with progress.external_write_mode(file=sys.stdout):
+                for outcome in outcomes:
+                    show(outcome)
+                    failed += outcome.error is not None
+            progress.update(len(outcomes))
     if failed:
         print(f"{failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -154,13 +161,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("batch_size", "concurrency"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # nan and inf too: gRPC and requests fail on them
+        parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {args.timeout}")
     if "://" in args.grpc:
         parser.error(f"--grpc takes HOST:PORT such as localhost:8500, not a URL: {args.grpc!r}")
-    if args.rest and not args.rest.startswith(("http://", "https://")):
+    if not has_port(args.grpc):  # gRPC itself would take 443, which no model server listens on
+        parser.error(f"--grpc takes HOST:PORT such as localhost:8500, with the port: {args.grpc!r}")
+    if args.rest and not (args.rest.startswith(("http://", "https://")) and has_port(args.rest, True)):
         parser.error(f"--rest takes a URL such as http://localhost:8501, not {args.rest!r}")
     return args
+
+
+def has_port(address: str, url: bool = False) -> bool:
+    """Whether a gRPC target (HOST:PORT) names a host and a port, or a URL (whose port may be left
+    to its scheme) is well formed, a port given in range: a typo is a usage error, not a call that
+    fails after its retries."""
+    try:
+        parts = urlsplit(address if url else f"//{address}")
+        port = parts.port  # raises for a port over 65535 or not a number
+    except ValueError:  # that, or `http://[::1`
+        return False
+    return bool(parts.hostname) and (url or port is not None)
 
 
 def _hint(err: ServingClientError, args: argparse.Namespace) -> str:
@@ -173,9 +194,19 @@ def _hint(err: ServingClientError, args: argparse.Namespace) -> str:
 
 
 def command() -> int:
-    """The `mnist` command as the shell runs it: main(), with C libraries kept off the terminal."""
+    """The `mnist` command as the shell runs it: main(), with C libraries kept off the terminal, and
+    a second Ctrl-C ending the process at once."""
     keep_c_libraries_off_stderr()
+    signal.signal(signal.SIGINT, interrupt_once)
     return main()
+
+
+def interrupt_once(signum: int, frame: object) -> None:
+    """The first Ctrl-C is KeyboardInterrupt, which ends the command in one line; another, should
+    anything in that ending wait (a call in flight to a server that does not answer), ends the process
+    as the system ends it, without Python's traceback from wherever it was waiting."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise KeyboardInterrupt
 
 
 def keep_c_libraries_off_stderr() -> None:
