@@ -6,9 +6,14 @@ import csv
 import io
 import json
 import os
+import pty
+import re
+import signal
 import subprocess
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +157,16 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     down = client_cli("status", "--grpc", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert "UNAVAILABLE" in down.stderr and "is the server running" in down.stderr
-    nothing = client_cli("predict", "/nonexistent/*.png")
-    assert nothing.returncode == 1 and nothing.stderr.strip() == "error: no images found in the paths given"
+    port = free_port()
+    refused = client_cli("status", "--rest", f"http://127.0.0.1:{port}", "--timeout", "1")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        f"error: UNAVAILABLE: cannot reach http://127.0.0.1:{port}: Connection refused "
+        f"(is the server running at http://127.0.0.1:{port}?)\n",
+    )
+    nothing = client_cli("predict", "--json", "/nonexistent/*.png", "--grpc", f"127.0.0.1:{free_port()}")
+    assert json.loads(nothing.stdout) == {"path": "/nonexistent/*.png", "error": "No such file or directory"}
+    assert nothing.returncode == 1 and nothing.stderr == "1 of 1 inputs failed\n"
     bad_flag = client_cli("predict", "--batch-size", "0", "x.png")
     assert bad_flag.returncode == 2
     assert bad_flag.stderr == "mnist: error: --batch-size must be at least 1 (see mnist --help)\n"
@@ -168,6 +181,101 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     a_url = client_cli("status", "--grpc", "http://localhost:8500")
     assert (
         a_url.returncode == 2 and "--grpc takes HOST:PORT such as localhost:8500, not a URL" in a_url.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--timeout", "inf"], "--timeout takes seconds, more than 0 and at most 3600, not inf"),
+        (["--timeout", "nan"], "--timeout takes seconds, more than 0 and at most 3600, not nan"),
+        (["--timeout", "1e300"], "--timeout takes seconds, more than 0 and at most 3600, not 1e+300"),
+        (
+            ["--grpc", "127.0.0.1"],
+            "--grpc takes HOST:PORT such as localhost:8500, with the port: '127.0.0.1'",
+        ),
+        (["--rest", "http://[::1"], "--rest takes a URL such as http://localhost:8501, not 'http://[::1'"),
+        (
+            ["--rest", "http://h:99999"],
+            "--rest takes a URL such as http://localhost:8501, not 'http://h:99999'",
+        ),
+    ],
+)
+def test_a_timeout_or_address_that_cannot_work_is_a_usage_error(flags: list[str], expected: str) -> None:
+    """Not a traceback, a wait of 443's retries or a DEADLINE_EXCEEDED that blames the server."""
+    result = client_cli("status", *flags)
+    assert (result.returncode, result.stderr) == (2, f"mnist: error: {expected} (see mnist --help)\n")
+
+
+def test_folders_and_globs_that_name_no_image_and_heic_photos_are_each_a_failed_input(
+    server: ServerProcess, tmp_path: Path, mnist_test: Split
+) -> None:
+    """A folder named like an image is walked (its images answered), never read as a file in a
+    worker (whose IsADirectoryError lost every answer); a glob that matches nothing, an empty
+    folder and a HEIC or AVIF photo are each one failed input, in a run that answers the rest."""
+    digit = encode(photo_of(mnist_test.images[0]))
+    (tmp_path / "zz.png").mkdir()
+    (tmp_path / "zz.png" / "inner.png").write_bytes(digit)
+    (tmp_path / "seven.png").write_bytes(digit)
+    (tmp_path / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic")
+    (tmp_path / "new.avif").write_bytes(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf")
+    empty = tmp_path.parent / f"{tmp_path.name}-empty"
+    empty.mkdir()
+    typo = str(tmp_path / "typo" / "*.png")
+    inputs = [str(tmp_path), str(tmp_path / "z*.png"), typo, str(empty)]
+    result = client_cli("predict", "--json", "--batch-size", "1", "--grpc", server.grpc_target, *inputs)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    inner, seven = str(tmp_path / "zz.png" / "inner.png"), str(tmp_path / "seven.png")
+    assert [(r["path"], r.get("error", r.get("digit"))) for r in records] == [
+        (str(tmp_path / "new.avif"), "AVIF is not supported: convert to PNG or JPEG"),
+        (str(tmp_path / "phone.heic"), "HEIC is not supported: convert to PNG or JPEG"),
+        (seven, 7),
+        (inner, 7),
+        (inner, 7),
+        (typo, "No such file or directory"),
+        (str(empty), "a folder with no images in it"),
+    ]
+    assert (result.returncode, result.stderr) == (1, "4 of 7 inputs failed\n")
+
+
+class NotTfServing(BaseHTTPRequestHandler):
+    """A web server at the address given that is not TF Serving: JSON without TF Serving's fields
+    for /json/..., else a page of HTML."""
+
+    def do_GET(self) -> None:
+        json_reply = self.path.startswith("/json/")
+        body = b'{"outputs": {}}' if json_reply else b"<html>\n<body>\n<h1>Welcome</h1>\n</body>\n</html>\n"
+        self.send_response(200 if json_reply else 404)
+        self.send_header("Content-Type", "application/json" if json_reply else "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:  # the test's output is not the place for its log
+        pass
+
+
+def test_a_web_server_that_is_not_tf_serving_is_one_line(tmp_path: Path, mnist_test: Split) -> None:
+    (tmp_path / "digit.png").write_bytes(encode(photo_of(mnist_test.images[0])))
+    with ThreadingHTTPServer(("127.0.0.1", 0), NotTfServing) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{web.server_port}"
+        status = client_cli("status", "--rest", f"{url}/json")
+        predict = client_cli(
+            "predict", "--rest", f"{url}/json", "--version", "1", str(tmp_path / "digit.png")
+        )
+        html = client_cli("status", "--rest", url)
+        web.shutdown()
+    for result in (status, predict):
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr == (
+            f"error: UNKNOWN: {url}/json did not answer as a TF Serving REST API ({{'outputs': {{}}}})\n"
+        )
+    assert (html.returncode, html.stderr) == (
+        1,
+        "error: NOT_FOUND: <html> <body> <h1>Welcome</h1> </body> </html>\n",
     )
 
 
@@ -205,6 +313,68 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(server: ServerProces
         run.stdout.close()
         assert run.wait(timeout=60) == 141
         assert run.stderr.read() == b""
+
+
+def test_ctrl_c_ends_a_folder_run_at_once_in_one_line_however_often_pressed(
+    server: ServerProcess, tmp_path: Path, mnist_test: Split
+) -> None:
+    """The first Ctrl-C stops the workers mid-batch (photos of seconds a batch) and says
+    `interrupted`; a second one, while the command ends, ends it too: never a traceback, never a
+    process left waiting on its workers."""
+    big = photo_of(mnist_test.images[0], size=(1600, 1600), scale=40, at=(100, 100), noise=4)
+    (tmp_path / "big.png").write_bytes(encode(big))
+    digits = [str(tmp_path / "big.png")] * 200
+    command = [str(Path(sys.executable).parent / "mnist"), "predict", "--json", "--grpc", server.grpc_target]
+    for presses in (1, 2):
+        with subprocess.Popen(
+            [*command, "--batch-size", "8", *digits], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as run:
+            assert run.stdout is not None and run.stderr is not None
+            assert json.loads(run.stdout.readline())["digit"] in range(10)  # mid-run: workers busy
+            for _ in range(presses):
+                run.send_signal(signal.SIGINT)
+            interrupted = time.monotonic()
+            run.wait(timeout=10)
+            assert time.monotonic() - interrupted < 1.5
+            # A second press ends the process as the system does (unless both came as one signal).
+            assert run.returncode in ({130} if presses == 1 else {130, -signal.SIGINT})
+            assert run.stderr.read() in ({b"interrupted\n"} if presses == 1 else {b"", b"interrupted\n"})
+
+
+def test_rows_on_a_terminal_stay_off_the_progress_bars_line(server: ServerProcess, folder: Path) -> None:
+    """stdout and stderr one terminal: each table row on a line of its own, the bar taken off its
+    line while rows are printed; a newline in a file's name escaped, not splitting its row."""
+    odd = folder.parent / "odd"
+    odd.mkdir(exist_ok=True)
+    (odd / "two\nlines.jpg").write_bytes((folder / "digit0.jpg").read_bytes())
+    digits = [str(p) for p in sorted(folder.rglob("*.jpg"))] * 4 + [str(odd / "two\nlines.jpg")]
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [str(Path(sys.executable).parent / "mnist"), "predict", "--batch-size", "2", "--grpc"]
+        + [server.grpc_target, *digits],
+        cwd=ROOT,
+        stdout=follower,
+        stderr=follower,
+    ) as run:
+        os.close(follower)
+        written = b""
+        while chunk := _read_terminal(leader):
+            written += chunk
+        assert run.wait(timeout=60) == 0
+    os.close(leader)
+    lines = written.decode().replace("\r\n", "\n").split("\n")
+    rows = [line.split("\r")[-1] for line in lines if "version 1" in line]
+    assert len(rows) == len(digits)
+    assert all(re.fullmatch(r"\S+ +\d  +\d+\.\d\d%  version 1", row) for row in rows), rows
+    assert rows[-1].startswith('"' + str(odd / "two\\nlines.jpg") + '"')
+
+
+def _read_terminal(leader: int) -> bytes:
+    """What the command wrote to its terminal since the last read; b"" once it has closed it."""
+    try:
+        return os.read(leader, 65536)
+    except OSError:  # EIO: the command has exited and the terminal's other end is closed
+        return b""
 
 
 def test_help_shows_examples_that_parse() -> None:
