@@ -8,7 +8,9 @@ python -m serving --rest_api_port=8501 --model_config_file=serving/config/models
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -22,6 +24,8 @@ from serving.settings import parse_flags
 if TYPE_CHECKING:
     from serving.server import ModelServer
 
+HEADROOM_FILES = 256  # descriptors the server needs besides REST connections: models, gRPC, logs
+
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_flags(argv)
@@ -34,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     tensorflow_runtime.configure(
         tensorflow_runtime.Threads(settings.intra_op_threads, settings.inter_op_threads, settings.verbose)
     )
+    if settings.rest_api_port:
+        _allow_open_files(settings.limits.rest_connections)
     from serving.server import ModelServer
 
     try:
@@ -47,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot start the server: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the open-file limit to its hard limit (a shell's soft limit is often 1,024), so that a crowd
+    of clients meets --rest_api_max_connections, not a failed accept; say so if even that is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and connections + HEADROOM_FILES > soft:
+        logging.getLogger("serving").warning(
+            "--rest_api_max_connections=%d: the open-file limit, %d, is reached first", connections, soft
+        )
 
 
 async def _serve_until_signalled(server: ModelServer) -> None:

@@ -48,14 +48,15 @@ def check_model_config(config: model_server_config_pb2.ModelServerConfig, source
         if model.name in seen:
             raise ConfigError(f"{source}: Illegal to list model {model.name} multiple times in config list")
         seen.add(model.name)
-    for model in config.model_config_list.config:
+    for model in config.model_config_list.config:  # every base path, then every platform, as TF Serving
         if not model.name or not model.base_path:
             raise ConfigError(f"{source}: every model needs a name and a base_path")
-        if not model.base_path.startswith("/") and "://" not in model.base_path:  # server_core.cc:140-147
+        if not model.base_path.startswith("/") and "://" not in model.base_path:  # server_core.cc:131-148
             raise ConfigError(
                 f"{source}: Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
             )
+    for model in config.model_config_list.config:
         platform = _platform(model, source)
         if platform != "tensorflow":  # server_core.cc:662-666
             raise ConfigError(f"{source}: Model {model.name} requests unsupported platform {platform}")

@@ -90,11 +90,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """`call(request)` for a Predict, Classify or Regress request, counted in the metrics, its
         request's bytes held in the server's budget while it is answered (refused at once past it: gRPC
         has read the whole message already, but the request and its tensors are let go of at once).
-        A Predict holds its tensors' decoded size too, which a few bytes may claim (a shape filled
-        from one value)."""
+        A Predict holds its tensors' decoded size when that is more, as a few bytes may claim it (a
+        shape filled from one value)."""
         size = request.ByteSize()
         if isinstance(request, predict_pb2.PredictRequest):
-            size += sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values())
+            size = max(size, sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values()))
         with (
             self.inference.observed(request.model_spec.name, "grpc", api),
             self.inference.request_bytes.holding(size),

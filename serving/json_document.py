@@ -17,12 +17,14 @@ import orjson
 from serving.errors import invalid_argument
 
 _BASE64 = re.compile(r"([A-Za-z0-9+/]*)([=.]*)")
+_NO_WHITESPACE = str.maketrans("", "", " \t\n\v\f\r")  # absl::ascii_isspace
 
 
 def base64_bytes(text: str) -> bytes:
     """A `{"b64": ...}` value decoded as TF Serving decodes it (absl::Base64Unescape, util/json_tensor.cc:
-    383-387): the padding may be left off, but when given it must be right ('=' or '.')."""
-    match = _BASE64.fullmatch(text)
+    383-387): ASCII whitespace anywhere is skipped (base64 that breaks its lines), and the padding may
+    be left off, but when given it must be right ('=' or '.')."""
+    match = _BASE64.fullmatch(text.translate(_NO_WHITESPACE))
     if match is not None:
         data, padding = match.groups()
         missing = -len(data) % 4

@@ -12,7 +12,6 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.limits import Limits
@@ -31,12 +30,14 @@ class GuardedHttpTools(HttpToolsProtocol):
     - A chunked body's trailers and framing are held to the same `max_header_bytes`, and trailers are
       not kept: uvicorn would add each to the request's headers.
     - Pipelined requests: uvicorn queues every request a read brings while one is answered, and reads
-      again after each answer. Here it reads again only once the queue is empty, and a connection with
-      `max_pipelined` requests waiting has the rest of its bytes dropped and is closed after their
-      answers.
+      again after each answer. Here an answer does not start another read while requests are still
+      waiting, and once `max_pipelined` wait, what follows is dropped unread and the connection is
+      closed after their answers.
     - A request answered before its body has all arrived closes its connection (`connection: close`):
       uvicorn would read and drop the rest, and every byte would restart the idle timer.
-    - At most `max_connections` connections: one more is answered 503 and closed."""
+    - At most `max_connections` connections: one more is answered 503 (when it reads) and closed.
+    A refusal is written only when it is the next answer due; with answers still owed to earlier
+    requests on the connection, they are given and the connection closed after them instead."""
 
     max_header_bytes = 64 << 10
     max_pipelined = 64
@@ -52,6 +53,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._framing_bytes = 0  # a chunked body's bytes since its last data: framing, trailers
         self._trailer_bytes = 0  # the trailers of this request's chunked body
         self._bodied = False  # the last read brought body bytes
+        self._keep_alive = True  # the keep-alive of the request whose body is arriving
+        self._shutting_down = False
         if len(self.connections) > self.max_connections:
             why = f"over {self.max_connections} connections are open"
             self._refuse(503, "Service Unavailable", why, linger=False)  # its descriptor freed at once
@@ -72,7 +75,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             else:  # a read of a chunked body with no data in it: chunk framing or trailers
                 self._framing_bytes += len(data)
                 if self._framing_bytes > self.max_header_bytes:
-                    self._refuse_headers()
+                    self._refuse_headers(own=True)
             return
         deadline = self.timeout_keep_alive_task  # kept until the headers are complete
         self.timeout_keep_alive_task = None
@@ -91,18 +94,30 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes:
             self._refuse_headers()
 
-    def _refuse_headers(self) -> None:
+    def _refuse_headers(self, own: bool = False) -> None:
         why = f"the request's header fields are over {self.max_header_bytes} bytes"
-        self._refuse(431, "Request Header Fields Too Large", why)
+        self._refuse(431, "Request Header Fields Too Large", why, own=own)
 
-    def _refuse(self, status: int, reason: str, why: str, linger: bool = True) -> None:
+    def _refuse(self, status: int, reason: str, why: str, linger: bool = True, own: bool = False) -> None:
         """An answer in plain text, and the connection closed: nothing more of it is read or answered.
-        With `linger`, what the client is still sending is read and dropped for LINGER_S after the
-        answer, which ends the server's side: closing with bytes unread would reset the connection, and
-        the client could lose the answer."""
+        `own`: the refused request is the last one whose headers were read (its trailers, its body's
+        framing), whose app then hears the client gone and has what it sends dropped. With `linger`,
+        what the client is still sending is read and dropped for LINGER_S after the answer, which ends
+        the server's side: closing with bytes unread would reset the connection, and the client could
+        lose the answer."""
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
+        if own:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()  # its app, waiting for more body, hears it now
+            if self.pipeline:  # it waits behind an answer in progress, which this would overtake
+                self.transport.close()
+                return
+        elif self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            newest = self.pipeline[0][0] if self.pipeline else self.cycle
+            newest.keep_alive = False  # the answers owed are given, then the connection closes
+            return
         message = why.encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n" % (status, reason.encode())
@@ -127,15 +142,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse_headers()
             return
         super().on_headers_complete()
-        cycle = self.cycle
-        send = cycle.send
-
-        async def send_closing_if_unread(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.start" and cycle.more_body:
-                cycle.keep_alive = False  # uvicorn then says connection: close, and closes after it
-            await send(message)
-
-        cycle.send = send_closing_if_unread  # type: ignore[method-assign]
+        # Until the body has all arrived, an answer closes the connection (uvicorn then says so); the
+        # request's own keep-alive is given back when it has, unless its answer has begun already.
+        self._keep_alive, self.cycle.keep_alive = self.cycle.keep_alive, False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """A header field; after the headers, a chunked body's trailer: counted, and dropped."""
@@ -146,7 +155,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self._trailer_bytes += len(name) + len(value) + 4
         if self._trailer_bytes > self.max_header_bytes:
-            self._refuse_headers()
+            self._refuse_headers(own=True)
 
     def on_body(self, body: bytes) -> None:
         self._bodied = True
@@ -156,10 +165,17 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not (self._refused or self._draining):
             super().on_message_complete()
+            if not (self.cycle.response_started or self._shutting_down):
+                self.cycle.keep_alive = self._keep_alive
         self._in_headers, self._header_bytes, self._framing_bytes, self._trailer_bytes = True, 0, 0, 0
         if len(self.pipeline) >= self.max_pipelined:
             self._draining = True
             self.pipeline[0][0].keep_alive = False  # the newest waiting: its answer closes the connection
+
+    def shutdown(self) -> None:
+        """The server is stopping: no request's keep-alive is given back from now on."""
+        self._shutting_down = True
+        super().shutdown()
 
     def on_response_complete(self) -> None:
         """uvicorn reads again after each answer; with requests still queued, that would only queue more."""

@@ -77,9 +77,10 @@ def grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
     a value that is an int32 goes to gRPC as an int, any other as a string."""
     arguments: list[tuple[str, int | str]] = []
     for item in text.split(",") if text else ():
-        key, sep, value = item.partition("=")
-        if not key or not sep:
+        parts = item.split("=")  # KEY=A=B is KEY=A to TF Serving, which takes the second part
+        if len(parts) < 2 or not parts[0]:
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE,..., got {item!r} in {text!r}")
+        key, value = parts[0], parts[1]
         number = simple_atoi(value, 32)
         arguments.append((key, value if number is None else number))
     return tuple(arguments)
@@ -282,8 +283,9 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         "--rest_api_max_pipelined_requests",
         type=int,
         default=defaults.rest_pipelined,
-        help="ours: requests waiting on one REST connection (HTTP pipelining); past it the rest is not read "
-        f"and the connection closed after their answers (default {defaults.rest_pipelined})",
+        help="ours: requests waiting on one REST connection (HTTP pipelining); once that many wait, what "
+        "follows is not read and the connection is closed after their answers "
+        f"(default {defaults.rest_pipelined})",
     )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
     flag("--version", action="version", version=f"{parser.prog} {_version()}: {SERVES}")

@@ -106,7 +106,7 @@ def enum_of(dtype: np.dtype) -> DataType:
 
 def _itemsize(dtype: np.dtype) -> int:
     """Bytes an element takes once decoded: a string at least numpy's pointer to it."""
-    return OBJECT_BYTES if dtype == np.dtype(object) else max(1, dtype.itemsize)
+    return OBJECT_BYTES if dtype.kind == "O" else max(1, dtype.itemsize)
 
 
 def decoded_bytes(tensor: tensor_pb2.TensorProto) -> int:

@@ -73,7 +73,7 @@ def replay(servable: Servable, iterations: int = 1, observe: WarmupObserver = la
 
 
 def _run_record(servable: Servable, log: prediction_log_pb2.PredictionLog) -> None:
-    """One record's request, by its kind (saved_model_warmup.cc:43-76): its answer is built, so that
+    """One record's request, by its kind (saved_model_warmup.cc:43-77): its answer is built, so that
     the checks on what the model gives back run too, and thrown away."""
     kind = log.WhichOneof("log_type")
     if kind is None:  # no request in it: skipped (:74-75)
@@ -94,6 +94,6 @@ def _run_record(servable: Servable, log: prediction_log_pb2.PredictionLog) -> No
         for task in runs.multi_inference_tasks(servable, log.multi_inference_log.request):
             outputs = servable.predict_now(task.run.signature_name, task.run.inputs, task.run.outputs)
             runs.task_result(task, outputs, servable.version)
-    else:  # predict_streamed_log, session_run_log: TF Serving names the oneof's field number (:66-71)
+    else:  # predict_streamed_log, session_run_log: TF Serving names the oneof's field number (:68-73)
         number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")

@@ -446,13 +446,13 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them() -> None:
     settings = parse_flags(
         [
             "--model_base_path=/tmp",
-            "--grpc_channel_arguments=grpc.max_concurrent_streams=100,grpc.primary_user_agent=x,"
+            "--grpc_channel_arguments=grpc.max_concurrent_streams=100,grpc.primary_user_agent=x=y,"
             "grpc.max_connection_age_ms=3000000000",
         ]
     )
     assert settings.grpc_channel_arguments == (
         ("grpc.max_concurrent_streams", 100),
-        ("grpc.primary_user_agent", "x"),
+        ("grpc.primary_user_agent", "x"),  # the second part, as TF Serving's Split(..., "=")[1]
         ("grpc.max_connection_age_ms", "3000000000"),  # past int32: a string, as in TF Serving
     )
 
@@ -641,3 +641,21 @@ def test_a_reload_call_cannot_point_outside_the_allowed_roots_and_the_watched_fi
             assert stub.Predict(predict_request(images[:1]), timeout=10).model_spec.version.value == 2
     finally:
         assert server.stop() == 0
+
+
+def test_the_open_file_limit_is_raised_so_the_connection_cap_is_what_clients_meet() -> None:
+    """A soft limit of 1,024 (a shell's usual) is raised to the hard limit; where the hard limit itself
+    is below --rest_api_max_connections, the server says so at start."""
+    code = (
+        "import logging, resource, sys; logging.basicConfig(stream=sys.stdout, format='%(message)s');"
+        "from serving.__main__ import _allow_open_files;"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE);"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard));"
+        "_allow_open_files(int(sys.argv[1]));"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)"
+    )
+    for connections, warned in ((16, False), (10**9, True)):
+        command = [sys.executable, "-c", code, str(connections)]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.stdout.splitlines()[-1] == "True", result.stdout + result.stderr
+        assert ("the open-file limit" in result.stdout) == warned, result.stdout

@@ -469,7 +469,7 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
         filled.inputs["images"].float_val.append(0.5)
         filled.inputs["images"].tensor_shape.dim[0].size = 5000
         assert_invalid(stub.Predict, filled, "more than the server's limit of 4000000")
-        fits_alone = predict_request(np.repeat(images, 50, axis=0))  # 1.25 MB, as much again decoded
+        fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
         with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
             stalled.sendall(
                 b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
@@ -478,7 +478,7 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
             wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
             assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
         answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
-        assert [d.size for d in answer.tensor_shape.dim] == [400, 10]
+        assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
 
 
 @contextmanager

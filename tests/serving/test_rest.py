@@ -514,7 +514,8 @@ def test_connections_cannot_make_the_server_hold_more_than_their_limits(trained_
       --rest_api_max_pipelined_requests, then the rest is not read and the connection is closed;
     - a body trickled after its request was answered (each byte would restart the idle timer): the
       answer says connection: close and the connection closes;
-    - connections: --rest_api_max_connections, one more answered 503 and closed."""
+    - connections: --rest_api_max_connections, one more answered 503 and closed.
+    A refusal never overtakes an answer owed to an earlier request, nor leaves a traceback."""
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={trained_model_dir / 'mnist'}",
@@ -531,6 +532,17 @@ def test_connections_cannot_make_the_server_hold_more_than_their_limits(trained_
             )
             send_until_refused(trailing, b"".join(b"t%d: x\r\n" % i for i in range(20_000)))
             assert read_until_closed(trailing).startswith(b"HTTP/1.1 431")
+
+        with socket.create_connection(address, timeout=30) as behind:  # refused behind an answer owed
+            behind.sendall(
+                b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\n\r\n"
+                + b"GET /v1/models/mnist HTTP/1.1\r\nX-Big: "
+                + b"a" * 20_000
+                + b"\r\n\r\n"
+            )
+            answers = read_until_closed(behind)
+            assert answers.startswith(b"HTTP/1.1 200") and answers.count(b"HTTP/1.1 ") == 1
+            assert b"connection: close" in answers
 
         with socket.create_connection(address, timeout=30) as pipelining:
             send_until_refused(pipelining, b"GET /v1/models/mnist HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
@@ -560,3 +572,6 @@ def test_connections_cannot_make_the_server_hold_more_than_their_limits(trained_
         )
     finally:
         assert server.stop() == 0
+    assert server.process.stderr is not None
+    stderr = server.process.stderr.read()
+    assert "Traceback" not in stderr, stderr[-3000:]

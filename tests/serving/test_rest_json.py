@@ -395,10 +395,18 @@ def test_bad_b64_is_refused(value: dict[str, Any]) -> None:
 
 
 def test_b64_padding_may_be_left_off_as_absl_allows() -> None:
-    """absl::Base64Unescape: padding is optional, and '.' pads as '=' does."""
-    for text in ("YQ", "YQ==", "YQ..", "YWJj"):
+    """absl::Base64Unescape: padding is optional, '.' pads as '=' does, ASCII whitespace is skipped
+    (base64.encodebytes breaks its lines every 76 characters)."""
+    for text, expected in (
+        ("YQ", b"a"),
+        ("YQ==", b"a"),
+        ("YQ..", b"a"),
+        (" YQ==\n", b"a"),
+        ("YWJj", b"abc"),
+        ("YW\nJj\r\n", b"abc"),
+    ):
         decoded = to_input_arrays(body({"instances": [{"b64": text}]}), signature(s=tf.string))
-        assert decoded["s"].tolist() == [b"abc" if text == "YWJj" else b"a"]
+        assert decoded["s"].tolist() == [expected]
 
 
 @pytest.mark.parametrize(
