@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from client.api import ServingClient
-from client.normalise import ImageError, Limits, normalise_bytes
+from client.normalise import SHRINK, ImageError, Limits, normalise_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MAX_FILE_BYTES = Limits().max_bytes  # what normalise takes; a larger file is refused unread
@@ -82,7 +82,7 @@ def read(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
             raise ImageError("not a regular file")
         if info.st_size > limit:
             raise ImageError(
-                f"the file is {info.st_size:,} bytes, over the limit of {limit:,} bytes: resize or crop it"
+                f"the file is {info.st_size:,} bytes, over the limit of {limit:,} bytes: {SHRINK}"
             )
         with open(descriptor, "rb", closefd=False) as file:  # one byte over, should it have grown:
             return file.read(limit + 1)  # decode then refuses it

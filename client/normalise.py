@@ -49,6 +49,9 @@ class ImageError(ValueError):
     """An upload that cannot become a digit, with what is wrong with it."""
 
 
+SHRINK = "resize or crop it to the digit"  # what a user can do about a file too large
+
+
 @dataclass(frozen=True)
 class Limits:
     """What an upload may be, checked on its header before any pixel is decoded: a small file can
@@ -71,11 +74,13 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     if not data:
         raise ImageError("the file is empty")
     if len(data) > limits.max_bytes:
-        raise ImageError(f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
+        raise ImageError(
+            f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes: {SHRINK}"
+        )
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except Image.DecompressionBombError:  # Pillow's own limit, far past ours
-        raise ImageError(f"the image is over the limit of {limits.max_pixels:,} pixels") from None
+        raise ImageError(f"the image is over the limit of {limits.max_pixels:,} pixels: {SHRINK}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -84,17 +89,18 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     if width * height > limits.max_pixels:
         raise ImageError(
             f"the image is {width}x{height} = {width * height:,} pixels, "
-            f"over the limit of {limits.max_pixels:,}"
+            f"over the limit of {limits.max_pixels:,}: {SHRINK}"
         )
     if width == 0 or height == 0:
         raise ImageError(f"the image is {width}x{height} pixels: nothing to read")
     if max(width, height) > limits.max_side:
         raise ImageError(
-            f"the image is {width}x{height} pixels, a side over the limit of {limits.max_side:,}"
+            f"the image is {width}x{height} pixels, a side over the limit of {limits.max_side:,}: {SHRINK}"
         )
     if max(width, height) > limits.max_aspect * min(width, height):
         raise ImageError(
-            f"the image is {width}x{height} pixels, one side over {limits.max_aspect:g} times the other"
+            f"the image is {width}x{height} pixels, one side over {limits.max_aspect:g} times the other: "
+            "crop it to the digit"
         )
     try:
         image.seek(0)
