@@ -187,6 +187,19 @@ def test_bad_uploads_get_specific_errors(data: bytes, message: str) -> None:
         normalise_bytes(data)
 
 
+def test_noise_is_no_digit_but_a_digit_cropped_tight_is_one(mnist_test: Split) -> None:
+    """Noise comes out as ink over most of the image, which no digit on paper covers: a specific error,
+    not a confident answer. A digit cropped to its bounding box (a "1" is mostly ink) still reads."""
+    rng = np.random.default_rng(3)
+    for side, sigma in ((300, 255), (120, 80), (500, 40)):
+        noise = np.clip(128 + rng.normal(0, sigma, (side, side)), 0, 255).astype(np.uint8)
+        with pytest.raises(ImageError, match="no digit found: ink covers"):
+            normalise_bytes(encode(noise))
+    for image in mnist_test.images[:100]:
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        normalise_bytes(encode(255 - image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
+
+
 def test_truncated_file(mnist_test: Split) -> None:
     data = encode(photo_of(mnist_test.images[0]))
     with pytest.raises(ImageError, match="truncated or corrupt"):
