@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     tensorflow_runtime.configure(
         tensorflow_runtime.Threads(settings.intra_op_threads, settings.inter_op_threads, settings.verbose)
     )
-    if settings.rest_api_port:
-        _allow_open_files(settings.limits.rest_connections)
+    rest_connections = settings.limits.rest_connections if settings.rest_api_port else 0
+    _allow_open_files(rest_connections + settings.limits.grpc_connections)
     from serving.server import ModelServer
 
     try:
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _allow_open_files(connections: int) -> None:
     """Raise the open-file limit to its hard limit (a shell's soft limit is often 1,024), so that a crowd
-    of clients meets --rest_api_max_connections, not a failed accept; say so if even that is short."""
+    of clients meets the connection caps (--rest_api_max_connections, gRPC's
+    grpc.max_allowed_incoming_connections), not a failed accept; say so if even that is short."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
@@ -65,7 +66,9 @@ def _allow_open_files(connections: int) -> None:
             soft = hard
     if soft != resource.RLIM_INFINITY and connections + HEADROOM_FILES > soft:
         logging.getLogger("serving").warning(
-            "--rest_api_max_connections=%d: the open-file limit, %d, is reached first", connections, soft
+            "%d connections may be open (REST's and gRPC's caps): the open-file limit, %d, is reached first",
+            connections,
+            soft,
         )
 
 

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
 from serving.inference import Inference, version_of
+from serving.limits import GRPC_CONNECTIONS_ARGUMENT
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -188,7 +189,11 @@ def build_grpc_server(
     for key, _ in channel_arguments:
         if key in ours:
             log.warning("--grpc_channel_arguments: %s is set by this server's own flags; ignored", key)
-    options = [(key, value) for key, value in channel_arguments if key not in ours] + own
+    given = [(key, value) for key, value in channel_arguments if key not in ours]
+    # Ours: connections are capped by default (a hostile client's sockets are descriptors); the
+    # operator's own value for it, through --grpc_channel_arguments, wins.
+    cap = (GRPC_CONNECTIONS_ARGUMENT, inference.limits.grpc_connections)
+    options = [*given, *([cap] if cap[0] not in dict(given) else []), *own]
     server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)

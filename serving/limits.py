@@ -16,6 +16,8 @@ import grpc
 
 from serving.errors import ServingError, invalid_argument
 
+GRPC_CONNECTIONS_ARGUMENT = "grpc.max_allowed_incoming_connections"  # gRPC's own cap on connections
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -32,6 +34,9 @@ class Limits:
     # Open REST connections: each holds a file descriptor, and a client can keep one open with a
     # request every --rest_api_timeout_in_ms.
     rest_connections: int = 4096  # --rest_api_max_connections
+    # Open gRPC connections, past which new ones are closed at once: gRPC's own cap, set as TF
+    # Serving's operators set gRPC's options (--grpc_channel_arguments, see grpc_api.py).
+    grpc_connections: int = 4096  # grpc.max_allowed_incoming_connections
     # Requests one REST connection may have waiting behind the one being answered (HTTP pipelining):
     # each waiting request holds its headers and body.
     rest_pipelined: int = 64  # --rest_api_max_pipelined_requests

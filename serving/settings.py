@@ -18,7 +18,7 @@ from contract.model_dir import simple_atoi
 from serving import foreign_flags
 from serving.batching import BatchPolicy
 from serving.config_files import ConfigError, read_model_config, read_text_proto, single_model_config
-from serving.limits import Limits
+from serving.limits import GRPC_CONNECTIONS_ARGUMENT, Limits
 from serving.tflite import TflitePolicy, schedulable_cores
 from tfs_api.batching_pb2 import BatchingParameters
 from tfs_api.monitoring_pb2 import MonitoringConfig
@@ -63,6 +63,12 @@ class Settings:
     lame_duck_s: float  # ours, from SERVING_LAME_DUCK_SECONDS: see ModelServer.stop
     limits: Limits  # ours: what clients may make the server hold
     verbose: bool
+
+
+def _int_argument(arguments: tuple[tuple[str, int | str], ...], key: str, default: int) -> int:
+    """A gRPC channel argument's int value as given, else `default`."""
+    value = dict(arguments).get(key, default)
+    return value if isinstance(value, int) else default
 
 
 def _version() -> str:
@@ -380,6 +386,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             rest_header_bytes=args.rest_api_max_header_bytes,
             rest_connections=args.rest_api_max_connections,
             rest_pipelined=args.rest_api_max_pipelined_requests,
+            grpc_connections=_int_argument(
+                args.grpc_channel_arguments, GRPC_CONNECTIONS_ARGUMENT, Limits().grpc_connections
+            ),
         ),
         verbose=args.verbose,
     )

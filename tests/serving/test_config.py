@@ -455,6 +455,11 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them() -> None:
         ("grpc.primary_user_agent", "x"),  # the second part, as TF Serving's Split(..., "=")[1]
         ("grpc.max_connection_age_ms", "3000000000"),  # past int32: a string, as in TF Serving
     )
+    assert settings.limits.grpc_connections == 4096  # ours by default, gRPC's own cap
+    capped = parse_flags(
+        ["--model_base_path=/tmp", "--grpc_channel_arguments=grpc.max_allowed_incoming_connections=10"]
+    )
+    assert capped.limits.grpc_connections == 10
 
 
 def test_a_config_file_wins_over_a_base_path_as_in_tf_serving(tmp_path: Path) -> None:

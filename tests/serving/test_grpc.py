@@ -537,3 +537,44 @@ def test_grpc_on_a_unix_socket_with_tf_servings_channel_arguments(
         assert server.stop() == 0
     assert server.process.stderr is not None
     assert "grpc.max_receive_message_length is set by this server's own flags" in server.process.stderr.read()
+
+
+def test_grpc_connections_are_capped_as_grpc_caps_them(trained_model_dir: Path) -> None:
+    """4,096 by default; an operator sets gRPC's own cap as TF Serving's do, through
+    --grpc_channel_arguments: past it a new connection is closed at once (UNAVAILABLE to its client),
+    and one is taken again once another closes."""
+    server = start_server(
+        "--model_name=mnist",
+        f"--model_base_path={trained_model_dir / 'mnist'}",
+        "--grpc_channel_arguments=grpc.max_allowed_incoming_connections=2",
+    )
+
+    def status_over_a_new_connection() -> grpc.Channel:
+        channel = grpc.insecure_channel(server.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "mnist"
+        model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=5)
+        return channel
+
+    try:
+        first, second = status_over_a_new_connection(), status_over_a_new_connection()
+        with pytest.raises(grpc.RpcError) as refused:
+            status_over_a_new_connection()
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        first.close()
+        wait_for(
+            lambda: succeeds(lambda: status_over_a_new_connection().close()),
+            10,
+            "a connection once one has closed",
+        )
+        second.close()
+    finally:
+        assert server.stop() == 0
+
+
+def succeeds(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except grpc.RpcError:
+        return False
+    return True
