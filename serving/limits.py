@@ -17,6 +17,7 @@ import grpc
 from serving.errors import ServingError, invalid_argument
 
 GRPC_CONNECTIONS_ARGUMENT = "grpc.max_allowed_incoming_connections"  # gRPC's own cap on connections
+GRPC_STREAMS_ARGUMENT = "grpc.max_concurrent_streams"  # gRPC's own cap on calls at once on a connection
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Limits:
     # Open gRPC connections, past which new ones are closed at once: gRPC's own cap, set as TF
     # Serving's operators set gRPC's options (--grpc_channel_arguments, see grpc_api.py).
     grpc_connections: int = 4096  # grpc.max_allowed_incoming_connections
+    # Calls at once on one gRPC connection. gRPC sets no cap of its own, and without one a client that
+    # opens streams and resets them at once ("rapid reset", CVE-2023-44487) at 30,000 a second had most
+    # other clients' calls CANCELLED; with a cap, gRPC's C core holds that client back (none failed).
+    grpc_streams: int = 1000  # grpc.max_concurrent_streams
     # Requests one REST connection may have waiting behind the one being answered (HTTP pipelining):
     # each waiting request holds its headers and body.
     rest_pipelined: int = 64  # --rest_api_max_pipelined_requests

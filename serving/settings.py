@@ -18,7 +18,7 @@ from contract.model_dir import simple_atoi
 from serving import foreign_flags
 from serving.batching import BatchPolicy
 from serving.config_files import ConfigError, read_model_config, read_text_proto, single_model_config
-from serving.limits import GRPC_CONNECTIONS_ARGUMENT, Limits
+from serving.limits import GRPC_CONNECTIONS_ARGUMENT, GRPC_STREAMS_ARGUMENT, Limits
 from serving.tflite import TflitePolicy, schedulable_cores
 from tfs_api.batching_pb2 import BatchingParameters
 from tfs_api.monitoring_pb2 import MonitoringConfig
@@ -388,6 +388,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             rest_pipelined=args.rest_api_max_pipelined_requests,
             grpc_connections=_int_argument(
                 args.grpc_channel_arguments, GRPC_CONNECTIONS_ARGUMENT, Limits().grpc_connections
+            ),
+            grpc_streams=_int_argument(
+                args.grpc_channel_arguments, GRPC_STREAMS_ARGUMENT, Limits().grpc_streams
             ),
         ),
         verbose=args.verbose,

@@ -456,6 +456,7 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them() -> None:
         ("grpc.max_connection_age_ms", "3000000000"),  # past int32: a string, as in TF Serving
     )
     assert settings.limits.grpc_connections == 4096  # ours by default, gRPC's own cap
+    assert settings.limits.grpc_streams == 100  # given: the operator's value wins over ours (1,000)
     capped = parse_flags(
         ["--model_base_path=/tmp", "--grpc_channel_arguments=grpc.max_allowed_incoming_connections=10"]
     )

@@ -21,5 +21,5 @@ def test_every_attack_of_the_drill_is_held(trained_model_dir: Path, tmp_path: Pa
     )
     assert drill.returncode == 0, drill.stdout + drill.stderr[-3000:]
     attacks = json.loads(results.read_text())["attacks"]
-    assert len(attacks) >= 12 and not any(attack["problems"] for attack in attacks)
+    assert len(attacks) >= 13 and not any(attack["problems"] for attack in attacks)
     assert drill.stdout.count("\nok ") + drill.stdout.startswith("ok ") == len(attacks), drill.stdout
