@@ -177,7 +177,8 @@ def build_grpc_server(
 ) -> grpc.aio.Server:
     """The server, bound to each address (`host:port`, `unix:path`) but not started; call on the loop
     it will serve from. `channel_arguments` (--grpc_channel_arguments) go to gRPC as given, less those
-    the server sets itself from its own flags."""
+    the server sets itself: its caps on connections and calls at once (serving/limits.py, which hold
+    an operator's values for them) and the options its own flags set."""
     own = [
         # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
         # arrives (RESOURCE_EXHAUSTED) instead of reading it whole first.
@@ -185,18 +186,14 @@ def build_grpc_server(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
     ]
-    ours = {key for key, _ in own}
     for key, _ in channel_arguments:
-        if key in ours:
+        if key in dict(own):
             log.warning("--grpc_channel_arguments: %s is set by this server's own flags; ignored", key)
-    given = [(key, value) for key, value in channel_arguments if key not in ours]
-    # Ours: connections, and calls at once on each, are capped by default (serving/limits.py); the
-    # operator's own values for them, through --grpc_channel_arguments, win.
-    caps = {
-        GRPC_CONNECTIONS_ARGUMENT: inference.limits.grpc_connections,
-        GRPC_STREAMS_ARGUMENT: inference.limits.grpc_streams,
-    }
-    options = [*given, *((key, cap) for key, cap in caps.items() if key not in dict(given)), *own]
+    caps = [
+        (GRPC_CONNECTIONS_ARGUMENT, inference.limits.grpc_connections),
+        (GRPC_STREAMS_ARGUMENT, inference.limits.grpc_streams),
+    ]
+    options = [*(item for item in channel_arguments if item[0] not in dict(own + caps)), *caps, *own]
     server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)

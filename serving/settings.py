@@ -66,9 +66,11 @@ class Settings:
 
 
 def _int_argument(arguments: tuple[tuple[str, int | str], ...], key: str, default: int) -> int:
-    """A gRPC channel argument's int value as given, else `default`."""
+    """A gRPC channel argument's value as given, which must be an int, else `default`."""
     value = dict(arguments).get(key, default)
-    return value if isinstance(value, int) else default
+    if not isinstance(value, int):
+        raise ConfigError(f"--grpc_channel_arguments: {key}={value} is not a whole number")
+    return value
 
 
 def _version() -> str:
