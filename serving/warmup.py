@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf.message import DecodeError
 
-from serving import classify, runs, tfrecord
+from serving import runs, tfrecord
 from serving.errors import ServingError, invalid_argument
 from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
@@ -81,15 +81,12 @@ def _run_record(servable: Servable, log: prediction_log_pb2.PredictionLog) -> No
     if kind == "predict_log":
         run = runs.predict_run(servable, log.predict_log.request, MAX_WARMUP_TENSOR_BYTES)
         servable.predict_now(run.signature_name, run.inputs, run.outputs)
-    elif kind in ("classify_log", "regress_log"):
+    elif kind in ("classify_log", "regress_log"):  # checked as a one-task MultiInference's result is
         request = log.classify_log.request if kind == "classify_log" else log.regress_log.request
         classifies = kind == "classify_log"
         run = runs.examples_run(servable, request.model_spec.signature_name, request.input, classifies)
         outputs = servable.predict_now(run.signature_name, run.inputs, run.outputs)
-        if classifies:
-            classify.classification_result(outputs, runs.examples_in(run))
-        else:
-            classify.regression_result(outputs["outputs"], runs.examples_in(run))
+        runs.task_result(runs.Task(request.model_spec, run, classifies), outputs, servable.version)
     elif kind == "multi_inference_log":
         for task in runs.multi_inference_tasks(servable, log.multi_inference_log.request):
             outputs = servable.predict_now(task.run.signature_name, task.run.inputs, task.run.outputs)
