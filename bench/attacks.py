@@ -359,6 +359,55 @@ def rapid_reset(server: Server, image: np.ndarray) -> str:
     return f"{sent:,} gRPC streams opened and reset at once, in 5 s, from one connection"
 
 
+def empty_calls(server: Server, image: np.ndarray) -> str:
+    """gRPC calls that end without their request message, 200 at a time for 5 s: each must be answered,
+    at once (grpc.aio by itself left them unanswered, each holding the call until the client left)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", PREDICT),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    answered, deadline = 0, time.monotonic() + 5
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
+        connection.initiate_connection()
+        while time.monotonic() < deadline:
+            waiting = set()
+            for _ in range(200):
+                stream = connection.get_next_available_stream_id()
+                connection.send_headers(stream, headers, end_stream=True)
+                waiting.add(stream)
+            sock.sendall(connection.data_to_send())
+            while waiting:
+                try:
+                    data = sock.recv(1 << 16)
+                except TimeoutError:
+                    raise AttackFailed(
+                        f"{len(waiting)} calls without a message unanswered after 10 s"
+                    ) from None
+                if not data:
+                    raise AttackFailed("the server closed the connection")
+                for event in connection.receive_data(data):
+                    # An error's status comes alone, in the answer's headers (gRPC's trailers-only form).
+                    if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                        status = dict(event.headers).get(b"grpc-status")
+                        if status is not None:
+                            expect(
+                                status == b"13", f"a call without a message answered grpc-status {status!r}"
+                            )
+                            waiting.discard(event.stream_id)
+                            answered += 1
+                sock.sendall(connection.data_to_send())
+    return f"{answered:,} gRPC calls without a message, each answered INTERNAL"
+
+
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     large_json,
     stalled_bodies,
@@ -373,4 +422,5 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     pipelined_flood,
     unread_bodies,
     rapid_reset,
+    empty_calls,
 ]

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
+from serving.grpc_calls import RequestReadingServer
 from serving.inference import Inference, version_of
 from serving.limits import GRPC_CONNECTIONS_ARGUMENT, GRPC_STREAMS_ARGUMENT
 from tfs_api.tensorflow_serving.apis import (
@@ -195,10 +196,15 @@ def build_grpc_server(
     ]
     options = [*(item for item in channel_arguments if item[0] not in dict(own + caps)), *caps, *own]
     server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, reload_config), server)
+    services = RequestReadingServer(server)  # a call without a message is answered (serving/grpc_calls.py)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(inference), services
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(inference, reload_config), services
+    )
     if health_servicer is not None:
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     for address in addresses:
         try:
             server.add_insecure_port(address)

@@ -578,3 +578,40 @@ def succeeds(call: Callable[[], object]) -> bool:
     except grpc.RpcError:
         return False
     return True
+
+
+def test_a_call_without_a_message_or_with_one_that_does_not_parse_is_answered_internal(
+    trained_model_dir: Path,
+) -> None:
+    """gRPC C++ (TF Serving's) answers both INTERNAL at once; grpc.aio left the first unanswered for ever,
+    holding the call, and answered the second UNKNOWN with a traceback in the log for each call."""
+    predict = "/tensorflow.serving.PredictionService/Predict"
+    with own_server(trained_model_dir, "--enable_grpc_healthcheck_service") as (server, _):
+        with grpc.insecure_channel(server.grpc_target) as raw:
+            for method in (
+                predict,
+                "/tensorflow.serving.ModelService/GetModelStatus",
+                "/grpc.health.v1.Health/Check",
+            ):
+                with pytest.raises(grpc.RpcError) as unanswered:
+                    raw.stream_unary(method)(iter(()), timeout=10)  # headers, then the end: no message
+                assert (unanswered.value.code(), unanswered.value.details()) == (
+                    grpc.StatusCode.INTERNAL,
+                    "No payload",
+                )
+            watch = raw.stream_stream("/grpc.health.v1.Health/Watch")(iter(()), timeout=10)
+            with pytest.raises(grpc.RpcError) as unwatched:
+                next(watch)
+            assert unwatched.value.code() == grpc.StatusCode.INTERNAL
+            with pytest.raises(grpc.RpcError) as unparsed:
+                raw.unary_unary(predict)(b"\xff\xff\xff", timeout=10)
+            assert unparsed.value.code() == grpc.StatusCode.INTERNAL
+            assert "could not be parsed" in str(unparsed.value.details())
+            # The methods still work as before, streaming answers included.
+            health = health_pb2_grpc.HealthStub(raw)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
+            first = next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+        server.stop()
+        log = server.process.communicate()[1]
+    assert "Traceback" not in log and "DecodeError" not in log
