@@ -4,10 +4,12 @@ time, each returning what the server answered and raising AttackFailed when that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -328,20 +330,22 @@ def unread_bodies(server: Server, image: np.ndarray) -> str:
     return f"50 requests answered with their bodies unread: all closed in {time.monotonic() - started:.1f} s"
 
 
+GRPC_HEADERS = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", PREDICT),
+    (":authority", "127.0.0.1"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
+
+
 def rapid_reset(server: Server, image: np.ndarray) -> str:
     """gRPC streams opened and reset at once (CVE-2023-44487), as fast as one client can for 5 s."""
     import h2.config
     import h2.connection
 
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    headers = [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", PREDICT),
-        (":authority", "127.0.0.1"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
     sent, deadline = 0, time.monotonic() + 5
     with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as sock:
         connection.initiate_connection()
@@ -350,7 +354,7 @@ def rapid_reset(server: Server, image: np.ndarray) -> str:
             while time.monotonic() < deadline:
                 for _ in range(200):
                     stream = connection.get_next_available_stream_id()
-                    connection.send_headers(stream, headers)
+                    connection.send_headers(stream, GRPC_HEADERS)
                     connection.reset_stream(stream)
                 sock.sendall(connection.data_to_send())
                 sent += 200
@@ -359,39 +363,36 @@ def rapid_reset(server: Server, image: np.ndarray) -> str:
     return f"{sent:,} gRPC streams opened and reset at once, in 5 s, from one connection"
 
 
-def empty_calls(server: Server, image: np.ndarray) -> str:
-    """gRPC calls that end without their request message, 200 at a time for 5 s: each must be answered,
-    at once (grpc.aio by itself left them unanswered, each holding the call until the client left)."""
+def bare_calls(server: Server, connections: int, calls: int, ended: bool, within_s: float) -> Counter[bytes]:
+    """`calls` gRPC calls on each of `connections` connections that send their headers and no message,
+    ending their side at once (`ended`) or never: the grpc-status of each answer that came within
+    `within_s`, and AttackFailed if one did not."""
     import h2.config
     import h2.connection
     import h2.events
 
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    headers = [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", PREDICT),
-        (":authority", "127.0.0.1"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
-    answered, deadline = 0, time.monotonic() + 5
-    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
-        connection.initiate_connection()
-        while time.monotonic() < deadline:
+    statuses: Counter[bytes] = Counter()
+    deadline = time.monotonic() + within_s
+    with contextlib.ExitStack() as opened:
+        clients = []
+        for _ in range(connections):
+            sock = opened.enter_context(socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10))
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
             waiting = set()
-            for _ in range(200):
+            for _ in range(calls):
                 stream = connection.get_next_available_stream_id()
-                connection.send_headers(stream, headers, end_stream=True)
+                connection.send_headers(stream, GRPC_HEADERS, end_stream=ended)
                 waiting.add(stream)
             sock.sendall(connection.data_to_send())
+            clients.append((sock, connection, waiting))
+        for sock, connection, waiting in clients:
             while waiting:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
                 try:
                     data = sock.recv(1 << 16)
                 except TimeoutError:
-                    raise AttackFailed(
-                        f"{len(waiting)} calls without a message unanswered after 10 s"
-                    ) from None
+                    raise AttackFailed(f"{len(waiting)} calls unanswered after {within_s:g} s") from None
                 if not data:
                     raise AttackFailed("the server closed the connection")
                 for event in connection.receive_data(data):
@@ -399,13 +400,32 @@ def empty_calls(server: Server, image: np.ndarray) -> str:
                     if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
                         status = dict(event.headers).get(b"grpc-status")
                         if status is not None:
-                            expect(
-                                status == b"13", f"a call without a message answered grpc-status {status!r}"
-                            )
+                            statuses[status] += 1
                             waiting.discard(event.stream_id)
-                            answered += 1
                 sock.sendall(connection.data_to_send())
-    return f"{answered:,} gRPC calls without a message, each answered INTERNAL"
+    return statuses
+
+
+def empty_calls(server: Server, image: np.ndarray) -> str:
+    """gRPC calls that end without their request message, 200 at a time for 5 s: each must be answered
+    INTERNAL at once (grpc.aio by itself left them unanswered, each holding the call until the client
+    left)."""
+    statuses: Counter[bytes] = Counter()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        statuses += bare_calls(server, connections=1, calls=200, ended=True, within_s=10)
+    expect(set(statuses) == {b"13"}, f"calls without a message answered with grpc-status {dict(statuses)}")
+    return f"{statuses.total():,} gRPC calls without a message, each answered INTERNAL"
+
+
+def stalled_calls(server: Server, image: np.ndarray) -> str:
+    """gRPC calls opened and left without a message, as many as 20 connections may hold: each must be
+    answered DEADLINE_EXCEEDED once the request timeout has passed."""
+    statuses = bare_calls(server, connections=20, calls=1000, ended=False, within_s=TIMEOUT_MS / 1000 + 10)
+    expect(set(statuses) == {b"4"}, f"stalled calls answered with grpc-status {dict(statuses)}")
+    return (
+        f"{statuses.total():,} gRPC calls opened with nothing sent: DEADLINE_EXCEEDED after {TIMEOUT_MS} ms"
+    )
 
 
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
@@ -423,4 +443,5 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     unread_bodies,
     rapid_reset,
     empty_calls,
+    stalled_calls,
 ]

@@ -128,7 +128,7 @@ def start(model_dir: Path, log: Path) -> Server:
     flags = server_flags(
         ROOT / "docker-compose.yml", model_dir, {"port": grpc_port, "rest_api_port": rest_port}
     )
-    flags.append(f"--rest_api_timeout_in_ms={TIMEOUT_MS}")
+    flags += [f"--rest_api_timeout_in_ms={TIMEOUT_MS}", f"--grpc_request_timeout_in_ms={TIMEOUT_MS}"]
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "serving", *flags], cwd=ROOT, stderr=sink)
     server = Server(process, grpc_port, rest_port, log)

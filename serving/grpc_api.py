@@ -15,9 +15,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
-from serving.grpc_calls import RequestReadingServer
+from serving.grpc_calls import RequestReader, RequestReadingServer
 from serving.inference import Inference, version_of
-from serving.limits import GRPC_CONNECTIONS_ARGUMENT, GRPC_STREAMS_ARGUMENT
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -178,7 +177,7 @@ def build_grpc_server(
 ) -> grpc.aio.Server:
     """The server, bound to each address (`host:port`, `unix:path`) but not started; call on the loop
     it will serve from. `channel_arguments` (--grpc_channel_arguments) go to gRPC as given, less those
-    the server sets itself: its caps on connections and calls at once (serving/limits.py, which hold
+    the server sets itself: its caps on connections, calls at once and calls waiting (serving/limits.py, which hold
     an operator's values for them) and the options its own flags set."""
     own = [
         # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
@@ -190,13 +189,11 @@ def build_grpc_server(
     for key, _ in channel_arguments:
         if key in dict(own):
             log.warning("--grpc_channel_arguments: %s is set by this server's own flags; ignored", key)
-    caps = [
-        (GRPC_CONNECTIONS_ARGUMENT, inference.limits.grpc_connections),
-        (GRPC_STREAMS_ARGUMENT, inference.limits.grpc_streams),
-    ]
+    caps = inference.limits.grpc_caps()
     options = [*(item for item in channel_arguments if item[0] not in dict(own + caps)), *caps, *own]
     server = grpc.aio.server(options=options)
-    services = RequestReadingServer(server)  # a call without a message is answered (serving/grpc_calls.py)
+    # Every call's message read with a deadline, and a call without one answered (serving/grpc_calls.py).
+    services = RequestReadingServer(server, RequestReader(inference.limits.grpc_request_s))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(inference), services
     )

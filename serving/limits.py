@@ -16,8 +16,13 @@ import grpc
 
 from serving.errors import ServingError, invalid_argument
 
-GRPC_CONNECTIONS_ARGUMENT = "grpc.max_allowed_incoming_connections"  # gRPC's own cap on connections
-GRPC_STREAMS_ARGUMENT = "grpc.max_concurrent_streams"  # gRPC's own cap on calls at once on a connection
+# gRPC's own caps, as channel arguments (--grpc_channel_arguments): the Limits field that holds each.
+GRPC_CAPS = {
+    "grpc.max_allowed_incoming_connections": "grpc_connections",
+    "grpc.max_concurrent_streams": "grpc_streams",
+    "grpc.server.max_pending_requests": "grpc_pending_calls",
+    "grpc.server.max_pending_requests_hard_limit": "grpc_pending_calls_limit",
+}
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,24 @@ class Limits:
     # opens streams and resets them at once ("rapid reset", CVE-2023-44487) at 30,000 a second had most
     # other clients' calls CANCELLED; with a cap, gRPC's C core holds that client back (none failed).
     grpc_streams: int = 1000  # grpc.max_concurrent_streams
+    # Calls that gRPC's core holds until the server's loop takes them (one at a time): past the first
+    # number it cancels new ones at random, more of them the nearer the second, all past it. gRPC's
+    # own 1,000 and 3,000 suit a C++ server that takes calls on many threads; our one Python loop
+    # takes them more slowly, and with those a burst of 20,000 calls at once from 20 connections had
+    # 2,598 cancelled, other clients' calls among them. With these, none.
+    grpc_pending_calls: int = 10_000  # grpc.server.max_pending_requests
+    grpc_pending_calls_limit: int = 20_000  # grpc.server.max_pending_requests_hard_limit
+    # How long a gRPC call may take to send its request message. gRPC has no such limit, and a call
+    # opened with nothing sent holds about 17 KB on this server until its client leaves: at the caps
+    # above, tens of GB.
+    grpc_request_s: float = 30.0  # --grpc_request_timeout_in_ms
     # Requests one REST connection may have waiting behind the one being answered (HTTP pipelining):
     # each waiting request holds its headers and body.
     rest_pipelined: int = 64  # --rest_api_max_pipelined_requests
+
+    def grpc_caps(self) -> list[tuple[str, int]]:
+        """gRPC's own caps as channel arguments, at their values here."""
+        return [(argument, getattr(self, field)) for argument, field in GRPC_CAPS.items()]
 
 
 class ByteBudget:

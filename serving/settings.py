@@ -18,7 +18,7 @@ from contract.model_dir import simple_atoi
 from serving import foreign_flags
 from serving.batching import BatchPolicy
 from serving.config_files import ConfigError, read_model_config, read_text_proto, single_model_config
-from serving.limits import GRPC_CONNECTIONS_ARGUMENT, GRPC_STREAMS_ARGUMENT, Limits
+from serving.limits import GRPC_CAPS, Limits
 from serving.tflite import TflitePolicy, schedulable_cores
 from tfs_api.batching_pb2 import BatchingParameters
 from tfs_api.monitoring_pb2 import MonitoringConfig
@@ -295,6 +295,13 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         "follows is not read and the connection is closed after their answers "
         f"(default {defaults.rest_pipelined})",
     )
+    flag(
+        "--grpc_request_timeout_in_ms",
+        type=int,
+        default=int(defaults.grpc_request_s * 1000),
+        help="ours: how long a gRPC call may take to send its request message; past it DEADLINE_EXCEEDED "
+        f"(default {int(defaults.grpc_request_s * 1000)})",
+    )
     flag("--verbose", action="store_true", help="log every load and TensorFlow's own messages")
     flag("--version", action="version", version=f"{parser.prog} {_version()}: {SERVES}")
     foreign_flags.add_to(parser)
@@ -333,8 +340,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     monitoring = MonitoringConfig()
     if args.monitoring_config_file is not None:
         monitoring = read_text_proto(args.monitoring_config_file, monitoring, "--monitoring_config_file")
-    if args.rest_api_timeout_in_ms <= 0:
-        raise ConfigError(f"--rest_api_timeout_in_ms must be positive, got {args.rest_api_timeout_in_ms}")
+    for name in ("rest_api_timeout_in_ms", "grpc_request_timeout_in_ms"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise ConfigError(f"--{name}: {getattr(args, name)} is not a port number")
@@ -388,12 +396,11 @@ def _settings(args: argparse.Namespace) -> Settings:
             rest_header_bytes=args.rest_api_max_header_bytes,
             rest_connections=args.rest_api_max_connections,
             rest_pipelined=args.rest_api_max_pipelined_requests,
-            grpc_connections=_int_argument(
-                args.grpc_channel_arguments, GRPC_CONNECTIONS_ARGUMENT, Limits().grpc_connections
-            ),
-            grpc_streams=_int_argument(
-                args.grpc_channel_arguments, GRPC_STREAMS_ARGUMENT, Limits().grpc_streams
-            ),
+            grpc_request_s=args.grpc_request_timeout_in_ms / 1000,
+            **{
+                field: _int_argument(args.grpc_channel_arguments, argument, getattr(Limits(), field))
+                for argument, field in GRPC_CAPS.items()
+            },
         ),
         verbose=args.verbose,
     )

@@ -461,6 +461,7 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them() -> None:
         ["--model_base_path=/tmp", "--grpc_channel_arguments=grpc.max_allowed_incoming_connections=10"]
     )
     assert capped.limits.grpc_connections == 10
+    assert (capped.limits.grpc_pending_calls, capped.limits.grpc_pending_calls_limit) == (10_000, 20_000)
 
 
 def test_a_config_file_wins_over_a_base_path_as_in_tf_serving(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -615,3 +617,28 @@ def test_a_call_without_a_message_or_with_one_that_does_not_parse_is_answered_in
         server.stop()
         log = server.process.communicate()[1]
     assert "Traceback" not in log and "DecodeError" not in log
+
+
+def test_a_call_whose_message_does_not_arrive_in_time_is_answered_deadline_exceeded(
+    trained_model_dir: Path,
+) -> None:
+    """A client that opens calls and sends nothing would hold the server's memory for as long as it
+    likes (gRPC has no timeout of its own): --grpc_request_timeout_in_ms ends such a call."""
+    stop = threading.Event()
+
+    def nothing() -> Iterator[bytes]:
+        stop.wait(60)
+        yield from ()
+
+    with own_server(trained_model_dir, "--grpc_request_timeout_in_ms=500") as (server, stub):
+        with grpc.insecure_channel(server.grpc_target) as raw:
+            started = time.monotonic()
+            try:
+                with pytest.raises(grpc.RpcError) as stalled:
+                    raw.stream_unary("/tensorflow.serving.PredictionService/Predict")(nothing(), timeout=30)
+            finally:
+                stop.set()
+            assert stalled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "did not arrive within 0.5 s" in str(stalled.value.details())
+            assert time.monotonic() - started < 10
+        assert stub.Predict(predict_request(np.zeros((1, 28, 28, 1), np.float32)), timeout=10).outputs
