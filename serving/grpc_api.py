@@ -177,8 +177,8 @@ def build_grpc_server(
 ) -> grpc.aio.Server:
     """The server, bound to each address (`host:port`, `unix:path`) but not started; call on the loop
     it will serve from. `channel_arguments` (--grpc_channel_arguments) go to gRPC as given, less those
-    the server sets itself: its caps on connections, calls at once and calls waiting (serving/limits.py, which hold
-    an operator's values for them) and the options its own flags set."""
+    the server sets itself: its caps on connections, calls at once and calls waiting
+    (serving/limits.py, which hold an operator's values for them) and the options its own flags set."""
     own = [
         # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
         # arrives (RESOURCE_EXHAUSTED) instead of reading it whole first.
