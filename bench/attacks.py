@@ -5,6 +5,7 @@ time, each returning what the server answered and raising AttackFailed when that
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import numpy as np
 import requests
 
 from client import ServingClient, ServingClientError
+from serving.limits import ByteBudget, Limits
 from tfs_api.tensorflow.core.framework import types_pb2
 from tfs_api.tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, predict_pb2
 
@@ -99,12 +101,13 @@ def large_json(server: Server, image: np.ndarray) -> str:
 
 def stalled_bodies(server: Server, image: np.ndarray) -> str:
     small = image_rows(image, 1)
+    largest = ByteBudget(Limits().request_bytes).largest  # the largest body the server would read
     with (
         socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stated,
         socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as chunked,
     ):
         stated.sendall(
-            b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 268435456\r\n\r\n{"
+            b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" % largest
         )
         chunked.sendall(
             b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -125,7 +128,8 @@ def stalled_bodies(server: Server, image: np.ndarray) -> str:
         stated.settimeout(10)
         answer = stated.recv(65536)
     expect(answer.startswith(b"HTTP/1.1 408"), f"a stalled body got {answer[:40]!r}")
-    return "a 256 MiB body stalled after 1 byte, a chunked one never ending: 408 and closed; 20 others 200"
+    stalled = f"a {largest >> 20} MiB body stalled after 1 byte, a chunked one never ending"
+    return f"{stalled}: 408 and closed; 20 others 200"
 
 
 def empty_batches(server: Server, image: np.ndarray) -> str:
@@ -363,14 +367,29 @@ def rapid_reset(server: Server, image: np.ndarray) -> str:
     return f"{sent:,} gRPC streams opened and reset at once, in 5 s, from one connection"
 
 
-def bare_calls(server: Server, connections: int, calls: int, ended: bool, within_s: float) -> Counter[bytes]:
-    """`calls` gRPC calls on each of `connections` connections that send their headers and no message,
-    ending their side at once (`ended`) or never: the grpc-status of each answer that came within
+def raw_calls(
+    server: Server,
+    connections: int,
+    calls: int,
+    within_s: float,
+    ended: bool = True,
+    message: bytes | None = None,
+    encoding: str = "identity",
+) -> Counter[bytes]:
+    """`calls` gRPC Predict calls on each of `connections` connections, framed by hand: their headers,
+    then `message` (a request message, marked compressed unless `encoding` is identity) if one is
+    given, ending the client's side (`ended`) or never. The grpc-status of each answer that came within
     `within_s`, and AttackFailed if one did not."""
     import h2.config
     import h2.connection
     import h2.events
 
+    headers = [*GRPC_HEADERS, ("grpc-encoding", encoding)]
+    frame = (
+        None
+        if message is None
+        else bytes([encoding != "identity"]) + len(message).to_bytes(4, "big") + message
+    )
     statuses: Counter[bytes] = Counter()
     deadline = time.monotonic() + within_s
     with contextlib.ExitStack() as opened:
@@ -379,15 +398,27 @@ def bare_calls(server: Server, connections: int, calls: int, ended: bool, within
             sock = opened.enter_context(socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10))
             connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
             connection.initiate_connection()
-            waiting = set()
+            unsent = {}
             for _ in range(calls):
                 stream = connection.get_next_available_stream_id()
-                connection.send_headers(stream, GRPC_HEADERS, end_stream=ended)
-                waiting.add(stream)
+                connection.send_headers(stream, headers, end_stream=ended and frame is None)
+                unsent[stream] = frame or b""
             sock.sendall(connection.data_to_send())
-            clients.append((sock, connection, waiting))
-        for sock, connection, waiting in clients:
+            clients.append((sock, connection, unsent, set(unsent)))
+        for sock, connection, unsent, waiting in clients:
             while waiting:
+                for stream, data in list(unsent.items()):  # as much as the server's windows take
+                    size = min(
+                        len(data),
+                        connection.local_flow_control_window(stream),
+                        connection.max_outbound_frame_size,
+                    )
+                    if data and size:
+                        connection.send_data(stream, data[:size], end_stream=ended and size == len(data))
+                    unsent[stream] = data[size:]
+                    if not unsent[stream]:
+                        del unsent[stream]
+                sock.sendall(connection.data_to_send())
                 sock.settimeout(max(0.01, deadline - time.monotonic()))
                 try:
                     data = sock.recv(1 << 16)
@@ -402,6 +433,7 @@ def bare_calls(server: Server, connections: int, calls: int, ended: bool, within
                         if status is not None:
                             statuses[status] += 1
                             waiting.discard(event.stream_id)
+                            unsent.pop(event.stream_id, None)
                 sock.sendall(connection.data_to_send())
     return statuses
 
@@ -413,7 +445,7 @@ def empty_calls(server: Server, image: np.ndarray) -> str:
     statuses: Counter[bytes] = Counter()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        statuses += bare_calls(server, connections=1, calls=200, ended=True, within_s=10)
+        statuses += raw_calls(server, connections=1, calls=200, within_s=10)
     expect(set(statuses) == {b"13"}, f"calls without a message answered with grpc-status {dict(statuses)}")
     return f"{statuses.total():,} gRPC calls without a message, each answered INTERNAL"
 
@@ -421,11 +453,36 @@ def empty_calls(server: Server, image: np.ndarray) -> str:
 def stalled_calls(server: Server, image: np.ndarray) -> str:
     """gRPC calls opened and left without a message, as many as 20 connections may hold: each must be
     answered DEADLINE_EXCEEDED once the request timeout has passed."""
-    statuses = bare_calls(server, connections=20, calls=1000, ended=False, within_s=TIMEOUT_MS / 1000 + 10)
+    statuses = raw_calls(server, connections=20, calls=1000, within_s=TIMEOUT_MS / 1000 + 10, ended=False)
     expect(set(statuses) == {b"4"}, f"stalled calls answered with grpc-status {dict(statuses)}")
     return (
         f"{statuses.total():,} gRPC calls opened with nothing sent: DEADLINE_EXCEEDED after {TIMEOUT_MS} ms"
     )
+
+
+def compression_bomb(server: Server, image: np.ndarray) -> str:
+    """20 gRPC Predicts at once, each 200 KB of gzip that inflates to 200 MB: each must be answered
+    within the server's byte budget (gRPC's core alone inflated them all first: 8 GB)."""
+    size = 200 << 20
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    spec = request.SerializeToString()
+    padding = b"\x9a\x06" + _varint(size)  # field 99, unknown to every reader: its bytes are skipped
+    bomb = gzip.compress(spec + padding + bytes(size), 9)
+    statuses = raw_calls(server, connections=1, calls=20, within_s=60, message=bomb, encoding="gzip")
+    expect(set(statuses) <= {b"3", b"8"}, f"inflating requests answered with grpc-status {dict(statuses)}")
+    return (
+        f"20 gRPC Predicts of {len(bomb) >> 10} KB inflating to 200 MB each: {dict(sorted(statuses.items()))}"
+    )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
 
 
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
@@ -444,4 +501,5 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     rapid_reset,
     empty_calls,
     stalled_calls,
+    compression_bomb,
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import resource
 import signal
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from serving.server import ModelServer
 
 HEADROOM_FILES = 256  # descriptors the server needs besides REST connections: models, gRPC, logs
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+LARGE_BLOCK = 128 << 10  # glibc's own initial threshold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rest_connections = settings.limits.rest_connections if settings.rest_api_port else 0
     _allow_open_files(rest_connections + settings.limits.grpc_connections)
+    _return_large_blocks()
     from serving.server import ModelServer
 
     try:
@@ -70,6 +75,20 @@ def _allow_open_files(connections: int) -> None:
             connections,
             soft,
         )
+
+
+def _return_large_blocks() -> None:
+    """Large requests' buffers go back to the system when freed. glibc raises its threshold for mapping
+    a block of its own (128 KB) to the size of each mapped block freed, up to 32 MB; after a few large
+    requests, buffers of up to 32 MB then come from the heap, where requests interleaved leave it
+    fragmented and held: rounds of 20 concurrent 200 MB requests grew the server by 0.2-1 GB each. A
+    threshold set once stays where it is. Nothing to do on other C libraries."""
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return
+    libc = ctypes.CDLL(path)
+    if hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
 
 
 async def _serve_until_signalled(server: ModelServer) -> None:

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
-from serving.grpc_calls import RequestReader, RequestReadingServer
+from serving.grpc_calls import RequestReader, RequestReadingServer, refuse
 from serving.inference import Inference, version_of
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
@@ -38,28 +38,21 @@ ModelRequest = (
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default as far as it goes
 
 
-# Messages quote what a client sent (a model name of 100 KB, for one), and gRPC sends the message as a
-# header: past 8 KiB of headers a client drops the answer and sees only RESOURCE_EXHAUSTED "Stream
-# removed". TF Serving cuts them as here (model_servers/grpc_status_util.cc:25-30).
-MAX_MESSAGE_CHARS = 1024
-
-
-def status_message(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    return message[:MAX_MESSAGE_CHARS] + "...TRUNCATED"
-
-
-async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> Reply:
-    """Await a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash."""
+async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> Reply | None:
+    """Await a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash.
+    The status is set and the call returns (None, which gRPC does not send with an error status):
+    `context.abort` would raise an error that gRPC keeps on the call, which refers back to it through
+    the error's frames, and the request (up to the byte budget) would live on until Python's cycle
+    collector came by."""
     try:
         return await call
     except ServingError as err:
-        await context.abort(err.code, status_message(err.message))
+        code, message = err.code, err.message
     except Exception as err:
         log.exception("gRPC call failed")
-        await context.abort(grpc.StatusCode.INTERNAL, status_message(f"internal error: {err}"))
-    raise AssertionError("unreachable: abort raises")
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {err}"
+    refuse(context, code, message)
+    return None
 
 
 def _checked_spec(
@@ -182,9 +175,11 @@ def build_grpc_server(
     own = [
         # No request larger than the byte budget is ever answered, so gRPC refuses one as its length
         # arrives (RESOURCE_EXHAUSTED) instead of reading it whole first.
-        ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, inference.limits.request_bytes)),
+        ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, inference.request_bytes.largest)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
+        # Compressed messages are inflated by the server, within its byte budget (serving/inflate.py).
+        ("grpc.per_message_decompression", 0),
     ]
     for key, _ in channel_arguments:
         if key in dict(own):
@@ -193,7 +188,9 @@ def build_grpc_server(
     options = [*(item for item in channel_arguments if item[0] not in dict(own + caps)), *caps, *own]
     server = grpc.aio.server(options=options)
     # Every call's message read with a deadline, and a call without one answered (serving/grpc_calls.py).
-    services = RequestReadingServer(server, RequestReader(inference.limits.grpc_request_s))
+    services = RequestReadingServer(
+        server, RequestReader(inference.limits.grpc_request_s, inference.request_bytes)
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(inference), services
     )

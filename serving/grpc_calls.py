@@ -8,13 +8,15 @@ call. gRPC's C++ server, which TF Serving runs, answers both at once, INTERNAL (
 grpcpp/impl/proto_utils.h). So every method of the services is registered here as one that reads its
 own request: the method is the same, the message is read and parsed by `RequestReader`, which also
 gives the message a deadline (--grpc_request_timeout_in_ms): a call whose client opens it and sends
-nothing holds the same memory, and gRPC has no timeout of its own for it.
+nothing holds the same memory, and gRPC has no timeout of its own for it. A compressed message is
+inflated here too, within the server's byte budget (serving/inflate.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,21 +24,70 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from serving.deadlines import Deadlines
+from serving.errors import ServingError
+from serving.inflate import compression_of, inflated
+from serving.limits import ByteBudget
 
 NO_MESSAGE = "No payload"  # gRPC C++'s words (grpcpp/impl/proto_utils.h, GenericDeserialize)
 
+# Messages quote what a client sent (a model name of 100 KB, for one), and gRPC sends the message as a
+# header: past 8 KiB of headers a client drops the answer and sees only RESOURCE_EXHAUSTED "Stream
+# removed". TF Serving cuts them as here (model_servers/grpc_status_util.cc:25-30).
+MAX_MESSAGE_CHARS = 1024
+
+
+def status_message(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[:MAX_MESSAGE_CHARS] + "...TRUNCATED"
+
+
+def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """End the call with `code` once its method returns (what it returns is then not sent). Not
+    `context.abort`: that raises an error which gRPC keeps on the call and whose frames refer back to
+    the call, so the request (up to the byte budget) lived on until Python's cycle collector came by,
+    200 MB a refused request in a measured run."""
+    context.set_code(code)
+    context.set_details(status_message(message))
+
 
 class RequestReader:
-    """Reads each call's one request message, within `timeout_s` of the call's start."""
+    """Reads each call's one request message, within `timeout_s` of the call's start; inflates it
+    within `budget` when it is compressed."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
+    def __init__(self, timeout_s: float, budget: ByteBudget) -> None:
+        self.timeout_s, self.budget = timeout_s, budget
         self._deadlines = Deadlines.for_timeout(timeout_s)
 
-    async def read(self, context: grpc.aio.ServicerContext, parse: Callable[[bytes], Any] | None) -> Any:
-        """The call's message, parsed; a call without one, or with one that does not parse, ends here,
-        INTERNAL, as gRPC C++ ends it; one whose message has not all arrived in time, DEADLINE_EXCEEDED.
-        Messages after the first are not read, as for a unary call."""
+    async def read(self, context: grpc.aio.ServicerContext, parse: Callable[[Any], Any] | None) -> Any:
+        """The call's message, parsed, or None when the call is refused: without a message, or with
+        one that does not parse, INTERNAL, as gRPC C++ refuses it; whose message has not all arrived in
+        time, DEADLINE_EXCEEDED. Messages after the first are not read, as for a unary call."""
+        arrived = await self._arrived(context)
+        if arrived is None:
+            return None
+        raw: bytes | bytearray = arrived
+        held = 0
+        try:
+            wbits = compression_of(raw)
+            if wbits is not None:
+                try:
+                    raw, held = await inflated(raw, wbits, self.budget)
+                except zlib.error:
+                    pass  # not compressed after all: parsed as it came
+                except ServingError as err:  # as gRPC refuses a message over its size limit
+                    message = f"the request message inflates too far: {err.message}"
+                    refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                    return None
+            return raw if parse is None else parse(raw)
+        except DecodeError:
+            refuse(context, grpc.StatusCode.INTERNAL, "the request message could not be parsed")
+            return None
+        finally:
+            self.budget.give_back(held)  # a parsed request is held from here on, by its method
+
+    async def _arrived(self, context: grpc.aio.ServicerContext) -> bytes | None:
+        """The call's message as it came, within the deadline; None when the call is refused."""
         task = asyncio.current_task()
         assert task is not None
         self._deadlines.watch(task, asyncio.get_running_loop().time() + self.timeout_s)
@@ -46,20 +97,15 @@ class RequestReader:
             if not self._deadlines.expired(task):
                 raise
             task.uncancel()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the request message did not arrive within {self.timeout_s:g} s",
-            )
+            message = f"the request message did not arrive within {self.timeout_s:g} s"
+            refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+            return None
         finally:
             self._deadlines.forget(task)
         if raw is grpc.aio.EOF:
-            await context.abort(grpc.StatusCode.INTERNAL, NO_MESSAGE)
-        if parse is None:
-            return raw
-        try:
-            return parse(raw)
-        except DecodeError:
-            await context.abort(grpc.StatusCode.INTERNAL, "the request message could not be parsed")
+            refuse(context, grpc.StatusCode.INTERNAL, NO_MESSAGE)
+            return None
+        return raw
 
     def serving(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """`handler`, a unary-request method, as a streaming-request one whose request is read here;
@@ -71,13 +117,16 @@ class RequestReader:
             method = handler.unary_unary
 
             async def unary(requests: object, context: grpc.aio.ServicerContext) -> Any:
-                return await method(await read(context, parse), context)
+                request = await read(context, parse)
+                return None if request is None else await method(request, context)
 
             return grpc.stream_unary_rpc_method_handler(unary, None, handler.response_serializer)
         streaming = handler.unary_stream
 
         async def stream(requests: object, context: grpc.aio.ServicerContext) -> None:
             request = await read(context, parse)
+            if request is None:
+                return
             if inspect.isasyncgenfunction(streaming):
                 replies: AsyncIterator[Any] = streaming(request, context)
                 async for reply in replies:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
@@ -22,6 +23,7 @@ import orjson
 from serving.deadlines import Deadlines
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.inference import Inference
+from serving.inflate import GZIP, inflated
 from serving.limits import ByteBudget
 
 log = logging.getLogger("serving")
@@ -194,7 +196,7 @@ class RestApp:
         assert task is not None
         try:
             try:
-                if declared is not None and declared > self.bodies.total:
+                if declared is not None and declared > self.bodies.limit_for(declared):
                     self.bodies.take(declared)  # refused whole, before any of it is read
                 self._deadlines.watch(task, asyncio.get_running_loop().time() + self.timeout_s)
                 while True:
@@ -212,6 +214,16 @@ class RestApp:
             self._deadlines.forget(task)
             body = b"".join(chunks)
             chunks.clear()  # the body alone is held from here on, not its chunks too
+            # TF Serving inflates a body whose Content-Encoding says gzip (evhttp_request.cc:182-183,
+            # 261-266); here within the budget, which holds the inflated bytes too.
+            if "gzip" in _header(scope, b"content-encoding"):
+                try:
+                    whole, inflated_held = await inflated(body, GZIP, self.bodies, held)
+                except zlib.error as err:
+                    raise invalid_argument(f"the request body is not whole gzip data: {err}") from None
+                held += inflated_held
+                body = bytes(whole)
+                del whole
             yield body
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):

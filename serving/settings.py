@@ -259,7 +259,8 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         "--max_request_bytes_in_flight",
         type=int,
         default=defaults.request_bytes,
-        help="ours: request bytes held at once over gRPC and REST; past it 429 / RESOURCE_EXHAUSTED "
+        help="ours: request bytes held at once over gRPC and REST, compressed requests as they inflate; "
+        "past it 429 / RESOURCE_EXHAUSTED; requests over 1 MiB leave an eighth of it to smaller ones "
         f"(default {defaults.request_bytes})",
     )
     flag(

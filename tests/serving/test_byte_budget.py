@@ -43,3 +43,19 @@ def test_bytes_held_for_a_block_are_given_back_however_it_ends() -> None:
         assert budget.free == 30
         raise RuntimeError
     assert budget.free == 100
+
+
+def test_large_requests_leave_an_eighth_of_the_budget_to_small_ones() -> None:
+    """However many large requests arrive, a single image (a few KB) still fits."""
+    mib = 1 << 20
+    budget = ByteBudget(64 * mib)  # 8 MiB kept for requests of 1 MiB or less
+    budget.take(40 * mib)
+    assert refused(budget, 20 * mib).code == grpc.StatusCode.RESOURCE_EXHAUSTED  # 24 free, 16 to large
+    budget.take(16 * mib)
+    assert refused(budget, 2 * mib).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for _ in range(8):
+        budget.take(mib)  # small ones take the reserve
+    assert budget.free == 0
+    error = refused(ByteBudget(64 * mib), 60 * mib)  # never fits: a large one's limit is 56 MiB
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and f"limit of {56 * mib}" in error.message
+    assert ByteBudget(64 * mib).largest == 56 * mib and ByteBudget(100).largest == 100

@@ -1,0 +1,61 @@
+"""serving/inflate.py in process: compressed gRPC messages, told apart from plain ones and inflated
+within the byte budget."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import grpc
+import pytest
+
+from serving.errors import ServingError
+from serving.inflate import CHUNK, GZIP, ZLIB, compression_of, inflated
+from serving.limits import ByteBudget
+from tfs_api.tensorflow_serving.apis import predict_pb2
+
+pytestmark = pytest.mark.fast
+
+
+def test_gzip_and_zlib_are_told_from_any_request_the_services_take() -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    request.inputs["images"].float_val.extend([0.5] * 784)
+    plain = request.SerializeToString()
+    assert compression_of(gzip.compress(plain)) == GZIP
+    assert compression_of(zlib.compress(plain)) == ZLIB
+    assert compression_of(zlib.compress(plain, 1)) == ZLIB
+    assert compression_of(plain) is None
+    assert compression_of(b"") is None and compression_of(b"\x78") is None
+
+
+def test_a_message_inflates_whole_and_holds_its_size_of_the_budget() -> None:
+    data = bytes(range(256)) * (3 * CHUNK // 256 + 7)  # several chunks, not a whole number of them
+    budget = ByteBudget(10 * CHUNK)
+    for compressed, wbits in ((gzip.compress(data), GZIP), (zlib.compress(data), ZLIB)):
+        whole, held = asyncio.run(inflated(compressed, wbits, budget))
+        assert bytes(whole) == data and held == len(data) == budget.total - budget.free
+        budget.give_back(held)
+
+
+def test_a_bomb_is_refused_once_it_passes_the_budget_and_holds_nothing() -> None:
+    bomb = gzip.compress(bytes(100 * CHUNK))  # 100 MB of zeros in about 100 KB
+    assert len(bomb) < CHUNK // 4
+    budget = ByteBudget(8 * CHUNK)
+    with pytest.raises(ServingError) as too_far:
+        asyncio.run(inflated(bomb, GZIP, budget))
+    assert too_far.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert budget.free == budget.total
+    budget.take(7 * CHUNK)  # while others hold most of it, a smaller one is told to come back
+    with pytest.raises(ServingError) as busy:
+        asyncio.run(inflated(gzip.compress(bytes(2 * CHUNK)), GZIP, budget))
+    assert busy.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and budget.free == CHUNK
+
+
+def test_data_that_only_looks_compressed_is_a_zlib_error_and_holds_nothing() -> None:
+    budget = ByteBudget(CHUNK)
+    for data, wbits in ((gzip.compress(b"x" * 1000)[:-9], GZIP), (b"\x78\x9c" + b"\x01" * 40, ZLIB)):
+        with pytest.raises(zlib.error):
+            asyncio.run(inflated(data, wbits, budget))
+        assert budget.free == budget.total
