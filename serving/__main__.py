@@ -81,8 +81,9 @@ def _return_large_blocks() -> None:
     """Large requests' buffers go back to the system when freed. glibc raises its threshold for mapping
     a block of its own (128 KB) to the size of each mapped block freed, up to 32 MB; after a few large
     requests, buffers of up to 32 MB then come from the heap, where requests interleaved leave it
-    fragmented and held: rounds of 20 concurrent 200 MB requests grew the server by 0.2-1 GB each. A
-    threshold set once stays where it is. Nothing to do on other C libraries."""
+    fragmented and held. A threshold set once stays where it is. Measured with 20 gzip requests
+    inflating to 200 MB each, three times, then 12 concurrent 63 MB gRPC requests, twice: the server
+    ended at 0.80 GB with it, 1.07 GB without (0.73 GB idle). Nothing to do on other C libraries."""
     path = ctypes.util.find_library("c")
     if path is None:
         return
