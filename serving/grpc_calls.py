@@ -4,20 +4,23 @@ grpc.aio reads a unary call's message before the method runs. When the client en
 one (or with a message cut short), grpc.aio returns without a status: the client waits for ever, and
 the server holds the call (about 17 KB) until the client gives up; 50,000 of them took 850 MB. When the
 message does not parse, grpc.aio answers UNKNOWN with Python's exception and logs a traceback for each
-call. gRPC's C++ server, which TF Serving runs, answers both at once, INTERNAL (`GenericDeserialize`,
-grpcpp/impl/proto_utils.h). So every method of the services is registered here as one that reads its
-own request: the method is the same, the message is read and parsed by `RequestReader`, which also
-gives the message a deadline (--grpc_request_timeout_in_ms): a call whose client opens it and sends
-nothing holds the same memory, and gRPC has no timeout of its own for it. A compressed message is
-inflated here too, within the server's byte budget (serving/inflate.py).
+call. gRPC's C++ server, which TF Serving runs, answers both at once, INTERNAL. So every method of the
+services is registered here as one that reads its own request: the method is the same, the message is
+read and parsed by `RequestReader`, which also gives the message a deadline
+(--grpc_request_timeout_in_ms): a call whose client opens it and sends nothing holds the same memory,
+and gRPC has no timeout of its own for it. A compressed message is inflated here too, within the
+server's byte budget (serving/inflate.py).
+
+A refused call is ended with `context.abort` from the method's wrapper, once nothing on the stack holds
+the request: gRPC keeps the abort's error on the call, and the error's frames refer back to the call,
+so whatever those frames held (a 200 MB request) lived on until Python's cycle collector came by.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -28,7 +31,10 @@ from serving.errors import ServingError
 from serving.inflate import compression_of, inflated
 from serving.limits import ByteBudget
 
-NO_MESSAGE = "No payload"  # gRPC C++'s words (grpcpp/impl/proto_utils.h, GenericDeserialize)
+# gRPC C++'s words for a unary call without a message: its handler wraps the missing payload in a
+# ByteBuffer (grpcpp/impl/codegen/method_handler.h, UnaryDeserializeHelper) that the
+# protobuf reader cannot start on (grpcpp/impl/codegen/proto_buffer_reader.h, ProtoBufferReader).
+NO_MESSAGE = "Couldn't initialize byte buffer reader"
 
 # Messages quote what a client sent (a model name of 100 KB, for one), and gRPC sends the message as a
 # header: past 8 KiB of headers a client drops the answer and sees only RESOURCE_EXHAUSTED "Stream
@@ -43,10 +49,8 @@ def status_message(message: str) -> str:
 
 
 def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
-    """End the call with `code` once its method returns (what it returns is then not sent). Not
-    `context.abort`: that raises an error which gRPC keeps on the call and whose frames refer back to
-    the call, so the request (up to the byte budget) lived on until Python's cycle collector came by,
-    200 MB a refused request in a measured run."""
+    """Mark the call refused with `code`; the method then returns None, and its wrapper
+    (`RequestReader.serving`) ends the call with that status alone, as gRPC C++ sends an error."""
     context.set_code(code)
     context.set_details(status_message(message))
 
@@ -59,7 +63,7 @@ class RequestReader:
         self.timeout_s, self.budget = timeout_s, budget
         self._deadlines = Deadlines.for_timeout(timeout_s)
 
-    async def read(self, context: grpc.aio.ServicerContext, parse: Callable[[Any], Any] | None) -> Any:
+    async def read(self, context: grpc.aio.ServicerContext, parse: Callable[[Any], Any]) -> Any:
         """The call's message, parsed, or None when the call is refused: without a message, or with
         one that does not parse, INTERNAL, as gRPC C++ refuses it; whose message has not all arrived in
         time, DEADLINE_EXCEEDED. Messages after the first are not read, as for a unary call."""
@@ -67,19 +71,22 @@ class RequestReader:
         if arrived is None:
             return None
         raw: bytes | bytearray = arrived
-        held = 0
+        wbits = compression_of(raw)
+        if wbits is not None:
+            try:
+                raw = await inflated(raw, wbits, self.budget)
+            except zlib.error:
+                pass  # not compressed after all: parsed as it came
+            except ServingError as err:  # as gRPC refuses a message over its size limit
+                refuse(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the request message inflates too far: {err.message}",
+                )
+                return None
+        held = len(raw) if raw is not arrived else 0
         try:
-            wbits = compression_of(raw)
-            if wbits is not None:
-                try:
-                    raw, held = await inflated(raw, wbits, self.budget)
-                except zlib.error:
-                    pass  # not compressed after all: parsed as it came
-                except ServingError as err:  # as gRPC refuses a message over its size limit
-                    message = f"the request message inflates too far: {err.message}"
-                    refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-                    return None
-            return raw if parse is None else parse(raw)
+            return parse(raw)
         except DecodeError:
             refuse(context, grpc.StatusCode.INTERNAL, "the request message could not be parsed")
             return None
@@ -108,33 +115,24 @@ class RequestReader:
         return raw
 
     def serving(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """`handler`, a unary-request method, as a streaming-request one whose request is read here;
-        any other handler as it is."""
+        """`handler`, a unary-request method (a coroutine), as a streaming-request one whose request is
+        read here; any other handler as it is."""
         if handler.request_streaming:
             return handler
         parse, read = handler.request_deserializer, self.read
-        if not handler.response_streaming:
-            method = handler.unary_unary
+        method = handler.unary_stream if handler.response_streaming else handler.unary_unary
 
-            async def unary(requests: object, context: grpc.aio.ServicerContext) -> Any:
-                request = await read(context, parse)
-                return None if request is None else await method(request, context)
-
-            return grpc.stream_unary_rpc_method_handler(unary, None, handler.response_serializer)
-        streaming = handler.unary_stream
-
-        async def stream(requests: object, context: grpc.aio.ServicerContext) -> None:
+        async def serve(requests: object, context: grpc.aio.ServicerContext) -> Any:
             request = await read(context, parse)
-            if request is None:
-                return
-            if inspect.isasyncgenfunction(streaming):
-                replies: AsyncIterator[Any] = streaming(request, context)
-                async for reply in replies:
-                    await context.write(reply)
-            else:
-                await streaming(request, context)
+            reply = None if request is None else await method(request, context)
+            del request  # not held by the frame that ends a refused call (see the module's docstring)
+            if reply is None and context.code() not in (None, grpc.StatusCode.OK):
+                await context.abort(context.code(), context.details())
+            return reply
 
-        return grpc.stream_stream_rpc_method_handler(stream, None, handler.response_serializer)
+        if handler.response_streaming:  # its replies are written by the method itself (Health.Watch)
+            return grpc.stream_stream_rpc_method_handler(serve, None, handler.response_serializer)
+        return grpc.stream_unary_rpc_method_handler(serve, None, handler.response_serializer)
 
 
 class _Served(grpc.GenericRpcHandler):

@@ -4,8 +4,8 @@ A few hundred KB of gzip inflate to hundreds of MB. gRPC's core would inflate a 
 whole before the server sees it, for every call at once: 20 calls of 200 KB took the server from 0.75
 to 8 GB. So the server turns gRPC's own inflation off (`grpc.per_message_decompression`) and inflates
 here, a chunk at a time, each chunk taken from the byte budget that every request in flight shares:
-past it the request is refused, having cost at most that chunk. Between chunks the event loop serves
-other requests: inflating 200 MB takes about half a second of CPU, which would otherwise stall them.
+past it the request is refused, having cost at most that chunk. Inflating 200 MB takes about half a
+second of CPU, so chunks after the first are inflated in a thread, while the event loop serves others.
 """
 
 from __future__ import annotations
@@ -41,31 +41,29 @@ def compression_of(message: bytes | bytearray) -> int | None:
     return None
 
 
-async def inflated(
-    data: bytes | bytearray, wbits: int, budget: ByteBudget, holding: int = 0
-) -> tuple[bytearray, int]:
-    """`data` inflated, and how many bytes of `budget` it holds (the caller gives them back), for a
+async def inflated(data: bytes | bytearray, wbits: int, budget: ByteBudget, holding: int = 0) -> bytearray:
+    """`data` inflated, its bytes held in `budget` (the caller gives back as many as it has), for a
     request that holds `holding` bytes of it already (its compressed body, say). Over the budget: the
-    budget's refusal (INVALID_ARGUMENT or RESOURCE_EXHAUSTED). Not a whole stream of
-    that format: zlib.error, with nothing held. One buffer grows as the chunks come (a list of chunks
-    joined at the end would hold the message twice, and leave the heap fragmented by its chunks)."""
+    budget's refusal (INVALID_ARGUMENT or RESOURCE_EXHAUSTED), with nothing held. Not one whole stream
+    of that format, or bytes after its end: zlib.error, with nothing held (gRPC's core refuses trailing
+    bytes too: "not all input consumed"). One buffer grows as the chunks come: a list of chunks joined
+    at the end would hold the message twice. The first chunk is inflated on the event loop; any more in
+    a thread (zlib lets go of Python's lock), so that a bomb's CPU does not stall other requests."""
     inflater = zlib.decompressobj(wbits)
     whole = bytearray()
-    held = 0
     try:
+        part = inflater.decompress(data, CHUNK)
         while True:
-            part = inflater.decompress(data, CHUNK)
             if part:
-                budget.take(len(part), holding + held)
-                held += len(part)
+                budget.take(len(part), holding + len(whole))
                 whole += part
             data = inflater.unconsumed_tail
             if inflater.eof or not (data or part):
                 break
-            await asyncio.sleep(0)
-        if not inflater.eof:
-            raise zlib.error("the compressed data ends early")
+            part = await asyncio.to_thread(inflater.decompress, data, CHUNK)
+        if not inflater.eof or inflater.unused_data:
+            raise zlib.error("not one whole compressed stream")
     except BaseException:
-        budget.give_back(held)
+        budget.give_back(len(whole))
         raise
-    return whole, held
+    return whole

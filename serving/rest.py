@@ -218,10 +218,10 @@ class RestApp:
             # 261-266); here within the budget, which holds the inflated bytes too.
             if "gzip" in _header(scope, b"content-encoding"):
                 try:
-                    whole, inflated_held = await inflated(body, GZIP, self.bodies, held)
+                    whole = await inflated(body, GZIP, self.bodies, held)
                 except zlib.error as err:
                     raise invalid_argument(f"the request body is not whole gzip data: {err}") from None
-                held += inflated_held
+                held += len(whole)
                 body = bytes(whole)
                 del whole
             yield body

@@ -601,7 +601,7 @@ def test_a_call_without_a_message_or_with_one_that_does_not_parse_is_answered_in
                     raw.stream_unary(method)(iter(()), timeout=10)  # headers, then the end: no message
                 assert (unanswered.value.code(), unanswered.value.details()) == (
                     grpc.StatusCode.INTERNAL,
-                    "No payload",
+                    "Couldn't initialize byte buffer reader",  # gRPC C++'s words
                 )
             watch = raw.stream_stream("/grpc.health.v1.Health/Watch")(iter(()), timeout=10)
             with pytest.raises(grpc.RpcError) as unwatched:
@@ -616,6 +616,10 @@ def test_a_call_without_a_message_or_with_one_that_does_not_parse_is_answered_in
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
             first = next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
             assert first.status == health_pb2.HealthCheckResponse.SERVING
+        # An error is its status alone, as gRPC C++ sends it: no empty message before it, which a client
+        # that gives the server no flow-control window would never let through.
+        for method, message in ((predict, None), ("/tensorflow.serving.ModelService/GetModelStatus", b"")):
+            assert frames_of_one_call(server.grpc_port, method, message) == ["headers and status"]
         server.stop()
         log = server.process.communicate()[1]
     assert "Traceback" not in log and "DecodeError" not in log
@@ -666,3 +670,35 @@ def test_compressed_requests_are_answered_and_a_compression_bomb_is_refused_with
                 assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "inflates too far" in str(refused.value.details())
         assert plain.Predict(request, timeout=30).outputs["probabilities"] == expected
+
+
+def frames_of_one_call(port: int, method: str, message: bytes | None) -> list[str]:
+    """What a server's answer to one gRPC call is made of, framed by hand: its HTTP/2 header blocks,
+    data frames and trailers, in order, up to the end of the stream."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", method), (":authority", "x")]
+    connection.send_headers(1, [*headers, ("content-type", "application/grpc"), ("te", "trailers")])
+    if message is not None:
+        connection.send_data(1, b"\x00" + len(message).to_bytes(4, "big") + message)
+    connection.end_stream(1)
+    seen: list[str] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(connection.data_to_send())
+        while not seen or seen[-1] != "end":
+            for event in connection.receive_data(sock.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    alone = any(name == b"grpc-status" for name, _ in event.headers)  # trailers-only
+                    seen.append("headers and status" if alone else "headers")
+                elif isinstance(event, h2.events.DataReceived) and event.data:
+                    seen.append("data")
+                elif isinstance(event, h2.events.TrailersReceived):
+                    seen.append("status")
+                elif isinstance(event, h2.events.StreamEnded):
+                    seen.append("end")
+            sock.sendall(connection.data_to_send())
+    return seen[:-1]

@@ -9,24 +9,63 @@ import zlib
 
 import grpc
 import pytest
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
 
 from serving.errors import ServingError
 from serving.inflate import CHUNK, GZIP, ZLIB, compression_of, inflated
 from serving.limits import ByteBudget
-from tfs_api.tensorflow_serving.apis import predict_pb2
+from tfs_api.tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    input_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
 pytestmark = pytest.mark.fast
 
 
+def requests_the_services_take() -> list[Message]:
+    """One of each request type, with every top-level field set."""
+    predict = predict_pb2.PredictRequest(output_filter=["probabilities"])
+    predict.model_spec.name = "mnist"
+    predict.inputs["images"].float_val.extend([0.5] * 784)
+    examples = input_pb2.Input()
+    examples.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    classify = classification_pb2.ClassificationRequest(model_spec=predict.model_spec, input=examples)
+    regress = regression_pb2.RegressionRequest(model_spec=predict.model_spec, input=examples)
+    multi = inference_pb2.MultiInferenceRequest(input=examples)
+    multi.tasks.add().model_spec.name = "mnist"
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=predict.model_spec, metadata_field=["signature_def"]
+    )
+    status = get_model_status_pb2.GetModelStatusRequest(model_spec=predict.model_spec)
+    reload = model_management_pb2.ReloadConfigRequest()
+    reload.config.model_config_list.config.add(name="mnist", base_path="/models/mnist")
+    reload.metric_names.append("x")
+    return [
+        predict,
+        classify,
+        regress,
+        multi,
+        metadata,
+        status,
+        reload,
+        health_pb2.HealthCheckRequest(service="x"),
+    ]
+
+
 def test_gzip_and_zlib_are_told_from_any_request_the_services_take() -> None:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "mnist"
-    request.inputs["images"].float_val.extend([0.5] * 784)
-    plain = request.SerializeToString()
-    assert compression_of(gzip.compress(plain)) == GZIP
-    assert compression_of(zlib.compress(plain)) == ZLIB
-    assert compression_of(zlib.compress(plain, 1)) == ZLIB
-    assert compression_of(plain) is None
+    for request in requests_the_services_take():
+        plain = request.SerializeToString()
+        assert compression_of(plain) is None, type(request).__name__
+        assert compression_of(gzip.compress(plain)) == GZIP
+        assert compression_of(zlib.compress(plain)) == ZLIB
+        assert compression_of(zlib.compress(plain, 1)) == ZLIB
     assert compression_of(b"") is None and compression_of(b"\x78") is None
 
 
@@ -34,9 +73,9 @@ def test_a_message_inflates_whole_and_holds_its_size_of_the_budget() -> None:
     data = bytes(range(256)) * (3 * CHUNK // 256 + 7)  # several chunks, not a whole number of them
     budget = ByteBudget(10 * CHUNK)
     for compressed, wbits in ((gzip.compress(data), GZIP), (zlib.compress(data), ZLIB)):
-        whole, held = asyncio.run(inflated(compressed, wbits, budget))
-        assert bytes(whole) == data and held == len(data) == budget.total - budget.free
-        budget.give_back(held)
+        whole = asyncio.run(inflated(compressed, wbits, budget))
+        assert bytes(whole) == data and len(data) == budget.total - budget.free
+        budget.give_back(len(whole))
 
 
 def test_a_bomb_is_refused_once_it_passes_the_budget_and_holds_nothing() -> None:
@@ -55,7 +94,13 @@ def test_a_bomb_is_refused_once_it_passes_the_budget_and_holds_nothing() -> None
 
 def test_data_that_only_looks_compressed_is_a_zlib_error_and_holds_nothing() -> None:
     budget = ByteBudget(CHUNK)
-    for data, wbits in ((gzip.compress(b"x" * 1000)[:-9], GZIP), (b"\x78\x9c" + b"\x01" * 40, ZLIB)):
+    whole = gzip.compress(b"x" * 1000)
+    for data, wbits in (
+        (whole[:-9], GZIP),  # cut short
+        (whole + b"junk", GZIP),  # bytes after the end, which gRPC's core refuses too
+        (whole + whole, GZIP),  # two streams
+        (b"\x78\x9c" + b"\x01" * 40, ZLIB),  # a zlib header and no zlib data
+    ):
         with pytest.raises(zlib.error):
             asyncio.run(inflated(data, wbits, budget))
         assert budget.free == budget.total
