@@ -3,7 +3,6 @@ within the byte budget."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import zlib
 
@@ -15,6 +14,7 @@ from grpc_health.v1 import health_pb2
 from serving.errors import ServingError
 from serving.inflate import CHUNK, GZIP, ZLIB, compression_of, inflated
 from serving.limits import ByteBudget
+from tests.conftest import run_coroutine
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -73,7 +73,7 @@ def test_a_message_inflates_whole_and_holds_its_size_of_the_budget() -> None:
     data = bytes(range(256)) * (3 * CHUNK // 256 + 7)  # several chunks, not a whole number of them
     budget = ByteBudget(10 * CHUNK)
     for compressed, wbits in ((gzip.compress(data), GZIP), (zlib.compress(data), ZLIB)):
-        whole = asyncio.run(inflated(compressed, wbits, budget))
+        whole = run_coroutine(inflated(compressed, wbits, budget))
         assert bytes(whole) == data and len(data) == budget.total - budget.free
         budget.give_back(len(whole))
 
@@ -83,12 +83,12 @@ def test_a_bomb_is_refused_once_it_passes_the_budget_and_holds_nothing() -> None
     assert len(bomb) < CHUNK // 4
     budget = ByteBudget(8 * CHUNK)
     with pytest.raises(ServingError) as too_far:
-        asyncio.run(inflated(bomb, GZIP, budget))
+        run_coroutine(inflated(bomb, GZIP, budget))
     assert too_far.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert budget.free == budget.total
     budget.take(7 * CHUNK)  # while others hold most of it, a smaller one is told to come back
     with pytest.raises(ServingError) as busy:
-        asyncio.run(inflated(gzip.compress(bytes(2 * CHUNK)), GZIP, budget))
+        run_coroutine(inflated(gzip.compress(bytes(2 * CHUNK)), GZIP, budget))
     assert busy.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and budget.free == CHUNK
 
 
@@ -102,5 +102,5 @@ def test_data_that_only_looks_compressed_is_a_zlib_error_and_holds_nothing() -> 
         (b"\x78\x9c" + b"\x01" * 40, ZLIB),  # a zlib header and no zlib data
     ):
         with pytest.raises(zlib.error):
-            asyncio.run(inflated(data, wbits, budget))
+            run_coroutine(inflated(data, wbits, budget))
         assert budget.free == budget.total
