@@ -40,10 +40,8 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default as far as
 
 async def _answer(context: grpc.aio.ServicerContext, call: Awaitable[Reply]) -> Reply | None:
     """Await a call; a ServingError becomes the RPC's status, anything else INTERNAL, never a crash.
-    The status is set and the call returns (None, which gRPC does not send with an error status):
-    `context.abort` would raise an error that gRPC keeps on the call, which refers back to it through
-    the error's frames, and the request (up to the byte budget) would live on until Python's cycle
-    collector came by."""
+    The call is marked refused and None returned: the method's wrapper ends it, once this frame and the
+    method's, which hold the request, are gone (serving/grpc_calls.py says why)."""
     try:
         return await call
     except ServingError as err:
