@@ -1,84 +1,27 @@
-"""The hostile-client drill's target and its attacks, which bench/drill.py runs: each bounded in count and
-time, each returning what the server answered and raising AttackFailed when that was wrong.
+"""The hostile-client drill's attacks, which bench/drill.py runs in the order of ATTACKS: each bounded in
+count and time, each returning what the server answered and raising AttackFailed when that was wrong. Those
+over HTTP/1.1 and through gRPC's own client are here; those that frame HTTP/2 by hand are in
+bench/http2_attacks.py, and the target they share in bench/drill_target.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import json
 import socket
-import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 import requests
 
-from client import ServingClient, ServingClientError
+from bench.drill_target import PREDICT, TIMEOUT_MS, AttackFailed, Server, expect
+from bench.http2_attacks import compression_bomb, empty_calls, rapid_reset, stalled_calls
+from client import ServingClient
 from serving.limits import ByteBudget, Limits
 from tfs_api.tensorflow.core.framework import types_pb2
 from tfs_api.tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, predict_pb2
-
-TIMEOUT_MS = 3000  # the server's --rest_api_timeout_in_ms in the drill: stalled clients time out within it
-PREDICT = "/tensorflow.serving.PredictionService/Predict"
-
-
-class AttackFailed(Exception):
-    """The server answered an attack wrongly."""
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    grpc_port: int
-    rest_port: int
-    log: Path
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    def memory_bytes(self) -> int:
-        """Resident memory of the server and its children (the JSON parsing process)."""
-        total = 0
-        for pid in (self.process.pid, *_children(self.process.pid)):
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            total += next(
-                int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS")
-            )
-        return total
-
-    def serves_mnist(self, image: np.ndarray) -> bool:
-        try:
-            ServingClient.rest(self.rest, retries=0, timeout=10).predict(image)
-            ServingClient.grpc(f"127.0.0.1:{self.grpc_port}", retries=0, timeout=10).predict(image)
-        except ServingClientError:
-            return False
-        return True
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def expect(condition: bool, what: str) -> None:
-    if not condition:
-        raise AttackFailed(what)
 
 
 def rest_post(server: Server, path: str, body: bytes) -> requests.Response:
@@ -332,157 +275,6 @@ def unread_bodies(server: Server, image: np.ndarray) -> str:
         closing == len(connections), f"{closing} of {len(connections)} unread bodies closed their connection"
     )
     return f"50 requests answered with their bodies unread: all closed in {time.monotonic() - started:.1f} s"
-
-
-GRPC_HEADERS = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", PREDICT),
-    (":authority", "127.0.0.1"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
-
-
-def rapid_reset(server: Server, image: np.ndarray) -> str:
-    """gRPC streams opened and reset at once (CVE-2023-44487), as fast as one client can for 5 s."""
-    import h2.config
-    import h2.connection
-
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    sent, deadline = 0, time.monotonic() + 5
-    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as sock:
-        connection.initiate_connection()
-        sock.sendall(connection.data_to_send())
-        try:
-            while time.monotonic() < deadline:
-                for _ in range(200):
-                    stream = connection.get_next_available_stream_id()
-                    connection.send_headers(stream, GRPC_HEADERS)
-                    connection.reset_stream(stream)
-                sock.sendall(connection.data_to_send())
-                sent += 200
-        except OSError:  # the server closed the connection: it may
-            pass
-    return f"{sent:,} gRPC streams opened and reset at once, in 5 s, from one connection"
-
-
-def raw_calls(
-    server: Server,
-    connections: int,
-    calls: int,
-    within_s: float,
-    ended: bool = True,
-    message: bytes | None = None,
-    encoding: str = "identity",
-) -> Counter[bytes]:
-    """`calls` gRPC Predict calls on each of `connections` connections, framed by hand: their headers,
-    then `message` (a request message, marked compressed unless `encoding` is identity) if one is
-    given, ending the client's side (`ended`) or never. The grpc-status of each answer that came within
-    `within_s`, and AttackFailed if one did not."""
-    import h2.config
-    import h2.connection
-    import h2.events
-
-    headers = [*GRPC_HEADERS, ("grpc-encoding", encoding)]
-    frame = (
-        None
-        if message is None
-        else bytes([encoding != "identity"]) + len(message).to_bytes(4, "big") + message
-    )
-    statuses: Counter[bytes] = Counter()
-    deadline = time.monotonic() + within_s
-    with contextlib.ExitStack() as opened:
-        clients = []
-        for _ in range(connections):
-            sock = opened.enter_context(socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10))
-            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            connection.initiate_connection()
-            unsent = {}
-            for _ in range(calls):
-                stream = connection.get_next_available_stream_id()
-                connection.send_headers(stream, headers, end_stream=ended and frame is None)
-                unsent[stream] = frame or b""
-            sock.sendall(connection.data_to_send())
-            clients.append((sock, connection, unsent, set(unsent)))
-        for sock, connection, unsent, waiting in clients:
-            while waiting:
-                for stream, data in list(unsent.items()):  # as much as the server's windows take
-                    size = min(
-                        len(data),
-                        connection.local_flow_control_window(stream),
-                        connection.max_outbound_frame_size,
-                    )
-                    if data and size:
-                        connection.send_data(stream, data[:size], end_stream=ended and size == len(data))
-                    unsent[stream] = data[size:]
-                    if not unsent[stream]:
-                        del unsent[stream]
-                sock.sendall(connection.data_to_send())
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    data = sock.recv(1 << 16)
-                except TimeoutError:
-                    raise AttackFailed(f"{len(waiting)} calls unanswered after {within_s:g} s") from None
-                if not data:
-                    raise AttackFailed("the server closed the connection")
-                for event in connection.receive_data(data):
-                    # An error's status comes alone, in the answer's headers (gRPC's trailers-only form).
-                    if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                        status = dict(event.headers).get(b"grpc-status")
-                        if status is not None:
-                            statuses[status] += 1
-                            waiting.discard(event.stream_id)
-                            unsent.pop(event.stream_id, None)
-                sock.sendall(connection.data_to_send())
-    return statuses
-
-
-def empty_calls(server: Server, image: np.ndarray) -> str:
-    """gRPC calls that end without their request message, 200 at a time for 5 s: each must be answered
-    INTERNAL at once (grpc.aio by itself left them unanswered, each holding the call until the client
-    left)."""
-    statuses: Counter[bytes] = Counter()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        statuses += raw_calls(server, connections=1, calls=200, within_s=10)
-    expect(set(statuses) == {b"13"}, f"calls without a message answered with grpc-status {dict(statuses)}")
-    return f"{statuses.total():,} gRPC calls without a message, each answered INTERNAL"
-
-
-def stalled_calls(server: Server, image: np.ndarray) -> str:
-    """gRPC calls opened and left without a message, as many as 20 connections may hold: each must be
-    answered DEADLINE_EXCEEDED once the request timeout has passed."""
-    statuses = raw_calls(server, connections=20, calls=1000, within_s=TIMEOUT_MS / 1000 + 10, ended=False)
-    expect(set(statuses) == {b"4"}, f"stalled calls answered with grpc-status {dict(statuses)}")
-    return (
-        f"{statuses.total():,} gRPC calls opened with nothing sent: DEADLINE_EXCEEDED after {TIMEOUT_MS} ms"
-    )
-
-
-def compression_bomb(server: Server, image: np.ndarray) -> str:
-    """20 gRPC Predicts at once, each 200 KB of gzip that inflates to 200 MB: each must be answered
-    within the server's byte budget (gRPC's core alone inflated them all first: 8 GB)."""
-    size = 200 << 20
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "mnist"
-    spec = request.SerializeToString()
-    padding = b"\x9a\x06" + _varint(size)  # field 99, unknown to every reader: its bytes are skipped
-    bomb = gzip.compress(spec + padding + bytes(size), 9)
-    statuses = raw_calls(server, connections=1, calls=20, within_s=60, message=bomb, encoding="gzip")
-    expect(set(statuses) <= {b"3", b"8"}, f"inflating requests answered with grpc-status {dict(statuses)}")
-    return (
-        f"20 gRPC Predicts of {len(bomb) >> 10} KB inflating to 200 MB each: {dict(sorted(statuses.items()))}"
-    )
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
 
 
 ATTACKS: list[Callable[[Server, np.ndarray], str]] = [

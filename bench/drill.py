@@ -35,7 +35,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.attacks import ATTACKS, TIMEOUT_MS, AttackFailed, Server, reload_calls  # noqa: E402
+from bench.attacks import ATTACKS, reload_calls  # noqa: E402
+from bench.drill_target import TIMEOUT_MS, AttackFailed, Server  # noqa: E402
 from bench.serve import quick_model  # noqa: E402
 from client import ServingClient, ServingClientError  # noqa: E402
 from stack.compose import server_flags  # noqa: E402
