@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import numpy as np
 import requests
@@ -180,8 +181,12 @@ class RestTransport(Transport):
             document = reply.json()
         except ValueError:
             document = None
-        if not isinstance(document, dict):  # an HTML page, say: its first words, on one line
-            document = {"error": " ".join(reply.text.split())[:200] or reply.reason}
+        if not isinstance(document, dict):  # TF Serving answers JSON objects only, errors too
+            kind = reply.headers.get("content-type", "no content type").split(";")[0]
+            raise ServingClientError(
+                HTTP_STATUS_NAMES.get(reply.status_code, "UNKNOWN"),
+                f"{self.url} did not answer as a TF Serving REST API (HTTP {reply.status_code}, {kind})",
+            )
         if reply.status_code != 200:
             raise ServingClientError(
                 HTTP_STATUS_NAMES.get(reply.status_code, str(reply.status_code)),
@@ -322,7 +327,10 @@ class GrpcTransport(Transport):
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as err:
-            raise ServingClientError(err.code().name, err.details() or err.code().name) from None
+            details = err.details() or err.code().name
+            if err.code() == grpc.StatusCode.UNAVAILABLE:  # the addresses tried, as `ipv6:%5B::1%5D:8500`
+                details = unquote(details)
+            raise ServingClientError(err.code().name, details) from None
 
     def predict(
         self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float

@@ -22,6 +22,7 @@ from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.folders import Outcome, Target, expand, predicted
 
 MAX_TIMEOUT = 3600  # seconds: longer is a typo, or no deadline at all (inf)
+MAX_PATH_COLUMN = 60  # characters: a longer path pushes its own row's columns out, not every row's
 
 EXAMPLES = """examples:
   mnist predict digit.png                      one image, over gRPC (localhost:8500)
@@ -39,8 +40,10 @@ EXAMPLES = """examples:
 class Printer:
     """Answers to stdout as a table (terminal), JSON lines or CSV."""
 
-    def __init__(self, form: str) -> None:
+    def __init__(self, form: str, paths: list[str]) -> None:
+        """`paths`: every input, so that the table's first column holds the longest (up to a limit)."""
         self.form = form
+        self.width = min(max((len(shown(path)) for path in paths), default=0), MAX_PATH_COLUMN)
         if form == "csv":
             self.csv = csv.writer(sys.stdout)
             self.csv.writerow(["path", "digit", "version", *(f"p{d}" for d in range(10)), "error"])
@@ -63,15 +66,19 @@ class Printer:
             self.csv.writerow(
                 [outcome.path, outcome.digit, outcome.version, *probabilities, outcome.error or ""]
             )
-        else:  # a name with a newline or other control character quoted and escaped, as JSON writes it
-            path = (
-                outcome.path if outcome.path.isprintable() else json.dumps(outcome.path, ensure_ascii=False)
-            )
+        else:
+            path = f"{shown(outcome.path):{self.width}}"
             if outcome.error:
-                print(f"{path:40}  error: {outcome.error}")
+                print(f"{path}  error: {outcome.error}")
             else:
                 confidence = max(outcome.probabilities)
-                print(f"{path:40}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
+                print(f"{path}  {outcome.digit}  {confidence:7.2%}  version {outcome.version}")
+
+
+def shown(path: str) -> str:
+    """A path as the table shows it: a name with a newline or other control character quoted and
+    escaped, as JSON writes it."""
+    return path if path.isprintable() else json.dumps(path, ensure_ascii=False)
 
 
 def connect(args: argparse.Namespace) -> ServingClient:
@@ -83,7 +90,7 @@ def connect(args: argparse.Namespace) -> ServingClient:
 
 def run_predict(args: argparse.Namespace) -> int:
     paths = list(expand(args.paths))
-    show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"))
+    show = Printer(args.format or ("table" if sys.stdout.isatty() else "json"), paths)
     batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
     failed = 0
     from tqdm import tqdm  # here, not above: the other commands need not import it
@@ -162,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.timeout <= MAX_TIMEOUT:  # nan and inf too: gRPC and requests fail on them
-        parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {args.timeout}")
+        parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {args.timeout:g}")
     if "://" in args.grpc:
         parser.error(f"--grpc takes HOST:PORT such as localhost:8500, not a URL: {args.grpc!r}")
     if not has_port(args.grpc):  # gRPC itself would take 443, which no model server listens on

@@ -14,8 +14,11 @@ from dashboard.serving_link import warm_up
 
 # Not "pages/": Streamlit would also build its older automatic navigation from a folder of that name.
 VIEWS = Path(__file__).parent / "views"
+SAMPLES = Path(__file__).parent / "samples"
 
-st.set_page_config(page_title="MNIST platform", page_icon=":material/draw:", layout="wide")
+# The tab's icon is one of MNIST's 7s, served by the dashboard itself: a material icon there would be
+# fetched from Google's font servers, which a dashboard on a closed network cannot reach.
+st.set_page_config(page_title="MNIST platform", page_icon=str(SAMPLES / "mnist-7-test0.png"), layout="wide")
 warm_up()  # the first prediction is then as quick as the rest
 st.navigation(
     [

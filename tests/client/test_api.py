@@ -71,6 +71,17 @@ def test_unreachable_server_is_retried_then_unavailable(make: Callable[..., Serv
     assert raised.value.status == "UNAVAILABLE"
 
 
+def test_an_unreachable_ipv6_address_is_written_as_typed() -> None:
+    """gRPC reports the addresses it tried percent-encoded (ipv6:%5B::1%5D:port); the client's error
+    gives them back as a person writes them."""
+    port = free_port()
+    client = ServingClient.grpc(f"[::1]:{port}", retries=0, timeout=2)
+    with pytest.raises(ServingClientError) as raised:
+        client.status()
+    assert raised.value.status == "UNAVAILABLE"
+    assert f"[::1]:{port}" in raised.value.message and "%5B" not in raised.value.message
+
+
 class FlakyTransport(Transport):
     """Fails its first `failures` predictions with `status`, then answers; counts every call."""
 

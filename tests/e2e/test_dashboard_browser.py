@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -81,6 +82,10 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
     ],
 )
 def test_every_page_opens(page: Page, dashboard: str, path: str, heading: str) -> None:
+    """Each page renders without an error, with every page in the navigation, and asks nothing of any
+    host but the dashboard's own (a dashboard on a machine offline, or behind a firewall)."""
+    elsewhere: list[str] = []
+    page.on("request", lambda request: elsewhere.append(request.url) if not is_local(request.url) else None)
     open_page(page, f"{dashboard}/{path}")
     page.get_by_role("heading", name=heading).first.wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -88,6 +93,13 @@ def test_every_page_opens(page: Page, dashboard: str, path: str, heading: str) -
     titles = [word for word in navigation.split() if word[0].isupper()]  # the rest are icon names
     assert titles == ["Predict", "Training", "Evaluation", "Models", "Serving"], navigation
     screenshot(page, path or "predict")
+    assert elsewhere == []
+
+
+def is_local(url: str) -> bool:
+    """Whether a URL the page asks for is the dashboard's own, or data in the page itself."""
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob") or parts.hostname in ("127.0.0.1", "localhost")
 
 
 def test_upload_shows_the_right_digit(page: Page, dashboard: str, mnist_test: Split, tmp_path: Path) -> None:
