@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.normalise import ImageError, Normalised, normalise_image
 from tests.conftest import ROOT, run_trainer
 from trainer.handwriting import build, sources
 from trainer.handwriting.fetch import Fetched, fetch
@@ -64,6 +65,25 @@ def test_a_seed_gives_the_same_samples_as_the_committed_ones() -> None:
     other, _ = build.render_source(index, sources.SOURCES[index], Fetched((), ""), 1, count)
     assert not np.array_equal(other, again)
     assert build._npz_bytes({"a": again}) == build._npz_bytes({"a": again.copy()})
+
+
+@pytest.mark.fast
+def test_a_render_the_normaliser_refuses_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page the normaliser finds no digit on (a glyph lost in its paper) is one failed attempt, as
+    too little ink is: the build goes on, never ends in a traceback."""
+    index = next(i for i, s in enumerate(sources.SOURCES) if s.name == "drawn:crossed-7")
+    calls = 0
+
+    def refuse_every_other(page: np.ndarray) -> Normalised:
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            raise ImageError("no digit found")
+        return normalise_image(page)
+
+    monkeypatch.setattr(build, "normalise_image", refuse_every_other)
+    images, labels = build.render_source(index, sources.SOURCES[index], Fetched((), ""), 0, {"drawn": 5})
+    assert len(images) == 5 and set(labels) == {7} and calls == 10
 
 
 def test_plus_trains_on_mnist_and_the_set_and_reports_each_source(

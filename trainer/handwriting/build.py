@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.normalise import normalise_image
+from client.normalise import ImageError, normalise_image
 from trainer.handwriting import drawn
 from trainer.handwriting.fetch import Fetched, fetch
 from trainer.handwriting.render import render_font, render_strokes, svg_font_digits
@@ -63,7 +63,10 @@ def render_source(
                 page = render_strokes(glyphs[digit], rng)
             else:
                 page = render_font(fetched.files[int(rng.integers(len(fetched.files)))], digit, rng)
-            seen = normalise_image(page).image
+            try:
+                seen = normalise_image(page).image
+            except ImageError:  # the page read as no digit at all (a glyph lost in its paper): again
+                continue
             strokes, smudge = float((seen > 127).mean()), float((seen > 31).mean())
             if INK_SHARE[0] <= strokes <= INK_SHARE[1] and smudge <= SMUDGE_SHARE:
                 images.append(seen)
