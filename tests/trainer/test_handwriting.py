@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from client.normalise import ImageError, Normalised, normalise_image
 from tests.conftest import ROOT, run_trainer
@@ -74,7 +75,7 @@ def test_a_render_the_normaliser_refuses_is_drawn_again(monkeypatch: pytest.Monk
     index = next(i for i, s in enumerate(sources.SOURCES) if s.name == "drawn:crossed-7")
     calls = 0
 
-    def refuse_every_other(page: np.ndarray) -> Normalised:
+    def refuse_every_other(page: Image.Image) -> Normalised:
         nonlocal calls
         calls += 1
         if calls % 2:
