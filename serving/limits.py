@@ -100,7 +100,7 @@ class ByteBudget:
         limit = self.limit_for(whole)
         if whole > limit:
             raise invalid_argument(
-                f"the request is over {whole} bytes, more than the server's limit of {limit}"
+                f"the request is at least {whole} bytes, more than the server's limit of {limit}"
             )
         if size > self.free - (self.total - limit):
             raise ServingError(

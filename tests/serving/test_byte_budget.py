@@ -22,7 +22,7 @@ def test_a_request_larger_than_the_whole_budget_is_a_bad_request_at_once() -> No
     budget.take(50)
     error = refused(budget, 60, held=50)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "over 110 bytes, more than the server's limit of 100" in error.message
+    assert "at least 110 bytes, more than the server's limit of 100" in error.message
     assert budget.free == 50
 
 
