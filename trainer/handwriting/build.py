@@ -24,8 +24,8 @@ from trainer.handwriting.render import render_font, render_strokes, svg_font_dig
 from trainer.handwriting.sources import SOURCES, Source, is_dev
 
 DATA_FILE = "handwriting.npz"
-# Samples per source and digit (a drawn style is one digit): about 21,000 in all, 5 MB compressed.
-PER_DIGIT = {"fontsource": 60, "ems": 100, "debian": 40, "drawn": 400}
+# Samples per source and digit (a drawn style is one digit): about 27,000 in all, 6 MB compressed.
+PER_DIGIT = {"fontsource": 40, "ems": 100, "debian": 40, "drawn": 400}
 # A sample whose normalised ink covers less or more than this share of the 28x28 is drawn again (up to
 # ATTEMPTS times): the normaliser took paper for ink, or a stroke vanished. MNIST's digits cover 8-30%.
 INK_SHARE = (0.03, 0.4)
