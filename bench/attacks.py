@@ -17,7 +17,7 @@ import numpy as np
 import requests
 
 from bench.drill_target import PREDICT, TIMEOUT_MS, AttackFailed, Server, expect
-from bench.http2_attacks import compression_bomb, empty_calls, rapid_reset, stalled_calls
+from bench.http2_attacks import compression_bomb, empty_calls, frame_floods, rapid_reset, stalled_calls
 from client import ServingClient
 from serving.limits import ByteBudget, Limits
 from tfs_api.tensorflow.core.framework import types_pb2
@@ -294,4 +294,5 @@ ATTACKS: list[Callable[[Server, np.ndarray], str]] = [
     empty_calls,
     stalled_calls,
     compression_bomb,
+    frame_floods,
 ]

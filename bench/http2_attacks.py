@@ -1,7 +1,8 @@
 """The drill's attacks that frame HTTP/2 by hand with the h2 package, below what a gRPC client lets a
-caller do: streams reset at once, calls that never send or never end their message, and messages compressed
-to inflate far past their size. A module of its own because they share raw_calls, a hand-framed gRPC
-client, with one another and only the target (bench/drill_target.py) with the other attacks.
+caller do: streams reset at once, calls that never send or never end their message, messages compressed
+to inflate far past their size, and floods of frames. A module of its own because they share raw_calls,
+a hand-framed gRPC client, with one another and only the target (bench/drill_target.py) with the other
+attacks.
 """
 
 from __future__ import annotations
@@ -157,6 +158,43 @@ def compression_bomb(server: Server, image: np.ndarray) -> str:
     return (
         f"20 gRPC Predicts of {len(bomb) >> 10} KB inflating to 200 MB each: {dict(sorted(statuses.items()))}"
     )
+
+
+def frame_floods(server: Server, image: np.ndarray) -> str:
+    """The HTTP/2 floods of 2019 (CVE-2019-9512, -9515, -9518) and 2024's CONTINUATION flood, each from
+    one connection for 2 s, as fast as it can send and never reading what the server sends back: PINGs
+    and SETTINGS whose acknowledgements pile up, empty DATA frames on an open call, and a header block
+    continued without end. gRPC's core meets each (the drill checks the server's memory, the probe's
+    latency and that it still serves); this says which floods it ended by closing the connection."""
+    from hpack import Encoder
+    from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
+
+    opened = HeadersFrame(1, flags=["END_HEADERS"])
+    opened.data = Encoder().encode(GRPC_HEADERS)
+    unended = HeadersFrame(1)  # no END_HEADERS: CONTINUATION frames must follow
+    unended.data = Encoder().encode(GRPC_HEADERS)
+    continued = ContinuationFrame(1)
+    continued.data = Encoder().encode([("x-filler", "a" * 4000)])
+    floods = {
+        "PING": (b"", PingFrame(0, b"drill!!!").serialize()),
+        "SETTINGS": (b"", SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 65535}).serialize()),
+        "empty DATA": (opened.serialize(), DataFrame(1).serialize()),
+        "CONTINUATION": (unended.serialize(), continued.serialize()),
+    }
+    outcomes = []
+    for name, (first, frame) in floods.items():
+        sent, deadline = 0, time.monotonic() + 2
+        with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + first)
+            try:
+                while time.monotonic() < deadline:
+                    sock.sendall(frame * 100)
+                    sent += 100
+                ended = ""
+            except OSError:  # the server closed the connection: it may
+                ended = ", closed by the server"
+        outcomes.append(f"{sent:,} {name}{ended}")
+    return "HTTP/2 floods for 2 s each: " + "; ".join(outcomes)
 
 
 def _varint(value: int) -> bytes:
