@@ -342,6 +342,26 @@ def test_ctrl_c_ends_a_folder_run_at_once_in_one_line_however_often_pressed(
             assert run.stderr.read() in ({b"interrupted\n"} if presses == 1 else {b"", b"interrupted\n"})
 
 
+def test_ctrl_c_from_the_first_moment_on_is_never_a_traceback() -> None:
+    """Ctrl-C pressed again and again from the moment the command starts, while it is still importing
+    what it needs: it ends as `interrupted` (130) or, before Python has taken Ctrl-C over, as the system
+    ends it; never with a traceback."""
+    for first_press_s in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3):
+        with subprocess.Popen(
+            [str(Path(sys.executable).parent / "mnist"), "status", "--grpc", f"127.0.0.1:{free_port()}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as run:
+            time.sleep(first_press_s)  # when the user presses, not a wait for anything
+            deadline = time.monotonic() + 10
+            while run.poll() is None and time.monotonic() < deadline:
+                run.send_signal(signal.SIGINT)
+                time.sleep(0.005)  # the presses' pace, not a wait for anything
+            assert run.wait(timeout=10) in (130, -signal.SIGINT)
+            assert run.stderr is not None and run.stderr.read() in (b"", b"interrupted\n")
+
+
 def test_rows_on_a_terminal_stay_off_the_progress_bars_line(server: ServerProcess, folder: Path) -> None:
     """stdout and stderr one terminal: each table row on a line of its own, the bar taken off its
     line while rows are printed, the columns in line whatever the paths' lengths; a newline in a
