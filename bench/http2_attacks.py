@@ -165,7 +165,8 @@ def frame_floods(server: Server, image: np.ndarray) -> str:
     one connection for 2 s, as fast as it can send and never reading what the server sends back: PINGs
     and SETTINGS whose acknowledgements pile up, empty DATA frames on an open call, and a header block
     continued without end. gRPC's core meets each (the drill checks the server's memory, the probe's
-    latency and that it still serves); this says which floods it ended by closing the connection."""
+    latency and that it still serves); this says how each flood ended: the server closed the
+    connection, stopped reading it, or read it all."""
     from hpack import Encoder
     from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
 
@@ -186,14 +187,17 @@ def frame_floods(server: Server, image: np.ndarray) -> str:
         sent, deadline = 0, time.monotonic() + 2
         with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
             sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + first)
+            ended = "read to the end"
             try:
-                while time.monotonic() < deadline:
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
                     sock.sendall(frame * 100)
                     sent += 100
-                ended = ""
-            except OSError:  # the server closed the connection: it may
-                ended = ", closed by the server"
-        outcomes.append(f"{sent:,} {name}{ended}")
+            except TimeoutError:  # its buffers full of answers never read: it may stop reading
+                ended = "the server not reading at the end"
+            except OSError:  # or close the connection
+                ended = "closed by the server"
+        outcomes.append(f"{name}: {sent:,} frames, {ended}")
     return "HTTP/2 floods for 2 s each: " + "; ".join(outcomes)
 
 

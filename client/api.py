@@ -181,18 +181,21 @@ class RestTransport(Transport):
             document = reply.json()
         except ValueError:
             document = None
-        if not isinstance(document, dict):  # TF Serving answers JSON objects only, errors too
-            kind = reply.headers.get("content-type", "no content type").split(";")[0]
-            raise ServingClientError(
-                HTTP_STATUS_NAMES.get(reply.status_code, "UNKNOWN"),
-                f"{self.url} did not answer as a TF Serving REST API (HTTP {reply.status_code}, {kind})",
-            )
-        if reply.status_code != 200:
-            raise ServingClientError(
-                HTTP_STATUS_NAMES.get(reply.status_code, str(reply.status_code)),
-                str(document.get("error", document)),
-            )
-        return document
+        status = HTTP_STATUS_NAMES.get(reply.status_code, "UNKNOWN")
+        if isinstance(document, dict):
+            if reply.status_code != 200:
+                raise ServingClientError(status, str(document.get("error", document)))
+            return document
+        # TF Serving answers JSON objects only, its errors too. A refusal in plain text (the server's own
+        # connection cap, say) is given in its first line; anything else (a web page, a balancer's error
+        # page, nothing) is named by its status and type, never shown.
+        kind = (reply.headers.get("content-type") or "no content type").split(";")[0].strip()
+        said = reply.text.strip().splitlines()[0][:200] if reply.text.strip() else ""
+        if reply.status_code != 200 and kind == "text/plain" and said:
+            raise ServingClientError(status, said)
+        raise ServingClientError(
+            status, f"{self.url} did not answer as a TF Serving REST API (HTTP {reply.status_code}, {kind})"
+        )
 
     def predict(
         self, images: np.ndarray, model: str, version: int | None, label: str | None, timeout: float
@@ -265,6 +268,7 @@ HTTP_STATUS_NAMES = {
     499: "CANCELLED",
     500: "INTERNAL",
     501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",  # not TF Serving's: a proxy in front of it that reached no server
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }

@@ -169,7 +169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.timeout <= MAX_TIMEOUT:  # nan and inf too: gRPC and requests fail on them
-        parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {args.timeout:g}")
+        typed = repr(args.timeout).removesuffix(".0")  # 0, 3600.0001, inf: as a person writes them
+        parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {typed}")
     if "://" in args.grpc:
         parser.error(f"--grpc takes HOST:PORT such as localhost:8500, not a URL: {args.grpc!r}")
     if not has_port(args.grpc):  # gRPC itself would take 443, which no model server listens on

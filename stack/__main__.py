@@ -264,9 +264,7 @@ def report_exit(supervisor: Supervisor, event: Exited, base_path: Path, gave_up:
         supervisor.say("stack", f"{part.name} stopped unexpectedly ({event.how}){why}; stopping the rest")
         return 1
     if code == 0:
-        # The server says when it serves the version, which may be before or after this line.
-        newest = max(model_dir.versions(base_path), default=None)
-        supervisor.say("stack", f"trainer done: version {newest} written" if newest else "trainer done")
+        supervisor.say("stack", "trainer done")  # the server says when it serves what was written
         return None
     if model_dir.versions(base_path):
         supervisor.say("stack", f"trainer failed ({event.how}); the previous version keeps serving")

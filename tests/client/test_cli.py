@@ -188,6 +188,7 @@ def test_server_down_and_usage_errors_are_one_line() -> None:
     ("flags", "expected"),
     [
         (["--timeout", "0"], "--timeout takes seconds, more than 0 and at most 3600, not 0"),
+        (["--timeout", "3600.0001"], "--timeout takes seconds, more than 0 and at most 3600, not 3600.0001"),
         (["--timeout", "inf"], "--timeout takes seconds, more than 0 and at most 3600, not inf"),
         (["--timeout", "nan"], "--timeout takes seconds, more than 0 and at most 3600, not nan"),
         (["--timeout", "1e300"], "--timeout takes seconds, more than 0 and at most 3600, not 1e+300"),
@@ -241,13 +242,17 @@ def test_folders_and_globs_that_name_no_image_and_heic_photos_are_each_a_failed_
 
 class NotTfServing(BaseHTTPRequestHandler):
     """A web server at the address given that is not TF Serving: JSON without TF Serving's fields
-    for /json/..., else a page of HTML."""
+    for /json/..., a refusal in plain text for /plain/... (as a server's connection cap words it),
+    else a page of HTML."""
 
     def do_GET(self) -> None:
-        json_reply = self.path.startswith("/json/")
-        body = b'{"outputs": {}}' if json_reply else b"<html>\n<body>\n<h1>Welcome</h1>\n</body>\n</html>\n"
-        self.send_response(200 if json_reply else 404)
-        self.send_header("Content-Type", "application/json" if json_reply else "text/html")
+        status, kind, body = 404, "text/html", b"<html>\n<body>\n<h1>Welcome</h1>\n</body>\n</html>\n"
+        if self.path.startswith("/json/"):
+            status, kind, body = 200, "application/json", b'{"outputs": {}}'
+        elif self.path.startswith("/plain/"):
+            status, kind, body = 503, "text/plain", b"over 1 connections are open\nsecond line"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -268,6 +273,7 @@ def test_a_web_server_that_is_not_tf_serving_is_one_line(tmp_path: Path, mnist_t
             "predict", "--rest", f"{url}/json", "--version", "1", str(tmp_path / "digit.png")
         )
         html = client_cli("status", "--rest", url)
+        plain = client_cli("status", "--rest", f"{url}/plain", "--timeout", "1")
         web.shutdown()
     for result in (status, predict):
         assert result.returncode == 1 and result.stdout == ""
@@ -277,6 +283,10 @@ def test_a_web_server_that_is_not_tf_serving_is_one_line(tmp_path: Path, mnist_t
     assert (html.returncode, html.stderr) == (
         1,
         f"error: NOT_FOUND: {url} did not answer as a TF Serving REST API (HTTP 404, text/html)\n",
+    )
+    assert (plain.returncode, plain.stderr) == (
+        1,
+        f"error: UNAVAILABLE: over 1 connections are open (is the server running at {url}/plain?)\n",
     )
 
 
