@@ -170,10 +170,9 @@ def frame_floods(server: Server, image: np.ndarray) -> str:
     from hpack import Encoder
     from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
 
-    opened = HeadersFrame(1, flags=["END_HEADERS"])
-    opened.data = Encoder().encode(GRPC_HEADERS)
-    unended = HeadersFrame(1)  # no END_HEADERS: CONTINUATION frames must follow
-    unended.data = Encoder().encode(GRPC_HEADERS)
+    block = Encoder().encode(GRPC_HEADERS)
+    opened = HeadersFrame(1, flags=["END_HEADERS"], data=block)
+    unended = HeadersFrame(1, data=block)  # no END_HEADERS: CONTINUATION frames must follow
     continued = ContinuationFrame(1)
     continued.data = Encoder().encode([("x-filler", "a" * 4000)])
     floods = {

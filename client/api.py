@@ -190,9 +190,9 @@ class RestTransport(Transport):
         # connection cap, say) is given in its first line; anything else (a web page, a balancer's error
         # page, nothing) is named by its status and type, never shown.
         kind = (reply.headers.get("content-type") or "no content type").split(";")[0].strip()
-        said = reply.text.strip().splitlines()[0][:200] if reply.text.strip() else ""
+        said = reply.text.strip()
         if reply.status_code != 200 and kind == "text/plain" and said:
-            raise ServingClientError(status, said)
+            raise ServingClientError(status, said.splitlines()[0][:200])
         raise ServingClientError(
             status, f"{self.url} did not answer as a TF Serving REST API (HTTP {reply.status_code}, {kind})"
         )

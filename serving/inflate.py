@@ -28,9 +28,9 @@ def compression_of(message: bytes | bytearray) -> int | None:
     a zlib header (RFC 1950: deflate, a multiple of 31) would begin one only with field 15 or below
     written as a varint first, which none of the services' requests has; a message that merely looks
     like zlib and does not inflate is parsed as it is."""
-    if message[:2] == b"\x1f\x8b":
-        return GZIP
     header = message[:2]
+    if header == b"\x1f\x8b":
+        return GZIP
     if (
         len(header) == 2
         and header[0] & 0x0F == 8
