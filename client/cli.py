@@ -17,12 +17,14 @@ import sys
 from contextlib import closing
 from urllib.parse import urlsplit
 
+from wcwidth import wcswidth
+
 from cliargs import OneLineParser
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.folders import Outcome, Target, expand, predicted
 
 MAX_TIMEOUT = 3600  # seconds: longer is a typo, or no deadline at all (inf)
-MAX_PATH_COLUMN = 60  # characters: a longer path pushes its own row's columns out, not every row's
+MAX_PATH_COLUMN = 60  # screen columns: a longer path pushes its own row's columns out, not every row's
 
 EXAMPLES = """examples:
   mnist predict digit.png                      one image, over gRPC (localhost:8500)
@@ -43,7 +45,7 @@ class Printer:
     def __init__(self, form: str, paths: list[str]) -> None:
         """`paths`: every input, so that the table's first column holds the longest (up to a limit)."""
         self.form = form
-        self.width = min(max((len(shown(path)) for path in paths), default=0), MAX_PATH_COLUMN)
+        self.width = min(max((columns(shown(path)) for path in paths), default=0), MAX_PATH_COLUMN)
         if form == "csv":
             self.csv = csv.writer(sys.stdout)
             self.csv.writerow(["path", "digit", "version", *(f"p{d}" for d in range(10)), "error"])
@@ -67,7 +69,8 @@ class Printer:
                 [outcome.path, outcome.digit, outcome.version, *probabilities, outcome.error or ""]
             )
         else:
-            path = f"{shown(outcome.path):{self.width}}"
+            name = shown(outcome.path)
+            path = name + " " * (self.width - columns(name))
             if outcome.error:
                 print(f"{path}  error: {outcome.error}")
             else:
@@ -79,6 +82,13 @@ def shown(path: str) -> str:
     """A path as the table shows it: a name with a newline or other control character quoted and
     escaped, as JSON writes it."""
     return path if path.isprintable() else json.dumps(path, ensure_ascii=False)
+
+
+def columns(text: str) -> int:
+    """How many terminal columns a printable text takes: two for each wide character (CJK, most
+    emoji), none for a combining one, so that the table's columns line up whatever the names."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)  # -1: a character it has no width for
 
 
 def connect(args: argparse.Namespace) -> ServingClient:

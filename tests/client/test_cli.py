@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from wcwidth import wcswidth
 
 from client import ServingClient, normalise_bytes
 from client.api import Transport
@@ -374,13 +375,15 @@ def test_ctrl_c_from_the_first_moment_on_is_never_a_traceback() -> None:
 
 def test_rows_on_a_terminal_stay_off_the_progress_bars_line(server: ServerProcess, folder: Path) -> None:
     """stdout and stderr one terminal: each table row on a line of its own, the bar taken off its
-    line while rows are printed, the columns in line whatever the paths' lengths; a newline in a
-    file's name escaped, not splitting its row."""
+    line while rows are printed, the columns in line on screen whatever the paths' lengths and
+    scripts (a CJK character takes two columns); a newline in a file's name escaped, not splitting
+    its row."""
     odd = folder.parent / "odd"
     odd.mkdir(exist_ok=True)
-    (odd / "two\nlines.jpg").write_bytes((folder / "digit0.jpg").read_bytes())
+    for name in ("two\nlines.jpg", "数字.jpg"):
+        (odd / name).write_bytes((folder / "digit0.jpg").read_bytes())
     digits = [str(p.relative_to(folder.parent)) for p in sorted(folder.rglob("*.jpg"))] * 4
-    digits += ["odd/two\nlines.jpg", "odd/../odd/../odd/../odd/two\nlines.jpg"]
+    digits += ["odd/数字.jpg", "odd/two\nlines.jpg", "odd/../odd/../odd/../odd/two\nlines.jpg"]
     leader, follower = pty.openpty()
     with subprocess.Popen(
         [str(Path(sys.executable).parent / "mnist"), "predict", "--batch-size", "2", "--grpc"]
@@ -399,7 +402,7 @@ def test_rows_on_a_terminal_stay_off_the_progress_bars_line(server: ServerProces
     rows = [line.split("\r")[-1] for line in lines if "version 1" in line]
     assert len(rows) == len(digits)
     assert all(re.fullmatch(r"\S+ +\d  +\d+\.\d\d%  version 1", row) for row in rows), rows
-    assert len({row.index("  version 1") for row in rows}) == 1, rows
+    assert len({wcswidth(row[: row.index("  version 1")]) for row in rows}) == 1, rows
     assert rows[-2].startswith('"odd/two\\nlines.jpg"  ')
 
 
