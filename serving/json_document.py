@@ -54,10 +54,29 @@ _RAPIDJSON_TEXTS = {
     "Expecting property name enclosed in double quotes": "Missing a name for object member.",
     "Expecting ':' delimiter": "Missing a colon after a name of object member.",
     "Unterminated string starting at": "Missing a closing quotation mark in string.",
-    "Invalid control character at": "Invalid encoding in string.",
     "Invalid \\escape": "Invalid escape character in string.",
     "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
 }
+
+
+def _rapidjson_error(err: json.JSONDecodeError) -> tuple[str, int]:
+    """RapidJSON's words for the error and the offset it gives (reader.h at v1.1.0, which TF Serving
+    pins): where its number and string rules see the error otherwise than Python's parser."""
+    after = err.doc[err.pos : err.pos + 2]
+    if err.msg == "Expecting ',' delimiter" and err.pos and err.doc[err.pos - 1].isdigit():
+        number = _NUMBER_END.search(err.doc, 0, err.pos)[0]  # type: ignore[index]  # matches always
+        if after[:1] == "." and not set(number) & set(".eE"):  # `1.` or `1.e5` (reader.h:1246-1247)
+            return "Miss fraction part in number.", err.pos + 1
+        if after[:1] in ("e", "E") and not set(number) & set("eE"):  # `1e`, `1.5e+` (reader.h:1301-1323)
+            return "Miss exponent in number.", err.pos + 1 + (after[1:] in ("+", "-"))
+    if err.msg == "Invalid control character at":  # a raw control character in a string (reader.h:891-895)
+        if after[:1] == "\0":
+            return "Missing a closing quotation mark in string.", err.pos
+        return "Invalid escape character in string.", err.pos
+    return _rapidjson_text(err), err.pos
+
+
+_NUMBER_END = re.compile(r"[-+0-9.eE]*$")
 
 
 def _rapidjson_text(err: json.JSONDecodeError) -> str:
@@ -108,12 +127,44 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as err:
         if not_utf8 is not None and err.pos >= at_char:
             raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}") from None
-        raise invalid_argument(f"JSON Parse error: {_rapidjson_text(err)} at offset: {err.pos}") from None
+        words, offset = _rapidjson_error(err)
+        raise invalid_argument(f"JSON Parse error: {words} at offset: {offset}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
     if not_utf8 is not None and end > at_char:
         raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}")
+    if (half := _unpaired_surrogate(text, end)) is not None:
+        offset = len(text[:half].encode("utf-8", "surrogateescape"))
+        raise invalid_argument(
+            f"JSON Parse error: The surrogate pair in string is invalid. at offset: {offset}"
+        )
     return document
+
+
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unpaired_surrogate(text: str, end: int) -> int | None:
+    """Where the first `\\u` escape of half a UTF-16 surrogate pair without its other half begins, in a
+    document already parsed; None if there is none. Python's parser takes such a half as a character
+    that UTF-8 cannot hold, and it would fail every step after. RapidJSON refuses a first half without
+    its second (reader.h:871-878); a second half alone it takes as three bytes that are not UTF-8, and
+    we refuse that too (docs/tf-serving-compat.md, section 10)."""
+    if not _SURROGATE_ESCAPE.search(text, 0, end):
+        return None
+    first_half, first_end = None, -1
+    for escape in _ESCAPE.finditer(text, 0, end):  # escapes are read in pairs: `\\\\ud800` is none
+        code = int(escape[1], 16) if escape[1] else 0
+        if first_half is not None:
+            if escape.start() != first_end or not 0xDC00 <= code <= 0xDFFF:
+                return first_half
+            first_half = None
+        elif 0xD800 <= code <= 0xDBFF:
+            first_half, first_end = escape.start(), escape.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return escape.start()
+    return first_half
 
 
 def _json_integer(text: str) -> int | float:

@@ -50,6 +50,15 @@ STATUS_PATH = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
 )
 
+# What TF Serving's HTTP server (libevent) answers before any handler sees a request: methods other than
+# these get 501 (evhttp_server.cc:114-117; libevent http.c:3481-3485), and a target that libevent's
+# strict URI parse refuses gets 400 (evhttp_request.cc:94-97, evhttp_server.cc:132-134): a path of
+# RFC 3986's unreserved characters, sub-delims, ':', '@', '/' and %XX escapes; a query of those and
+# '?' (libevent http.c:4711-4745, 4834-4845).
+LIBEVENT_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+_URI_PATH = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
+_URI_QUERY = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+
 
 class ClientGone(ConnectionError):
     """The client closed its connection before its body arrived: nobody is left to answer."""
@@ -94,11 +103,17 @@ class RestApp:
         if scope["type"] != "http":  # uvicorn runs with lifespan off and no websockets
             return
         method = scope["method"]
+        raw_path, raw_query = scope.get("raw_path", scope["path"].encode()), scope.get("query_string", b"")
+        if method not in LIBEVENT_METHODS:
+            await _libevent_page(send, 501, "Not Implemented")
+            return
+        if not (_URI_PATH.fullmatch(raw_path) and _URI_QUERY.fullmatch(raw_query)):
+            await _libevent_page(send, 400, "Bad Request")
+            return
         # The path as sent, still percent-encoded: the patterns split it first, then names are decoded.
         # TF Serving matches its /v1/ patterns against the path and the query string together
         # (evhttp_request.cc:105-110,136), so `/v1/models/m?x=1` names a model "m?x=1".
-        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
+        path, query = raw_path.decode("latin-1"), raw_query.decode("latin-1")
         path_and_query = f"{path}?{query}" if query else path
         header: tuple[bytes, bytes] | None = JSON
         body, closing = b"", False
@@ -109,7 +124,7 @@ class RestApp:
             return
         except BodyTimeout as err:
             close = (b"connection", b"close")  # what is left of its body is not read
-            body = orjson.dumps({"error": str(err)})
+            body = _error_json(str(err))
             length = (b"content-length", str(len(body)).encode())
             await send({"type": "http.response.start", "status": 408, "headers": [JSON, length, close]})
             await send({"type": "http.response.body", "body": body})
@@ -117,11 +132,11 @@ class RestApp:
         except BareRefusal as err:
             status, header = err.http_status, None
         except ServingError as err:
-            status, body = err.http_status, orjson.dumps({"error": err.message})
+            status, body = err.http_status, _error_json(err.message)
             closing = isinstance(err, BodyRefused)
         except Exception as err:  # the server answers, whatever went wrong
             log.exception("REST request %s %s failed", method, path)
-            status, body = 500, orjson.dumps({"error": f"internal error: {err}"})
+            status, body = 500, _error_json(f"internal error: {err}")
         # A client that has gone away by now is a debug line of uvicorn's, not an error: nobody to tell.
         headers = [(b"content-length", str(len(body)).encode())]
         if header is not None:
@@ -136,7 +151,8 @@ class RestApp:
     async def _route(
         self, method: str, path: str, path_and_query: str, scope: Scope, receive: Receive
     ) -> tuple[int, tuple[bytes, bytes] | None, bytes]:
-        if method == "GET" and path == self.metrics_path and self.metrics is not None:
+        # The exporter's page answers any method (http_server.cc:233-238 registers it for the path alone).
+        if path == self.metrics_path and self.metrics is not None:
             if path_and_query != path:  # the exporter wants its path exactly (http_server.cc:96-98)
                 unexpected = f"Unexpected path: {path_and_query}. Should be {path}"
                 return 400, TEXT, unexpected.encode()
@@ -233,6 +249,30 @@ class RestApp:
         finally:
             self._deadlines.forget(task)
             self.bodies.give_back(held)
+
+
+def _error_json(message: str) -> bytes:
+    """A refusal's JSON body. A message that quotes half a UTF-16 surrogate pair, which UTF-8 cannot
+    hold, has it written as a \\u escape: a refusal is never a 500 for the words it quotes."""
+    try:
+        return orjson.dumps({"error": message})
+    except orjson.JSONEncodeError:
+        return orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode()})
+
+
+async def _libevent_page(send: Send, status: int, reason: str) -> None:
+    """libevent's own error page (evhttp_send_error, http.c:2801-2828), as TF Serving's HTTP server
+    sends it for a request that never reaches a handler, with the connection closed
+    (evhttp_send_page_, http.c:3062-3077)."""
+    page = (
+        f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n"
+    )
+    body = page.encode()
+    headers = [(b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]}
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _model_and_api(method: str, path: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import json
 import socket
 import struct
@@ -120,6 +121,18 @@ def test_columnar_predict_and_named_rows(
             "Unrecognized servable version label: stable",
         ),
         ("/v1/models/mnist:guess", {"instances": [0]}, 400, "Malformed request: POST /v1/models/mnist:guess"),
+        (
+            "/v1/models/mnist:predict",
+            '{"signature_name": "\\ud800", "instances": [0]}',
+            400,
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 20",
+        ),
+        (
+            "/v1/models/mnist:classify",
+            '{"examples": [{"x": ["\\udc00"]}]}',
+            400,
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 22",
+        ),
     ],
 )
 def test_bad_requests_get_tf_serving_codes_and_a_named_problem(
@@ -128,6 +141,28 @@ def test_bad_requests_get_tf_serving_codes_and_a_named_problem(
     reply = post(server, path, body)
     assert reply.status_code == status, reply.text
     assert message in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("TRACE", "/v1/models/mnist", 501),
+        ("GET", "/v1/models/mn%zzist", 400),
+        ("GET", "/v1/models/mnist?a=[1]", 400),
+    ],
+)
+def test_what_tf_servings_http_server_refuses_is_refused_with_its_page(
+    server: ServerProcess, method: str, target: str, status: int
+) -> None:
+    """A method libevent does not allow (501) and a target outside its strict URI grammar (400) are
+    answered with libevent's page, over a real connection that is then closed."""
+    with contextlib.closing(
+        http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+    ) as connection:
+        connection.request(method, target)
+        reply = connection.getresponse()
+        assert reply.status == status and reply.getheader("Content-Type") == "text/html"
+        assert f"<TITLE>{status} ".encode() in reply.read() and reply.will_close
 
 
 def test_nan_pixels_are_refused(server: ServerProcess, images: np.ndarray) -> None:

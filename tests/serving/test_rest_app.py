@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from serving.errors import not_found
+from serving.errors import invalid_argument, not_found
 from serving.inference import Inference
 from serving.limits import ByteBudget, Limits
 from serving.rest import RestApp
@@ -40,6 +40,8 @@ class FakeInference:
     async def predict_json(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
         if name == "missing":
             raise not_found("Servable not found for request: Latest(missing)")
+        if name == "half-a-pair":  # a refusal that quotes a character UTF-8 cannot hold
+            raise invalid_argument('Serving signature name: "\udc00" not found in signature def')
         return {"predict": [name, version, label, body.decode()]}
 
     async def examples_json(
@@ -156,6 +158,7 @@ def test_predict_routes_name_version_and_label_and_reads_a_chunked_body_whole() 
         ("GET", "/v1/models/mnist/versions/9223372036854775808", 400, "Failed to convert version"),
         ("POST", "/v1/models/missing:predict", 404, "Servable not found for request: Latest(missing)"),
         ("GET", "/v1/models/broken/metadata", 500, "internal error: the store fell over"),
+        ("POST", "/v1/models/half-a-pair:predict", 400, 'Serving signature name: "\\udc00" not found'),
     ],
 )
 def test_refusals_carry_tf_servings_status_and_a_message(
@@ -176,9 +179,49 @@ def test_status_classify_metadata_and_metrics_are_routed() -> None:
         assert reply is not None and (reply.status, reply.json()) == (200, expected)
     classify = call(app, "POST", "/v1/models/mnist:classify", (b"{}",))
     assert classify is not None and classify.json() == {"classify": ["mnist", None, None]}
-    metrics = call(app, "GET", "/metrics")
-    assert metrics is not None and metrics.body == b"metric 1\n"
-    assert metrics.headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+    for method in (
+        "GET",
+        "POST",
+        "DELETE",
+    ):  # the exporter's page answers any method (http_server.cc:233-238)
+        metrics = call(app, method, "/metrics")
+        assert metrics is not None and metrics.body == b"metric 1\n"
+        assert metrics.headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "status", "reason"),
+    [
+        ("TRACE", "/v1/models/mnist", b"", 501, "Not Implemented"),
+        ("CONNECT", "/v1/models/mnist", b"", 501, "Not Implemented"),
+        ("GET", "/v1/models/mn%zzist", b"", 400, "Bad Request"),
+        ("GET", "/v1/models/mnist%2", b"", 400, "Bad Request"),
+        ("GET", "/v1/models/{mnist}", b"", 400, "Bad Request"),
+        ("POST", "/v1/models/mnist\u00e9:predict", b"", 400, "Bad Request"),
+        ("GET", "/v1/models/mnist", b"a=[1]", 400, "Bad Request"),
+        ("GET", "/metrics", b"a|b", 400, "Bad Request"),
+    ],
+)
+def test_what_libevent_refuses_never_reaches_the_api(
+    method: str, path: str, query: bytes, status: int, reason: str
+) -> None:
+    """TF Serving's HTTP server answers a method it does not allow with 501 and a target its strict URI
+    parse refuses with 400, in libevent's own page, before any handler: nothing is counted."""
+    fake = FakeInference()
+    reply = call(make_app(fake=fake), method, path, query=query)
+    assert reply is not None and reply.status == status
+    page = (
+        f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n"
+    )
+    assert reply.body == page.encode()
+    assert (reply.headers[b"content-type"], reply.headers[b"connection"]) == (b"text/html", b"close")
+    assert fake.observations == []
+
+
+def test_every_character_libevent_takes_in_a_target_reaches_the_api() -> None:
+    """RFC 3986's unreserved characters, sub-delims, ':', '@', '/' and %XX escapes; '?' in the query."""
+    reply = call(make_app(), "GET", "/v1/models/a!$&'()*+,;=@-._~%41z", query=b"q=?@!")
+    assert reply is not None and reply.json() == {"status": ["a!$&'()*+,;=@-._~Az?q=?@!", None]}
 
 
 def test_a_query_string_is_part_of_the_path_the_patterns_match() -> None:

@@ -127,6 +127,29 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
             b'{"instances": [-1' + b"0" * 400 + b"]}",
             "JSON Parse error: Number too big to be stored in double.",
         ),
+        (b'{"instances": [1.]}', "JSON Parse error: Miss fraction part in number. at offset: 17"),
+        (b'{"instances": [1.5e+]}', "JSON Parse error: Miss exponent in number. at offset: 20"),
+        (
+            b'{"instances": [1.5.3]}',
+            "JSON Parse error: Missing a comma or ']' after an array element. at offset: 18",
+        ),
+        (b'{"instances": ["a\tb"]}', "JSON Parse error: Invalid escape character in string. at offset: 17"),
+        (
+            b'{"instances": ["a\x00b"]}',
+            "JSON Parse error: Missing a closing quotation mark in string. at offset: 17",
+        ),
+        (
+            b'{"signature_name": "\\ud800", "instances": [1]}',
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 20",
+        ),
+        (
+            b'{"instances": [1], "x": "\xc3\xa9\\ud800\\u0041"}',
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 27",
+        ),
+        (
+            b'{"instances": ["\\udc00"]}',
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 16",
+        ),
     ],
     ids=[
         "empty",
@@ -147,6 +170,14 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
         "too-deep",
         "integer-of-5000-digits",
         "integer-past-a-double",
+        "no-fraction",
+        "no-exponent",
+        "a-second-point",
+        "control-character",
+        "nul",
+        "first-half-of-a-surrogate-pair-alone",
+        "first-half-then-another-escape",
+        "second-half-alone",
     ],
 )
 def test_bad_bodies_are_refused_with_tf_servings_message(raw: bytes, message: str) -> None:
@@ -159,6 +190,12 @@ def test_the_quoted_document_is_cut_at_256_bytes() -> None:
     assert message == "JSON Value: " + ('{"instances":{"a":"' + "x" * 10_000)[:256] + (
         " Expecting 'instances' to be an list/array"
     )
+
+
+def test_a_whole_surrogate_pair_and_an_escaped_backslash_are_read() -> None:
+    """By Python's parser too, which reads a body orjson refuses (here for what follows the document)."""
+    document = parse_json(b'["\\ud83d\\ude00", "\\\\ud800"] and more')
+    assert document == ["\U0001f600", "\\ud800"]
 
 
 def test_parse_json_reads_any_document() -> None:
