@@ -36,39 +36,55 @@ def read_text_proto(path: Path, message: M, flag: str) -> M:
 
 def read_model_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
     config = read_text_proto(path, model_server_config_pb2.ModelServerConfig(), "--model_config_file")
-    check_model_config(config, str(path))
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{path}: expected a model_config_list")
+    try:
+        check_model_config(config)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return config
 
 
-def check_model_config(config: model_server_config_pb2.ModelServerConfig, source: str) -> None:
-    if config.WhichOneof("config") != "model_config_list":
-        raise ConfigError(f"{source}: expected a model_config_list")
+def check_model_config(
+    config: model_server_config_pb2.ModelServerConfig,
+    previous: model_server_config_pb2.ModelServerConfig | None = None,
+) -> None:
+    """Refuse a ModelConfigList as ServerCore refuses it, in its order and words: a name listed twice,
+    a base path that is not absolute (server_core.cc:117-148); when it replaces `previous`, a model
+    whose platform changes (:155-181); a platform other than TensorFlow's (:662-666)."""
     seen: set[str] = set()
     for model in config.model_config_list.config:  # server_core.cc:117-127
         if model.name in seen:
-            raise ConfigError(f"{source}: Illegal to list model {model.name} multiple times in config list")
+            raise ConfigError(f"Illegal to list model {model.name} multiple times in config list")
         seen.add(model.name)
     for model in config.model_config_list.config:  # every base path, then every platform, as TF Serving
-        if not model.name or not model.base_path:
-            raise ConfigError(f"{source}: every model needs a name and a base_path")
         if not model.base_path.startswith("/") and "://" not in model.base_path:  # server_core.cc:131-148
             raise ConfigError(
-                f"{source}: Expected model {model.name} to have an absolute path or URI; "
+                f"Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
             )
+    if previous is not None:
+        platforms = {model.name: _platform(model) for model in previous.model_config_list.config}
+        for model in config.model_config_list.config:
+            was, now = platforms.get(model.name), _platform(model)
+            if was is not None and now != was:
+                raise ConfigError(
+                    f"Illegal to change a model's platform. For model {model.name} platform was {was} "
+                    f"and new platform requested is {now}"
+                )
     for model in config.model_config_list.config:
-        platform = _platform(model, source)
+        platform = _platform(model)
         if platform != "tensorflow":  # server_core.cc:662-666
-            raise ConfigError(f"{source}: Model {model.name} requests unsupported platform {platform}")
+            raise ConfigError(f"Model {model.name} requests unsupported platform {platform}")
 
 
-def _platform(model: model_server_config_pb2.ModelConfig, source: str) -> str:
+def _platform(model: model_server_config_pb2.ModelConfig) -> str:
     """The platform a model names, as TF Serving reads it (server_core.cc:77-105): `model_platform`,
     or the deprecated `model_type: TENSORFLOW`; one of them, never both or neither."""
     if model.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
         if model.model_platform:
             raise ConfigError(
-                f"{source}: Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"Illegal setting both ModelServerConfig::model_type (deprecated) and "
                 f"ModelServerConfig::model_platform, model name is {model.name}"
             )
         return (
@@ -76,7 +92,7 @@ def _platform(model: model_server_config_pb2.ModelConfig, source: str) -> str:
         )
     if not model.model_platform:
         raise ConfigError(
-            f"{source}: Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
             f"ModelServerConfig::model_platform, model name is {model.name}"
         )
     return model.model_platform

@@ -6,16 +6,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving.errors import invalid_argument
+from serving.errors import ServingError, invalid_argument
 
 
 def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of the `serve` MetaGraph, exactly as saved_model.pb holds them."""
-    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    """The SignatureDefs of the `serve` MetaGraph, exactly as saved_model.pb holds them; a file that
+    does not parse is DATA_LOSS, as TensorFlow's ReadBinaryProto words it."""
+    file = path / "saved_model.pb"
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(file.read_bytes())
+    except DecodeError:
+        raise ServingError(grpc.StatusCode.DATA_LOSS, f"Can't parse {file} as binary proto") from None
     for meta_graph in saved_model.meta_graphs:
         if "serve" in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)

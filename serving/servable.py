@@ -45,6 +45,20 @@ def runs_tflite(path: Path, tflite: TflitePolicy | None) -> bool:
     return tflite is not None and (path / TFLITE_FILE).is_file()
 
 
+def _check_saved_model_directory(path: Path) -> None:
+    """Refuse a version directory that holds no SavedModel (still being copied, or a file), in TF
+    Serving's code and words (session_bundle/oss/session_bundle_util.cc:55-78), before TensorFlow is
+    loaded for it."""
+    if (path / "export.meta").exists():
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, "Session Bundle is deprecated and removed.")
+    if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+        raise ServingError(
+            grpc.StatusCode.NOT_FOUND,
+            "Specified file path does not appear to contain a SavedModel bundle (should have a file "
+            f"called `saved_model.pb`)\nSpecified file path: {path}",
+        )
+
+
 class Servable:
     """A version that can answer: load it, warm it, call it, and know when no request is using it."""
 
@@ -69,6 +83,7 @@ class Servable:
             self.tflite = TfliteModel(path / TFLITE_FILE, tflite)
             self.signature_defs, self._model = self.tflite.signature_defs, self.tflite
         else:
+            _check_saved_model_directory(path)
             tensorflow_runtime.load()
             from serving.saved_model import SavedModel  # TensorFlow's own classes: loaded now
 

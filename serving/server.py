@@ -91,8 +91,13 @@ class ModelServer:
         operator allowed: a base path of the config the server started with, or one given with
         --allowed_base_path_roots. The watched config file, when there is one, wins again at its next
         poll, as TF Serving re-applies it at every poll."""
+        if config.WhichOneof("config") != "model_config_list":  # model_service_impl.cc:51-69
+            raise invalid_argument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
         try:
-            check_model_config(config, "ReloadConfigRequest")
+            check_model_config(config, self._in_force)
         except ConfigError as err:
             raise invalid_argument(str(err)) from None
         mapped = map_base_paths(config, self.settings.base_path_map)

@@ -3,7 +3,8 @@
 It does what TF Serving's file-system source and availability-preserving manager do: poll each base
 path, load (and warm) the versions the model's version policy asks for, route requests to AVAILABLE
 versions only, and unload a superseded version once a newer one is AVAILABLE and the older one's
-in-flight requests are done. A deleted version directory is unloaded at once.
+in-flight requests are done. A version whose directory is deleted is unloaded the same way: at once
+when another aspired version serves, else once one does.
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ class ModelStore:
         """Adopt a new ModelServerConfig: new models are loaded, removed ones unloaded. Returns the
         entries of the models whose names the previous config lacked, the ones a reload call waits for.
 
+        A model that keeps its name and gets a new base path keeps its versions too: TF Serving knows a
+        version by name and number alone (file_system_storage_path_source.cc:75-83), so a number that
+        the new path holds as well serves on, unreloaded (aspired_versions_manager.cc:296-326), and the
+        others are unloaded by the availability-preserving rule, once one from the new path serves.
+
         As TF Serving, a label may name only an AVAILABLE version (so that moving a label never sends
         its traffic to a version still loading); `allow_unavailable_labels` lets a label that is new,
         or that keeps its version, name any version. A config that breaks the rule is refused whole."""
@@ -140,12 +146,11 @@ class ModelStore:
             models, added = {}, []
             for model_config in configs:
                 entry = self._models.get(model_config.name)
-                if entry is None or entry.config.base_path != model_config.base_path:
-                    if entry is not None:
-                        removed.append(entry)  # a new base path: its versions are other models
-                    else:
-                        added.append(model_config.name)
+                if entry is None:
+                    added.append(model_config.name)
                     entry = ModelEntry(model_config)
+                elif entry.config.base_path != model_config.base_path:
+                    entry.base_missing = False  # the new path is warned about if it is missing
                 entry.config = model_config
                 models[model_config.name] = entry
             self._models = models
@@ -171,8 +176,6 @@ class ModelStore:
     ) -> None:
         for model_config in configs:
             entry = self._models.get(model_config.name)
-            if entry is not None and entry.config.base_path != model_config.base_path:
-                entry = None  # a new base path: none of the old versions will be there
             available = entry.available() if entry is not None else []
             current = dict(entry.config.version_labels) if entry is not None else {}
             for label, version in model_config.version_labels.items():
@@ -439,7 +442,7 @@ class ModelStore:
         return all(s.requests.wait_idle(max(0.0, deadline - time.monotonic())) for s in servables)
 
     def holds(self, entry: ModelEntry) -> bool:
-        """The config in force still has this entry (not removed, nor replaced by a new base path)."""
+        """The config in force still has this entry (its model not removed)."""
         with self._lock:
             return self._models.get(entry.name) is entry
 

@@ -18,7 +18,7 @@ import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.config_files import ConfigError, read_model_config
+from serving.config_files import ConfigError, check_model_config, read_model_config
 from serving.settings import EXAMPLES, parse_flags
 from tests.conftest import ROOT, ServerProcess, example_commands, free_port, start_server, wait_for
 from tests.serving.conftest import predict_request
@@ -150,10 +150,29 @@ def test_a_reload_call_answers_once_its_new_models_are_available_and_names_those
                 "{{{name: pending} removed by a later config before any version settled}, }"
             )
 
+        with grpc.insecure_channel(server.grpc_target) as channel:  # model_service_impl.cc:51-69
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            empty, custom = (
+                model_server_config_pb2.ModelServerConfig(),
+                model_server_config_pb2.ModelServerConfig(),
+            )
+            custom.custom_model_config.type_url = "type.googleapis.com/a.CustomConfig"
+            for other in (empty, custom):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.HandleReloadConfigRequest(
+                        model_management_pb2.ReloadConfigRequest(config=other), timeout=10
+                    )
+                assert (refused.value.code(), refused.value.details()) == (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported",
+                )
+
         failed = reload(60, ("again", later), ("broken", broken))
         assert isinstance(failed, str) and re.fullmatch(
             r"1 model\(s\) did not become available: \{\{\{name: broken version: 3\} due to error: "
-            r"[A-Z_]+: Failed to load broken version 3 from \S+: .+\}, \}",
+            r"DATA_LOSS: Failed to load broken version 3 from \S+: Can't parse \S+/saved_model.pb as "
+            r"binary proto\}, \}",
             failed,
             re.DOTALL,
         ), failed
@@ -532,6 +551,10 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
             "Expected model m to have an absolute path or URI; got base_path()=models/m",
         ),
         (
+            'name: "m" model_platform: "tensorflow"',
+            "Expected model m to have an absolute path or URI; got base_path()=",
+        ),
+        (
             'name: "m" base_path: "/models/m" model_platform: "pytorch"',
             "Model m requests unsupported platform pytorch",
         ),
@@ -540,7 +563,14 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
             "Illegal to list model m multiple times in config list",
         ),
     ],
-    ids=["no-platform", "two-platforms", "relative-base-path", "other-platform", "a-name-twice"],
+    ids=[
+        "no-platform",
+        "two-platforms",
+        "relative-base-path",
+        "no-base-path",
+        "other-platform",
+        "a-name-twice",
+    ],
 )
 def test_a_config_file_tf_serving_refuses_is_refused(tmp_path: Path, model: str, message: str) -> None:
     """What TF Serving's ServerCore refuses in a config (server_core.cc:77-105,117-147,662-666), ours
@@ -554,6 +584,23 @@ def test_a_config_file_tf_serving_refuses_is_refused(tmp_path: Path, model: str,
         'model_config_list { config { name: "m" base_path: "/models/m" model_type: TENSORFLOW } }'
     )
     assert read_model_config(config).model_config_list.config[0].name == "m"
+
+
+def test_a_reload_may_not_change_a_models_platform() -> None:
+    """Checked after the base paths and before the platforms are looked up (server_core.cc:155-181,
+    506-511), so a reload that moves a model to another platform is told that, not that the platform
+    is unsupported."""
+    old, new = (model_server_config_pb2.ModelServerConfig() for _ in range(2))
+    old.model_config_list.config.add(name="m", base_path="/m", model_platform="tensorflow")
+    new.model_config_list.config.add(name="m", base_path="/m", model_platform="tflite")
+    message = (
+        "Illegal to change a model's platform. For model m platform was tensorflow and new platform "
+        "requested is tflite"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_model_config(new, old)
+    with pytest.raises(ConfigError, match="Model m requests unsupported platform tflite"):
+        check_model_config(new)
 
 
 def test_a_config_file_that_is_not_text_is_one_line_too(tmp_path: Path) -> None:

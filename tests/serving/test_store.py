@@ -756,6 +756,36 @@ def test_a_reload_names_the_models_it_adds_and_each_ones_first_version_to_settle
     assert store.reload(config(("b", paths["a"]))) == [], "a model new in base path only is not new"
 
 
+def test_a_new_base_path_under_the_same_name_keeps_serving_through_the_switch(
+    tmp_path: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """TF Serving knows a version by name and number: a number the new path holds too serves on
+    unreloaded, a new one loads before the old ones go, and one that fails leaves the old serving."""
+    old, same, newer, broken = (tmp_path / name for name in ("old", "same", "newer", "broken"))
+    for path, version in ((old, 3), (same, 3), (newer, 5), (broken, 7)):
+        path.mkdir()
+        publish(path, version)
+    loader.fail[7] = ValueError("no graph")
+    store = make_store(config(("m", old)))
+    store.poll()
+    labelled = config(("m", same))
+    labelled.model_config_list.config[0].version_labels["stable"] = 3  # 3 is available: allowed
+
+    assert store.reload(labelled) == [], "a model new in base path only is not new"
+    store.poll()
+    assert (states(store), answering(store), loader.tries(3)) == ({3: AVAILABLE}, 3, 1)
+
+    store.reload(config(("m", broken)))
+    store.poll()
+    assert states(store) == {7: END, 3: AVAILABLE} and answering(store) == 3
+
+    store.reload(config(("m", newer)))
+    assert answering(store) == 3  # before the new path is polled
+    store.poll()
+    assert states(store) == {7: END, 5: AVAILABLE, 3: END} and answering(store) == 5
+    assert loader.servables[("m", 3)].closed
+
+
 def test_the_poller_picks_up_new_versions(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
     publish(base, 1)
     store = make_store(config(("m", base)))

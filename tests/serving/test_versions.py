@@ -314,6 +314,15 @@ def test_a_version_still_being_copied_loads_on_a_retry_and_a_broken_one_is_given
     server = retrying_server(broken, retries=2, interval_us=100_000)
     try:
         wait_for(lambda: server.model_states().get(1) == "END", 60, "the last retry to fail")
+        (status,) = requests.get(f"{server.rest_url}/v1/models/mnist", timeout=5).json()[
+            "model_version_status"
+        ]
+        assert status["status"] == {  # TF Serving's code and words (session_bundle_util.cc:67-77)
+            "error_code": "NOT_FOUND",
+            "error_message": f"Failed to load mnist version 1 from {broken / '1'}: Specified file path "
+            "does not appear to contain a SavedModel bundle (should have a file called `saved_model.pb`)\n"
+            f"Specified file path: {broken / '1'}",
+        }
     finally:
         assert server.stop() == 0
     log = server.process.communicate()[1]
