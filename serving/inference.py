@@ -110,7 +110,7 @@ class Inference:
         spec = request.model_spec
         version, label = version_of(spec)
         with self.store.serving(spec.name, version, label) as servable:
-            run = runs.predict_run(servable, request, self.limits.tensor_bytes)
+            run = runs.predict_run(servable, request, self.limits)
             outputs = await self._run(servable, run, "predict")
             response = predict_pb2.PredictResponse(model_spec=runs.answer_spec(spec, servable.version))
             for key, array in outputs.items():

@@ -32,6 +32,9 @@ class Limits:
     request_bytes: int = 256 << 20  # --max_request_bytes_in_flight
     # One request tensor's size as its shape claims it, checked before anything is allocated.
     tensor_bytes: int = 256 << 20  # --max_tensor_bytes
+    # One request tensor filled from fewer values than its shape holds (TensorFlow repeats the last):
+    # a few bytes on the wire may otherwise ask for a whole tensor_bytes of memory, and of model work.
+    filled_tensor_bytes: int = 16 << 20  # --max_filled_tensor_bytes
     # Model calls queued or running at once: at a few milliseconds a call, 1024 is a second of work
     # queued; past it a client is better told to retry.
     queued_calls: int = 1024  # --max_queued_model_calls

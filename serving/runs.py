@@ -16,6 +16,7 @@ import numpy as np
 
 from serving import DEFAULT_SIGNATURE, classify, tensors
 from serving.errors import ServingError, invalid_argument
+from serving.limits import Limits
 from tfs_api.tensorflow_serving.apis import inference_pb2, input_pb2, model_pb2, predict_pb2
 
 if TYPE_CHECKING:  # servable.py replays warm-up through this module
@@ -48,7 +49,7 @@ def answer_spec(spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
     return answered
 
 
-def predict_run(servable: Servable, request: predict_pb2.PredictRequest, tensor_bytes: int) -> Run:
+def predict_run(servable: Servable, request: predict_pb2.PredictRequest, limits: Limits) -> Run:
     """A Predict's tensors as arrays, refused before any is decoded when they are not the signature's:
     first by their number, in TF Serving's words (VerifyRequestInputsSize, predict_util.cc:51-73), then
     by their names (TensorFlow's own check there, in our words)."""
@@ -67,7 +68,10 @@ def predict_run(servable: Servable, request: predict_pb2.PredictRequest, tensor_
             f"input names do not match the signature: unexpected {unknown}; "
             f"expected exactly {sorted(signature.inputs)}"
         )
-    inputs = {key: tensors.to_array(key, tensor, tensor_bytes) for key, tensor in request.inputs.items()}
+    inputs = {
+        key: tensors.to_array(key, tensor, limits.tensor_bytes, limits.filled_tensor_bytes)
+        for key, tensor in request.inputs.items()
+    }
     return Run(request.model_spec.signature_name, inputs, tuple(request.output_filter))
 
 

@@ -270,6 +270,13 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
         help=f"ours: the largest request tensor, as its shape claims (default {defaults.tensor_bytes})",
     )
     flag(
+        "--max_filled_tensor_bytes",
+        type=int,
+        default=defaults.filled_tensor_bytes,
+        help="ours: the largest request tensor sent with fewer values than its shape holds, which "
+        f"repeats the last (default {defaults.filled_tensor_bytes})",
+    )
+    flag(
         "--max_queued_model_calls",
         type=int,
         default=defaults.queued_calls,
@@ -350,6 +357,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in (
         "max_request_bytes_in_flight",
         "max_tensor_bytes",
+        "max_filled_tensor_bytes",
         "max_queued_model_calls",
         "rest_api_max_connections",
         "rest_api_max_pipelined_requests",
@@ -393,6 +401,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         limits=Limits(
             request_bytes=args.max_request_bytes_in_flight,
             tensor_bytes=args.max_tensor_bytes,
+            filled_tensor_bytes=args.max_filled_tensor_bytes,
             queued_calls=args.max_queued_model_calls,
             rest_header_bytes=args.rest_api_max_header_bytes,
             rest_connections=args.rest_api_max_connections,

@@ -17,12 +17,10 @@ from typing import TypeAlias
 import numpy as np
 
 from serving.errors import invalid_argument
+from serving.limits import Limits
 from tfs_api.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 MAX_RANK = 64  # numpy's most dimensions (NPY_MAXDIMS); TF Serving takes up to TensorFlow's 254
-# make_ndarray repeats the last value given to fill a shape: a tensor of a few bytes on the wire may not
-# ask for more than this, or concurrent requests of 20 bytes each could take gigabytes.
-MAX_FILLED_BYTES = 16 << 20
 OBJECT_BYTES = np.dtype(object).itemsize  # a string element's pointer, before its bytes
 DataType: TypeAlias = types_pb2.DataType.ValueType
 
@@ -119,9 +117,15 @@ def decoded_bytes(tensor: tensor_pb2.TensorProto) -> int:
     return math.prod(dims) * _itemsize(dtype.numpy)
 
 
-def to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
-    """A request's TensorProto as numpy, as tf.make_ndarray reads it, its claimed size checked against
-    `max_bytes` before anything is allocated (make_ndarray fills a whole shape from a single value)."""
+def to_array(
+    name: str,
+    tensor: tensor_pb2.TensorProto,
+    max_bytes: int,
+    max_filled_bytes: int = Limits.filled_tensor_bytes,
+) -> np.ndarray:
+    """A request's TensorProto as numpy, as TensorFlow reads it, its claimed size checked against
+    `max_bytes` before anything is allocated, and against `max_filled_bytes` when fewer values than
+    the shape holds are sent (TensorFlow fills a whole shape from a single value)."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     if len(dims) > MAX_RANK:
         raise invalid_argument(f"tensor parsing error: {name}: {len(dims)} dimensions, at most {MAX_RANK}")
@@ -138,14 +142,16 @@ def to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.nd
     count = math.prod(dims)
     if any(d < 0 for d in dims) or count * itemsize > max_bytes:
         raise invalid_argument(f"tensor parsing error: {name}: shape {dims} is negative or too large")
-    if tensor.tensor_content and dtype.values != "string_val":
+    if tensor.tensor_content and dtype.values == "string_val":
+        return np.array(_string_list(name, tensor.tensor_content, count), dtype=object).reshape(dims)
+    if tensor.tensor_content:
         if len(tensor.tensor_content) != count * itemsize:
             raise invalid_argument(
                 f"tensor parsing error: {name}: {len(tensor.tensor_content)} bytes for shape {dims}"
             )
         return np.frombuffer(tensor.tensor_content, dtype=dtype.numpy).reshape(dims)
     given = max((len(v) for f, v in tensor.ListFields() if f.name.endswith("_val")), default=0)
-    if given < count and count * itemsize > MAX_FILLED_BYTES:
+    if given < count and count * itemsize > max_filled_bytes:
         raise invalid_argument(
             f"tensor parsing error: {name}: shape {dims} from {given} values; send every value "
             "(or tensor_content) for tensors this large"
@@ -155,47 +161,87 @@ def to_array(name: str, tensor: tensor_pb2.TensorProto, max_bytes: int) -> np.nd
 
         try:
             return np.asarray(tf.make_ndarray(tensor))
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:  # OverflowError: 70000 as a bfloat16's bits
             raise invalid_argument(f"tensor parsing error: {name}: {err}") from None
-    try:
-        values = _values(tensor, dtype)
-    except OverflowError as err:  # int_val holds int32s: 300 is no uint8, -1 no uint16
-        raise invalid_argument(f"tensor parsing error: {name}: {err}") from None
+    values = _values(tensor, dtype)
     if values.size == 0:
         return np.zeros(dims, dtype.numpy) if dtype.values != "string_val" else np.full(dims, b"", object)
-    if values.size > count:
-        raise invalid_argument(
-            f"tensor parsing error: {name}: {values.size} values for shape {dims} ({count} elements)"
-        )
-    return np.pad(values, (0, count - values.size), "edge").reshape(dims)
+    # As TensorFlow's Tensor::FromProto (FromProtoField, core/framework/tensor.cc): values past the
+    # shape's are ignored, and a shape past the values is filled with the last one.
+    return np.pad(values[:count], (0, max(0, count - values.size)), "edge").reshape(dims)
 
 
 def _values(tensor: tensor_pb2.TensorProto, dtype: DType) -> np.ndarray:
-    """The values of a TensorProto's typed field, in its dtype."""
+    """The values of a TensorProto's typed field, in its dtype. int_val's int32s are narrowed to the
+    smaller integers as C++ narrows them (300 is 44 as a uint8, -1 is 65535 as a uint16), as
+    TensorFlow's FromProtoField copies them; half_val's to float16's 16 bits the same way."""
     field = getattr(tensor, dtype.values)
     if dtype.values == "string_val":
         return np.array(list(field), dtype=object)
     if dtype.values == "half_val":  # float16's bits, each in an int32
-        return np.fromiter(field, dtype=np.uint16, count=len(field)).view(np.float16)
+        return np.fromiter(field, dtype=np.int32, count=len(field)).astype(np.uint16).view(np.float16)
     if dtype.values in ("scomplex_val", "dcomplex_val"):  # real and imaginary parts, alternating
         parts = np.fromiter(field, dtype=dtype.numpy.type(0).real.dtype, count=len(field))
         return parts[: len(parts) // 2 * 2].view(dtype.numpy)
+    if dtype.values == "int_val":
+        return np.fromiter(field, dtype=np.int32, count=len(field)).astype(dtype.numpy)
     return np.fromiter(field, dtype=dtype.numpy, count=len(field))
+
+
+def _string_list(name: str, content: bytes, count: int) -> list[bytes]:
+    """`count` strings from a string tensor's tensor_content, as TensorFlow's DecodeStringList reads
+    them (core/platform/tensor_coding.cc): each one's length as a varint, then their bytes, end to end,
+    filling the content exactly."""
+    lengths, at = [], 0
+    for _ in range(count):
+        length = shift = 0
+        while True:
+            if at >= len(content) or shift > 63:
+                raise invalid_argument(f"tensor parsing error: {name}: tensor_content is not {count} strings")
+            byte = content[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        lengths.append(length)
+    if at + sum(lengths) != len(content):
+        raise invalid_argument(f"tensor parsing error: {name}: tensor_content is not {count} strings")
+    strings = []
+    for length in lengths:
+        strings.append(content[at : at + length])
+        at += length
+    return strings
+
+
+def _packed_strings(strings: list[bytes]) -> bytes:
+    """The reverse of _string_list: EncodeStringList's format, for packed string outputs."""
+    lengths = bytearray()
+    for string in strings:
+        length = len(string)
+        while length >= 0x80:
+            lengths.append(length & 0x7F | 0x80)
+            length >>= 7
+        lengths.append(length)
+    return bytes(lengths) + b"".join(strings)
 
 
 def to_tensor(array: np.ndarray, packed: bool = False) -> tensor_pb2.TensorProto:
     """An output as TF Serving writes it: by default each value in the dtype's typed field
     (`Tensor::AsProtoField`), so that clients reading `float_val` find them; `packed` writes numbers as
     tensor_content instead (`AsProtoTensorContent`, TF Serving's --enable_serialization_as_tensor_content).
-    Strings always go to string_val; a dtype only TensorFlow has is packed (it has no typed field here)."""
+    Strings packed are EncodeStringList's format (`Helper<tstring>::Encode`); a dtype only TensorFlow has
+    is packed always (it has no typed field here)."""
     enum = enum_of(array.dtype)
     tensor = tensor_pb2.TensorProto(dtype=enum)
     tensor.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape)
     dtype = _DTYPES.get(enum)
     if enum == types_pb2.DT_STRING:
-        tensor.string_val.extend(
-            value if isinstance(value, bytes) else str(value).encode() for value in array.ravel()
-        )
+        strings = [value if isinstance(value, bytes) else str(value).encode() for value in array.ravel()]
+        if packed:
+            tensor.tensor_content = _packed_strings(strings)
+        else:
+            tensor.string_val.extend(strings)
     elif packed or dtype is None:
         tensor.tensor_content = np.ascontiguousarray(array).tobytes()
     else:

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from serving import runs, tfrecord
 from serving.errors import ServingError, invalid_argument
+from serving.limits import Limits
 from tfs_api.tensorflow_serving.apis import prediction_log_pb2
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap (saved_model_warmup_util.h:33)
-MAX_WARMUP_TENSOR_BYTES = 1 << 31  # the model's owner wrote the file: only TensorFlow's own bound
+# The model's owner wrote the file: only TensorFlow's own bound, on any tensor, filled or not.
+WARMUP_LIMITS = Limits(tensor_bytes=1 << 31, filled_tensor_bytes=1 << 31)
 
 
 # Hears of a warm-up that read its file to the end or met a damaged record: the version's path, the
@@ -79,7 +81,7 @@ def _run_record(servable: Servable, log: prediction_log_pb2.PredictionLog) -> No
     if kind is None:  # no request in it: skipped (:74-75)
         return
     if kind == "predict_log":
-        run = runs.predict_run(servable, log.predict_log.request, MAX_WARMUP_TENSOR_BYTES)
+        run = runs.predict_run(servable, log.predict_log.request, WARMUP_LIMITS)
         servable.predict_now(run.signature_name, run.inputs, run.outputs)
     elif kind in ("classify_log", "regress_log"):  # checked as a one-task MultiInference's result is
         request = log.classify_log.request if kind == "classify_log" else log.regress_log.request

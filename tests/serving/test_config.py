@@ -520,6 +520,10 @@ def test_help_uses_tensorflow_model_server_flags() -> None:
         ),
         (("--port=abc",), "python -m serving: error: argument --port: invalid int value: 'abc' (see python"),
         (("--no_such_flag=1",), "unrecognized arguments: --no_such_flag=1"),
+        (
+            ("--model_base_path=/tmp", "--max_filled_tensor_bytes=0"),
+            "--max_filled_tensor_bytes must be positive, got 0",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line(flags: tuple[str, ...], message: str) -> None:

@@ -76,12 +76,52 @@ def test_strings_read_and_write_as_tensorflow_does() -> None:
 
 
 @pytest.mark.fast
+def test_packed_strings_are_tensorflows_string_list() -> None:
+    """A string tensor in tensor_content is EncodeStringList's format (lengths as varints, then the
+    bytes): what TensorFlow's own C++ (tf.io.parse_tensor, Tensor::FromProto) reads from ours, ours
+    reads; content that is not that many strings is refused, as TensorFlow refuses it."""
+    array = np.array([[b"a", b"bc"], [b"", b"x" * 300]], dtype=object)
+    packed = tensors.to_tensor(array, packed=True)
+    assert packed.tensor_content and not packed.string_val
+    assert np.array_equal(tf.io.parse_tensor(packed.SerializeToString(), tf.string).numpy(), array)
+    assert np.array_equal(tensors.to_array("x", packed, LIMIT), array)
+    for content in (packed.tensor_content[:-1], packed.tensor_content + b"x", b"\xff" * 4):
+        packed.tensor_content = content
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.parse_tensor(packed.SerializeToString(), tf.string)
+        with pytest.raises(ServingError, match="tensor_content is not 4 strings"):
+            tensors.to_array("x", packed, LIMIT)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("tensor", "dtype"),
+    [
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[300, -1]), tf.uint8),
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_INT16, int_val=[-70000]), tf.int16),
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_HALF, half_val=[70000]), tf.float16),
+        (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1, 2, 3]), tf.float32),
+    ],
+    ids=["int32s-narrowed-to-uint8", "to-int16", "half-bits-narrowed", "more-values-than-the-shape"],
+)
+def test_typed_values_are_read_as_tensorflows_cpp_reads_them(
+    tensor: tensor_pb2.TensorProto, dtype: tf.DType
+) -> None:
+    """Tensor::FromProto narrows int_val's int32s as C++ does and ignores values past the shape's (here
+    a scalar's one): TF Serving takes such a request, so ours does."""
+    expected = tf.io.parse_tensor(tensor.SerializeToString(), dtype).numpy()
+    assert np.array_equal(tensors.to_array("x", tensor, LIMIT), expected)
+
+
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("tensor", "message"),
     [
-        (tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[300]), "300"),
-        (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1, 2, 3]), "3 values for shape []"),
         (tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE), "a resource tensor cannot be sent"),
+        (
+            tensor_pb2.TensorProto(dtype=types_pb2.DT_BFLOAT16, half_val=[70000]),
+            "70000",
+        ),  # read by TensorFlow
         (tensor_pb2.TensorProto(dtype=999), "dtype 999 is not one"),  # type: ignore[arg-type]
     ],
 )
@@ -106,6 +146,17 @@ def test_a_string_tensor_filled_from_one_value_counts_a_pointer_an_element() -> 
     with pytest.raises(ServingError) as refused:
         tensors.to_array("x", filled, 1 << 30)
     assert "from 1 values" in refused.value.message
+
+
+@pytest.mark.fast
+def test_the_filling_limit_is_the_callers() -> None:
+    """--max_filled_tensor_bytes: a tensor of fewer values than its shape holds, up to that size."""
+    filled = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.5, 1.5]), 256)
+    assert tensors.to_array("x", filled, LIMIT, max_filled_bytes=1024)[-1] == 1.5
+    with pytest.raises(ServingError, match="from 2 values"):
+        tensors.to_array("x", filled, LIMIT, max_filled_bytes=1023)
+    filled.float_val.extend([2.5] * 254)  # every value sent: the limit is not the filling one's
+    assert tensors.to_array("x", filled, LIMIT, max_filled_bytes=4)[-1] == 2.5
 
 
 @pytest.mark.fast
