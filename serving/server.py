@@ -128,7 +128,7 @@ class ModelServer:
             mapped = map_base_paths(config, self.settings.base_path_map)
             added = self.store.reload(mapped, self.settings.allow_version_labels_for_unavailable_models)
             self._in_force = config
-        self.store.poll()
+        self.store.poll_soon()
         self._state_changed()  # a model that never loaded may have left the config
         return added
 

@@ -140,7 +140,9 @@ class ModelStore:
         its traffic to a version still loading); `allow_unavailable_labels` lets a label that is new,
         or that keeps its version, name any version. A config that breaks the rule is refused whole."""
         configs = list(config.model_config_list.config)
-        with self._sync_lock, self._lock:
+        # Not behind a poll's loads (the sync lock): as TF Serving's UpdateConfig, a reload changes what
+        # is aspired at once, and loads are the poller's (file_system_storage_path_source.cc:377-398).
+        with self._lock:
             self._check_labels(configs, allow_unavailable_labels)
             removed = [m for name, m in self._models.items() if name not in {c.name for c in configs}]
             models, added = {}, []
@@ -210,6 +212,11 @@ class ModelStore:
             for record in entry.records.values():
                 if record.retry_at is not None and record.retry_at <= now:
                     record.retry_at = now + self._load_retry_interval_s
+
+    def poll_soon(self) -> None:
+        """Have the poller poll now, or as soon as the poll under way ends (after a reload: ours, where
+        TF Serving waits for its next period)."""
+        self._wake.set()
 
     def start_polling(self, every_s: float) -> None:
         """Poll now and then every `every_s` seconds, in the background, so the front doors open at
@@ -355,15 +362,28 @@ class ModelStore:
                     return
                 log.error("%s", message)
                 entry.settle(VersionRecord(version, END, code, message))
+                self._note_if_removed(entry, version)
             self._on_change()
             return
         seconds = time.monotonic() - started
         with self._lock:
             entry.settle(VersionRecord(version, AVAILABLE, servable=servable))
+            removed = self._note_if_removed(entry, version)
         self._on_load(entry.name, version, path, seconds, True, saved_model)
+        if removed:  # a reload took the model out while this version loaded: it never serves
+            self._unload(entry, entry.records[version])
+            return
         self._on_change()
         settle_heap()
         log.info("loaded %s version %d in %.2fs (%d warm-up requests)", entry.name, version, seconds, warmed)
+
+    def _note_if_removed(self, entry: ModelEntry, version: int) -> bool:
+        """Whether a reload has taken the entry's model out of the config (while one of its versions
+        loaded); if so, that version's record joins the removed model's status. Called with the lock."""
+        if self._models.get(entry.name) is entry:
+            return False
+        self._gone.setdefault(entry.name, {})[version] = entry.records[version]
+        return True
 
     def _unload(self, entry: ModelEntry, record: VersionRecord) -> None:
         with self._lock:

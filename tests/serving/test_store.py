@@ -786,6 +786,38 @@ def test_a_new_base_path_under_the_same_name_keeps_serving_through_the_switch(
     assert loader.servables[("m", 3)].closed
 
 
+def test_a_reload_does_not_wait_for_a_load_under_way_and_a_model_it_removes_never_serves(
+    tmp_path: Path, base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """As TF Serving's UpdateConfig, a reload changes what is aspired at once, whatever the poller is
+    loading; a version that finishes loading after its model left the config is unloaded, END."""
+    other = tmp_path / "other"
+    other.mkdir()
+    publish(base, 1)
+    publish(other, 4)
+    store = make_store(config(("m", base)))
+    store.poll()
+    publish(base, 2)
+    gate = loader.gate(2)
+    poll = background_poll(store)
+    wait_for(lambda: loader.is_loading(2), WAIT_S, "version 2 to start loading")
+
+    labelled = config(("m", base), ("other", other))
+    labelled.model_config_list.config[0].version_labels["stable"] = 1
+    reload = threading.Thread(target=store.reload, args=(labelled,))
+    reload.start()
+    reload.join(WAIT_S)
+    assert not reload.is_alive(), "the reload waited for version 2's load"
+    assert states(store) == {2: LOADING, 1: AVAILABLE} and answering(store, label="stable") == 1
+
+    store.reload(config(("other", other)))
+    gate.set()
+    poll.join(WAIT_S)
+    assert states(store) == {2: END, 1: END}
+    assert loader.servables[("m", 2)].closed and loader.servables[("m", 1)].closed
+    refused(lambda: answering(store, "m"), grpc.StatusCode.NOT_FOUND)
+
+
 def test_the_poller_picks_up_new_versions(base: Path, loader: FakeLoader, make_store: MakeStore) -> None:
     publish(base, 1)
     store = make_store(config(("m", base)))
