@@ -68,7 +68,9 @@ class VersionStatus:
 
 
 def as_batch(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """float32 [n, 28, 28, 1] from one image or many, grey [28, 28] or [28, 28, 1]."""
+    """float32 [n, 28, 28, 1] from one image or many, grey [28, 28] or [28, 28, 1], ink in [0, 1] as
+    the normaliser gives it: 8-bit pixels (0-255) or NaNs would be answered with nonsense, or refused
+    by the server after a round trip."""
     batch = np.asarray(images, dtype=np.float32)
     if batch.ndim == 2 or (batch.ndim == 3 and batch.shape[-1] == 1 and batch.shape[0] == IMAGE_SHAPE[0]):
         batch = batch[None]
@@ -77,6 +79,13 @@ def as_batch(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     if batch.shape[1:] != IMAGE_SHAPE:
         side = "x".join(map(str, IMAGE_SHAPE[:2]))
         raise ValueError(f"images of shape {batch.shape[1:]}, expected {side} (normalise them first)")
+    if not np.isfinite(batch).all():
+        raise ValueError("the images hold NaN or infinite values (normalise them first)")
+    if batch.size and not (float(batch.min()) >= 0.0 and float(batch.max()) <= 1.0):
+        raise ValueError(
+            f"pixel values from {batch.min():g} to {batch.max():g}, expected ink in [0, 1] "
+            "(8-bit pixels: divide by 255; or normalise the image first)"
+        )
     return batch
 
 
@@ -116,6 +125,8 @@ class ServingClient:
         """One Prediction per image, from the version the spec names (default: the latest)."""
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
+        if len(images) == 0:
+            return []
         batch = as_batch(images)
         probabilities, answered = self._with_retries(
             lambda: self.transport.predict(batch, model, version, label, self.timeout)

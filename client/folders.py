@@ -25,9 +25,8 @@ from client.normalise import SHRINK, ImageError, Limits, normalise_bytes
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MAX_FILE_BYTES = Limits().max_bytes  # what normalise takes; a larger file is refused unread
 # Phones' photos in HEIF containers: walked too, so each is reported rather than skipped, since
-# normalise decodes neither (Pillow has no HEIC decoder; AVIF is not among normalise's formats).
+# normalise decodes none of them (it says so, by name).
 HEIF_SUFFIXES = {".heic", ".heif", ".avif"}
-HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,29 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
     for path in paths:
         if path == "-":
             yield path
-        elif any(c in path for c in "*?[") and not os.path.lexists(path):
-            yield from list(expand(sorted(glob.glob(path, recursive=True)))) or [path]
+        elif glob.has_magic(path) and not os.path.lexists(path):
+            yield from list(expand(matches(path))) or [path]
         elif Path(path).is_dir():
             found = [p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | HEIF_SUFFIXES]
             yield from sorted(str(p) for p in found if not p.is_dir()) or [path]
         else:
             yield path
+
+
+def matches(pattern: str) -> list[str]:
+    """A glob's matches, sorted, as bash's globstar finds them: `**` walks folders but not links to
+    folders (glob.glob follows them: a link to its own folder made it list one file forty times, two
+    such links for ever), and a name starting with a dot matches only a pattern that names one."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    anchor, rest = Path(*parts[:fixed]), parts[fixed:]
+    hidden_too = any(part.startswith(".") for part in rest)
+    found = (
+        path
+        for path in anchor.glob(str(Path(*rest)))  # pathlib's `**` does not follow links (Python 3.11)
+        if hidden_too or not any(name.startswith(".") for name in path.relative_to(anchor).parts)
+    )
+    return sorted(str(path) for path in found)
 
 
 def read(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -99,8 +114,6 @@ def normalise_files(paths: list[str], stdin: bytes = b"") -> list[np.ndarray | I
             if path == "-" and len(stdin) > MAX_FILE_BYTES:  # read only this far: it may never end
                 raise ImageError(f"standard input holds more than the limit of {MAX_FILE_BYTES:,} bytes")
             data = stdin if path == "-" else read(path)
-            if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:  # an ISO media file's brand
-                raise ImageError(f"{HEIF_BRANDS[data[8:12]]} is not supported: convert to PNG or JPEG")
             tensors.append(normalise_bytes(data).tensor)
         except ImageError as err:
             tensors.append(err)

@@ -29,6 +29,9 @@ from client.imageops import (
 from contract.signature import IMAGE_SHAPE
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# Phones' photos in HEIF containers, told apart by their ISO media brand: named, since Pillow decodes
+# none of them (no HEIC decoder; AVIF is left out of FORMATS).
+HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
 WORKING_SIDE = 1024  # larger images are reduced to this before the ink is found: plenty for a 20 px digit
 DIGIT_SIDE = 20
 FIELD_SIDE = IMAGE_SHAPE[0]
@@ -86,6 +89,8 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     except Image.DecompressionBombError:  # Pillow's own limit, far past ours
         raise ImageError(f"the image is over the limit of {limits.max_pixels:,} pixels: {SHRINK}") from None
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            raise ImageError(f"{HEIF_BRANDS[data[8:12]]} is not supported: convert to PNG or JPEG") from None
         raise ImageError("not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"the image header is damaged ({err})") from None
@@ -114,6 +119,11 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
         raise ImageError(f"the image is truncated or corrupt ({err})") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float scans: stretch to 8 bits
         values = np.asarray(image, dtype=np.float64)
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise ImageError("the image holds no finite pixel values")
+        # A float scan's missing pixels (NaN, infinities) are taken for paper: its median level.
+        values = np.where(finite, values, np.median(values[finite]))
         low, high = float(values.min()), float(values.max())
         image = Image.fromarray(np.uint8(np.round((values - low) / max(high - low, 1e-9) * 255)))
     return image

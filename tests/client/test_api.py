@@ -59,6 +59,11 @@ def test_status_metadata_and_errors(clients: dict[str, ServingClient], transport
     assert raised.value.status == "INVALID_ARGUMENT"
     with pytest.raises(ValueError, match="expected 28x28"):
         client.predict(np.zeros((32, 32)))
+    with pytest.raises(ValueError, match=r"from 0 to 255, expected ink in \[0, 1\] \(8-bit pixels: divide"):
+        client.predict(np.arange(784).reshape(28, 28) % 256)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        client.predict(np.full((28, 28), np.nan))
+    assert client.predict([]) == [] and client.predict(np.zeros((0, 28, 28))) == []
 
 
 @pytest.mark.parametrize("make", [ServingClient.grpc, ServingClient.rest])

@@ -24,7 +24,7 @@ from wcwidth import wcswidth
 from client import ServingClient, normalise_bytes
 from client.api import Transport
 from client.cli import EXAMPLES, parse_args
-from client.folders import Target, predicted
+from client.folders import Target, expand, matches, predicted
 from tests.client.conftest import encode, photo_of
 from tests.conftest import ROOT, ServerProcess, example_commands, free_port
 from trainer.data import Split
@@ -239,6 +239,20 @@ def test_folders_and_globs_that_name_no_image_and_heic_photos_are_each_a_failed_
         (str(empty), "a folder with no images in it"),
     ]
     assert (result.returncode, result.stderr) == (1, "4 of 7 inputs failed\n")
+
+
+@pytest.mark.fast
+def test_globs_do_not_follow_links_to_folders_as_bashs_globstar_does_not(tmp_path: Path) -> None:
+    """Two links back up the tree made glob.glob's `**` walk for ever; a dotted name matches only a
+    pattern that names a dot, as in the shell."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.jpg", "a/b/y.jpg", "a/.hidden.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "a" / "self").symlink_to(".")
+    (tmp_path / "a" / "b" / "up").symlink_to("..")
+    found = list(expand([str(tmp_path / "a" / "**" / "*.jpg")]))
+    assert found == [str(tmp_path / "a" / "b" / "y.jpg"), str(tmp_path / "a" / "x.jpg")]
+    assert matches(str(tmp_path / "a" / ".*.jpg")) == [str(tmp_path / "a" / ".hidden.jpg")]
 
 
 class NotTfServing(BaseHTTPRequestHandler):

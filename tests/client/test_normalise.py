@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,8 @@ def test_small_digit_in_a_noisy_photo_gets_black_paper_around_it() -> None:
     [
         (b"", "the file is empty"),
         (b"just some text, not pixels", "not an image file"),
+        (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "HEIC is not supported: convert to PNG or JPEG"),
+        (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf", "AVIF is not supported: convert to PNG or JPEG"),
         (encode(np.full((60, 60), 230, np.uint8)), "no ink found"),
         (
             encode(np.random.default_rng(0).normal(230, 3, (60, 60)).clip(0, 255).astype(np.uint8), "JPEG"),
@@ -245,6 +248,24 @@ def test_sixteen_bit_scan(mnist_test: Split) -> None:
     buffer = io.BytesIO()
     Image.fromarray(scan).save(buffer, "PNG")
     assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[5])
+
+
+def test_a_float_scan_with_missing_pixels_reads_them_as_paper(mnist_test: Split) -> None:
+    """NaN and infinite pixels (a float TIFF from a scanner's software) are paper, read silently."""
+    scan = photo_of(mnist_test.images[7]).astype(np.float32) / 255
+    scan[:3, :3], scan[-1, -1] = np.nan, np.inf
+
+    def tiff(values: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(values, mode="F").save(buffer, "TIFF")
+        return buffer.getvalue()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy warning would print beside the command's one line
+        image = normalise_bytes(tiff(scan)).image
+    assert_mnist_layout(image, mnist_test.images[7])
+    with pytest.raises(ImageError, match="no finite pixel values"):
+        normalise_bytes(tiff(np.full((40, 40), np.nan, np.float32)))
 
 
 @pytest.mark.fast
