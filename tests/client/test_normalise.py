@@ -133,6 +133,19 @@ def test_a_photo_with_the_table_round_the_sheet(mnist_test: Split) -> None:
     assert_mnist_layout(normalised.image, mnist_test.images[0], min_correlation=0.7)
 
 
+@pytest.mark.parametrize("darkening", [0.2, 0.35])
+def test_a_small_digit_in_a_photo_with_darkened_corners(darkening: float, mnist_test: Split) -> None:
+    """A lens darkens a photo's corners: all round the edge, that reads as a frame of ink that dwarfs a
+    small digit in the middle (1-2% of it), and it had set the threshold (the digit came out as a
+    disc, or the frame itself was taken for the digit)."""
+    height, width = 1200, 1600
+    photo = photo_of(mnist_test.images[0], size=(height, width), scale=5, at=(530, 730)).astype(float)
+    rows, cols = np.ogrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
+    photo *= 1 - darkening * (rows**2 + cols**2) / 2
+    normalised = normalise_bytes(encode(photo.astype(np.uint8), "JPEG"))
+    assert_mnist_layout(normalised.image, mnist_test.images[0])
+
+
 def test_a_digit_cropped_tight_keeps_the_strokes_along_the_edge() -> None:
     """A seven cropped to its ink: the top bar runs along the whole top edge and stays, though a
     fragment of ink lies clear of the edge (as in a photo with the table round the sheet)."""
