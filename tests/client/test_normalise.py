@@ -21,6 +21,7 @@ from client.normalise import (
     median_level,
     normalise_bytes,
     stroke_width,
+    to_mnist_layout,
 )
 from tests.client.conftest import encode, photo_of
 from trainer.data import Split
@@ -144,6 +145,27 @@ def test_a_small_digit_in_a_photo_with_darkened_corners(darkening: float, mnist_
     photo *= 1 - darkening * (rows**2 + cols**2) / 2
     normalised = normalise_bytes(encode(photo.astype(np.uint8), "JPEG"))
     assert_mnist_layout(normalised.image, mnist_test.images[0])
+
+
+def test_a_photo_taken_in_dim_light_has_grey_paper_under_darker_ink(mnist_test: Split) -> None:
+    """Paper at 90 of 255 is in the dark half, yet it is the paper: the ink reaches far darker."""
+    photo = photo_of(mnist_test.images[1], paper=90, ink=0.25, noise=4)
+    assert_mnist_layout(normalise_bytes(encode(photo, "JPEG")).image, mnist_test.images[1])
+
+
+@pytest.mark.parametrize("index", [17, 91, 291])
+def test_a_small_digit_cropped_tight_keeps_its_wide_strokes_whole(index: int, mnist_test: Split) -> None:
+    """Cropped to its ink and 12 px tall, a digit's strokes are as wide as the window the paper's level
+    is taken over (a quarter of the image): that level took them for paper, and left their edges
+    (correlations of 0.06-0.31 with the digit). One level for the whole image finds them whole."""
+    pixels = mnist_test.images[index]
+    rows, cols = np.nonzero(pixels)
+    digit = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    width = max(1, round(digit.shape[1] * 12 / digit.shape[0]))
+    small = np.asarray(Image.fromarray(digit).resize((width, 12), Image.Resampling.BILINEAR))
+    image = normalise_bytes(encode(255 - small)).image
+    expected = to_mnist_layout(small / 255.0) * 255
+    assert np.corrcoef(image.ravel(), expected.ravel())[0, 1] > 0.95
 
 
 def test_a_digit_cropped_tight_keeps_the_strokes_along_the_edge() -> None:
