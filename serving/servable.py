@@ -146,10 +146,11 @@ class Servable:
     def _checked_call(
         self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Iterable[str]
     ) -> tuple[str, dict[str, np.ndarray], list[str]]:
-        """The signature key, the inputs checked against it, and the outputs wanted, checked too."""
+        """The signature key, the inputs checked against it, and the outputs wanted, checked too: the
+        outputs first, as TF Serving checks them before the session checks the inputs' dtypes and
+        shapes (PreProcessPrediction, then Session::Run: predict_util.cc:103-106,124-146)."""
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature(key)
-        checked = check_inputs(self._accepting[key], inputs)
         wanted = list(output_filter) or list(signature.outputs)
         seen: set[str] = set()
         for output in wanted:  # each in turn, as PreProcessPrediction checks them (predict_util.cc:126-146)
@@ -161,7 +162,7 @@ class Servable:
             if output in seen:
                 raise invalid_argument(f"duplicate output tensor alias: {output}")
             seen.add(output)
-        return key, checked, wanted
+        return key, check_inputs(self._accepting[key], inputs), wanted
 
     def _call(self, key: str, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         try:

@@ -191,6 +191,10 @@ def test_inputs_and_outputs_that_do_not_fit_are_refused_in_tf_servings_words(
     twice = predict_request(images[:1])
     twice.output_filter.extend(["classes", "classes", "nope"])  # the duplicate comes first
     assert_invalid(predictions.Predict, twice, "duplicate output tensor alias: classes")
+    # The outputs before the inputs' dtype: that is the session's check, after (predict_util.cc:103-146).
+    wrong_dtype = predict_request(images[:1].astype(np.float64))
+    wrong_dtype.output_filter.append("nope")
+    assert_invalid(predictions.Predict, wrong_dtype, "output tensor alias not found in signature: nope")
 
 
 def test_metadata_packs_the_signature_defs(
