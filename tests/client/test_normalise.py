@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from client import imageops
@@ -166,6 +166,41 @@ def test_a_small_digit_cropped_tight_keeps_its_wide_strokes_whole(index: int, mn
     image = normalise_bytes(encode(255 - small)).image
     expected = to_mnist_layout(small / 255.0) * 255
     assert np.corrcoef(image.ravel(), expected.ravel())[0, 1] > 0.95
+
+
+def _drawn_on(photo: np.ndarray, shapes: list[tuple[str, tuple[int, int, int, int]]]) -> np.ndarray:
+    """The photo with dark rectangles ("box") or lines ("line") drawn over it, 5 px wide."""
+    page = Image.fromarray(photo)
+    draw = ImageDraw.Draw(page)
+    for kind, (x0, y0, x1, y1) in shapes:
+        if kind == "box":
+            draw.rectangle((x0, y0, x1, y1), outline=40, width=5)
+        else:
+            draw.line((x0, y0, x1, y1), fill=40, width=5)
+    return np.asarray(page)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [[("box", (40, 30, 360, 360))], [("line", (30, 340, 420, 340))], [("line", (0, 20, 639, 20))]],
+    ids=["a-box-round-it", "an-underline", "a-rule-across-the-page"],
+)
+def test_lines_drawn_round_the_digit_are_not_ink(shapes: list[Any], mnist_test: Split) -> None:
+    """A box round the digit (a form's), an underline, a ruled line: straight lines past the digit."""
+    photo = _drawn_on(photo_of(mnist_test.images[0], at=(60, 90), scale=9), shapes)
+    assert_mnist_layout(normalise_bytes(encode(photo)).image, mnist_test.images[0])
+
+
+def test_ruled_paper_alone_is_no_digit_but_a_1_with_a_foot_is_one(mnist_test: Split) -> None:
+    rules = [("line", (0, y, 639, y)) for y in range(40, 480, 60)]
+    with pytest.raises(ImageError, match="only straight lines across the image"):
+        normalise_bytes(encode(_drawn_on(np.full((480, 640), 225, np.uint8), rules)))
+    one = _drawn_on(
+        np.full((300, 200), 225, np.uint8), [("line", (100, 40, 100, 250)), ("line", (60, 262, 140, 262))]
+    )
+    inked = normalise_bytes(encode(one)).image > 64
+    rows = np.flatnonzero(inked.any(axis=1))
+    assert len(rows) >= 18 and np.count_nonzero(inked[rows[-3:]].any(axis=0)) >= 6  # the stem, the foot
 
 
 def test_a_digit_cropped_tight_keeps_the_strokes_along_the_edge() -> None:
