@@ -248,8 +248,8 @@ def keep_c_libraries_off_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command's exit status. A failed call to the server ends it with one line on stderr (after
     the answers already printed): every call after it would fail alike."""
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         return args.run(args)
     except ServingClientError as err:
         print(f"error: {err}{_hint(err, args)}", file=sys.stderr)

@@ -51,6 +51,10 @@ DENSE_INK_SHARE = 0.1
 STRAIGHT_SHARE = 0.8
 HOLLOW_GAIN = 1.3  # how much more ink one paper level must find for the strokes to count as hollowed
 FLAT_INK_SHARE = 0.65  # at most this much of the image may be ink over one paper level
+# Ink whose longer side is under this (in pixels of the image as reduced to WORKING_SIDE), on a page
+# four times its size or more, is a speck or a dot, not a digit: MNIST's are 20 px, and 8 px hold
+# too little to read. An image smaller than this is no digit either.
+MIN_DIGIT_SIDE = 8
 
 # Pillow warns of images over its own pixel limit; ours (Limits.max_pixels) refuses them anyway, so the
 # warning is noise; so are its other warnings (corrupt EXIF, palette transparency), printed on stderr
@@ -108,8 +112,8 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
             f"the image is {width}x{height} = {width * height:,} pixels, "
             f"over the limit of {limits.max_pixels:,}: {SHRINK}"
         )
-    if width == 0 or height == 0:
-        raise ImageError(f"the image is {width}x{height} pixels: nothing to read")
+    if max(width, height) < MIN_DIGIT_SIDE:
+        raise ImageError(f"the image is {width}x{height} pixels: too small to hold a digit")
     if max(width, height) > limits.max_side:
         raise ImageError(
             f"the image is {width}x{height} pixels, a side over the limit of {limits.max_side:,}: {SHRINK}"
@@ -396,6 +400,12 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
         raise ImageError(
             f"no digit found: ink covers {covered:.0%} of the image (noise, a texture, or no paper round "
             "the digit): crop to the digit with some paper around it"
+        )
+    top, bottom, left, right = _bounds(keep)
+    if max(bottom - top, right - left) < min(MIN_DIGIT_SIDE, side / 4):
+        raise ImageError(
+            f"no digit found: the ink is a speck of {bottom - top}x{right - left} pixels: crop closer to "
+            "the digit, or use a sharper picture"
         )
     ink = levels
     strokes = binary_dilation(keep, max(1, side // 200))  # with their soft edges

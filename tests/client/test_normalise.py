@@ -191,6 +191,16 @@ def test_lines_drawn_round_the_digit_are_not_ink(shapes: list[Any], mnist_test: 
     assert_mnist_layout(normalise_bytes(encode(photo)).image, mnist_test.images[0])
 
 
+def test_a_dot_or_a_tiny_image_is_no_digit() -> None:
+    """A speck of ink on a page was blown up to a 20 px blob and answered as a digit."""
+    page = np.full((200, 200), 230, np.uint8)
+    page[98:102, 98:102] = 20
+    with pytest.raises(ImageError, match=r"the ink is a speck of \d+x\d+ pixels"):
+        normalise_bytes(encode(page))
+    with pytest.raises(ImageError, match="the image is 2x2 pixels: too small to hold a digit"):
+        normalise_bytes(encode(np.array([[20, 230], [230, 230]], np.uint8)))
+
+
 def test_ruled_paper_alone_is_no_digit_but_a_1_with_a_foot_is_one(mnist_test: Split) -> None:
     rules = [("line", (0, y, 639, y)) for y in range(40, 480, 60)]
     with pytest.raises(ImageError, match="only straight lines across the image"):
