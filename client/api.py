@@ -285,12 +285,20 @@ HTTP_STATUS_NAMES = {
 }
 
 
+# gRPC waits up to two minutes between attempts to reach a server that has gone (its default backoff):
+# a long-lived client, such as the dashboard's, then said "not answering" for seconds to minutes after
+# the server was back.
+MAX_RECONNECT_BACKOFF_MS = 2000
+
+
 @functools.cache
 def _channel(target: str) -> Any:
     """One channel per target for the whole process: gRPC multiplexes every call over it."""
     import grpc
 
-    return grpc.insecure_channel(target)
+    return grpc.insecure_channel(
+        target, options=[("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
+    )
 
 
 def _as_json(message: Message) -> dict:

@@ -7,6 +7,9 @@ so a page can say "no metrics for this version" and carry on.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,8 @@ def is_silent(run: dict[str, Any], now: datetime | None = None) -> bool:
         updated = datetime.fromisoformat(run["updated_at"])
     except (KeyError, TypeError, ValueError):
         return False
+    if updated.tzinfo is None:  # the trainer writes UTC with its offset; a record without one is UTC too
+        updated = updated.replace(tzinfo=UTC)
     return ((now or datetime.now(UTC)) - updated).total_seconds() > SILENT_RUN_S
 
 
@@ -78,3 +83,32 @@ def runs(base_path: Path) -> list[dict[str, Any]]:
     progress = sorted((base_path / model_dir.RUNS).glob(f"*/{model_dir.PROGRESS_FILE}"), reverse=True)
     records = (read_json(p) for p in progress)
     return [r for r in records if r is not None]
+
+
+def is_history(document: Any, metrics: tuple[str, ...]) -> bool:
+    """Whether a history.json is as the trainer writes it: a list of numbers for each of `metrics`
+    it has, and for their validation twins (`val_loss`), as Keras' History gives them."""
+    if not isinstance(document, dict):
+        return False
+    series = [document[key] for metric in metrics for key in (metric, f"val_{metric}") if key in document]
+    return all(
+        isinstance(values, list) and all(isinstance(v, (int, float)) for v in values) for values in series
+    )
+
+
+@contextmanager
+def read_as_expected(what: str) -> Iterator[None]:
+    """Draw from a file the trainer wrote, or, if it holds something else (a hand edit, another
+    trainer's fields), say so and go on with the rest of the page: never a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        st.warning(f"{what} is not as this dashboard reads it ({type(err).__name__}: {plain(str(err))}).")
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>!~$|])")  # what makes a link, an image, emphasis, code, maths
+
+
+def plain(text: str) -> str:
+    """Text from a file, shown as it is: Markdown in it (a link, an image to fetch) is escaped."""
+    return _MARKDOWN.sub(r"\\\1", str(text))

@@ -22,7 +22,10 @@ def server_view() -> None:
         if err.status == "UNAVAILABLE":
             st.error(f"The model server at {config.grpc} is not answering; asking again every {REFRESH_S} s.")
         else:
-            st.warning(f"The server knows no version of {config.model_name} yet ({err.message}).")
+            st.warning(
+                f"The server knows no version of {artefacts.plain(config.model_name)} yet "
+                f"({artefacts.plain(err.message)})."
+            )
         return
     available = [s.version for s in statuses if s.state == "AVAILABLE"]
     if available:

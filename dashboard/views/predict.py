@@ -95,10 +95,11 @@ def refusal(err: ServingClientError, version: int | None, label: str | None) -> 
     """What went wrong, in the page's words where the server's are its own jargon."""
     served = ", ".join(map(str, served_versions(config.model_name))) or "none"
     if err.status == "NOT_FOUND" and version is not None:
-        return f"Version {version} of {config.model_name} is not being served (served now: {served})."
+        model = artefacts.plain(config.model_name)
+        return f"Version {version} of {model} is not being served (served now: {served})."
     if err.status == "INVALID_ARGUMENT" and label is not None and "label" in err.message:
-        return f"The server gives no version the label {label!r} (served now: {served})."
-    return f"The server refused the request: {err.message}"
+        return f"The server gives no version the label {artefacts.plain(repr(label))} (served now: {served})."
+    return f"The server refused the request: {artefacts.plain(err.message)}"
 
 
 left, right = st.columns(2)
@@ -119,7 +120,9 @@ elif target == "a label":
 
 uploads = st.file_uploader(
     "Images of digits",
-    type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"],
+    # HEIC and AVIF too, so that a phone's photo is told why it cannot be read (the normaliser names
+    # them), rather than refused by the uploader in its own words.
+    type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif"],
     accept_multiple_files=True,
 )
 inputs = [(upload.name, upload.getvalue()) for upload in uploads or []]
@@ -144,7 +147,7 @@ for name, data in inputs:
     try:
         normalised.append((name, data, normalised_upload(data)))
     except ImageError as err:
-        st.error(f"{name}: {err}")
+        st.error(f"{artefacts.plain(name)}: {artefacts.plain(str(err))}")
         results.append({"image": name, "error": str(err)})
 
 for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers shown as they come

@@ -82,6 +82,30 @@ def test_training_page_draws_each_metric_and_a_live_run(
     assert [chart_y(spec)["title"] for spec in chart_specs(app)] == ["loss", "accuracy", "recall"] * 2
 
 
+def test_training_page_tells_of_a_failed_run_and_survives_odd_records(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that failed says why (it used to read "No training run in progress"); a record with a
+    time without its offset, or a history of another shape, is a warning, not a traceback."""
+    model_dir = tmp_path / "models"
+    shutil.copytree(dashboard_env, model_dir)
+    failed = RunProgress(model_dir / "mnist", "20261126T000000Z-3", "plus", planned_epochs=5)
+    failed.epoch_done(1, {"loss": [0.5]})
+    failed.failed("ResourceExhaustedError: OOM when allocating a tensor")
+    naive = RunProgress(model_dir / "mnist", "20261125T000000Z-2", "seed", planned_epochs=5)
+    naive.record["updated_at"] = "2026-11-25T00:00:00"  # no offset: taken as UTC, and long silent
+    naive.path.write_text(json.dumps(naive.record))
+    history = model_dir / "mnist" / "1" / "assets.extra" / "history.json"
+    history.write_text(json.dumps({"loss": "not a list"}))
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    app = page("training").run()
+    assert not app.exception
+    shown = texts(app)
+    assert "Run 20261126T000000Z-3 (plus) failed at epoch 1" in shown and "OOM when allocating" in shown
+    assert "Run 20261125T000000Z-2 (seed) stopped reporting" in shown
+    assert "history.json is not as this dashboard reads it" in shown
+
+
 def test_training_page_without_a_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     app = page("training").run()
@@ -99,6 +123,37 @@ def test_evaluation_page_compares_with_the_original(dashboard_env: Path) -> None
     assert confusion["layer"][0]["encoding"]["x"]["field"] == "predicted"
     assert confusion["layer"][0]["encoding"]["y"]["field"] == "true"
     assert per_class["encoding"]["x"]["field"] == "digit" and per_class["mark"]["type"] == "bar"
+
+
+def test_evaluation_page_says_what_it_cannot_compare_or_read(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a version without metrics: no deltas, and a warning (they used to be against the
+    original project, captioned as against that version). Metrics of another shape: a warning. A
+    source named in Markdown is shown as text, with no image fetched."""
+    model_dir = tmp_path / "models"
+    shutil.copytree(dashboard_env, model_dir)
+    shutil.copytree(model_dir / "mnist" / "1", model_dir / "mnist" / "2")
+    (model_dir / "mnist" / "1" / "assets.extra" / "metrics.json").unlink()
+    extra = model_dir / "mnist" / "2" / "assets.extra"
+    uploads = {
+        "measured_on": "today",
+        "sources": {"![x](http://example.com/x.png)": {"accuracy": 0.5, "images": 2}},
+    }
+    (extra / "uploads.json").write_text(json.dumps(uploads))
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    app = page("evaluation").run()
+    app.selectbox[1].select("version 1").run()
+    assert not app.exception
+    assert "Version 1 has no assets.extra/metrics.json: no deltas against it." in texts(app)
+    assert not any(metric.delta for metric in app.metric) and "Deltas against" not in texts(app)
+    assert "![x]" not in "".join(str(e.value) for e in app.markdown)
+
+    metrics = json.loads((extra / "metrics.json").read_text())
+    del metrics["recall"]
+    (extra / "metrics.json").write_text(json.dumps(metrics))
+    app = page("evaluation").run()
+    assert not app.exception and "metrics.json is not as this dashboard reads it (KeyError" in texts(app)
 
 
 def test_models_page_reports_the_server(dashboard_env: Path) -> None:
