@@ -319,11 +319,11 @@ def test_warm_up_can_be_switched_off(base: Path, loader: FakeLoader, make_store:
 # ---- routing during a rollover ------------------------------------------------------------------
 
 
-def test_a_version_still_loading_gets_no_requests(
+def serving_1_while_2_loads(
     base: Path, loader: FakeLoader, make_store: MakeStore
-) -> None:
-    """Until version 2 is AVAILABLE every request goes to version 1, and naming 2 is NOT_FOUND; once it
-    is, requests go to 2 and 1 is unloaded."""
+) -> tuple[ModelStore, threading.Event, threading.Thread]:
+    """A store of model m serving version 1, with version 2 held loading by a poll in the background:
+    the store, the gate that lets 2's load finish, and the poll."""
     publish(base, 1)
     store = make_store(config(("m", base)))
     store.poll()
@@ -331,7 +331,15 @@ def test_a_version_still_loading_gets_no_requests(
     gate = loader.gate(2)
     poll = background_poll(store)
     wait_for(lambda: loader.is_loading(2), WAIT_S, "version 2 to start loading")
+    return store, gate, poll
 
+
+def test_a_version_still_loading_gets_no_requests(
+    base: Path, loader: FakeLoader, make_store: MakeStore
+) -> None:
+    """Until version 2 is AVAILABLE every request goes to version 1, and naming 2 is NOT_FOUND; once it
+    is, requests go to 2 and 1 is unloaded."""
+    store, gate, poll = serving_1_while_2_loads(base, loader, make_store)
     assert states(store) == {1: AVAILABLE, 2: LOADING}
     assert answering(store) == 1
     assert refused(lambda: answering(store, version=2), grpc.StatusCode.NOT_FOUND) == (
@@ -793,14 +801,8 @@ def test_a_reload_does_not_wait_for_a_load_under_way_and_a_model_it_removes_neve
     loading; a version that finishes loading after its model left the config is unloaded, END."""
     other = tmp_path / "other"
     other.mkdir()
-    publish(base, 1)
     publish(other, 4)
-    store = make_store(config(("m", base)))
-    store.poll()
-    publish(base, 2)
-    gate = loader.gate(2)
-    poll = background_poll(store)
-    wait_for(lambda: loader.is_loading(2), WAIT_S, "version 2 to start loading")
+    store, gate, poll = serving_1_while_2_loads(base, loader, make_store)
 
     labelled = config(("m", base), ("other", other))
     labelled.model_config_list.config[0].version_labels["stable"] = 1
