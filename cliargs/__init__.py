@@ -7,6 +7,10 @@ the platform's commands say what is wrong and where to read more, in one line on
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+from types import FrameType
 from typing import NoReturn
 
 
@@ -25,3 +29,18 @@ def boolean(text: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def end_quietly_on_ctrl_c(message: str) -> None:
+    """Until the command's own handling takes Ctrl-C over: a press ends the process at once with
+    `message` and exit status 130. Meant for a command's first moments, while it imports what it needs
+    (a quarter of a second to seconds), when there is nothing to clean up yet; raising
+    KeyboardInterrupt there printed Python's traceback from the middle of an import, or numpy's page
+    of advice, as numpy takes any error in its import for a broken install."""
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press while this one is told
+        print(message, file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)

@@ -1,24 +1,14 @@
 """`mnist` and `python -m client`: the command of client/cli.py, imported only once a Ctrl-C can end
-it in one line. Its imports (numpy, gRPC, Pillow) take a quarter of a second, time enough to press
-Ctrl-C in, which then printed Python's traceback from the middle of an import (or numpy's own page
-of advice, as it takes any error in its import for a broken install)."""
+it in one line (cliargs.end_quietly_on_ctrl_c): its imports (numpy, gRPC, Pillow) take a quarter of a
+second, time enough to press Ctrl-C in."""
 
-import os
-import signal
 import sys
-from types import FrameType
 
-
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C while the command is still importing: nothing to clean up yet, so it ends here, with no
-    exception for an import to wrap."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press while this one is told
-    print("interrupted", file=sys.stderr, flush=True)
-    os._exit(130)
+from cliargs import end_quietly_on_ctrl_c
 
 
 def command() -> int:
-    signal.signal(signal.SIGINT, _interrupted)
+    end_quietly_on_ctrl_c("interrupted")
     from client.cli import command as run
 
     return run()  # which takes Ctrl-C over first thing

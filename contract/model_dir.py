@@ -113,19 +113,25 @@ def staging(base_path: Path, name: str) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def next_version(base_path: Path) -> int:
+    """The number a version published now takes: one past every name a server reads as a version
+    (`+12` too: a lower number would never be served as the latest), files too (a rename onto one
+    would fail again and again). NoVersionLeft when that is past what a server reads."""
+    taken = [version_number(p.name) for p in base_path.iterdir()]
+    version = max([0, *(n for n in taken if n is not None)]) + 1
+    if version > MAX_VERSION:
+        raise NoVersionLeft(
+            f"{base_path} holds version {MAX_VERSION}, the highest a server reads: no next version"
+        )
+    return version
+
+
 def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
     """Rename a complete staging directory to the next version number: (version, its directory).
     Another trainer may take a number at the same moment; then the next one is tried. `staged` must
     not be empty (a version never is): rename(2) refuses a non-empty target but replaces an empty one."""
     while True:
-        # Every name a server reads as a version counts (`+12` too: a lower number would never be
-        # served as the latest), files too (a rename onto one would fail again and again).
-        taken = [version_number(p.name) for p in base_path.iterdir()]
-        version = max([0, *(n for n in taken if n is not None)]) + 1
-        if version > MAX_VERSION:
-            raise NoVersionLeft(
-                f"{base_path} holds version {MAX_VERSION}, the highest a server reads: no next version"
-            )
+        version = next_version(base_path)
         target = base_path / str(version)
         try:
             os.rename(staged, target)  # fails if `target` appeared since we looked

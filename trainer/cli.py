@@ -88,6 +88,13 @@ _fraction = _up_to_half("fraction", zero_allowed=False)
 _share = _up_to_half("share", zero_allowed=True)
 
 
+def _path(text: str) -> Path:
+    """A path flag's value: an empty one would be the current directory, unasked for."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return Path(text)
+
+
 def _model_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-', got {text!r}")
@@ -124,8 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for field_name, kind, meaning in (
         ("val_split", _fraction, "share of the training images held out for validation"),
         ("seed", _seed, "makes runs repeatable"),
-        ("data_dir", Path, "the four MNIST IDX files"),
-        ("model_dir", Path, "where models are written"),
+        ("data_dir", _path, "the four MNIST IDX files"),
+        ("model_dir", _path, "where models are written"),
         ("model_name", _model_name, "versions go to MODEL_DIR/MODEL_NAME/<N>"),
     ):
         default = getattr(DEFAULTS, field_name)
@@ -157,13 +164,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_writable(base_path: Path) -> None:
-    """Fail before training, not after it, when the model directory cannot take a version."""
+    """Fail before training, not after it, when the model directory cannot take a version: one that
+    cannot be written, whose name is not text (the export writes it into text files), or that holds
+    the highest version a server reads already."""
+    try:
+        str(base_path).encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"the model directory's name is not UTF-8 text: {str(base_path)!r}") from None
     try:
         base_path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=base_path):
             pass
     except OSError as err:
         raise UsageError(f"cannot write to model directory {base_path}: {err.strerror}") from None
+    try:
+        model_dir.next_version(base_path)
+    except model_dir.NoVersionLeft as err:
+        raise UsageError(str(err)) from None
+
+
+def check_batches(run: TrainConfig, training_images: int) -> None:
+    """A batch the data can fill, with room for both parts when the handwriting set is mixed in:
+    a batch of 1 left MNIST no image, and one past the data took 13 GB before it failed."""
+    if run.batch_size > training_images:
+        raise UsageError(
+            f"--batch-size {run.batch_size} is more than the {training_images} training images: "
+            "use a smaller one"
+        )
+    if run.handwriting_share > 0 and run.batch_size * (1 - run.handwriting_share) < 1:
+        raise UsageError(
+            f"--batch-size {run.batch_size} leaves no MNIST image beside the handwriting set's share "
+            f"({run.handwriting_share:g}): use 2 or more"
+        )
 
 
 def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
@@ -185,10 +217,17 @@ def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
         **{name: getattr(args, name) for name in ("epochs", "batch_size", "val_split", "patience", "seed")},
         **{name: getattr(args, name) for name in ("limit", "data_dir", "model_dir", "model_name")},
         handwriting_share=args.handwriting_share,
+        # The handwriting set lives beside MNIST's files (data/handwriting beside data/mnist), wherever
+        # --data-dir puts them; it used to be looked for under the working directory whatever the flag.
+        handwriting_file=args.data_dir.parent
+        / DEFAULTS.handwriting_file.relative_to(DEFAULTS.data_dir.parent),
     )
     if not args.quick_first or servable:
         return [config]
-    places = {name: getattr(config, name) for name in ("data_dir", "model_dir", "model_name", "seed")}
+    places = {
+        name: getattr(config, name)
+        for name in ("data_dir", "handwriting_file", "model_dir", "model_name", "seed")
+    }
     return [replace(TrainConfig.for_arch("seed", **QUICK_RUN), **places), config]
 
 
@@ -205,18 +244,32 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The run's exit status. However it ends, another Ctrl-C or SIGTERM after that ends the process
+    at once, as a signal does: Python's shutdown (TensorFlow's own clean-up) is no place for a
+    KeyboardInterrupt, which printed a traceback there."""
+    try:
+        return _main(argv)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
     # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, exporting nothing, or,
     # once the version is renamed into place, keeping it (trainer/pipeline.py).
     signal.signal(signal.SIGTERM, _interrupt)
     exported: list[int] = []
     try:
+        args = parse_args(argv)
         runs = planned_runs(args)
         cluster = cluster_from_env()
         if cluster is not None and len(runs) > 1:
             raise UsageError("--quick-first trains alone: leave it out when TF_CONFIG names several workers")
         # What is cheap to check is checked before TensorFlow is imported (seconds).
         loaded = [(run, load_mnist(*data_of(run))) for run in runs]
+        for run, data in loaded:
+            check_batches(run, len(data.train))
         if runs and (cluster is None or cluster.is_chief):
             check_writable(runs[0].base_path)
         if not args.verbose:
@@ -250,7 +303,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"interrupted: {done}", file=sys.stderr)
         return 130
-    # A signal from here on ends the process at once, as a signal does, with no traceback in its exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
     return 0

@@ -43,7 +43,10 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         return None
     try:
         config = json.loads(text)
-        workers = tuple(config["cluster"]["worker"])
+        listed = config["cluster"]["worker"]
+        if not isinstance(listed, list):  # a string would be read as its letters
+            raise TypeError(f"cluster.worker is {type(listed).__name__}, not a list")
+        workers = tuple(listed)
         task = config["task"]
         index = int(task["index"])
     except (ValueError, KeyError, TypeError) as err:
@@ -53,11 +56,23 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         ) from None
     if task.get("type", "worker") != "worker":
         raise TfConfigError(f"TF_CONFIG task type {task.get('type')!r}: only 'worker' tasks are run here")
-    if not workers or not all(isinstance(w, str) and ":" in w for w in workers):
-        raise TfConfigError(f"TF_CONFIG cluster.worker must list host:port addresses, got {list(workers)}")
+    if not workers or not all(_is_address(w) for w in workers):
+        raise TfConfigError(
+            f"TF_CONFIG cluster.worker must list host:port addresses (ports 1-65535), got {list(workers)}"
+        )
+    if len(set(workers)) < len(workers):
+        raise TfConfigError(f"TF_CONFIG cluster.worker lists an address twice: {list(workers)}")
     if not 0 <= index < len(workers):
         raise TfConfigError(f"TF_CONFIG task index {index} is not one of the {len(workers)} workers")
     return Cluster(workers, index) if len(workers) > 1 else None
+
+
+def _is_address(worker: object) -> bool:
+    """host:port, the port a number a socket can have."""
+    if not isinstance(worker, str) or ":" not in worker:
+        return False
+    host, port = worker.rsplit(":", 1)
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def silent_peers(cluster: Cluster, timeout_s: float = 2.0) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,9 +150,15 @@ def _guarded(cluster: Cluster, timeout_s: float, progress: RunProgress | None) -
         "index": cluster.index,
         "progress": str(progress.path) if progress is not None else None,
     }
-    guard = subprocess.Popen(
-        [sys.executable, "-m", "trainer.guard", json.dumps(watch)], stdin=subprocess.PIPE
-    )
+    # Started with Ctrl-C ignored, which it inherits until it takes Ctrl-C over itself: one pressed
+    # while it starts up would otherwise end it with a traceback, leaving no one to end this process.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        guard = subprocess.Popen(
+            [sys.executable, "-m", "trainer.guard", json.dumps(watch)], stdin=subprocess.PIPE
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         yield
     finally:

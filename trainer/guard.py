@@ -4,7 +4,9 @@ While the workers find each other, TensorFlow blocks inside its C++ holding Pyth
 as a peer is missing: no thread, exception or signal handler of the trainer's can act then. So the
 trainer starts this guard first and tells it when the workers have met (a line on its standard input,
 or the end of it). If that has not happened within the timeout, the guard names the workers that do not
-answer in one line, marks the run failed, and kills the trainer (exit status 137).
+answer in one line, marks the run failed, and kills the trainer (exit status 137). A Ctrl-C meanwhile,
+which the blocked trainer cannot act on, is the guard's too: it says so, marks the run failed and
+kills the trainer.
 
     python -m trainer.guard '{"parent": PID, "timeout_s": 120, "workers": [...], "index": 0,
                               "progress": "models/mnist/.runs/<run>/progress.json" or null}'
@@ -18,14 +20,31 @@ import select
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from trainer.cluster import Cluster, silent_peers
 from trainer.progress import RunProgress
 
 
+class Interrupted(Exception):
+    """Ctrl-C (the terminal sends it to the guard and the trainer alike)."""
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted
+
+
 def main(argv: list[str]) -> int:
     watch = json.loads(argv[0])
-    heard, _, _ = select.select([sys.stdin], [], [], watch["timeout_s"])
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        heard, _, _ = select.select([sys.stdin], [], [], watch["timeout_s"])
+    except Interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        heard, _, _ = select.select([sys.stdin], [], [], 0)
+        if heard:  # the workers have just met: the trainer takes its Ctrl-C itself
+            return 0
+        return _end_the_trainer(watch, "interrupted", "interrupted: no version was exported", 130)
     if heard:  # the workers met, or the trainer ended: nothing to do
         return 0
     cluster = Cluster(tuple(watch["workers"]), watch["index"])
@@ -34,11 +53,16 @@ def main(argv: list[str]) -> int:
         f"{cluster.me}: the workers did not find each other within {watch['timeout_s']:g}s: {who} not "
         "answering; no version exported"
     )
+    return _end_the_trainer(watch, message, f"error: {message}", 1)
+
+
+def _end_the_trainer(watch: dict, reason: str, line: str, status: int) -> int:
+    """Mark the run failed for `reason`, say `line`, and kill the blocked trainer."""
     if watch["progress"]:
-        RunProgress.reopen(Path(watch["progress"])).failed(message)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+        RunProgress.reopen(Path(watch["progress"])).failed(reason)
+    print(line, file=sys.stderr, flush=True)
     os.kill(watch["parent"], signal.SIGKILL)
-    return 1
+    return status
 
 
 if __name__ == "__main__":

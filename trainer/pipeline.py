@@ -71,9 +71,10 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
     except BaseException as err:
         if version is not None:  # published: whatever came after, the version stands
             raise (InterruptedAfterExport(version) if isinstance(err, KeyboardInterrupt) else err) from None
-        progress.failed(
-            "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-        )
+        with _interrupts_held():  # another Ctrl-C must not cut the record short: it stayed "running"
+            progress.failed(
+                "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+            )
         if group is not None and trained_everywhere:  # tell the others: nothing exported
             with contextlib.suppress(ClusterError):  # this worker's own error is the one to report
                 group.agree_on_export(False)

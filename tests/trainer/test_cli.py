@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,8 @@ def test_help_shows_examples_that_work() -> None:
         ("--arch", "resnet", "invalid choice: 'resnet'"),
         ("--model-name", "../x", "got '../x'"),
         ("--limit", "10", "expected at least 100 images, got 10"),
+        ("--model-dir", "", "expected a path, got an empty one"),
+        ("--data-dir", " ", "expected a path, got an empty one"),
     ],
 )
 def test_bad_flag_values_are_one_line_errors(flag: str, value: str, message: str) -> None:
@@ -63,6 +66,61 @@ def test_missing_data_file_is_named_before_training(tmp_path: Path) -> None:
     result = run_trainer("--data-dir", str(data), "--model-dir", str(tmp_path / "models"))
     assert_one_line_error(result, "train-images-idx3-ubyte.gz: data file not found")
     assert no_versions(tmp_path / "models" / "mnist")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--arch", "seed", "--batch-size", "1000"),
+            "--batch-size 1000 is more than the 180 training images",
+        ),
+        (("--batch-size", "1"), "--batch-size 1 leaves no MNIST image beside the handwriting set's share"),
+    ],
+)
+def test_batches_the_data_cannot_fill_are_refused_before_training(
+    flags: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    """A batch of 1 in `plus` left MNIST no image (a traceback after TensorFlow's import); one past the
+    data took 13 GB before it failed."""
+    result = run_trainer("--limit", "200", *flags, "--model-dir", str(tmp_path))
+    assert_one_line_error(result, message)
+
+
+def test_a_model_dir_that_cannot_take_a_next_version_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "mnist" / "9223372036854775807").mkdir(parents=True)
+    result = run_trainer("--arch", "seed", "--limit", "200", "--model-dir", str(tmp_path))
+    assert_one_line_error(result, "holds version 9223372036854775807, the highest a server reads")
+    name = tmp_path.as_posix().encode() + b"/bad\xff"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--arch",
+            "seed",
+            "--limit",
+            "200",
+            "--model-dir",
+            os.fsdecode(name),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_error(result, "the model directory's name is not UTF-8 text")
+
+
+def test_the_handwriting_set_is_looked_for_beside_the_data_dir(tmp_path: Path) -> None:
+    """`plus` mixes in data/handwriting: with --data-dir elsewhere, beside it; it was looked for under
+    the working directory whatever the flag."""
+    data = tmp_path / "data"
+    shutil.copytree(DATA_DIR, data / "mnist")
+    result = run_trainer(
+        "--data-dir", str(data / "mnist"), "--limit", "200", "--model-dir", str(tmp_path / "m")
+    )
+    assert_one_line_error(result, f"{data / 'handwriting' / 'handwriting.npz'}")
 
 
 def test_unwritable_model_dir_is_refused_before_training(tmp_path: Path) -> None:

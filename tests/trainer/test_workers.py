@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -148,6 +149,59 @@ def test_a_worker_whose_peers_never_come_gives_up_naming_them(workers: Workers) 
     assert [json.loads(run.read_text())["state"] for run in runs] == ["failed"]
 
 
+def test_ctrl_c_while_the_workers_look_for_each_other_ends_the_worker(tmp_path: Path) -> None:
+    """TensorFlow blocks the trainer, which cannot act on Ctrl-C, while its peers are missing: the
+    guard, which the terminal's Ctrl-C reaches too, ends it (the guard used to die of it, and the
+    trainer ran on past its timeout, deaf to SIGTERM)."""
+    workers = Workers(tmp_path / "models")
+    config = {"cluster": {"worker": workers.addresses}, "task": {"type": "worker", "index": 0}}
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            *QUICK,
+            "--worker-timeout",
+            "120",
+            "--model-dir",
+            str(workers.model_dir),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TF_CONFIG": json.dumps(config)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal's process group: Ctrl-C reaches the trainer and its guard
+    ) as trainer:
+        wait_for(lambda: _guard_of(trainer.pid) is not None, 60, "the trainer's guard to take Ctrl-C")
+        os.killpg(trainer.pid, signal.SIGINT)
+        _, errors = trainer.communicate(timeout=30)
+    assert errors.strip().splitlines()[-1] == "interrupted: no version was exported"
+    runs = list((workers.model_dir / "mnist" / ".runs").glob("*/progress.json"))
+    assert [json.loads(run.read_text())["state"] for run in runs] == ["failed"]
+
+
+def _guard_of(pid: int) -> int | None:
+    """The trainer.guard process that `pid` started, once it catches Ctrl-C (SIGINT in its SigCgt)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+            caught = next(
+                line for line in (entry / "status").read_text().splitlines() if line.startswith("SigCgt")
+            )
+        except (OSError, StopIteration):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if (
+            parent == pid
+            and b"trainer.guard" in command
+            and int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1))
+        ):
+            return int(entry.name)
+    return None
+
+
 @pytest.mark.fast
 @pytest.mark.parametrize(
     ("tf_config", "expected"),
@@ -173,6 +227,10 @@ def test_tf_config_names_the_cluster_and_this_worker(tf_config: str, expected: C
         ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', "only 'worker'"),
         ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"index": 0}}', "host:port addresses"),
         ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 2}}', "index 2 is not one of the 2"),
+        ('{"cluster": {"worker": ["a:1", "b:port"]}, "task": {"index": 0}}', "ports 1-65535"),
+        ('{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"index": 0}}', "ports 1-65535"),
+        ('{"cluster": {"worker": "a:1"}, "task": {"index": 0}}', "cluster.worker is str, not a list"),
+        ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"index": 0}}', "an address twice"),
     ],
 )
 def test_a_malformed_tf_config_is_refused_with_what_it_should_look_like(tf_config: str, message: str) -> None:
