@@ -100,11 +100,18 @@ class WorkerGroup:
                 optimizer.build(model.trainable_variables)
                 epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
+            settings = resumable_settings(config, len(self.cluster.workers))
             latest = tf.train.latest_checkpoint(str(shared_backup))  # every worker resumes from the chief's
-            if latest:
+            if latest and Backup.settings(shared_backup) != settings:
+                print(
+                    f"not resuming from {shared_backup}: it holds a run of other settings; starting afresh",
+                    file=sys.stderr,
+                )
+            elif latest:
                 checkpoint.restore(latest)
                 print(f"resuming after epoch {int(epoch_done.numpy())} from {shared_backup}", file=sys.stderr)
-            saver = Backup(tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1), backup)
+            manager = tf.train.CheckpointManager(checkpoint, str(backup), max_to_keep=1)
+            saver = Backup(manager, backup, settings)
             history = _train_epochs(
                 config, data, self.strategy, model, optimizer, steps, progress, saver, epoch_done, chief
             )
@@ -167,18 +174,38 @@ def _guarded(cluster: Cluster, timeout_s: float, progress: RunProgress | None) -
         guard.wait()
 
 
+def resumable_settings(config: TrainConfig, workers: int) -> dict[str, object]:
+    """What a run must share with the one that left a backup to resume from it: every hyperparameter
+    but how long to train (more epochs, more patience), and the number of workers. A backup of another
+    run crashed a run of another network, and silently became a run of other settings' first epochs."""
+    kept = {k: v for k, v in config.hyperparameters().items() if k not in ("epochs", "patience")}
+    return json.loads(json.dumps({**kept, "workers": workers}))  # as it reads back from the file
+
+
 @dataclass(frozen=True)
 class Backup:
-    """The end-of-epoch checkpoint and the history so far beside it, so a resumed run reports whole."""
+    """The end-of-epoch checkpoint, the history so far and the run's settings beside it, so a resumed
+    run reports whole, and only a run of the same settings resumes."""
 
     manager: tf.train.CheckpointManager
     directory: Path
+    run_settings: dict[str, object]
 
     def save(self, history: dict[str, list[float]]) -> None:
         self.manager.save()
-        staging = self.directory / "history.json.tmp"  # replaced whole: a kill never leaves half of it
-        staging.write_text(json.dumps(history))
-        os.replace(staging, self.directory / "history.json")
+        for name, document in (("settings.json", self.run_settings), ("history.json", history)):
+            staging = self.directory / f"{name}.tmp"  # replaced whole: a kill never leaves half of it
+            staging.write_text(json.dumps(document))
+            os.replace(staging, self.directory / name)
+
+    @staticmethod
+    def settings(directory: Path) -> dict[str, object] | None:
+        """The settings of the run that saved the backup in `directory`; None if they cannot be read."""
+        try:
+            saved = json.loads((directory / "settings.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return saved if isinstance(saved, dict) else None
 
     @staticmethod
     def history(directory: Path, epochs: int) -> dict[str, list[float]] | None:

@@ -29,6 +29,7 @@ from trainer.progress import RunProgress, new_run_id
 from trainer.train import Trained, train
 
 WARMUP_IMAGES = 8  # test images replayed by TF Serving before a version serves
+POOR_ACCURACY = 0.9  # below this a version is worth a warning: even the quick example reaches 93%
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -124,6 +125,14 @@ def _publish(
             f"in {minutes}m{seconds:02d}s{kept} -> {path}",
             flush=True,
         )
+        if metrics["accuracy"] < POOR_ACCURACY:  # served as the latest all the same: say so
+            print(
+                f"warning: version {version} reads only {metrics['accuracy']:.0%} of MNIST's test digits "
+                "right, and a server takes it as the latest version: train longer or on more data "
+                "(the --help examples say how much)",
+                file=sys.stderr,
+                flush=True,
+            )
     return version
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -136,12 +137,15 @@ def test_non_terminal_output_is_one_line_per_epoch_and_no_tensorflow_chatter(tra
         "--arch", "seed", "--limit", "500", "--epochs", "2", "--model-dir", str(trained_model_dir / "x")
     )
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("exported mnist version 1 (seed): test accuracy ")
+    accuracy = float(re.search(r"test accuracy ([0-9.]+)%", result.stdout)[1]) / 100  # type: ignore[index]
+    poor = [["warning:", "version"]] if accuracy < 0.9 else []  # a model this poor is served all the same
     assert [line.split()[:2] for line in result.stderr.splitlines()] == [
         ["epoch", "1/2"],
         ["epoch", "2/2"],
         ["evaluating", "on"],  # the seconds between the last epoch and the version are not silent
+        *poor,
     ]
-    assert result.stdout.startswith("exported mnist version 1 (seed): test accuracy ")
 
 
 def test_ctrl_c_during_training_leaves_no_version(tmp_path: Path) -> None:

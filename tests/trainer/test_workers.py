@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,27 @@ def test_a_killed_worker_stops_the_others_and_nothing_is_exported_then_a_restart
     assert "resuming after epoch 2" in workers.output(0) or "resuming after epoch 3" in workers.output(0)
     history = json.loads((base / "1" / model_dir.ASSETS_EXTRA / "history.json").read_text())
     assert history["epochs"] == [1, 2, 3]  # the epochs before the restart are in the record
+
+
+def test_only_a_run_of_the_same_settings_resumes_a_backup(tmp_path: Path) -> None:
+    """More epochs or patience may resume a backup; another network, batch, seed or cluster may not
+    (a backup of `seed` crashed a `plus` run, and one of other flags silently became its first epochs)."""
+    from trainer.config import TrainConfig
+    from trainer.distributed import Backup, resumable_settings
+
+    run = TrainConfig.for_arch("seed", limit=6000)
+    settings = resumable_settings(run, 2)
+    assert settings == resumable_settings(replace(run, epochs=40, patience=9), 2)
+    for other in (
+        replace(run, batch_size=64),
+        replace(run, seed=7),
+        TrainConfig.for_arch("plus", limit=6000),
+    ):
+        assert resumable_settings(other, 2) != settings
+    assert resumable_settings(run, 3) != settings
+    assert Backup.settings(tmp_path) is None  # a backup from before settings were kept: not resumed
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    assert Backup.settings(tmp_path) == settings
 
 
 def test_a_worker_whose_peers_never_come_gives_up_naming_them(workers: Workers) -> None:
