@@ -95,6 +95,26 @@ def test_packed_strings_are_tensorflows_string_list() -> None:
 
 @pytest.mark.fast
 @pytest.mark.parametrize(
+    "content",
+    [b"\x81\x00x", b"\x80\x80\x80\x80\x00", b"\x81\x80\x80\x80\x10x", b"\x81\x80\x80\x80\x80\x01x", b"\x80"],
+    ids=["padded-length", "five-byte-zero", "bits-past-32-dropped", "six-bytes", "unfinished"],
+)
+def test_packed_string_lengths_are_varint32s_as_tensorflow_reads_them(content: bytes) -> None:
+    """Lengths as GetVarint32 reads them: padded with continuation bytes, at most 5 bytes, the bits
+    past 32 dropped; what TensorFlow's C++ refuses, ours refuses."""
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=content)
+    tensor.tensor_shape.dim.add(size=1)
+    try:
+        expected = tf.io.parse_tensor(tensor.SerializeToString(), tf.string).numpy()
+    except tf.errors.InvalidArgumentError:
+        with pytest.raises(ServingError, match="tensor_content is not 1 strings"):
+            tensors.to_array("x", tensor, LIMIT)
+    else:
+        assert np.array_equal(tensors.to_array("x", tensor, LIMIT), expected)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
     ("tensor", "dtype"),
     [
         (tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[300, -1]), tf.uint8),
@@ -138,14 +158,19 @@ def shaped(tensor: tensor_pb2.TensorProto, *dims: int) -> tensor_pb2.TensorProto
 
 
 @pytest.mark.fast
-def test_a_string_tensor_filled_from_one_value_counts_a_pointer_an_element() -> None:
-    """numpy holds a string tensor as pointers: 2^22 strings filled from one value would take 32 MiB,
-    past the filling limit, where a byte an element would claim 4 MiB."""
+def test_a_string_element_counts_a_pointer_and_a_bytes_object() -> None:
+    """numpy holds a string tensor as pointers to bytes objects, some 40 bytes an empty one: 2^22
+    strings filled from one value claim 164 MiB, past the filling limit, where a byte an element would
+    claim 4 MiB; a million empty strings packed in a megabyte claim 39 MiB of the tensor limit."""
     filled = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"]), 1 << 22)
-    assert tensors.decoded_bytes(filled) == 8 << 22
+    assert tensors.decoded_bytes(filled) == tensors.STRING_BYTES << 22
     with pytest.raises(ServingError) as refused:
         tensors.to_array("x", filled, 1 << 30)
     assert "from 1 values" in refused.value.message
+    packed = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=bytes(10**6)), 10**6)
+    with pytest.raises(ServingError, match="too large"):
+        tensors.to_array("x", packed, 32 << 20)
+    assert tensors.to_array("x", packed, 64 << 20).size == 10**6
 
 
 @pytest.mark.fast
