@@ -15,11 +15,11 @@ import os
 import signal
 import sys
 from contextlib import closing
-from urllib.parse import urlsplit
 
 from wcwidth import wcswidth
 
 from cliargs import OneLineParser
+from client.addresses import grpc_target_problem, rest_url_problem
 from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
 from client.folders import Outcome, Target, expand, predicted
 
@@ -181,25 +181,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 < args.timeout <= MAX_TIMEOUT:  # nan and inf too: gRPC and requests fail on them
         typed = repr(args.timeout).removesuffix(".0")  # 0, 3600.0001, inf: as a person writes them
         parser.error(f"--timeout takes seconds, more than 0 and at most {MAX_TIMEOUT}, not {typed}")
-    if "://" in args.grpc:
-        parser.error(f"--grpc takes HOST:PORT such as localhost:8500, not a URL: {args.grpc!r}")
-    if not has_port(args.grpc):  # gRPC itself would take 443, which no model server listens on
-        parser.error(f"--grpc takes HOST:PORT such as localhost:8500, with the port: {args.grpc!r}")
-    if args.rest and not (args.rest.startswith(("http://", "https://")) and has_port(args.rest, True)):
-        parser.error(f"--rest takes a URL such as http://localhost:8501, not {args.rest!r}")
+    problems = {"--grpc": grpc_target_problem(args.grpc), "--rest": args.rest and rest_url_problem(args.rest)}
+    for flag, problem in problems.items():
+        if problem:
+            parser.error(f"{flag} {problem}")
     return args
-
-
-def has_port(address: str, url: bool = False) -> bool:
-    """Whether a gRPC target (HOST:PORT) names a host and a port, or a URL (whose port may be left
-    to its scheme) is well formed, a port given in range: a typo is a usage error, not a call that
-    fails after its retries."""
-    try:
-        parts = urlsplit(address if url else f"//{address}")
-        port = parts.port  # raises for a port over 65535 or not a number
-    except ValueError:  # that, or `http://[::1`
-        return False
-    return bool(parts.hostname) and (url or port is not None)
 
 
 def _hint(err: ServingClientError, args: argparse.Namespace) -> str:

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 from client import ServingClient, ServingClientError
+from client.addresses import grpc_target_problem
 from dashboard.settings import settings
 
 
@@ -42,6 +43,14 @@ def warm_up() -> None:
 
 
 def client() -> ServingClient:
+    """The connection, once made; a SERVING_GRPC that is no gRPC target stops the page, saying what to
+    set, where every call would fail as "not answering"."""
+    problem = grpc_target_problem(settings().grpc)
+    if problem:
+        st.error(
+            f"SERVING_GRPC {problem}. Set it in the dashboard's environment, then restart the dashboard."
+        )
+        st.stop()
     connecting = _connecting(settings().grpc)
     if not connecting.done():  # only on a page opened within seconds of the dashboard's start
         with st.spinner("Connecting to the model server..."):

@@ -183,12 +183,21 @@ def test_models_page_shows_labels_from_the_model_config(
     assert versions.loc[versions.version == 1, "labels"].item() == "canary, stable"
 
 
-def test_models_page_says_when_the_server_is_down(
-    monkeypatch: pytest.MonkeyPatch, dashboard_env: Path
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("127.0.0.1:{port}", "is not answering"),
+        ("http://127.0.0.1:{port}", "SERVING_GRPC takes HOST:PORT such as localhost:8500, not a URL"),
+        ("127.0.0.1", "SERVING_GRPC takes HOST:PORT such as localhost:8500, with the port"),
+    ],
+    ids=["down", "a-url", "no-port"],
+)
+def test_models_page_says_when_the_server_is_down_or_misnamed(
+    monkeypatch: pytest.MonkeyPatch, dashboard_env: Path, target: str, said: str
 ) -> None:
-    monkeypatch.setenv("SERVING_GRPC", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("SERVING_GRPC", target.format(port=free_port()))
     app = page("models").run()
-    assert not app.exception and "is not answering" in texts(app)
+    assert not app.exception and said in texts(app)
 
 
 def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mnist_test: Split) -> None:
