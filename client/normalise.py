@@ -19,7 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from client.imageops import binary_dilation, binary_erosion, gaussian_filter, grey_opening, level_counts
-from client.regions import extent, hysteresis_regions, without_the_frame, without_the_lines
+from client.regions import (
+    digits_side_by_side,
+    extent,
+    hysteresis_regions,
+    without_the_frame,
+    without_the_lines,
+)
 from contract.signature import IMAGE_SHAPE
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -285,6 +291,9 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
             f"no digit found: the ink is a speck of {bottom - top}x{right - left} pixels: crop closer to "
             "the digit, or use a sharper picture"
         )
+    digits = digits_side_by_side(keep)
+    if digits > 1:
+        raise ImageError(f"{digits} digits side by side: each image is read as one digit, so crop to one")
     ink = levels
     strokes = binary_dilation(keep, max(1, side // 200))  # with their soft edges
     # The grey opening sits below the paper's mean by the noise's lower tail, so noise leaves a

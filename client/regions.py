@@ -16,6 +16,34 @@ from client.imageops import label
 STRAIGHT_SHARE = 0.8
 
 
+# A number written out is digits side by side: groups of columns with ink, parted by columns of none,
+# each at least DIGIT_HEIGHT of the ink's height and DIGIT_MASS of the biggest group's ink, in a whole
+# at least WIDE times as wide as it is tall. A digit drawn in pieces is narrower, or its pieces
+# smaller: of 10,000 MNIST test digits, 3,500 of the handwriting set and 2,280 typeset and MNIST
+# renders, one was taken for two, an MNIST 4 with a 1-like mark beside it; of 300 pairs of MNIST
+# digits, set apart by -4 to 7 px, 296 were found.
+DIGIT_HEIGHT = 0.5
+DIGIT_MASS = 0.3
+WIDE = 0.8
+
+
+def digits_side_by_side(keep: np.ndarray) -> int:
+    """How many digits the kept ink holds side by side (see DIGIT_HEIGHT), at least 1."""
+    rows = np.flatnonzero(keep.any(axis=1))
+    height = rows[-1] - rows[0] + 1
+    columns = keep.any(axis=0).astype(np.int8)
+    bounds = np.flatnonzero(np.diff(columns, prepend=0, append=0))
+    starts, ends = bounds[::2], bounds[1::2]
+    if len(starts) < 2 or ends[-1] - starts[0] < WIDE * height:
+        return 1
+    heights = np.array(
+        [np.ptp(np.flatnonzero(keep[:, a:b].any(axis=1))) + 1 for a, b in zip(starts, ends, strict=True)]
+    )
+    masses = np.add.reduceat(keep.sum(axis=0), starts)
+    digit_like = (heights >= DIGIT_HEIGHT * height) & (masses >= DIGIT_MASS * masses.max())
+    return max(1, int(np.count_nonzero(digit_like)))
+
+
 def hysteresis_regions(strong: np.ndarray, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hysteresis, as edge detectors threshold: the regions of `weak` that touch `strong`. A stroke
     that fades (pencil pressed lightly, a scan's faint end) stays whole instead of breaking into

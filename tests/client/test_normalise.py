@@ -213,6 +213,20 @@ def test_ruled_paper_alone_is_no_digit_but_a_1_with_a_foot_is_one(mnist_test: Sp
     assert len(rows) >= 18 and np.count_nonzero(inked[rows[-3:]].any(axis=0)) >= 6  # the stem, the foot
 
 
+def test_digits_side_by_side_are_refused_but_a_digit_in_pieces_is_read(mnist_test: Split) -> None:
+    """A number written out was squeezed into one 20 px "digit" and answered with confidence; a 4 whose
+    bar stops short of its stem is one digit in two pieces."""
+    pair = np.hstack([mnist_test.images[0], mnist_test.images[1], mnist_test.images[2]])
+    big = Image.fromarray(pair).resize((pair.shape[1] * 6, pair.shape[0] * 6), Image.Resampling.BILINEAR)
+    page = np.full((260, big.size[0] + 80), 225.0)
+    page[40 : 40 + big.size[1], 40 : 40 + big.size[0]] -= 0.75 * np.asarray(big, float)
+    with pytest.raises(ImageError, match="3 digits side by side: each image is read as one digit"):
+        normalise_bytes(encode(page.astype(np.uint8)))
+    four = [("line", (60, 40, 50, 160)), ("line", (50, 160, 130, 160)), ("line", (145, 60, 145, 260))]
+    inked = normalise_bytes(encode(_drawn_on(np.full((300, 200), 225, np.uint8), four))).image > 64
+    assert np.ptp(np.flatnonzero(inked.any(axis=1))) + 1 >= 19  # the whole 4, stem and all
+
+
 def test_a_digit_cropped_tight_keeps_the_strokes_along_the_edge() -> None:
     """A seven cropped to its ink: the top bar runs along the whole top edge and stays, though a
     fragment of ink lies clear of the edge (as in a photo with the table round the sheet)."""
