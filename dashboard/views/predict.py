@@ -21,6 +21,9 @@ from dashboard.settings import settings
 PREVIEW_BOX = (160, 160)
 # Each occlusion map is one more request of 37 images: drawn for the first few answers only.
 EXPLAINED = 4
+# Answers drawn one to a row (the image, what the model saw, a chart); the rest go in one table: a
+# browser given hundreds of charts at once takes seconds to draw them.
+DRAWN = 24
 WHY = "why: the red ink decides"
 # Shipped with the dashboard (samples/SOURCES.md): each name is the kind, then the digit it shows.
 KINDS = {"mnist": "MNIST", "photo": "photo", "typeset": "typeset", "board": "chalkboard"}
@@ -143,12 +146,17 @@ if not inputs:
     st.stop()
 
 normalised, results = [], []
-for name, data in inputs:
+reading = st.progress(0.0, "Reading the images...") if len(inputs) > 1 else None
+for done, (name, data) in enumerate(inputs, 1):
     try:
         normalised.append((name, data, normalised_upload(data)))
     except ImageError as err:
         st.error(f"{artefacts.plain(name)}: {artefacts.plain(str(err))}")
         results.append({"image": name, "error": str(err)})
+    if reading is not None:
+        reading.progress(done / len(inputs), f"Reading the images... {done} of {len(inputs)}")
+if reading is not None:
+    reading.empty()
 
 for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers shown as they come
     batch = normalised[start : start + REQUEST_BATCH]
@@ -164,15 +172,6 @@ for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers s
     round_trip_ms = (time.perf_counter() - started) * 1000
     st.caption(f"{len(answers)} image(s) in one request, round trip {round_trip_ms:.0f} ms.")
     for index, ((name, data, seen), answer) in enumerate(zip(batch, answers, strict=True), start):
-        uploaded, model_saw, reason, verdict, chart = st.columns([2, 1, 1, 1, 3])
-        uploaded.image(preview(data), caption=name)
-        model_saw.image(seen.image, caption="what the model saw", width=84)
-        if index < EXPLAINED:
-            with reason:
-                why(seen.tensor, answer.version)
-        verdict.metric("Digit", answer.digit)
-        verdict.caption(f"{max(answer.probabilities):.1%} sure, version {answer.version}")
-        chart.altair_chart(charts.probabilities(answer.probabilities), width="stretch")
         results.append(
             {
                 "image": name,
@@ -182,6 +181,26 @@ for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers s
                 **{f"p{d}": p for d, p in enumerate(answer.probabilities)},
             }
         )
+        if index >= DRAWN:
+            continue
+        uploaded, model_saw, reason, verdict, chart = st.columns([2, 1, 1, 1, 3])
+        uploaded.image(preview(data), caption=name)
+        model_saw.image(seen.image, caption="what the model saw", width=84)
+        if index < EXPLAINED:
+            with reason:
+                why(seen.tensor, answer.version)
+        verdict.metric("Digit", answer.digit)
+        verdict.caption(f"{max(answer.probabilities):.1%} sure, version {answer.version}")
+        chart.altair_chart(charts.probabilities(answer.probabilities), width="stretch")
+
+answered = [r for r in results if "digit" in r]
+if len(answered) > DRAWN:
+    st.caption(f"The other {len(answered) - DRAWN} answers, in a table (and in the CSV):")
+    st.dataframe(
+        [{k: r[k] for k in ("image", "digit", "confidence", "version")} for r in answered[DRAWN:]],
+        column_config={"confidence": st.column_config.NumberColumn(format="percent")},
+        hide_index=True,
+    )
 
 table = io.StringIO()
 writer = csv.DictWriter(
