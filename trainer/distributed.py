@@ -71,8 +71,13 @@ class WorkerGroup:
         The steps' collectives get no timeout of their own: TensorFlow keeps a thread per timed
         collective for the whole timeout, thousands of them at a few hundred steps a second."""
         self.cluster = cluster
+        ours = signal.getsignal(signal.SIGTERM)
         with _guarded(cluster, timeout_s, progress):
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # TensorFlow's coordination service takes SIGTERM over for its preemption notice, a handler that
+        # lets the process run on: `docker stop` and Kubernetes ended a run only by SIGKILL, and `kill`
+        # did nothing. The trainer's own handler (stop cleanly, export nothing) is put back.
+        signal.signal(signal.SIGTERM, ours)
 
     def train(self, config: TrainConfig, data: Mnist, progress: RunProgress | None) -> Trained:
         """Train with every worker; returns the model (a plain one, outside the strategy, so it exports

@@ -136,6 +136,20 @@ def test_a_killed_worker_stops_the_others_and_nothing_is_exported_then_a_restart
     assert history["epochs"] == [1, 2, 3]  # the epochs before the restart are in the record
 
 
+def test_sigterm_stops_a_worker_cleanly_once_the_workers_have_met(workers: Workers) -> None:
+    """TensorFlow's coordination service takes SIGTERM over (a preemption notice that lets the process
+    run on): `docker stop` had to kill a run. SIGTERM stops it as Ctrl-C does, and its peer says so."""
+    longer = ("--arch", "seed", "--limit", "6000", "--epochs", "20", "--patience", "20")
+    for index in (0, 1):
+        workers.start(index, *longer)
+    wait_for(lambda: "epoch 1/20" in workers.output(0), 180, "worker 0 to finish its first epoch")
+    workers.processes[1].send_signal(signal.SIGTERM)
+    codes = workers.wait(60)
+    assert codes == {0: 1, 1: 130}, workers.output(0) + workers.output(1)
+    assert "interrupted: no version was exported" in workers.output(1)
+    assert model_dir.versions(workers.model_dir / "mnist") == []
+
+
 def test_only_a_run_of_the_same_settings_resumes_a_backup(tmp_path: Path) -> None:
     """More epochs or patience may resume a backup; another network, batch, seed or cluster may not
     (a backup of `seed` crashed a `plus` run, and one of other flags silently became its first epochs)."""
