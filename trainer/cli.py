@@ -21,7 +21,7 @@ from cliargs import OneLineParser
 from contract import model_dir
 from contract.tflite_metadata import predates_tflite_signatures
 from tfquiet import import_tensorflow
-from trainer.cluster import ClusterError, TfConfigError, cluster_from_env
+from trainer.cluster import ClusterError, TfConfigError, check_own_port, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
 from trainer.errors import ExportError, InterruptedAfterExport
@@ -264,6 +264,8 @@ def _main(argv: list[str] | None) -> int:
         args = parse_args(argv)
         runs = planned_runs(args)
         cluster = cluster_from_env()
+        if cluster is not None:
+            check_own_port(cluster)
         if cluster is not None and len(runs) > 1:
             raise UsageError("--quick-first trains alone: leave it out when TF_CONFIG names several workers")
         # What is cheap to check is checked before TensorFlow is imported (seconds).

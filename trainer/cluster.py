@@ -75,6 +75,23 @@ def _is_address(worker: object) -> bool:
     return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
+def check_own_port(cluster: Cluster) -> None:
+    """This worker's port free for TensorFlow's gRPC server, checked before TensorFlow is imported:
+    taken (two workers given one index, or another program on it), TensorFlow fails with a traceback
+    ("Could not start gRPC server"). Bound as gRPC binds it (every interface, the address reusable), so
+    only a port something listens on is refused."""
+    port = int(cluster.workers[cluster.index].rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as err:
+            raise TfConfigError(
+                f"{cluster.me} cannot listen on port {port} ({err.strerror}): give each worker its own "
+                "index in TF_CONFIG, and a port no other program holds"
+            ) from None
+
+
 def silent_peers(cluster: Cluster, timeout_s: float = 2.0) -> list[str]:
     """The other workers whose address takes no connection now: who to name when a step fails."""
     silent = []

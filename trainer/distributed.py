@@ -72,8 +72,13 @@ class WorkerGroup:
         collective for the whole timeout, thousands of them at a few hundred steps a second."""
         self.cluster = cluster
         ours = signal.getsignal(signal.SIGTERM)
-        with _guarded(cluster, timeout_s, progress):
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            with _guarded(cluster, timeout_s, progress):
+                self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.OpError as err:  # its server could not start, past check_own_port
+            raise ClusterError(
+                f"{cluster.me}: could not join the workers: {err.message.splitlines()[0]}"
+            ) from None
         # TensorFlow's coordination service takes SIGTERM over for its preemption notice, a handler that
         # lets the process run on: `docker stop` and Kubernetes ended a run only by SIGKILL, and `kill`
         # did nothing. The trainer's own handler (stop cleanly, export nothing) is put back.

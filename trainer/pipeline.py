@@ -43,10 +43,12 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
         _train_for_the_chief(config, data, WorkerGroup(cluster, worker_timeout_s, None))
         return None
     progress = RunProgress(config.base_path, run_id, config.arch, config.epochs)
-    group = None if cluster is None else WorkerGroup(cluster, worker_timeout_s, progress)
+    group: WorkerGroup | None = None
     trained_everywhere = False
     version: int | None = None
     try:
+        if cluster is not None:  # in the try: a worker that cannot join marks the run failed
+            group = WorkerGroup(cluster, worker_timeout_s, progress)
         if group is None:
             trained = train(config, data, progress)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -285,3 +286,24 @@ def test_a_malformed_tf_config_stops_the_trainer_in_one_line(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: TF_CONFIG task index 5 is not one of the 2 workers"
+
+
+def test_a_worker_whose_port_is_taken_stops_in_one_line(tmp_path: Path) -> None:
+    """Two workers given one index, or another program on the port: TensorFlow's gRPC server could
+    not start, a traceback, and the run's record left "running"."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = {"cluster": {"worker": [address, f"127.0.0.1:{free_port()}"]}, "task": {"index": 0}}
+        result = subprocess.run(
+            [sys.executable, "-m", "trainer", "--model-dir", str(tmp_path), "--data-dir", str(DATA_DIR)],
+            cwd=ROOT,
+            env={**os.environ, "TF_CONFIG": json.dumps(config)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: worker 0 ({address}) cannot listen on port {address.rsplit(':', 1)[1]} (Address already "
+        "in use): give each worker its own index in TF_CONFIG, and a port no other program holds"
+    )
