@@ -54,7 +54,9 @@ def cluster_from_env(environ: Mapping[str, str] = os.environ) -> Cluster | None:
             'TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
             f'"task": {{"type": "worker", "index": 0}}}}: {type(err).__name__}: {err}'
         ) from None
-    if task.get("type", "worker") != "worker":
+    if "type" not in task:  # tf.distribute refuses such a task with a traceback
+        raise TfConfigError('TF_CONFIG task needs "type": "worker" beside its index')
+    if task["type"] != "worker":
         raise TfConfigError(f"TF_CONFIG task type {task.get('type')!r}: only 'worker' tasks are run here")
     if not workers or not all(_is_address(w) for w in workers):
         raise TfConfigError(

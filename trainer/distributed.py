@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class WorkerGroup:
     def train(self, config: TrainConfig, data: Mnist, progress: RunProgress | None) -> Trained:
         """Train with every worker; returns the model (a plain one, outside the strategy, so it exports
         and evaluates as a single worker's does) with the best validation epoch's weights."""
+        self._check_same_settings(config)
         workers = len(self.cluster.workers)
         if config.batch_size % workers:
             raise ClusterError(
@@ -133,6 +135,26 @@ class WorkerGroup:
         plain = compiled(build_model(config.arch))
         plain.set_weights(model.get_weights())
         return Trained(plain, history)
+
+    def _check_same_settings(self, config: TrainConfig) -> None:
+        """Every worker's hyperparameters the same, before any trains or writes a backup: workers started
+        with another --arch or batch size failed at their first step as "did not answer", and with
+        other --epochs trained apart and said no version was exported when one was. Each worker
+        gathers every worker's checksum of each setting, and names those that differ."""
+        settings = config.hyperparameters()
+        names = sorted(settings)
+        mine = [zlib.crc32(f"{name}={settings[name]!r}".encode()) for name in names]
+        try:
+            gathered = self.strategy.gather(self.strategy.run(lambda: tf.constant([mine], tf.int64)), axis=0)
+        except tf.errors.OpError as err:
+            raise self._failed("comparing settings", err) from None
+        table = np.asarray(gathered)
+        differ = [name for column, name in enumerate(names) if len(set(table[:, column])) > 1]
+        if differ:
+            raise ClusterError(
+                f"{self.cluster.me}: the workers were started with different settings ({', '.join(differ)}): "
+                "start every worker with the same flags; no version exported"
+            )
 
     def agree_on_export(self, exported: bool) -> bool:
         """The last collective step: every worker meets here once worker 0 has exported (or failed to),

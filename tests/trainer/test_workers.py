@@ -151,6 +151,22 @@ def test_sigterm_stops_a_worker_cleanly_once_the_workers_have_met(workers: Worke
     assert model_dir.versions(workers.model_dir / "mnist") == []
 
 
+def test_workers_started_with_different_flags_stop_at_once_naming_them(workers: Workers) -> None:
+    """Another --epochs trained the copies apart and had worker 1 say no version was exported when one
+    was; another --arch or batch size failed at the first step as "did not answer"."""
+    workers.start(0, *QUICK)
+    workers.start(1, "--arch", "seed", "--limit", "6000", "--epochs", "3")
+    assert workers.wait(120) == {0: 1, 1: 1}, workers.output(0) + workers.output(1)
+    for index in (0, 1):
+        errors = [line for line in workers.output(index).splitlines() if line.startswith("error:")]
+        assert errors == [
+            f"error: worker {index} ({workers.addresses[index]}): the workers were started with different "
+            "settings (epochs): start every worker with the same flags; no version exported"
+        ]
+    assert model_dir.versions(workers.model_dir / "mnist") == []
+    assert not (workers.model_dir / "mnist" / ".backup").exists()
+
+
 def test_only_a_run_of_the_same_settings_resumes_a_backup(tmp_path: Path) -> None:
     """More epochs or patience may resume a backup; another network, batch, seed or cluster may not
     (a backup of `seed` crashed a `plus` run, and one of other flags silently became its first epochs)."""
@@ -262,12 +278,28 @@ def test_tf_config_names_the_cluster_and_this_worker(tf_config: str, expected: C
         ("{not json", "TF_CONFIG must look like"),
         ('{"cluster": {}, "task": {"index": 0}}', "TF_CONFIG must look like"),
         ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', "only 'worker'"),
-        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"index": 0}}', "host:port addresses"),
-        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 2}}', "index 2 is not one of the 2"),
-        ('{"cluster": {"worker": ["a:1", "b:port"]}, "task": {"index": 0}}', "ports 1-65535"),
-        ('{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"index": 0}}', "ports 1-65535"),
-        ('{"cluster": {"worker": "a:1"}, "task": {"index": 0}}', "cluster.worker is str, not a list"),
-        ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"index": 0}}', "an address twice"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 0}}', '"type": "worker" beside its'),
+        (
+            '{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
+            "host:port addresses",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            "index 2 is not one",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:port"]}, "task": {"type": "worker", "index": 0}}',
+            "ports 1-65535",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"type": "worker", "index": 0}}',
+            "ports 1-65535",
+        ),
+        ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}', "is str, not a list"),
+        (
+            '{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
+            "an address twice",
+        ),
     ],
 )
 def test_a_malformed_tf_config_is_refused_with_what_it_should_look_like(tf_config: str, message: str) -> None:
@@ -279,7 +311,10 @@ def test_a_malformed_tf_config_stops_the_trainer_in_one_line(tmp_path: Path) -> 
     result = subprocess.run(
         [sys.executable, "-m", "trainer", "--model-dir", str(tmp_path)],
         cwd=ROOT,
-        env={**os.environ, "TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 5}}'},
+        env={
+            **os.environ,
+            "TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}',
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -293,7 +328,10 @@ def test_a_worker_whose_port_is_taken_stops_in_one_line(tmp_path: Path) -> None:
     not start, a traceback, and the run's record left "running"."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        config = {"cluster": {"worker": [address, f"127.0.0.1:{free_port()}"]}, "task": {"index": 0}}
+        config = {
+            "cluster": {"worker": [address, f"127.0.0.1:{free_port()}"]},
+            "task": {"type": "worker", "index": 0},
+        }
         result = subprocess.run(
             [sys.executable, "-m", "trainer", "--model-dir", str(tmp_path), "--data-dir", str(DATA_DIR)],
             cwd=ROOT,
