@@ -175,10 +175,10 @@ class ModelServer:
         """From any thread: publish SERVING or NOT_SERVING on the loop, as things stand when it runs.
 
         TF Serving opens its ports once every model of its first config is AVAILABLE, sets SERVING then
-        and never changes it; so does this server, whose ports open at once: NOT_SERVING until every
-        model of the config in force has been AVAILABLE, SERVING from then on, whatever versions come
-        and go. Ours alone: NOT_SERVING again in
-        the lame-duck period before a stop (gRPC's own shutdown says so too)."""
+        and never changes it; so does this server, whose ports may answer before then (a model with no
+        version yet): NOT_SERVING until every model of the config in force has been AVAILABLE, SERVING
+        from then on, whatever versions come and go. Ours alone: NOT_SERVING again in the lame-duck
+        period before a stop (gRPC's own shutdown says so too)."""
         health_servicer, loop = self.health, self._loop
         if health_servicer is None or loop is None or loop.is_closed():  # closed: the server has stopped
             return
@@ -204,7 +204,7 @@ class ModelServer:
         health check then takes this replica out of rotation before it stops accepting, so no call sent
         its way fails (a gRPC call that reaches a stopping server is CANCELLED)."""
         settings = self.settings
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         grpc_addresses = [f"{settings.host}:{settings.port}"] if settings.port else []
         if settings.grpc_socket_path:
             grpc_addresses.append(f"unix:{settings.grpc_socket_path}")
@@ -236,13 +236,21 @@ class ModelServer:
                 settings.limits,
             )
         self._update_health()
-        await grpc_server.start()
-        log.warning("gRPC API at %s", " and ".join(grpc_addresses))
+        # Both ports are bound, and connections wait in their backlogs, until the versions found at start
+        # have had their first load: TF Serving answers only once its first models are AVAILABLE, and a
+        # replica a balancer added as it started answered NOT_FOUND before its first health check.
+        # A model with no version yet does not hold them (`make up` trains its first).
+        first_poll = asyncio.Event()
+        self.store.start_polling(
+            settings.file_system_poll_wait_seconds, lambda: loop.call_soon_threadsafe(first_poll.set)
+        )
         rest_serving = None
-        if rest is not None:
-            rest_serving = rest.start()
-            log.warning("REST API at http://%s:%d", settings.host, settings.rest_api_port)
-        self.store.start_polling(settings.file_system_poll_wait_seconds)
+        if await _first_set(first_poll, stop) is first_poll:
+            await grpc_server.start()
+            log.warning("gRPC API at %s", " and ".join(grpc_addresses))
+            if rest is not None:
+                rest_serving = rest.start()
+                log.warning("REST API at http://%s:%d", settings.host, settings.rest_api_port)
         if settings.model_config_file and settings.model_config_file_poll_wait_seconds > 0:
             threading.Thread(target=self._watch_model_config_file, name="config-watcher", daemon=True).start()
 
@@ -261,6 +269,15 @@ class ModelServer:
         self.store.stop()
         self.pool.shutdown()
         self.inference.parsing.close()
+
+
+async def _first_set(*events: asyncio.Event) -> asyncio.Event:
+    """The first of `events` to be set (waiting for it), the others' waits cancelled."""
+    waits = {asyncio.ensure_future(event.wait()): event for event in events}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in pending:
+        wait.cancel()
+    return waits[done.pop()]
 
 
 def _lies_under(path: str, root: str) -> bool:

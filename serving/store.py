@@ -218,14 +218,15 @@ class ModelStore:
         TF Serving waits for its next period)."""
         self._wake.set()
 
-    def start_polling(self, every_s: float) -> None:
-        """Poll now and then every `every_s` seconds, in the background, so the front doors open at
-        once (TF Serving: 0 polls once, < 0 never); and whenever a failed load is due to be retried
-        (a load a reload asked for, when the file system is never polled)."""
+    def start_polling(self, every_s: float, first_done: Callable[[], object] = lambda: None) -> None:
+        """Poll now and then every `every_s` seconds, in the background (TF Serving: 0 polls once, < 0
+        never), calling `first_done` once the first poll's loads have ended; and whenever a failed load
+        is due to be retried (a load a reload asked for, when the file system is never polled)."""
 
         def loop() -> None:
             if every_s >= 0:
                 self.poll()
+            first_done()
             while True:
                 self._wake.wait(self._next_poll_in(every_s))
                 self._wake.clear()

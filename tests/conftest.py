@@ -117,10 +117,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def model_states(rest_url: str, name: str = "mnist") -> dict[int, str]:
-    """{version: state} from a server's REST API, {} while the server or the model is not there."""
+    """{version: state} from a server's REST API, {} while the server or the model is not there (or
+    not answering yet: its ports take connections while the versions found at start load)."""
     try:
         reply = requests.get(f"{rest_url}/v1/models/{name}", timeout=5)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
         return {}
     if reply.status_code != 200:
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -223,6 +224,32 @@ def test_warm_up_takes_at_most_1000_records_and_skips_empty_ones(
                 assert "Number of warmup records exceeds the maximum (1000)" in failed.error_message
         finally:
             assert server.stop() == 0
+
+
+def test_the_ports_answer_once_the_versions_found_at_start_have_loaded(
+    trained_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    """As TF Serving, which opens its ports once its first models are AVAILABLE: a request that
+    arrives while they load waits for them (in the backlog: the ports are bound at once), where it
+    was answered NOT_FOUND (a replica a balancer added as it started failed requests so)."""
+    base = tmp_path / "mnist"
+    shutil.copytree(trained_model_dir / "mnist" / "1", base / "1")
+    write_warmup(base / "1", images, 999, False)  # seconds of warm-up before version 1 is AVAILABLE
+    server = start_server("--model_name=mnist", f"--model_base_path={base}", wait_available=None)
+    try:
+        wait_for(lambda: _takes_connections(server.rest_port), 60, "the REST port to be bound")
+        (status,) = ServingClient.rest(server.rest_url, timeout=120, retries=0).status()
+        assert status.state == "AVAILABLE"
+    finally:
+        assert server.stop() == 0
+
+
+def _takes_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(
