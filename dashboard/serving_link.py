@@ -56,3 +56,9 @@ def client() -> ServingClient:
         with st.spinner("Connecting to the model server..."):
             return connecting.result()
     return connecting.result()
+
+
+def not_answering(err: ServingClientError) -> bool:
+    """Whether a call failed for want of an answer (the server down, a balancer with no replica
+    behind it, a server still loading its first versions), not for what it asked."""
+    return err.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED")

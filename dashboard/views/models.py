@@ -5,7 +5,7 @@ import streamlit as st
 
 from client import ServingClientError
 from dashboard import artefacts
-from dashboard.serving_link import client
+from dashboard.serving_link import client, not_answering
 from dashboard.settings import settings
 
 config = settings()
@@ -19,13 +19,15 @@ def server_view() -> None:
     try:
         statuses = client().status(config.model_name)
     except ServingClientError as err:
-        if err.status == "UNAVAILABLE":
+        if not_answering(err):
             st.error(f"The model server at {config.grpc} is not answering; asking again every {REFRESH_S} s.")
-        else:
+        elif err.status == "NOT_FOUND":
             st.warning(
                 f"The server knows no version of {artefacts.plain(config.model_name)} yet "
                 f"({artefacts.plain(err.message)})."
             )
+        else:
+            st.error(f"The model server refused the status call: {artefacts.plain(err.message)}")
         return
     available = [s.version for s in statuses if s.state == "AVAILABLE"]
     if available:

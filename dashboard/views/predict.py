@@ -13,7 +13,7 @@ from client import ImageError, ServingClientError, normalise_bytes
 from client.normalise import Normalised, decode
 from dashboard import artefacts, charts
 from dashboard.occlusion import heat_map, overlay
-from dashboard.serving_link import client
+from dashboard.serving_link import client, not_answering
 from dashboard.settings import settings
 
 # An upload is shown at most this large, beside its answers: a tall photo at full width would push them
@@ -164,7 +164,7 @@ for start in range(0, len(normalised), REQUEST_BATCH):  # each batch's answers s
     try:
         answers = client().predict([n.tensor for _, _, n in batch], config.model_name, version, label)
     except ServingClientError as err:
-        if err.status == "UNAVAILABLE":
+        if not_answering(err):
             st.error(f"The model server at {config.grpc} is not answering. Start it, then try again.")
         else:
             st.error(refusal(err, version, label))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,17 @@ def test_models_page_says_when_the_server_is_down_or_misnamed(
     monkeypatch.setenv("SERVING_GRPC", target.format(port=free_port()))
     app = page("models").run()
     assert not app.exception and said in texts(app)
+
+
+def test_models_page_says_a_silent_server_is_not_answering(
+    monkeypatch: pytest.MonkeyPatch, dashboard_env: Path
+) -> None:
+    """A port that takes connections and never answers (a server loading its first versions, a stuck
+    balancer): the call runs out of time, which is no answer, not "no version yet"."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        monkeypatch.setenv("SERVING_GRPC", f"127.0.0.1:{silent.getsockname()[1]}")
+        app = page("models").run()
+    assert not app.exception and "is not answering" in texts(app)
 
 
 def test_predict_page_reads_uploads_and_reports_bad_ones(dashboard_env: Path, mnist_test: Split) -> None:
