@@ -104,7 +104,7 @@ class Traffic(BackgroundThreads):
 
 
 @pytest.mark.parametrize("api", ["grpc", "rest"])
-def test_replicas_share_the_requests_and_one_stopping_fails_none(
+def test_replicas_share_the_requests_and_one_stopping_or_killed_fails_none(
     replicas: ComposeProject, mnist_test: Split, api: str
 ) -> None:
     servers = [e for e in replicas.entries() if e["Service"] == SERVER]
@@ -130,11 +130,21 @@ def test_replicas_share_the_requests_and_one_stopping_fails_none(
         wait_for(lambda: traffic.sent >= sent_at_stop + 600, 120, "traffic after the stop")
     assert traffic.failures == []
     replicas.engine.docker("start", stopped)
-    wait_for(
-        lambda: replicas.inspect(stopped)["State"].get("Health", {}).get("Status") == "healthy",
-        90,
-        "the stopped replica to be back",
-    )
+    wait_for(lambda: healthy(replicas, stopped), 90, "the stopped replica to be back")
+
+    killed = servers[1]["Name"]  # dies at once, its connections and calls in flight with it
+    with Traffic(calls) as traffic:
+        wait_for(lambda: traffic.sent >= 300, 60, "traffic before the kill")
+        replicas.engine.docker("kill", killed)
+        sent_at_kill = traffic.sent
+        wait_for(lambda: traffic.sent >= sent_at_kill + 600, 120, "traffic after the kill")
+    assert traffic.failures == []  # each call on it sent again, to the other replica
+    replicas.engine.docker("start", killed)  # Docker restarts no container that `docker kill` stopped
+    wait_for(lambda: healthy(replicas, killed), 90, "the killed replica to be back")
+
+
+def healthy(project: ComposeProject, container: str) -> bool:
+    return project.inspect(container)["State"].get("Health", {}).get("Status") == "healthy"
 
 
 def test_the_serving_page_reads_every_replica(replicas: ComposeProject) -> None:
