@@ -91,8 +91,10 @@ class WorkerGroup:
         self._check_same_settings(config)
         workers = len(self.cluster.workers)
         if config.batch_size % workers:
+            nearest = config.batch_size // workers * workers or workers
             raise ClusterError(
-                f"the batch size {config.batch_size} does not split evenly over {workers} workers"
+                f"the batch size {config.batch_size} does not split evenly over {workers} workers: give "
+                f"--batch-size a multiple of {workers}, such as {nearest}"
             )
         steps = len(data.train) // config.batch_size  # whole global batches: every worker runs as many
         if steps < 1:
@@ -333,7 +335,12 @@ def _train_epochs(
         if _chief_stops(strategy, chief, model.stop_training):
             break
     callbacks.on_train_end()
-    return training_history(report, stopper, config)
+    history = training_history(report, stopper, config)
+    if resumed_after:
+        history["resumed_after_epoch"] = resumed_after  # for the model card
+        if int(epoch_done.numpy()) == resumed_after:  # nothing left to train: the restored weights stand
+            history["best_epoch"] = resumed_after
+    return history
 
 
 def _chief_stops(strategy: tf.distribute.Strategy, chief: bool, stop: bool) -> bool:

@@ -21,8 +21,11 @@ def model_card(
     run_id: str,
     workers: int = 1,
     strategy: str = "none",
+    resumed_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """`workers` and `strategy`: how many tf.distribute workers trained it, under which strategy."""
+    """`workers` and `strategy`: how many tf.distribute workers trained it, under which strategy;
+    `resumed_after_epoch`: the epoch of the backup a restarted run went on from (its wall time is
+    the restarted run's alone)."""
     return {
         "architecture": config.arch,
         "hyperparameters": config.hyperparameters(),
@@ -42,6 +45,7 @@ def model_card(
             "samples_per_source": data.handwriting.counts,
         },
         "wall_time_s": round(wall_s, 1),
+        "resumed_after_epoch": resumed_after_epoch,
         "workers": workers,
         "strategy": strategy,
         "tensorflow_version": tf.__version__,

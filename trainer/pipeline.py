@@ -129,7 +129,7 @@ def _publish(
         )
         if metrics["accuracy"] < POOR_ACCURACY:  # served as the latest all the same: say so
             print(
-                f"warning: version {version} reads only {metrics['accuracy']:.0%} of MNIST's test digits "
+                f"warning: version {version} reads only {metrics['accuracy']:.2%} of MNIST's test digits "
                 "right, and a server takes it as the latest version: train longer or on more data "
                 "(the --help examples say how much)",
                 file=sys.stderr,
@@ -161,7 +161,10 @@ def _evaluate(
         sources["handwriting dev"] = data.handwriting.dev
     metrics["by_source"] = source_metrics(trained.model, sources)
     workers, strategy = (1, "none") if group is None else (len(group.cluster.workers), STRATEGY)
-    card = model_card(config, data, trained.model, time.monotonic() - started, run_id, workers, strategy)
+    resumed = trained.history.get("resumed_after_epoch")
+    card = model_card(
+        config, data, trained.model, time.monotonic() - started, run_id, workers, strategy, resumed
+    )
     return {
         model_dir.HISTORY: trained.history,
         model_dir.METRICS: metrics,

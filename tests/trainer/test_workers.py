@@ -135,6 +135,8 @@ def test_a_killed_worker_stops_the_others_and_nothing_is_exported_then_a_restart
     assert "resuming after epoch 2" in workers.output(0) or "resuming after epoch 3" in workers.output(0)
     history = json.loads((base / "1" / model_dir.ASSETS_EXTRA / "history.json").read_text())
     assert history["epochs"] == [1, 2, 3]  # the epochs before the restart are in the record
+    card = json.loads((base / "1" / model_dir.ASSETS_EXTRA / "model_card.json").read_text())
+    assert card["resumed_after_epoch"] in (2, 3)
 
 
 def test_sigterm_stops_a_worker_cleanly_once_the_workers_have_met(workers: Workers) -> None:
