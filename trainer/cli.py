@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -163,10 +164,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# A version is about 3 MB (SavedModel, model.tflite, warm-up), written beside a staging copy, with the
+# checkpoints of a run across workers: a disk with less free fails the export after the whole training.
+MIN_FREE_BYTES = 32 << 20
+
+
 def check_writable(base_path: Path) -> None:
     """Fail before training, not after it, when the model directory cannot take a version: one that
-    cannot be written, whose name is not text (the export writes it into text files), or that holds
-    the highest version a server reads already."""
+    cannot be written, whose name is not text (the export writes it into text files), on a disk with
+    too little room, or that holds the highest version a server reads already."""
     try:
         str(base_path).encode()
     except UnicodeEncodeError:
@@ -177,6 +183,12 @@ def check_writable(base_path: Path) -> None:
             pass
     except OSError as err:
         raise UsageError(f"cannot write to model directory {base_path}: {err.strerror}") from None
+    free = shutil.disk_usage(base_path).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(
+            f"only {free / 1e6:.1f} MB free on the disk holding {base_path}: a version takes a few MB, and "
+            f"its checkpoints and staging more; free {MIN_FREE_BYTES >> 20} MB or more"
+        )
     try:
         model_dir.next_version(base_path)
     except model_dir.NoVersionLeft as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def staged_version(
             _serving_archive(model).write_out(str(staging), verbose=False)
         except tf.errors.OpError as err:
             raise ExportError(
-                f"cannot write the version under {base_path}: {err.message.splitlines()[0]}"
+                f"cannot write the version under {base_path}: {plain_tf_error(err.message)}"
             ) from None
         extra = staging / model_dir.ASSETS_EXTRA
         extra.mkdir()
@@ -193,3 +194,10 @@ def _interface(signature: meta_graph_pb2.SignatureDef) -> tuple[object, ...]:
         return sorted((alias, i.dtype, [d.size for d in i.tensor_shape.dim]) for alias, i in infos.items())
 
     return signature.method_name, tensors(signature.inputs), tensors(signature.outputs)
+
+
+def plain_tf_error(message: str) -> str:
+    """A TensorFlow error's first line without the op's wrapping: `{{function_node ...}} PATH; No space
+    left on device [Op:SaveV2]` is `PATH; No space left on device`."""
+    line = message.splitlines()[0] if message else "unknown error"
+    return re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line))

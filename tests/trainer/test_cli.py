@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from contract.model_dir import versions
 from tests.conftest import DATA_DIR, ROOT, example_commands, run_trainer
-from trainer.cli import EXAMPLES, parse_args
+from trainer.cli import EXAMPLES, UsageError, check_writable, parse_args
+from trainer.export import plain_tf_error
 
 
 def no_versions(base: Path) -> bool:
@@ -211,3 +213,29 @@ def test_quick_first_on_an_empty_model_exports_a_quick_model_then_the_one_asked_
         (3000, 1),
     ]
     assert "exported mnist version 1" in result.stdout and "exported mnist version 2" in result.stdout
+
+
+@pytest.mark.fast
+def test_a_disk_without_room_for_a_version_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nearly full volume trained to the end and failed at the export, in TensorFlow's op words."""
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1_500_000)
+    )
+    with pytest.raises(
+        UsageError, match=r"only 1\.5 MB free on the disk holding .*: a version takes a few MB"
+    ):
+        check_writable(tmp_path / "mnist")
+
+
+@pytest.mark.fast
+def test_tensorflows_write_errors_are_said_without_the_ops_wrapping() -> None:
+    wrapped = (
+        "{{function_node __wrapped__SaveV2_dtypes_18_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+        "/models/mnist/.staging-1/variables/variables_temp; No space left on device [Op:SaveV2]\nmore"
+    )
+    assert (
+        plain_tf_error(wrapped)
+        == "/models/mnist/.staging-1/variables/variables_temp; No space left on device"
+    )
