@@ -73,6 +73,11 @@ class WorkerGroup:
         collective for the whole timeout, thousands of them at a few hundred steps a second."""
         self.cluster = cluster
         ours = signal.getsignal(signal.SIGTERM)
+        print(
+            f"{cluster.me}: finding the other {len(cluster.workers) - 1} worker(s), for up to {timeout_s:g}s",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             with _guarded(cluster, timeout_s, progress):
                 self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
