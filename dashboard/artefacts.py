@@ -62,20 +62,33 @@ def version_labels(config_file: str, model_name: str) -> dict[int, list[str]]:
     return labels
 
 
-# A running trainer writes its progress at every epoch (a minute or two on 2 cores) and when it ends; a
-# record that says "running" with no word for this long belongs to a trainer that was killed.
+# A running trainer writes its progress at every epoch and when it ends; a record that says "running"
+# with no word for this long belongs to a trainer that was killed. Before its first epoch (data, workers
+# finding each other, a first epoch of unknown length) that is SILENT_RUN_S; after, a few of its longest
+# epochs (evaluation and export after the last take about one), at least SILENT_FLOOR_S.
 SILENT_RUN_S = 30 * 60
+SILENT_FLOOR_S = 5 * 60
+SILENT_EPOCHS = 3
 
 
 def is_silent(run: dict[str, Any], now: datetime | None = None) -> bool:
-    """A run recorded as running whose trainer has not written for SILENT_RUN_S (SIGKILL, a node lost)."""
+    """A run recorded as running whose trainer has not written for longer than it should have
+    (SIGKILL, a node lost): the Training page names it as stopped, not as training."""
     try:
         updated = datetime.fromisoformat(run["updated_at"])
     except (KeyError, TypeError, ValueError):
         return False
     if updated.tzinfo is None:  # the trainer writes UTC with its offset; a record without one is UTC too
         updated = updated.replace(tzinfo=UTC)
-    return ((now or datetime.now(UTC)) - updated).total_seconds() > SILENT_RUN_S
+    return ((now or datetime.now(UTC)) - updated).total_seconds() > _allowed_silence(run)
+
+
+def _allowed_silence(run: dict[str, Any]) -> float:
+    history = run.get("history")
+    epochs = history.get("epoch_seconds") if isinstance(history, dict) else None
+    if not (isinstance(epochs, list) and epochs and all(isinstance(s, (int, float)) for s in epochs)):
+        return SILENT_RUN_S
+    return min(SILENT_RUN_S, max(SILENT_FLOOR_S, SILENT_EPOCHS * max(epochs)))
 
 
 def runs(base_path: Path) -> list[dict[str, Any]]:
