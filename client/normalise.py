@@ -295,7 +295,10 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
     if digits > 1:
         raise ImageError(f"{digits} digits side by side: each image is read as one digit, so crop to one")
     ink = levels
-    strokes = binary_dilation(keep, max(1, side // 200))  # with their soft edges
+    # With their soft edges: a ring as wide as the image's blur, but no wider than a twentieth of the
+    # digit (a small digit in a large photo took a ring of noise 5 px wide into its box, a third of it).
+    ring = max(1, min(side // 200, max(bottom - top, right - left) // 20))
+    strokes = binary_dilation(keep, ring)
     # The grey opening sits below the paper's mean by the noise's lower tail, so noise leaves a
     # residue everywhere; kept in the soft edges, it draws a grey halo round a small digit in a large
     # photo. The edges lose the paper's median residue.

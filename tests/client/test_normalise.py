@@ -213,6 +213,17 @@ def test_ruled_paper_alone_is_no_digit_but_a_1_with_a_foot_is_one(mnist_test: Sp
     assert len(rows) >= 18 and np.count_nonzero(inked[rows[-3:]].any(axis=0)) >= 6  # the stem, the foot
 
 
+def test_a_small_digit_in_a_large_photo_fills_the_mnist_box(mnist_test: Split) -> None:
+    """The soft edges kept round the strokes were a ring sized by the image (5 px at 1024): round a
+    40 px digit it took noise into the box, and the digit came out 16 px tall of MNIST's 20."""
+    for index in range(8):
+        digit = mnist_test.images[index]
+        photo = photo_of(digit, size=(768, 1024), scale=2, at=(300, 400), noise=3)
+        inked = normalise_bytes(encode(photo, "JPEG")).image > 30
+        rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+        assert max(np.ptp(rows), np.ptp(cols)) + 1 >= 18, index
+
+
 def test_digits_side_by_side_are_refused_but_a_digit_in_pieces_is_read(mnist_test: Split) -> None:
     """A number written out was squeezed into one 20 px "digit" and answered with confidence; a 4 whose
     bar stops short of its stem is one digit in two pieces."""
