@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from contract import model_dir
+from trainer import guard
 from trainer.cluster import Cluster, ClusterError, silent_peers
 from trainer.config import TrainConfig
 from trainer.data import Mnist
@@ -196,21 +197,22 @@ def _guarded(cluster: Cluster, timeout_s: float, progress: RunProgress | None) -
         "index": cluster.index,
         "progress": str(progress.path) if progress is not None else None,
     }
-    # Started with Ctrl-C ignored, which it inherits until it takes Ctrl-C over itself: one pressed
-    # while it starts up would otherwise end it with a traceback, leaving no one to end this process.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Started with its interrupts ignored, which it inherits until it takes them over itself: one that
+    # came while it starts up would otherwise end it, leaving no one to end this process.
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in guard.INTERRUPTS}
     try:
-        guard = subprocess.Popen(
+        watching = subprocess.Popen(
             [sys.executable, "-m", "trainer.guard", json.dumps(watch)], stdin=subprocess.PIPE
         )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     try:
         yield
     finally:
-        assert guard.stdin is not None  # a pipe, as asked
-        guard.stdin.close()  # the end of its input: through
-        guard.wait()
+        assert watching.stdin is not None  # a pipe, as asked
+        watching.stdin.close()  # the end of its input: through
+        watching.wait()
 
 
 def resumable_settings(config: TrainConfig, workers: int) -> dict[str, object]:

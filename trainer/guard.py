@@ -4,9 +4,9 @@ While the workers find each other, TensorFlow blocks inside its C++ holding Pyth
 as a peer is missing: no thread, exception or signal handler of the trainer's can act then. So the
 trainer starts this guard first and tells it when the workers have met (a line on its standard input,
 or the end of it). If that has not happened within the timeout, the guard names the workers that do not
-answer in one line, marks the run failed, and kills the trainer (exit status 137). A Ctrl-C meanwhile,
-which the blocked trainer cannot act on, is the guard's too: it says so, marks the run failed and
-kills the trainer.
+answer in one line, marks the run failed, and kills the trainer (exit status 137). A Ctrl-C meanwhile
+(or SIGTERM to the process group, or the terminal closing), which the blocked trainer cannot act on,
+is the guard's too: it says so, marks the run failed and kills the trainer.
 
     python -m trainer.guard '{"parent": PID, "timeout_s": 120, "workers": [...], "index": 0,
                               "progress": "models/mnist/.runs/<run>/progress.json" or null}'
@@ -27,7 +27,13 @@ from trainer.progress import RunProgress
 
 
 class Interrupted(Exception):
-    """Ctrl-C (the terminal sends it to the guard and the trainer alike)."""
+    """Ctrl-C, SIGTERM to the process group (`timeout`, `kill -- -PGID`) or a closed terminal: each
+    reaches the guard and the trainer alike, and the blocked trainer cannot act on it."""
+
+
+# What ends a run while its workers look for each other. Died of SIGTERM or SIGHUP, the guard left the
+# trainer blocked for good: TensorFlow takes SIGTERM over meanwhile, and nothing was left to end it.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -36,11 +42,13 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str]) -> int:
     watch = json.loads(argv[0])
-    signal.signal(signal.SIGINT, _interrupted)
+    for signum in INTERRUPTS:
+        signal.signal(signum, _interrupted)
     try:
         heard, _, _ = select.select([sys.stdin], [], [], watch["timeout_s"])
     except Interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in INTERRUPTS:
+            signal.signal(signum, signal.SIG_IGN)
         heard, _, _ = select.select([sys.stdin], [], [], 0)
         if heard:  # the workers have just met: the trainer takes its Ctrl-C itself
             return 0

@@ -21,6 +21,7 @@ import pytest
 
 from contract import model_dir
 from tests.conftest import DATA_DIR, ROOT, free_port, wait_for
+from trainer import guard
 from trainer.cluster import Cluster, TfConfigError, cluster_from_env
 
 QUICK = ("--arch", "seed", "--limit", "6000", "--epochs", "2")
@@ -204,10 +205,14 @@ def test_a_worker_whose_peers_never_come_gives_up_naming_them(workers: Workers) 
     assert [json.loads(run.read_text())["state"] for run in runs] == ["failed"]
 
 
-def test_ctrl_c_while_the_workers_look_for_each_other_ends_the_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_an_interrupt_while_the_workers_look_for_each_other_ends_the_worker(
+    tmp_path: Path, interrupt: signal.Signals
+) -> None:
     """TensorFlow blocks the trainer, which cannot act on Ctrl-C, while its peers are missing: the
     guard, which the terminal's Ctrl-C reaches too, ends it (the guard used to die of it, and the
-    trainer ran on past its timeout, deaf to SIGTERM)."""
+    trainer ran on past its timeout, deaf to SIGTERM). So with SIGTERM to the group (`timeout`) and a
+    closed terminal: the guard died of those, and the trainer stayed blocked for good."""
     workers = Workers(tmp_path / "models")
     config = {"cluster": {"worker": workers.addresses}, "task": {"type": "worker", "index": 0}}
     with subprocess.Popen(
@@ -229,7 +234,7 @@ def test_ctrl_c_while_the_workers_look_for_each_other_ends_the_worker(tmp_path: 
         start_new_session=True,  # a terminal's process group: Ctrl-C reaches the trainer and its guard
     ) as trainer:
         wait_for(lambda: _guard_of(trainer.pid) is not None, 60, "the trainer's guard to take Ctrl-C")
-        os.killpg(trainer.pid, signal.SIGINT)
+        os.killpg(trainer.pid, interrupt)
         _, errors = trainer.communicate(timeout=30)
     assert errors.strip().splitlines()[-1] == "interrupted: no version was exported"
     runs = list((workers.model_dir / "mnist" / ".runs").glob("*/progress.json"))
@@ -237,7 +242,7 @@ def test_ctrl_c_while_the_workers_look_for_each_other_ends_the_worker(tmp_path: 
 
 
 def _guard_of(pid: int) -> int | None:
-    """The trainer.guard process that `pid` started, once it catches Ctrl-C (SIGINT in its SigCgt)."""
+    """The trainer.guard process that `pid` started, once it catches its interrupts (in its SigCgt)."""
     for entry in Path("/proc").iterdir():
         try:
             stat = (entry / "stat").read_text()
@@ -251,7 +256,7 @@ def _guard_of(pid: int) -> int | None:
         if (
             parent == pid
             and b"trainer.guard" in command
-            and int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1))
+            and all(int(caught.split()[1], 16) & (1 << (signum - 1)) for signum in guard.INTERRUPTS)
         ):
             return int(entry.name)
     return None
