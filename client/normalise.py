@@ -133,8 +133,11 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
             raise ImageError("the image holds no finite pixel values")
         # A float scan's missing pixels (NaN, infinities) are taken for paper: its median level.
         values = np.where(finite, values, np.median(values[finite]))
-        low, high = float(values.min()), float(values.max())
-        image = Image.fromarray(np.uint8(np.round((values - low) / max(high - low, 1e-9) * 255)))
+        # Stretched between its 0.1st and 99.9th percentiles, not its extremes: one hot or dead pixel
+        # squeezed a scan held in 10 bits into a few grey levels, and its digit into a speck.
+        low, high = (float(v) for v in np.percentile(values, [0.1, 99.9]))
+        stretched = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0)
+        image = Image.fromarray(np.uint8(np.round(stretched * 255)))
     return image
 
 

@@ -348,8 +348,13 @@ def test_thin_or_long_images_are_refused_from_their_header(size: tuple[int, int]
         normalise_bytes(buffer.getvalue())
 
 
-def test_sixteen_bit_scan(mnist_test: Split) -> None:
-    scan = photo_of(mnist_test.images[5]).astype(np.uint16) * 257  # the same picture, 16 bits deep
+@pytest.mark.parametrize("hot_pixel", [False, True], ids=["whole-range", "ten-bits-and-a-hot-pixel"])
+def test_sixteen_bit_scan(mnist_test: Split, hot_pixel: bool) -> None:
+    """A 16-bit scan reads as its 8-bit twin; one held in 10 bits with a single hot pixel too (stretched
+    from its extremes, it was a speck of a few grey levels)."""
+    scan = photo_of(mnist_test.images[5]).astype(np.uint16) * (4 if hot_pixel else 257)
+    if hot_pixel:
+        scan[0, 0] = 65535
     buffer = io.BytesIO()
     Image.fromarray(scan).save(buffer, "PNG")
     assert_mnist_layout(normalise_bytes(buffer.getvalue()).image, mnist_test.images[5])
