@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import NoReturn
@@ -44,3 +45,16 @@ def end_quietly_on_ctrl_c(message: str) -> None:
         os._exit(130)
 
     signal.signal(signal.SIGINT, interrupted)
+
+
+def cannot_listen(host: str, port: int) -> OSError | None:
+    """Why a command could not listen on `host:port` now (something listens there), or None: bound
+    as servers bind (the address reusable), so a port left in TIME_WAIT is free. Checked before a
+    command starts what would fail on it later, less clearly."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            return err
+    return None

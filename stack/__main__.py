@@ -11,7 +11,6 @@ import argparse
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from cliargs import OneLineParser
+from cliargs import OneLineParser, cannot_listen
 from client import ServingClient, ServingClientError
 from contract import model_dir
 from contract.tflite_metadata import predates_tflite_signatures
@@ -61,16 +60,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="show every part's own logging")
     return parser.parse_args(argv)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def build_parts(args: argparse.Namespace, train: bool) -> list[Part]:
@@ -165,7 +154,7 @@ class StartError(Exception):
 
 def prepare(args: argparse.Namespace) -> tuple[list[Part], Path, bool]:
     """The parts to run, the model's base path, and whether the trainer is among the parts."""
-    busy = [p for p in (args.grpc_port, args.rest_port, args.dashboard_port) if port_in_use(args.host, p)]
+    busy = [p for p in (args.grpc_port, args.rest_port, args.dashboard_port) if cannot_listen(args.host, p)]
     if busy:
         raise StartError(
             f"port {busy[0]} is in use (another `make up`?): stop what holds it, or choose other "

@@ -12,6 +12,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cliargs import cannot_listen
+
 
 class ClusterError(Exception):
     """The cluster failed during training (one line, for the user)."""
@@ -80,18 +82,14 @@ def _is_address(worker: object) -> bool:
 def check_own_port(cluster: Cluster) -> None:
     """This worker's port free for TensorFlow's gRPC server, checked before TensorFlow is imported:
     taken (two workers given one index, or another program on it), TensorFlow fails with a traceback
-    ("Could not start gRPC server"). Bound as gRPC binds it (every interface, the address reusable), so
-    only a port something listens on is refused."""
+    ("Could not start gRPC server"). Bound on every interface, as gRPC binds it."""
     port = int(cluster.workers[cluster.index].rsplit(":", 1)[1])
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("", port))
-        except OSError as err:
-            raise TfConfigError(
-                f"{cluster.me} cannot listen on port {port} ({err.strerror}): give each worker its own "
-                "index in TF_CONFIG, and a port no other program holds"
-            ) from None
+    refused = cannot_listen("", port)
+    if refused is not None:
+        raise TfConfigError(
+            f"{cluster.me} cannot listen on port {port} ({refused.strerror}): give each worker its own "
+            "index in TF_CONFIG, and a port no other program holds"
+        )
 
 
 def silent_peers(cluster: Cluster, timeout_s: float = 2.0) -> list[str]:
