@@ -23,6 +23,7 @@ from client.regions import (
     digits_side_by_side,
     extent,
     hysteresis_regions,
+    without_stray_marks,
     without_the_frame,
     without_the_lines,
 )
@@ -46,6 +47,13 @@ MAX_INK_SHARE = 0.75
 # Kept ink covering this much of the image or more is a digit cropped tight, whose strokes may be as
 # wide as the window the paper's level is taken over locally (a quarter of the image's side).
 DENSE_INK_SHARE = 0.1
+# Halos (see without_halos): the image is averaged over a Gaussian of this sigma (pixels), as wide as
+# the halos a phone's sharpening draws along strokes (a pixel or two each side); a pixel is a halo's
+# when it is lighter than the averaged paper by more than this many times the noise's spread. Noise
+# reaches about 4.2 of its sigmas below its mean within an opening's window, 5 in a megapixel.
+HALO_AVERAGING_SIGMA = 2.0
+HALO_NOISE_MARGIN = 6.0
+NOISE_PER_MEDIAN_DEVIATION = 1.4826  # a Gaussian's sigma over its median absolute deviation
 HOLLOW_GAIN = 1.3  # how much more ink one paper level must find for the strokes to count as hollowed
 FLAT_INK_SHARE = 0.65  # at most this much of the image may be ink over one paper level
 # Ink whose longer side is under this (in pixels of the image as reduced to WORKING_SIDE), on a page
@@ -186,7 +194,7 @@ def _reduce(image: Image.Image) -> Image.Image:
     scale = WORKING_SIDE / longer
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB").resize(
-        size, Image.Resampling.LANCZOS
+        size, Image.Resampling.BOX
     )
 
 
@@ -237,7 +245,7 @@ def ink_regions(ink: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | None
     unlined = without_the_lines(labels, kept)
     if unlined is None:
         raise ImageError("no digit found: only straight lines across the image (ruled paper?)")
-    kept = unlined
+    kept = without_stray_marks(labels, unlined)
     keep = (kept >= 0.05 * kept.max())[labels]  # specks next to the digit, once lines dwarfed them
     if unframed is sizes:
         return keep, None
@@ -262,6 +270,25 @@ def hollowed(keep: np.ndarray, flat_keep: np.ndarray) -> bool:
     )
 
 
+def without_halos(ink: np.ndarray) -> np.ndarray:
+    """`ink` with its halos filled in: pixels lighter than the paper nearby by more than the noise
+    makes any, lifted to that bound.
+
+    A phone's sharpening draws a halo lighter than the paper along each stroke; so does resampling
+    (Lanczos) and JPEG. The paper's level is a grey opening (the lowest level nearby), which inside
+    every loop a halo rings would take from the halo: the loop then read as ink (an 8 written with a
+    thin pen came out as a solid blob). Averaged over a few pixels a halo is gone, as it is light
+    beside a dark stroke; noise is not lifted: its lowest tail, the image's own, stays within the
+    bound (HALO_NOISE_MARGIN), so an image without halos comes out as it would without this."""
+    averaged = gaussian_filter(ink, HALO_AVERAGING_SIGMA)
+    deviation = np.abs(ink - averaged)
+    # In quarter levels: a clean scan's noise is a level or two.
+    noise = NOISE_PER_MEDIAN_DEVIATION * median_level(np.minimum(np.rint(deviation * 4), 255)) / 4
+    paper = grey_opening(np.rint(averaged).astype(np.uint8), max(3, max(ink.shape) // 4))
+    bound = paper.astype(np.float32) - HALO_NOISE_MARGIN * noise
+    return np.maximum(ink, np.clip(np.ceil(bound), 0, 255).astype(np.uint8))
+
+
 def clean_ink(ink: np.ndarray) -> np.ndarray:
     """Background and noise removed: ink where there is a stroke, exactly 0 elsewhere, in the
     strokes' bounding box. An image with a frame round it (see without_the_frame) is cleaned again in
@@ -270,7 +297,8 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
     side = max(ink.shape)
     # The paper's own brightness, wherever it varies slowly: what a grey opening wider than any
     # stroke leaves of the image. Taken away, uneven light is gone.
-    levels = ink - grey_opening(ink, max(3, side // 4))  # an opening never exceeds what it opens
+    lifted = without_halos(ink)
+    levels = lifted - grey_opening(lifted, max(3, side // 4))  # an opening never exceeds what it opens
     keep, framed = ink_regions(levels)
     if framed is not None and ink[framed].size < 0.9 * ink.size:  # smaller each time: no frame left
         return clean_ink(ink[framed])

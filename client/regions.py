@@ -25,6 +25,9 @@ STRAIGHT_SHARE = 0.8
 DIGIT_HEIGHT = 0.5
 DIGIT_MASS = 0.3
 WIDE = 0.8
+# A region farther from the digit than this share of the digit's longer side is no piece of it (see
+# without_stray_marks).
+STRAY_GAP = 0.5
 
 
 def digits_side_by_side(keep: np.ndarray) -> int:
@@ -119,6 +122,55 @@ def without_the_lines(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray | Non
         ):
             sizes[region] = 0
     return sizes
+
+
+def without_stray_marks(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """`sizes` with the small marks far from the digit set to 0: a word or a logo printed on the
+    page, a page number, a dot of the pen. Their ink stretched the digit's box, and the digit came
+    out a fraction of MNIST's 20 px.
+
+    The digit is the biggest region and every region within STRAY_GAP of the digit's longer side of
+    it (a digit's own pieces are close: a 5's flag, a 4's bar, a stroke broken by a light touch),
+    gathered until no other is that close. A region farther off goes when it is smaller than a
+    digit as digits_side_by_side counts them (under DIGIT_HEIGHT of the digit's height, or under
+    DIGIT_MASS of its biggest region's ink); one the size of a digit stays, for that to find."""
+    regions = [int(region) for region in np.flatnonzero(sizes)]
+    if len(regions) < 2:
+        return sizes
+    bounds = {region: extent(labels == region) for region in regions}
+    biggest = max(regions, key=lambda region: int(sizes[region]))
+    top, bottom, left, right = bounds[biggest]
+    digit, others = {biggest}, set(regions) - {biggest}
+    while near := {
+        region
+        for region in others
+        if _gap(bounds[region], (top, bottom, left, right)) <= STRAY_GAP * max(bottom - top, right - left)
+    }:
+        digit |= near
+        others -= near
+        top = min(top, *(bounds[region][0] for region in near))
+        bottom = max(bottom, *(bounds[region][1] for region in near))
+        left = min(left, *(bounds[region][2] for region in near))
+        right = max(right, *(bounds[region][3] for region in near))
+    stray = [
+        region
+        for region in others
+        if bounds[region][1] - bounds[region][0] < DIGIT_HEIGHT * (bottom - top)
+        or sizes[region] < DIGIT_MASS * sizes[biggest]
+    ]
+    if not stray:
+        return sizes
+    sizes = sizes.copy()
+    sizes[stray] = 0
+    return sizes
+
+
+def _gap(one: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> int:
+    """How far apart two boxes (top, bottom, left, right; one past) are: the wider of the gaps across
+    and down, 0 where they overlap."""
+    across = max(one[2] - other[3], other[2] - one[3], 0)
+    down = max(one[0] - other[1], other[0] - one[1], 0)
+    return max(across, down)
 
 
 def _straight_share(labels: np.ndarray, region: int, bounds: tuple[int, int, int, int]) -> float:

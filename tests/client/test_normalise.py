@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from scipy import ndimage
 
 from client import imageops
@@ -222,6 +222,54 @@ def test_a_small_digit_in_a_large_photo_fills_the_mnist_box(mnist_test: Split) -
         inked = normalise_bytes(encode(photo, "JPEG")).image > 30
         rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
         assert max(np.ptp(rows), np.ptp(cols)) + 1 >= 18, index
+
+
+def test_small_marks_far_from_the_digit_are_not_part_of_it(mnist_test: Split) -> None:
+    """A word printed in a corner of the page (a letterhead, a logo) or a page number stretched the
+    digit's box, and the digit came out a fraction of MNIST's 20 px; a mark the size of a digit
+    beside it is still a second digit, refused."""
+    for index in range(6):
+        digit = mnist_test.images[index]
+        page = Image.fromarray(photo_of(digit, size=(600, 800), at=(150, 250), noise=4))
+        if index % 2:
+            ImageDraw.Draw(page).text((620, 20), "ACME", fill=40, font=ImageFont.load_default(size=40))
+        else:
+            ImageDraw.Draw(page).text((700, 540), "12", fill=50, font=ImageFont.load_default(size=30))
+        assert_mnist_layout(normalise_bytes(encode(np.asarray(page), "JPEG")).image, digit)
+    two = Image.fromarray(photo_of(mnist_test.images[0], size=(600, 1000), at=(150, 100), noise=4))
+    ImageDraw.Draw(two).text((700, 150), "4", fill=40, font=ImageFont.load_default(size=300))
+    with pytest.raises(ImageError, match="2 digits side by side"):
+        normalise_bytes(encode(np.asarray(two)))
+
+
+def _an_8_in_thin_pen(side: int, pen: int, sharpening: int) -> np.ndarray:
+    """Two loops 30% of the page tall, drawn `pen` px wide on grey paper with a little noise, then
+    sharpened as phones sharpen (an unsharp mask, `sharpening` percent)."""
+    page = Image.new("L", (side, side), 225)
+    loop = np.linspace(0, 2 * np.pi, 200)
+    radius, middle = side * 0.075, side / 2
+    for centre, width in ((middle - radius, 0.8), (middle + radius, 0.9)):
+        points = np.stack([middle + radius * width * np.sin(loop), centre + radius * np.cos(loop)], 1)
+        ImageDraw.Draw(page).line([tuple(p) for p in points], fill=90, width=pen)
+    if sharpening:
+        page = page.filter(ImageFilter.UnsharpMask(radius=2, percent=sharpening, threshold=0))
+    noisy = np.asarray(page, np.float32) + np.random.default_rng(0).normal(0, 3, (side, side))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("side", "pen", "sharpening"),
+    [(1000, 2, 150), (3000, 3, 0)],
+    ids=["a sharpened photo", "a large photo reduced"],
+)
+def test_an_8_in_thin_pen_keeps_its_loops_open(side: int, pen: int, sharpening: int) -> None:
+    """A halo lighter than the paper along thin strokes (a phone's sharpening; Lanczos when a large
+    picture was reduced) was taken for the paper inside the loops, which then read as ink: the 8
+    came out a solid blob, with no hole in it."""
+    image = normalise_bytes(encode(_an_8_in_thin_pen(side, pen, sharpening))).image
+    paper = image < 32
+    _, holes = ndimage.label(paper & ndimage.binary_fill_holes(~paper))
+    assert holes == 2 and np.count_nonzero(image > 127) < 0.15 * image.size
 
 
 def test_digits_side_by_side_are_refused_but_a_digit_in_pieces_is_read(mnist_test: Split) -> None:
