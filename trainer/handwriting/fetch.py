@@ -37,7 +37,7 @@ def fetch(source: Source, cache: Path) -> Fetched:
         return Fetched((font,), _svg_metadata(font))
     if source.kind == "debian":
         name, _ = source.package.split("=", 1)
-        root = _debian(source.package, cache)
+        root = debian_package(source.package, cache)
         files = tuple(
             sorted(p for p in (root / "usr" / "share" / "fonts").rglob("*") if p.suffix in {".ttf", ".otf"})
         )
@@ -65,8 +65,8 @@ def _npm(spec: str, cache: Path) -> Path:
     return folder / "package"
 
 
-def _debian(spec: str, cache: Path) -> Path:
-    """A Debian package (name=version), its files unpacked under cache/debian/."""
+def debian_package(spec: str, cache: Path) -> Path:
+    """A Debian package (name=version), its files unpacked under cache/debian/ (never installed)."""
     folder = cache / "debian" / spec.replace(":", "_").replace("=", "_")
     if not folder.is_dir():
         download = cache / "debian" / "downloads"
