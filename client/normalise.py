@@ -26,6 +26,7 @@ from client.regions import (
     without_stray_marks,
     without_the_frame,
     without_the_lines,
+    without_the_ring,
 )
 from contract.signature import IMAGE_SHAPE
 
@@ -74,6 +75,7 @@ class ImageError(ValueError):
 
 
 SHRINK = "resize or crop it to the digit"  # what a user can do about a file too large
+EXIF_ORIENTATION = 0x0112  # the EXIF tag saying which way up the sensor's rows are
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
 # A canvas export is mostly see-through around opaque strokes; a picture with a few see-through
 # pixels (rounded corners, a cut-out border) is paper with ink on it.
 CANVAS_MIN_TRANSPARENT_SHARE = 0.3
+# ... and its strokes are at least this much more opaque than the rest (a faint brush is a quarter).
+CANVAS_MIN_ALPHA_RANGE = 32
 
 
 def ink_map(image: Image.Image) -> np.ndarray:
@@ -159,7 +163,8 @@ def ink_map(image: Image.Image) -> np.ndarray:
     paper is light."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         alpha = np.asarray(image.convert("RGBA"))[..., 3]
-        see_through = alpha < 250
+        # One opacity throughout (a layer exported at 80%) draws nothing: the picture is in its colours.
+        see_through = (alpha < 250) & (np.ptp(alpha) >= CANVAS_MIN_ALPHA_RANGE)
         if see_through.mean() >= CANVAS_MIN_TRANSPARENT_SHARE:  # the strokes are the opaque part
             return alpha
         grey = np.array(image.convert("L"))
@@ -245,7 +250,7 @@ def ink_regions(ink: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | None
     unlined = without_the_lines(labels, kept)
     if unlined is None:
         raise ImageError("no digit found: only straight lines across the image (ruled paper?)")
-    kept = without_stray_marks(labels, unlined)
+    kept = without_stray_marks(labels, without_the_ring(labels, unlined))
     keep = (kept >= 0.05 * kept.max())[labels]  # specks next to the digit, once lines dwarfed them
     if unframed is sizes:
         return keep, None
@@ -373,6 +378,14 @@ def to_mnist_layout(ink: np.ndarray) -> np.ndarray:
 
 
 def normalise_image(image: Image.Image) -> Normalised:
+    """A picture, as Pillow opened it, to the model's input; ImageError says why it cannot be one. A
+    phone's photo is turned the right way up first, by its EXIF orientation, as `decode` turns files
+    (Pillow opens it as the sensor stored it: a 6 on its side is no 6)."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageError(f"the image is truncated or corrupt ({err})") from None
     field = to_mnist_layout(clean_ink(ink_map(_reduce(image))))
     return Normalised(
         image=np.round(field * 255).astype(np.uint8), tensor=field[..., None].astype(np.float32)

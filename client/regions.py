@@ -25,6 +25,9 @@ STRAIGHT_SHARE = 0.8
 DIGIT_HEIGHT = 0.5
 DIGIT_MASS = 0.3
 WIDE = 0.8
+# What a ring round the digit (see without_the_ring) holds is a digit when it is at least this share of
+# the ring's height: a box or a circle drawn round a digit is seldom twice its size.
+RING_CONTENT = 0.3
 # A region farther from the digit than this share of the digit's longer side is no piece of it (see
 # without_stray_marks).
 STRAY_GAP = 0.5
@@ -121,6 +124,35 @@ def without_the_lines(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray | Non
             or (around and r_width >= 1.15 * width and r_height >= 1.15 * height)
         ):
             sizes[region] = 0
+    return sizes
+
+
+def without_the_ring(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """`sizes` with a ring round the digit set to 0: a form's box, however heavy its line (a box with
+    most of the ink is no line round a fragment to without_the_lines), or a circle drawn round the
+    answer, which is no straight line at all. A region is such a ring when the holes it closes hold
+    all the other ink, and that ink is a digit's worth: at least RING_CONTENT of the ring's height.
+    (A 0 with a speck in it keeps its loop: the speck is too small.)"""
+    regions = [int(region) for region in np.flatnonzero(sizes)]
+    if len(regions) < 2:
+        return sizes
+    inked = sizes[labels] > 0
+    for ring in regions:
+        others = inked & (labels != ring)
+        top, bottom, left, right = extent(labels == ring)
+        o_top, o_bottom, o_left, o_right = extent(others)
+        if not (top < o_top and o_bottom < bottom and left < o_left and o_right < right):
+            continue  # the rest is not within the ring's box, let alone its holes
+        if o_bottom - o_top < RING_CONTENT * (bottom - top):
+            continue
+        box = slice(top, bottom), slice(left, right)
+        around, count = label(labels[box] != ring)
+        outside = np.unique(np.concatenate([around[0], around[-1], around[:, 0], around[:, -1]]))
+        holes = ~np.isin(around, outside) & (around > 0)
+        if count and np.count_nonzero(others[box] & holes) == np.count_nonzero(others):
+            sizes = sizes.copy()
+            sizes[ring] = 0
+            return sizes
     return sizes
 
 

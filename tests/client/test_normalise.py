@@ -20,6 +20,7 @@ from client.normalise import (
     hysteresis_regions,
     median_level,
     normalise_bytes,
+    normalise_image,
     stroke_width,
     to_mnist_layout,
 )
@@ -103,6 +104,29 @@ def test_opaque_picture_with_transparent_corners_is_paper_not_a_canvas(mnist_tes
     rgba[..., 3] = np.where(inside, 255, 0)
     assert 0 < (rgba[..., 3] == 0).mean() < 0.05
     assert_mnist_layout(normalise_bytes(encode(rgba, "PNG", "RGBA")).image, mnist_test.images[5])
+
+
+def test_a_picture_at_one_opacity_is_read_from_its_colours(mnist_test: Split) -> None:
+    """A layer exported at 80% opacity is see-through everywhere alike: no canvas, whose strokes are
+    the opaque part (it was read from its flat alpha: "the image looks blank")."""
+    rgba = np.empty((320, 320, 4), np.uint8)
+    rgba[..., :3] = photo_of(mnist_test.images[5], size=(320, 320), at=(20, 20))[..., None]
+    rgba[..., 3] = 204
+    assert_mnist_layout(normalise_bytes(encode(rgba, "PNG", "RGBA")).image, mnist_test.images[5])
+
+
+def test_a_photo_opened_by_the_caller_is_turned_by_its_exif_orientation(mnist_test: Split) -> None:
+    """normalise_image(Image.open(path)), the library's own way in, turns a phone photo stored on its
+    side the right way up, as normalise_bytes does."""
+    upright = photo_of(mnist_test.images[7], size=(300, 300), scale=8, at=(20, 30))
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # as the sensor held it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif.tobytes())
+    opened = normalise_image(Image.open(io.BytesIO(buffer.getvalue()))).image
+    assert_mnist_layout(opened, mnist_test.images[7])
+    assert np.array_equal(opened, normalise_bytes(buffer.getvalue()).image)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "TIFF", "GIF"])
@@ -240,6 +264,21 @@ def test_small_marks_far_from_the_digit_are_not_part_of_it(mnist_test: Split) ->
     ImageDraw.Draw(two).text((700, 150), "4", fill=40, font=ImageFont.load_default(size=300))
     with pytest.raises(ImageError, match="2 digits side by side"):
         normalise_bytes(encode(np.asarray(two)))
+
+
+@pytest.mark.parametrize("ring", ["a heavy box", "a circle"])
+def test_a_box_or_circle_round_the_digit_is_not_ink(ring: str, mnist_test: Split) -> None:
+    """A form's box drawn as heavily as the pen holds most of the ink, so it was no line round a
+    fragment (without_the_lines kept it); a circle round the answer is no straight line at all. Either
+    was read with the digit inside it, as a 0 or an 8."""
+    for index in range(6):
+        digit = mnist_test.images[index]
+        page = Image.fromarray(photo_of(digit, size=(600, 600), scale=8, at=(188, 188), noise=3))
+        if ring == "a heavy box":
+            ImageDraw.Draw(page).rectangle((128, 128, 472, 472), outline=40, width=14)
+        else:
+            ImageDraw.Draw(page).ellipse((110, 90, 490, 510), outline=40, width=12)
+        assert_mnist_layout(normalise_bytes(encode(np.asarray(page), "JPEG")).image, digit)
 
 
 def _an_8_in_thin_pen(side: int, pen: int, sharpening: int) -> np.ndarray:
