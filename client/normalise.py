@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from client.imageops import binary_dilation, binary_erosion, gaussian_filter, grey_opening, level_counts
 from client.regions import (
@@ -48,13 +48,14 @@ MAX_INK_SHARE = 0.75
 # Kept ink covering this much of the image or more is a digit cropped tight, whose strokes may be as
 # wide as the window the paper's level is taken over locally (a quarter of the image's side).
 DENSE_INK_SHARE = 0.1
-# Halos (see without_halos): the image is averaged over a Gaussian of this sigma (pixels), as wide as
-# the halos a phone's sharpening draws along strokes (a pixel or two each side); a pixel is a halo's
-# when it is lighter than the averaged paper by more than this many times the noise's spread. Noise
-# reaches about 4.2 of its sigmas below its mean within an opening's window, 5 in a megapixel.
-HALO_AVERAGING_SIGMA = 2.0
+# Halos (see without_halos): the paper's level is taken from the image's means over squares this many
+# pixels a side, wider than the halos a phone's sharpening draws along strokes (a pixel or two each
+# side); a pixel is a halo's when it is lighter than that by more than this many times the noise's
+# sigma (noise reaches about 4.2 of its sigmas below its mean within an opening's window, 5 in a
+# megapixel).
+HALO_BLOCK = 2
 HALO_NOISE_MARGIN = 6.0
-NOISE_PER_MEDIAN_DEVIATION = 1.4826  # a Gaussian's sigma over its median absolute deviation
+NOISE_PER_MEDIAN_STEP = 1.0484  # a Gaussian's sigma over the median difference of two of its draws
 HOLLOW_GAIN = 1.3  # how much more ink one paper level must find for the strokes to count as hollowed
 FLAT_INK_SHARE = 0.65  # at most this much of the image may be ink over one paper level
 # Ink whose longer side is under this (in pixels of the image as reduced to WORKING_SIDE), on a page
@@ -280,17 +281,23 @@ def without_halos(ink: np.ndarray) -> np.ndarray:
     makes any, lifted to that bound.
 
     A phone's sharpening draws a halo lighter than the paper along each stroke; so does resampling
-    (Lanczos) and JPEG. The paper's level is a grey opening (the lowest level nearby), which inside
-    every loop a halo rings would take from the halo: the loop then read as ink (an 8 written with a
-    thin pen came out as a solid blob). Averaged over a few pixels a halo is gone, as it is light
-    beside a dark stroke; noise is not lifted: its lowest tail, the image's own, stays within the
+    (Lanczos, bicubic) and JPEG. The paper's level is a grey opening (the lowest level nearby), which
+    inside every loop a halo rings would take from the halo: the loop then read as ink (an 8 written
+    with a thin pen came out as a solid blob). Averaged over a few pixels a halo is gone, as it is
+    light beside a dark stroke: the paper's level here is the opening of the image's means over
+    HALO_BLOCK-pixel squares. Noise is not lifted: its lowest tail, the image's own, stays within the
     bound (HALO_NOISE_MARGIN), so an image without halos comes out as it would without this."""
-    averaged = gaussian_filter(ink, HALO_AVERAGING_SIGMA)
-    deviation = np.abs(ink - averaged)
-    # In quarter levels: a clean scan's noise is a level or two.
-    noise = NOISE_PER_MEDIAN_DEVIATION * median_level(np.minimum(np.rint(deviation * 4), 255)) / 4
-    paper = grey_opening(np.rint(averaged).astype(np.uint8), max(3, max(ink.shape) // 4))
-    bound = paper.astype(np.float32) - HALO_NOISE_MARGIN * noise
+    height, width = ink.shape
+    block = HALO_BLOCK if min(height, width) >= 4 * HALO_BLOCK else 1
+    # The squares' means, blurred over their neighbours: a Gaussian of HALO_BLOCK pixels in all.
+    means = np.asarray(Image.fromarray(ink).reduce(block).filter(ImageFilter.GaussianBlur(1)))
+    paper = grey_opening(means, max(3, max(means.shape) // 4))
+    paper = np.repeat(np.repeat(paper, block, axis=0), block, axis=1)[:height, :width]
+    # Neighbours differ by the noise times the square root of 2: their median difference gives its
+    # sigma, strokes being too few to move it.
+    steps = np.abs(np.diff(ink.astype(np.int16), axis=1))
+    noise = NOISE_PER_MEDIAN_STEP * median_level(np.minimum(steps, 255))
+    bound = paper.astype(np.float32) - HALO_NOISE_MARGIN * max(noise, 1.0)
     return np.maximum(ink, np.clip(np.ceil(bound), 0, 255).astype(np.uint8))
 
 
