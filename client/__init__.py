@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from client.api import Prediction, ServingClient, ServingClientError, VersionStatus
-    from client.normalise import ImageError, Limits, Normalised, normalise_bytes, normalise_image
+    from client.decode import ImageError, Limits
+    from client.normalise import Normalised, normalise_bytes, normalise_image
 
 _MODULES = {
     "Prediction": "client.api",
     "ServingClient": "client.api",
     "ServingClientError": "client.api",
     "VersionStatus": "client.api",
-    "ImageError": "client.normalise",
-    "Limits": "client.normalise",
+    "ImageError": "client.decode",
+    "Limits": "client.decode",
     "Normalised": "client.normalise",
     "normalise_bytes": "client.normalise",
     "normalise_image": "client.normalise",

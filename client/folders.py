@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from client.api import ServingClient
-from client.normalise import SHRINK, ImageError, Limits, normalise_bytes
+from client.decode import SHRINK, ImageError, Limits
+from client.normalise import normalise_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 MAX_FILE_BYTES = Limits().max_bytes  # what normalise takes; a larger file is refused unread

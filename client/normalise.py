@@ -5,19 +5,17 @@ scaled to 20 px with anti-aliasing, placed in a 28x28 field with the centre of m
 Before that, what MNIST never had: colour, transparency, light or dark paper, uneven light and sensor
 noise, which a background estimate and an Otsu threshold (with hysteresis) take away.
 
-Decoding is bounded: the byte count and the pixel count (read from the header) are checked before a
-single pixel is decoded, so a decompression bomb costs milliseconds.
+The uploaded bytes are decoded, within limits on bytes and pixels, by client/decode.py.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
+from client.decode import MIN_DIGIT_SIDE, ImageError, Limits, decode
 from client.imageops import binary_dilation, binary_erosion, gaussian_filter, grey_opening, level_counts
 from client.regions import (
     digits_side_by_side,
@@ -30,10 +28,6 @@ from client.regions import (
 )
 from contract.signature import IMAGE_SHAPE
 
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-# Phones' photos in HEIF containers, told apart by their ISO media brand: named, since Pillow decodes
-# none of them (no HEIC decoder; AVIF is left out of FORMATS).
-HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF"}
 WORKING_SIDE = 1024  # larger images are reduced to this before the ink is found: plenty for a 20 px digit
 DIGIT_SIDE = 20
 FIELD_SIDE = IMAGE_SHAPE[0]
@@ -58,98 +52,13 @@ HALO_NOISE_MARGIN = 6.0
 NOISE_PER_MEDIAN_STEP = 1.0484  # a Gaussian's sigma over the median difference of two of its draws
 HOLLOW_GAIN = 1.3  # how much more ink one paper level must find for the strokes to count as hollowed
 FLAT_INK_SHARE = 0.65  # at most this much of the image may be ink over one paper level
-# Ink whose longer side is under this (in pixels of the image as reduced to WORKING_SIDE), on a page
-# four times its size or more, is a speck or a dot, not a digit: MNIST's are 20 px, and 8 px hold
-# too little to read. An image smaller than this is no digit either.
-MIN_DIGIT_SIDE = 8
-
-# Pillow warns of images over its own pixel limit; ours (Limits.max_pixels) refuses them anyway, so the
-# warning is noise; so are its other warnings (corrupt EXIF, palette transparency), printed on stderr
-# beside the command's one line. Filtered once here: warnings.catch_warnings() per call is not
-# thread-safe.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-
-
-class ImageError(ValueError):
-    """An upload that cannot become a digit, with what is wrong with it."""
-
-
-SHRINK = "resize or crop it to the digit"  # what a user can do about a file too large
 EXIF_ORIENTATION = 0x0112  # the EXIF tag saying which way up the sensor's rows are
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What an upload may be, checked on its header before any pixel is decoded: a small file can
-    claim a huge or absurdly thin picture (1 x 25,000,000 pixels in 48 KB of PNG)."""
-
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 25_000_000
-    max_side: int = 16_384  # past any camera's side: the pixel count is the bound that bites
-    max_aspect: float = 100.0  # longer side over shorter: far past any digit, however tightly cropped
 
 
 @dataclass(frozen=True)
 class Normalised:
     image: np.ndarray  # uint8 [28, 28], ink = 255: what the model sees, for showing to people
     tensor: np.ndarray  # float32 [28, 28, 1] in [0, 1]: the serving signature's input
-
-
-def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
-    """The first frame of an image file, refused before decoding if it is too big."""
-    if not data:
-        raise ImageError("the file is empty")
-    if len(data) > limits.max_bytes:
-        raise ImageError(
-            f"the file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes: {SHRINK}"
-        )
-    try:
-        image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-    except Image.DecompressionBombError:  # Pillow's own limit, far past ours
-        raise ImageError(f"the image is over the limit of {limits.max_pixels:,} pixels: {SHRINK}") from None
-    except UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-            raise ImageError(f"{HEIF_BRANDS[data[8:12]]} is not supported: convert to PNG or JPEG") from None
-        raise ImageError("not an image file (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"the image header is damaged ({err})") from None
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise ImageError(
-            f"the image is {width}x{height} = {width * height:,} pixels, "
-            f"over the limit of {limits.max_pixels:,}: {SHRINK}"
-        )
-    if max(width, height) < MIN_DIGIT_SIDE:
-        raise ImageError(f"the image is {width}x{height} pixels: too small to hold a digit")
-    if max(width, height) > limits.max_side:
-        raise ImageError(
-            f"the image is {width}x{height} pixels, a side over the limit of {limits.max_side:,}: {SHRINK}"
-        )
-    if max(width, height) > limits.max_aspect * min(width, height):
-        raise ImageError(
-            f"the image is {width}x{height} pixels, one side over {limits.max_aspect:g} times the other: "
-            "crop it to the digit"
-        )
-    try:
-        image.seek(0)
-        image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # a phone photo the right way up
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"the image is truncated or corrupt ({err})") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float scans: stretch to 8 bits
-        values = np.asarray(image, dtype=np.float64)
-        finite = np.isfinite(values)
-        if not finite.any():
-            raise ImageError("the image holds no finite pixel values")
-        # A float scan's missing pixels (NaN, infinities) are taken for paper: its median level.
-        values = np.where(finite, values, np.median(values[finite]))
-        # Stretched between its 0.1st and 99.9th percentiles, not its extremes: one hot or dead pixel
-        # squeezed a scan held in 10 bits into a few grey levels, and its digit into a speck.
-        low, high = (float(v) for v in np.percentile(values, [0.1, 99.9]))
-        stretched = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0)
-        image = Image.fromarray(np.uint8(np.round(stretched * 255)))
-    return image
 
 
 # A canvas export is mostly see-through around opaque strokes; a picture with a few see-through
@@ -331,6 +240,8 @@ def clean_ink(ink: np.ndarray) -> np.ndarray:
             "the digit): crop to the digit with some paper around it"
         )
     top, bottom, left, right = extent(keep)
+    # Ink whose longer side is under MIN_DIGIT_SIDE (in pixels of the image as reduced to WORKING_SIDE),
+    # on a page four times its size or more, is a speck or a dot, not a digit.
     if max(bottom - top, right - left) < min(MIN_DIGIT_SIDE, side / 4):
         raise ImageError(
             f"no digit found: the ink is a speck of {bottom - top}x{right - left} pixels: crop closer to "
@@ -401,6 +312,6 @@ def normalise_image(image: Image.Image) -> Normalised:
     )
 
 
-def normalise_bytes(data: bytes, limits: Limits = Limits()) -> Normalised:
+def normalise_bytes(data: bytes, limits: Limits = Limits()) -> Normalised:  # noqa: B008 (Limits is frozen)
     """An uploaded file's bytes to the model's input; ImageError says what is wrong with a bad one."""
     return normalise_image(decode(data, limits))

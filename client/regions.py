@@ -11,6 +11,8 @@ import numpy as np
 
 from client.imageops import label
 
+Box = tuple[int, int, int, int]  # top, bottom, left and right (one past) of a region's pixels
+
 # A region this much in straight runs over most of its width or height is a line or a box (whose
 # corners the blur rounds: a drawn box's share was 0.85); digits other than a 1 are far from it.
 STRAIGHT_SHARE = 0.8
@@ -100,7 +102,7 @@ def without_the_lines(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray | Non
     regions = [int(region) for region in np.flatnonzero(sizes)]
     if len(regions) < 2:
         return sizes
-    bounds = {region: extent(labels == region) for region in regions}
+    bounds = region_bounds(labels, regions)
     lines = [
         region for region in regions if _straight_share(labels, region, bounds[region]) >= STRAIGHT_SHARE
     ]
@@ -137,9 +139,10 @@ def without_the_ring(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     if len(regions) < 2:
         return sizes
     inked = sizes[labels] > 0
+    bounds = region_bounds(labels, regions)
     for ring in regions:
         others = inked & (labels != ring)
-        top, bottom, left, right = extent(labels == ring)
+        top, bottom, left, right = bounds[ring]
         o_top, o_bottom, o_left, o_right = extent(others)
         if not (top < o_top and o_bottom < bottom and left < o_left and o_right < right):
             continue  # the rest is not within the ring's box, let alone its holes
@@ -169,7 +172,7 @@ def without_stray_marks(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     regions = [int(region) for region in np.flatnonzero(sizes)]
     if len(regions) < 2:
         return sizes
-    bounds = {region: extent(labels == region) for region in regions}
+    bounds = region_bounds(labels, regions)
     biggest = max(regions, key=lambda region: int(sizes[region]))
     top, bottom, left, right = bounds[biggest]
     digit, others = {biggest}, set(regions) - {biggest}
@@ -197,7 +200,7 @@ def without_stray_marks(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def _gap(one: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> int:
+def _gap(one: Box, other: Box) -> int:
     """How far apart two boxes (top, bottom, left, right; one past) are: the wider of the gaps across
     and down, 0 where they overlap."""
     across = max(one[2] - other[3], other[2] - one[3], 0)
@@ -205,7 +208,7 @@ def _gap(one: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> in
     return max(across, down)
 
 
-def _straight_share(labels: np.ndarray, region: int, bounds: tuple[int, int, int, int]) -> float:
+def _straight_share(labels: np.ndarray, region: int, bounds: Box) -> float:
     """How much of a region lies in straight runs across or down over 60% of its width or height."""
     top, bottom, left, right = bounds
     mask = labels[top:bottom, left:right] == region
@@ -227,13 +230,37 @@ def long_runs(mask: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(marks, axis=1)[:, :width] > 0
 
 
-def extent(mask: np.ndarray) -> tuple[int, int, int, int]:
+def extent(mask: np.ndarray) -> Box:
     """Top, bottom, left and right (one past) of the set pixels."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _spans(bounds: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+def region_bounds(labels: np.ndarray, regions: list[int]) -> dict[int, Box]:
+    """Each of `regions`' box, as extent(labels == region) gives it (what ndimage.find_objects
+    finds), from one pass over the labels rather than one a region."""
+    wanted = np.zeros(int(labels.max()) + 1, dtype=bool)
+    wanted[regions] = True
+    rows, cols = np.nonzero(wanted[labels])
+    found = labels[rows, cols]
+    first_row, first_col = np.full(len(wanted), labels.shape[0]), np.full(len(wanted), labels.shape[1])
+    last_row, last_col = np.full(len(wanted), -1), np.full(len(wanted), -1)
+    np.minimum.at(first_row, found, rows)
+    np.maximum.at(last_row, found, rows)
+    np.minimum.at(first_col, found, cols)
+    np.maximum.at(last_col, found, cols)
+    return {
+        region: (
+            int(first_row[region]),
+            int(last_row[region]) + 1,
+            int(first_col[region]),
+            int(last_col[region]) + 1,
+        )
+        for region in regions
+    }
+
+
+def _spans(bounds: Box, shape: tuple[int, ...]) -> bool:
     """Whether a region is a rule across the image: from one side to the opposite one, and thin (a
     tenth of the image the other way at most; a 1 cropped tight spans it too, but is no thin line)."""
     top, bottom, left, right = bounds

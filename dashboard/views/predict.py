@@ -10,7 +10,8 @@ import streamlit as st
 from PIL import Image
 
 from client import ImageError, ServingClientError, normalise_bytes
-from client.normalise import Normalised, decode
+from client.decode import decode
+from client.normalise import Normalised
 from dashboard import artefacts, charts
 from dashboard.occlusion import heat_map, overlay
 from dashboard.serving_link import client, not_answering

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.normalise import ImageError, Normalised, normalise_image
+from client.decode import ImageError
+from client.normalise import Normalised, normalise_image
 from tests.conftest import ROOT, run_trainer
 from trainer.handwriting import build, sources
 from trainer.handwriting.fetch import Fetched, fetch

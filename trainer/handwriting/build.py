@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.normalise import ImageError, normalise_image
+from client.decode import ImageError
+from client.normalise import normalise_image
 from trainer.handwriting import drawn
 from trainer.handwriting.fetch import Fetched, fetch
 from trainer.handwriting.render import render_font, render_strokes, svg_font_digits
