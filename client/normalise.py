@@ -17,6 +17,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from client.decode import MIN_DIGIT_SIDE, ImageError, Limits, decode
 from client.imageops import binary_dilation, binary_erosion, gaussian_filter, grey_opening, level_counts
+from client.paper_lines import LINE_INK_SHARE, without_paper_lines
 from client.regions import (
     digits_side_by_side,
     extent,
@@ -146,6 +147,11 @@ def ink_regions(ink: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | None
     if float(smooth.max()) - float(smooth.min()) < 24:  # under ~10% contrast: paper, not a digit
         raise ImageError("no ink found: the image looks blank")
     level = otsu_threshold(smooth)
+    # Dark lines of ruled or squared paper join every stroke they cross: taken out first.
+    paper_only = without_paper_lines(ink, smooth > LINE_INK_SHARE * level)
+    if paper_only is not ink:
+        ink, smooth = paper_only, gaussian_filter(paper_only, sigma)
+        level = otsu_threshold(smooth)
     # Blurred again in proportion to the strokes: thick strokes keep their strength while lines
     # thinner than them (ruled or squared paper) fade, and a stroke broken into fragments joins up.
     stroke_sigma = stroke_width(smooth > level) / 4
