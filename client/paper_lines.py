@@ -6,8 +6,8 @@ and a digit it crosses or touches becomes one region with it, which the rules on
 (client/regions.py) can only keep or drop whole: on squared paper the grid was read as the digit.
 
 A line here is ink in a thin straight band across most of the image, at a slant of up to
-MAX_SLANT_DEG (a photo taken at an angle), with at least one more beside it: paper's lines come in
-families, while a digit cropped tight to its own bar (a 7's top) has one. Each line's pixels take
+MAX_SLANT_DEG (a photo taken at an angle), one of an evenly spaced family of at least MIN_LINES
+with paper beside them: a digit cropped tight to its own bar (a 7's top) has one. Each line's pixels take
 the lower of the levels just beyond its two edges, paired across the line as a stroke would cross
 it, so a stroke that crossed it is whole again while paper stays paper. A single line touching the
 digit (a form's underline) is not taken out.
@@ -120,7 +120,7 @@ def _lines(ink: np.ndarray) -> list[Band]:
     for band in bands:
         expected = anchor + round((band.centre - anchor) / spacing) * spacing
         first = int(round(expected - (thickness - 1) / 2))
-        if not band.first - 2 <= first and first + thickness - 1 <= band.last + 2:
+        if not (band.first - 2 <= first and first + thickness - 1 <= band.last + 2):
             continue  # the family has no line here
         if band.last - band.first + 1 > thickness + 2:  # a stroke along the line: only the line's rows
             band = Band(band.slope, first, first + thickness - 1)
