@@ -9,8 +9,8 @@ A line here is ink in a thin straight band across most of the image, at a slant 
 MAX_SLANT_DEG (a photo taken at an angle), one of an evenly spaced family of at least MIN_LINES
 with paper beside them: a digit cropped tight to its own bar (a 7's top) has one. Each line's pixels take
 the lower of the levels just beyond its two edges, paired across the line as a stroke would cross
-it, so a stroke that crossed it is whole again while paper stays paper. A single line touching the
-digit (a form's underline) is not taken out.
+it, so a stroke that crossed it is whole again while paper stays paper. A line alone (a form's
+underline) is taken out when it reaches far past the rest of the ink (see _lone_line).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ INK_BESIDE = 0.3
 NOISE_SHARE = 0.6
 # A family's lines are further apart than this many times their thickness.
 MIN_SPACING = 3
+# A line alone (no family beside it) reaches at least this many times as far across as the rest of
+# the ink, the digit.
+REACH_PAST = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,11 @@ def without_paper_lines(levels: np.ndarray, ink: np.ndarray) -> np.ndarray:
     the way to the strokes' level: a line a third as dark as the pen is found, and noise is not)."""
     if np.count_nonzero(ink) > NOISE_SHARE * ink.size:
         return levels  # noise or a texture: its rows line up by chance
-    across, down = _lines(ink), _lines(ink.T)
+    bands_across, bands_down = _bands(ink), _bands(ink.T)
+    across, down = _family(ink, bands_across), _family(ink.T, bands_down)
+    strokes = ink & ~(_pixels(across, ink.shape) | _pixels(down, ink.T.shape).T)
+    across = across or _lone_line(strokes, bands_across)
+    down = down or _lone_line(strokes.T, bands_down)
     if not across and not down:
         return levels
     strokes = ink & ~(_pixels(across, ink.shape) | _pixels(down, ink.T.shape).T)
@@ -100,11 +107,10 @@ def without_paper_lines(levels: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return cleaned.T
 
 
-def _lines(ink: np.ndarray) -> list[Band]:
-    """The lines of the paper running across `ink`: an evenly spaced family of its bands, at least
+def _family(ink: np.ndarray, bands: list[Band]) -> list[Band]:
+    """The lines of the paper among the bands running across `ink`: an evenly spaced family, at least
     MIN_LINES of which have paper beside them (see INK_BESIDE). A band of the family through the
     digit counts as a line too, trimmed to the family's thickness where a stroke runs along it."""
-    bands = _bands(ink)
     on_paper = [band for band in bands if _ink_beside(ink, band) <= INK_BESIDE]
     if len(on_paper) < MIN_LINES:
         return []
@@ -127,6 +133,24 @@ def _lines(ink: np.ndarray) -> list[Band]:
         lines.append(band)
     fitting = sum(1 for band in on_paper if band in lines)
     return lines if fitting >= MIN_LINES else []
+
+
+def _lone_line(ink: np.ndarray, bands: list[Band]) -> list[Band]:
+    """One of the bands running across `ink`, where no family of lines does, as a line alone (an
+    underline, a form's line, the one ruled line in a crop): on paper, clear of the image's edges,
+    reaching at least REACH_PAST times as far across as the rest of the ink. A digit's own bar (a 7's,
+    a 1's foot) is about as wide as the rest of the digit, and one cropped tight lies at the edge."""
+    height, width = ink.shape
+    for band in bands:
+        top, bottom = band.edges(np.arange(width))
+        if top.min() < 1 or bottom.max() >= height - 1 or _ink_beside(ink, band) > INK_BESIDE:
+            continue
+        line = _pixels([band], ink.shape)
+        rest = np.flatnonzero((ink & ~line).any(axis=0))
+        reach = np.flatnonzero((ink & line).any(axis=0))
+        if rest.size and np.ptp(reach) + 1 >= REACH_PAST * (np.ptp(rest) + 1):
+            return [band]
+    return []
 
 
 def _bands(ink: np.ndarray) -> list[Band]:

@@ -503,6 +503,22 @@ def test_digit_written_across_dark_ruled_lines(mnist_test: Split) -> None:
         assert_mnist_layout(normalise_bytes(encode(lined, "JPEG")).image, plain, min_correlation=0.85)
 
 
+@pytest.mark.parametrize(
+    "width, row", [(3, 24), (8, 22), (4, 14)], ids=["under-it", "thick-at-its-foot", "through-it"]
+)
+def test_a_line_as_dark_as_the_pen_touching_the_digit(width: int, row: int, mnist_test: Split) -> None:
+    """A form's line, alone, under or through the digit and far past it: it was read with the digit
+    (a correlation of 0.07-0.55 with the digit without it)."""
+    for index in range(6):
+        photo = photo_of(mnist_test.images[index], noise=4, seed=index)
+        lined = photo.astype(float)
+        top = 60 + 10 * row  # the digit's row, scaled by 10 and placed 60 px down
+        lined[top : top + width, 40:600] -= 0.75 * 255
+        plain = normalise_bytes(encode(photo, "JPEG")).image
+        image = normalise_bytes(encode(np.clip(lined, 0, 255).astype(np.uint8), "JPEG")).image
+        assert_mnist_layout(image, plain, min_correlation=0.85)
+
+
 def test_a_digit_cropped_tight_to_its_bar_keeps_it() -> None:
     """A 7 cropped tight has one straight band across the image, its bar: no paper's line."""
     drawn = _drawn_on(
