@@ -27,10 +27,11 @@ SEARCH_SIDE = 256  # the slant is looked for in the ink reduced to about this si
 FINE_SEARCH_PIXELS = 20_000  # ... then finely, in at most about this many of the ink's pixels
 # A line's band: neighbouring offsets each holding ink over at least BAND_SHARE of the image's width
 # (more than a digit's rows hold), together over at least LINE_REACH of it, and no thicker than
-# MAX_THICKNESS of the image's height.
+# MAX_THICKNESS of the image's height. Paper's lines, blurred, are under 2.5%; the cap also bounds
+# the work an upload can ask for (filling a band costs its thickness squared: at most about 0.4 s).
 BAND_SHARE = 0.5
 LINE_REACH = 0.8
-MAX_THICKNESS = 0.08
+MAX_THICKNESS = 0.03
 # Paper's lines come in evenly spaced families, at least this many of them on paper: a straight band
 # across the image may be the digit's own bar (a 7 cropped tight to it), or a row of a large digit.
 MIN_LINES = 3
