@@ -48,6 +48,7 @@ STALL_S = 1.0  # the slowest single-image predict allowed while an attack runs (
 # server's loop has not taken yet: it takes them one at a time, so the probe's call waits behind them
 # (0.8-1.3 s on a 2-core AMD EPYC with the drill alone; 20,000 such calls held it 2.6-5.9 s).
 STALLED_CALLS_STALL_S = 5.0
+SETTLE_S = 5.0  # how long past its allowance a probe's predict may take to answer once an attack ends
 MEMORY_BUDGET = 2 << 30  # how far the server's and its parser's memory together may rise in an attack
 LOG_BUDGET = 2048  # bytes of log an attack may cause: a line or two, never a line per request
 
@@ -81,10 +82,19 @@ class Watch:
     peak: int = 0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _answered: threading.Condition = field(default_factory=threading.Condition)
+    _answers: int = 0
 
     def reset(self) -> None:
         self.slowest, self.failures = 0.0, []
         self.baseline = self.peak = self.server.memory_bytes()
+
+    def settled(self, within_s: float) -> bool:
+        """Whether the probe answers a predict started from now on, within `within_s`: its slowest
+        then counts the predict an attack held until after it returned, too."""
+        with self._answered:
+            wanted = self._answers + 2  # the predict in flight now, then one started after it
+            return self._answered.wait_for(lambda: self._answers >= wanted, within_s)
 
     @property
     def rise(self) -> int:
@@ -123,6 +133,9 @@ class Watch:
             self.slowest = max(self.slowest, float(seconds))
             if error:
                 self.failures.append(error)
+            with self._answered:
+                self._answers += 1
+                self._answered.notify_all()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
@@ -171,6 +184,9 @@ def drill(server: Server, image: np.ndarray) -> list[dict[str, object]]:
                 answered = attack(server, image)
             except (AttackFailed, OSError, requests.RequestException, grpc.RpcError) as err:
                 answered, problems = f"{type(err).__name__}: {err}", ["wrong answer"]
+            allowed = STALLED_CALLS_STALL_S if attack is stalled_calls else STALL_S
+            if not watch.settled(allowed + SETTLE_S):
+                problems.append(f"the probe had no answer {allowed + SETTLE_S:g} s after the attack")
             logged = server.log.stat().st_size - logged_before
             figures = {
                 "attack": attack.__name__,
@@ -180,7 +196,6 @@ def drill(server: Server, image: np.ndarray) -> list[dict[str, object]]:
                 "memory_rise_mb": watch.rise >> 20,
                 "logged_bytes": logged,
             }
-            allowed = STALLED_CALLS_STALL_S if attack is stalled_calls else STALL_S
             if attack is not reload_calls and watch.slowest > allowed:
                 problems.append(f"a predict waited {watch.slowest:.2f} s")
             if attack is not reload_calls and watch.failures:

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from serving import tensors
 from serving.errors import ServingError, invalid_argument
-from serving.grpc_calls import RequestReader, RequestReadingServer, refuse
+from serving.grpc_calls import RequestReader, RequestReadingServer, message_size, refuse
 from serving.inference import Inference, version_of
 from tfs_api.tensorflow_serving.apis import (
     classification_pb2,
@@ -84,7 +84,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         has read the whole message already, but the request and its tensors are let go of at once).
         A Predict holds its tensors' decoded size when that is more, as a few bytes may claim it (a
         shape filled from one value)."""
-        size = request.ByteSize()
+        size = message_size.get()
         if isinstance(request, predict_pb2.PredictRequest):
             size = max(size, sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values()))
         with (
@@ -116,7 +116,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         not counted in the request metrics, as TF Serving does not count it."""
 
         async def infer() -> inference_pb2.MultiInferenceResponse:
-            with self.inference.request_bytes.holding(request.ByteSize()):
+            with self.inference.request_bytes.holding(message_size.get()):
                 return await self.inference.multi_inference_proto(request)
 
         return await _answer(context, infer())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -40,6 +41,11 @@ NO_MESSAGE = "Couldn't initialize byte buffer reader"
 # header: past 8 KiB of headers a client drops the answer and sees only RESOURCE_EXHAUSTED "Stream
 # removed". TF Serving cuts them as here (model_servers/grpc_status_util.cc:25-30).
 MAX_MESSAGE_CHARS = 1024
+
+# The size of the request message the current call read, inflated when it came compressed: what its
+# method holds in the server's byte budget. Sizing the parsed message instead (ByteSize) serializes
+# it once more, on the event loop: 0.17 s for 200 MB, which every other call waited out.
+message_size: ContextVar[int] = ContextVar("message_size")
 
 
 def status_message(message: str) -> str:
@@ -85,6 +91,7 @@ class RequestReader:
                 )
                 return None
         held = len(raw) if raw is not arrived else 0
+        message_size.set(len(raw))
         try:
             return parse(raw)
         except DecodeError:

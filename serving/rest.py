@@ -234,12 +234,10 @@ class RestApp:
             # 261-266); here within the budget, which holds the inflated bytes too.
             if "gzip" in _header(scope, b"content-encoding"):
                 try:
-                    whole = await inflated(body, GZIP, self.bodies, held)
+                    body = await inflated(body, GZIP, self.bodies, held)
                 except zlib.error as err:
                     raise invalid_argument(f"the request body is not whole gzip data: {err}") from None
-                held += len(whole)
-                body = bytes(whole)
-                del whole
+                held += len(body)
             yield body
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
