@@ -463,7 +463,7 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
     """A request over the whole budget is refused as it arrives, and so is one whose tensors would take
     more than it once decoded; one that does not fit beside what other requests hold (here a REST body
     that stalls half-sent) is RESOURCE_EXHAUSTED at once, and is answered once those bytes are given
-    back."""
+    back. A request with no tensors to claim a size (Classify's examples) holds its message's size."""
     flags = ("--max_request_bytes_in_flight=4000000", "--rest_api_timeout_in_ms=2000")
     with own_server(trained_model_dir, *flags) as (server, stub):
         with pytest.raises(grpc.RpcError) as refused:
@@ -478,12 +478,17 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
             stub.Predict, filled, "more than the server's limit of 3500000"
         )  # an eighth kept for small
         fits_alone = predict_request(np.repeat(images, 100, axis=0))  # 2.5 MB
+        examples = classification_request(np.repeat(images, 100, axis=0))  # 2.5 MB too
         with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as stalled:
             stalled.sendall(
                 b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
                 + b" " * 2_000_000
             )
-            wait_for(lambda: refused_for_now(stub, fits_alone), 10, "the stalled body to hold its bytes")
+            wait_for(
+                lambda: refused_for_now(stub.Predict, fits_alone) and refused_for_now(stub.Classify, examples),
+                10,
+                "the stalled body to hold its bytes",
+            )
             assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
         answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
         assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
@@ -502,9 +507,9 @@ def own_server(
         assert server.stop() == 0
 
 
-def refused_for_now(stub: prediction_service_pb2_grpc.PredictionServiceStub, request: object) -> bool:
+def refused_for_now(call: Callable[..., object], request: object) -> bool:
     try:
-        stub.Predict(request, timeout=30)
+        call(request, timeout=30)
     except grpc.RpcError as err:
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
         return True
