@@ -484,11 +484,11 @@ def test_grpc_and_rest_requests_share_one_byte_budget(trained_model_dir: Path, i
                 b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
                 + b" " * 2_000_000
             )
-            wait_for(
-                lambda: refused_for_now(stub.Predict, fits_alone) and refused_for_now(stub.Classify, examples),
-                10,
-                "the stalled body to hold its bytes",
-            )
+
+            def held() -> bool:
+                return refused_for_now(stub.Predict, fits_alone) and refused_for_now(stub.Classify, examples)
+
+            wait_for(held, 10, "the stalled body to hold its bytes")
             assert stalled.recv(65536).startswith(b"HTTP/1.1 408")  # the body timed out
         answer = stub.Predict(fits_alone, timeout=30).outputs["probabilities"]
         assert [d.size for d in answer.tensor_shape.dim] == [800, 10]
