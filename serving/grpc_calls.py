@@ -19,6 +19,7 @@ so whatever those frames held (a 200 MB request) lived on until Python's cycle c
 from __future__ import annotations
 
 import asyncio
+import inspect
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -142,6 +143,15 @@ class RequestReader:
         return grpc.stream_unary_rpc_method_handler(serve, None, handler.response_serializer)
 
 
+def implemented(handler: grpc.RpcMethodHandler) -> bool:
+    """Whether a servicer implements the method: on grpc.aio its methods are coroutines, and what is
+    not is the generated base class's stub for a method the servicer lacks (Health's List), which
+    raised NotImplementedError, logged with a traceback for every call. Left unregistered, such a
+    method is answered UNIMPLEMENTED like any other the server does not serve, as gRPC C++ does."""
+    behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    return inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
+
+
 class _Served(grpc.GenericRpcHandler):
     """A generic handler whose methods have their requests read by a RequestReader."""
 
@@ -153,7 +163,7 @@ class _Served(grpc.GenericRpcHandler):
         method = self._methods.get(details.method)
         if method is None:
             found = self._handler.service(details)
-            if found is None:
+            if found is None or not implemented(found):
                 return None
             method = self._methods[details.method] = self._reader.serving(found)
         return method
@@ -173,5 +183,6 @@ class RequestReadingServer:
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
     ) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: self._reader.serving(handler) for name, handler in handlers.items()}
+            service,
+            {name: self._reader.serving(handler) for name, handler in handlers.items() if implemented(handler)},
         )

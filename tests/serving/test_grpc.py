@@ -625,6 +625,9 @@ def test_a_call_without_a_message_or_with_one_that_does_not_parse_is_answered_in
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
             first = next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
             assert first.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as unlisted:  # a method the servicer lacks: no traceback
+                health.List(health_pb2.HealthListRequest(), timeout=10)
+            assert unlisted.value.code() == grpc.StatusCode.UNIMPLEMENTED
         # An error is its status alone, as gRPC C++ sends it: no empty message before it, which a client
         # that gives the server no flow-control window would never let through.
         for method, message in ((predict, None), ("/tensorflow.serving.ModelService/GetModelStatus", b"")):
