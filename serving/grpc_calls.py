@@ -182,7 +182,7 @@ class RequestReadingServer:
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
     ) -> None:
+        served = {name: handler for name, handler in handlers.items() if implemented(handler)}
         self._server.add_registered_method_handlers(
-            service,
-            {name: self._reader.serving(handler) for name, handler in handlers.items() if implemented(handler)},
+            service, {name: self._reader.serving(handler) for name, handler in served.items()}
         )
