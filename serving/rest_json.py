@@ -242,14 +242,27 @@ def _to_array(name: str, value: Any, dtype: np.dtype, rows: bool) -> np.ndarray:
             return checked_integers(name, exact, dtype)
     if dtype.kind in "iu" and inferred.dtype.kind == "f" and _beyond_64_bits(inferred):
         raise _out_of_range(name, dtype)  # orjson reads integers past 64 bits as floats
-    if inferred.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, ""):
+    kind = inferred.dtype.kind
+    if dtype.kind in "iuf" and kind in "iuf" and _holds_booleans(value):
+        kind = "b"  # numpy took true and false among the numbers as 1 and 0
+    if kind not in _ACCEPTED_KINDS.get(dtype.kind, ""):
         found = {"U": "strings", "O": "objects or nulls", "b": "booleans", "f": "fractional numbers"}.get(
-            inferred.dtype.kind, inferred.dtype.name
+            kind, inferred.dtype.name
         )
         raise invalid_argument(f"input '{name}' holds {found}, expected values of type {dtype.name}")
     if dtype.kind in "iu":
         return checked_integers(name, inferred, dtype)
     return to_float(name, inferred, dtype)
+
+
+def _holds_booleans(value: Any) -> bool:
+    """Whether a JSON value holds true or false anywhere in its lists."""
+    level = [value]
+    while level:
+        if any(type(item) is bool for item in level):
+            return True
+        level = [item for items in level if type(items) is list for item in items]
+    return False
 
 
 def _is_named(value: Any) -> bool:
@@ -258,7 +271,10 @@ def _is_named(value: Any) -> bool:
 
 
 def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
-    if not all(_is_named(row) for row in rows):
+    """The "instances" rows as one list per input. The first row says which form they all take, as
+    TF Serving reads them (util/json_tensor.cc:536-578): objects naming the inputs, or plain values of
+    the one input."""
+    if not _is_named(rows[0]):
         if len(names) > 1:
             raise invalid_argument(
                 "instances is a plain list, but expecting list of objects as multiple input tensors required "
@@ -270,10 +286,12 @@ def _rows_to_columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
         return {names[0]: rows}
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for index, row in enumerate(rows):
+        if not _is_named(row):
+            raise invalid_argument(f"Expecting object but got list at item {index} of input list")
         if set(row) != set(names):
             raise invalid_argument(
                 f"Failed to process element: {index} of 'instances' list. JSON object: {excerpt(row)} "
-                f"must only have keys: {','.join(sorted(names))}"
+                f"keys must be equal to: {','.join(sorted(names))}"
             )
         for name in names:
             columns[name].append(row[name])

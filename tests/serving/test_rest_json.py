@@ -74,6 +74,15 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
     assert (columns.signature_name, columns.values, columns.row_format) == ("", {"a": [1]}, False)
 
 
+def test_a_byte_order_mark_and_non_finite_numbers_are_read_as_rapidjson_reads_them() -> None:
+    """RapidJSON skips a UTF-8 byte order mark, each of its bytes in turn when it comes, and reads NaN
+    and Infinity as numbers: refused only as model inputs (serving/servable.py), not under other keys."""
+    for mark in (b"\xef\xbb\xbf", b"\xbb", b"\xef\xbf"):
+        assert parse_predict_body(mark + b'{"instances": [[1, 2]]}').values == [[1, 2]]
+    parsed = parse_predict_body(b'{"meta": {"a": NaN, "b": -Infinity}, "instances": [[1, 2]]}')
+    assert parsed.values == [[1, 2]]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -109,14 +118,7 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
             """JSON Value: {"instances":[1],"signature_name":3} not formatted correctly. """
             "'signature_name' key must be a string value.",
         ),
-        (
-            b'{"instances": [NaN]}',
-            "JSON Value: NaN is not a finite number; NaN and Infinity cannot be model inputs",
-        ),
-        (
-            b'{"instances": [-Infinity]}',
-            "JSON Value: -Infinity is not a finite number; NaN and Infinity cannot be model inputs",
-        ),
+        (b"\xef\xbb\xbf{\"instances\": [1,]}", "JSON Parse error: Invalid value. at offset: 20"),
         (b'{"instances": ["\xff"]}', "JSON Parse error: the body is not UTF-8 at offset: 16"),
         (b"[" * 100_000 + b"]" * 100_000, "JSON Parse error: the document is nested too deeply"),
         (
@@ -164,8 +166,7 @@ def test_row_and_columnar_bodies_and_the_signature_name() -> None:
         "instances-not-list",
         "instances-empty",
         "signature-not-string",
-        "nan",
-        "infinity",
+        "after-a-byte-order-mark",
         "not-utf8",
         "too-deep",
         "integer-of-5000-digits",
@@ -275,11 +276,29 @@ def test_columnar_inputs_may_be_a_scalar() -> None:
         (
             {"instances": [{"a": 1, "b": 2}, {"a": 1, "c": 2}]},
             TWO,
-            """Failed to process element: 1 of 'instances' list. JSON object: {"a":1,"c":2} must only have """
-            "keys: a,b",
+            """Failed to process element: 1 of 'instances' list. JSON object: {"a":1,"c":2} keys must be """
+            "equal to: a,b",
+        ),
+        (
+            {"instances": [{"images": [1]}, [2]]},
+            IMAGES,
+            "Expecting object but got list at item 1 of input list",  # the first row sets the form
+        ),
+        (
+            {"instances": [[[0.5, True]]]},
+            IMAGES,
+            "input 'images' holds booleans, expected values of type float32",
         ),
     ],
-    ids=["rows-plain-for-two", "columns-plain-for-two", "rows-mixed", "columns-missing", "rows-wrong-keys"],
+    ids=[
+        "rows-plain-for-two",
+        "columns-plain-for-two",
+        "rows-mixed",
+        "columns-missing",
+        "rows-wrong-keys",
+        "rows-objects-then-plain",
+        "booleans-among-numbers",
+    ],
 )
 def test_inputs_that_do_not_fit_the_signature_are_refused(
     document: dict[str, Any], sig: meta_graph_pb2.SignatureDef, message: str
