@@ -118,7 +118,7 @@ def test_a_byte_order_mark_and_non_finite_numbers_are_read_as_rapidjson_reads_th
             """JSON Value: {"instances":[1],"signature_name":3} not formatted correctly. """
             "'signature_name' key must be a string value.",
         ),
-        (b"\xef\xbb\xbf{\"instances\": [1,]}", "JSON Parse error: Invalid value. at offset: 20"),
+        (b'\xef\xbb\xbf{"instances": [1,]}', "JSON Parse error: Invalid value. at offset: 20"),
         (b'{"instances": ["\xff"]}', "JSON Parse error: the body is not UTF-8 at offset: 16"),
         (b"[" * 100_000 + b"]" * 100_000, "JSON Parse error: the document is nested too deeply"),
         (
