@@ -83,16 +83,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         request's bytes held in the server's budget while it is answered (refused at once past it: gRPC
         has read the whole message already, but the request and its tensors are let go of at once).
         A Predict holds its tensors' decoded size when that is more, as a few bytes may claim it (a
-        shape filled from one value)."""
-        size = message_size.get()
-        if isinstance(request, predict_pb2.PredictRequest):
-            size = max(size, sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values()))
-        with (
-            self.inference.observed(request.model_spec.name, "grpc", api),
-            self.inference.request_bytes.holding(size),
-        ):
+        shape filled from one value). A request without a ModelSpec is refused first, as TF Serving
+        refuses it before anything else."""
+        with self.inference.observed(request.model_spec.name, "grpc", api):
             _checked_spec(request)
-            return await call(request)
+            size = message_size.get()
+            if isinstance(request, predict_pb2.PredictRequest):
+                size = max(size, sum(tensors.decoded_bytes(tensor) for tensor in request.inputs.values()))
+            with self.inference.request_bytes.holding(size):
+                return await call(request)
 
     async def Predict(  # noqa: N802
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext

@@ -52,7 +52,8 @@ def answer_spec(spec: model_pb2.ModelSpec, version: int) -> model_pb2.ModelSpec:
 def predict_run(servable: Servable, request: predict_pb2.PredictRequest, limits: Limits) -> Run:
     """A Predict's tensors as arrays, refused before any is decoded when they are not the signature's:
     first by their number, in TF Serving's words (VerifyRequestInputsSize, predict_util.cc:51-73), then
-    by their names (TensorFlow's own check there, in our words)."""
+    by their names, in TensorFlow's (saved_model::GetInputValues, which predict_util.cc:126-127 calls:
+    tensorflow/cc/saved_model/util.cc)."""
     signature = servable.signature(request.model_spec.signature_name)
     sent, wanted = len(request.inputs), len(signature.inputs)
     if sent > wanted or (sent < wanted and not signature.defaults):
@@ -62,11 +63,19 @@ def predict_run(servable: Servable, request: predict_pb2.PredictRequest, limits:
             f"len({{{','.join(expected)}}}). Sent extra: {{{','.join(sorted(set(names) - set(expected)))}}}. "
             f"Missing but required: {{{','.join(sorted(set(expected) - set(names)))}}}."
         )
-    unknown = sorted(set(request.inputs) - set(signature.inputs))
-    if unknown:
+    for alias, info in signature.inputs.items():
+        if alias not in request.inputs and alias not in signature.defaults:
+            raise invalid_argument(
+                f"Signature input alias: {alias}(feed name: {info.name}) not found in request and no "
+                f"default value provided. Inputs expected to be in the request "
+                f"{{{','.join(sorted(request.inputs))}}}, or default input alias set: "
+                f"{','.join(sorted(signature.defaults))}"
+            )
+    used = set(request.inputs) & set(signature.inputs)
+    if used != set(request.inputs):  # only where defaults let fewer inputs through
         raise invalid_argument(
-            f"input names do not match the signature: unexpected {unknown}; "
-            f"expected exactly {sorted(signature.inputs)}"
+            f"Inputs contains invalid name. Used request inputs: {','.join(sorted(used))}, "
+            f"request input: {','.join(sorted(request.inputs))}"
         )
     inputs = {
         key: tensors.to_array(key, tensor, limits.tensor_bytes, limits.filled_tensor_bytes)

@@ -111,7 +111,11 @@ def _itemsize(dtype: np.dtype) -> int:
 
 def decoded_bytes(tensor: tensor_pb2.TensorProto) -> int:
     """What a request tensor takes once decoded, as its shape claims it (0 for a shape or dtype that
-    to_array refuses): a few bytes on the wire may claim a whole filled shape."""
+    to_array refuses): a few bytes on the wire may claim a whole filled shape. Packed values
+    (tensor_content) fill nothing: they are what they decode to, or to_array refuses them when their
+    shape claims more, as TensorFlow's parse does (`tensor parsing error`)."""
+    if tensor.tensor_content:
+        return len(tensor.tensor_content)
     dims = [d.size for d in tensor.tensor_shape.dim]
     dtype = dtype_of(tensor.dtype)
     if dtype is None or any(d < 0 for d in dims):

@@ -163,7 +163,7 @@ def test_wrong_input_name_and_unknown_output(
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(images[:1]))
-    assert_invalid(predictions.Predict, request, "'images'")
+    assert_invalid(predictions.Predict, request, "Signature input alias: images(feed name: serving_default_")
     filtered = predict_request(images[:1])
     filtered.output_filter.append("logits")
     with pytest.raises(grpc.RpcError) as raised:
@@ -174,7 +174,8 @@ def test_wrong_input_name_and_unknown_output(
 def test_inputs_and_outputs_that_do_not_fit_are_refused_in_tf_servings_words(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
 ) -> None:
-    """predict_util.cc:51-73 (the inputs' number) and :126-146 (the outputs, each in turn)."""
+    """predict_util.cc:51-73 (the inputs' number), then TensorFlow's GetInputValues (their names), and
+    :126-146 (the outputs, each in turn)."""
     missing = predict_pb2.PredictRequest()
     missing.model_spec.name = "mnist"
     assert_invalid(
@@ -188,6 +189,15 @@ def test_inputs_and_outputs_that_do_not_fit_are_refused_in_tf_servings_words(
     assert_invalid(
         predictions.Predict, extra, "2!=1 len({images,junk}) != len({images}). Sent extra: {junk}."
     )
+    misnamed = predict_pb2.PredictRequest()
+    misnamed.model_spec.name = "mnist"
+    misnamed.inputs["imgs"].CopyFrom(tf.make_tensor_proto(images[:1]))
+    assert_invalid(
+        predictions.Predict,
+        misnamed,
+        ") not found in request and no default value provided. Inputs expected to be in the request {imgs}, "
+        "or default input alias set: ",
+    )
     twice = predict_request(images[:1])
     twice.output_filter.extend(["classes", "classes", "nope"])  # the duplicate comes first
     assert_invalid(predictions.Predict, twice, "duplicate output tensor alias: classes")
@@ -195,6 +205,20 @@ def test_inputs_and_outputs_that_do_not_fit_are_refused_in_tf_servings_words(
     wrong_dtype = predict_request(images[:1].astype(np.float64))
     wrong_dtype.output_filter.append("nope")
     assert_invalid(predictions.Predict, wrong_dtype, "output tensor alias not found in signature: nope")
+
+
+def test_packed_values_short_of_their_shape_are_a_parse_error_not_a_size(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub, images: np.ndarray
+) -> None:
+    """Packed values (tensor_content) fill nothing, so the size a shape claims for them is no reason to
+    refuse: TF Serving looks the model up first, then TensorFlow finds the values short of the shape."""
+    request = predict_request(images[:1])
+    request.inputs["images"].tensor_shape.dim[0].size = 2**40
+    assert_invalid(predictions.Predict, request, "tensor parsing error: images")
+    request.model_spec.name = "nope"
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_metadata_packs_the_signature_defs(
