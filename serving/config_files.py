@@ -80,16 +80,17 @@ def check_model_config(
 
 def _platform(model: model_server_config_pb2.ModelConfig) -> str:
     """The platform a model names, as TF Serving reads it (server_core.cc:77-105): `model_platform`,
-    or the deprecated `model_type: TENSORFLOW`; one of them, never both or neither."""
+    or the deprecated `model_type`, which names TensorFlow or nothing TF Serving supports; one of them,
+    never both or neither."""
     if model.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
         if model.model_platform:
             raise ConfigError(
                 f"Illegal setting both ModelServerConfig::model_type (deprecated) and "
                 f"ModelServerConfig::model_platform, model name is {model.name}"
             )
-        return (
-            "tensorflow" if model.model_type == model_server_config_pb2.TENSORFLOW else str(model.model_type)
-        )
+        if model.model_type != model_server_config_pb2.TENSORFLOW:
+            raise ConfigError(f"ModelServerConfig::model_type choice {model.model_type} not supported.")
+        return "tensorflow"
     if not model.model_platform:
         raise ConfigError(
             f"Illegal setting neither ModelServerConfig::model_type (deprecated) nor "

@@ -551,6 +551,10 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
             "Illegal setting both ModelServerConfig::model_type",
         ),
         (
+            'name: "m" base_path: "/models/m" model_type: OTHER',
+            "ModelServerConfig::model_type choice 2 not supported.",
+        ),
+        (
             'name: "m" base_path: "models/m" model_platform: "tensorflow"',
             "Expected model m to have an absolute path or URI; got base_path()=models/m",
         ),
@@ -570,6 +574,7 @@ def test_bad_text_proto_names_file_and_place(tmp_path: Path) -> None:
     ids=[
         "no-platform",
         "two-platforms",
+        "a-model-type-not-tensorflow",
         "relative-base-path",
         "no-base-path",
         "other-platform",
