@@ -124,6 +124,11 @@ def parse_json(body: bytes) -> Any:
             raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}") from None
         words, offset = _rapidjson_error(err)
         raise invalid_argument(f"JSON Parse error: {words} at offset: {offset}") from None
+    except _NumberTooBig as err:
+        offset = _offset_of(err.number, text)
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {offset}"
+        ) from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
     if not_utf8 is not None and end > at_char:
@@ -182,12 +187,30 @@ def _json_integer(text: str) -> int | float:
     return _json_double(text)
 
 
+class _NumberTooBig(ValueError):
+    """A number no double holds, which RapidJSON refuses where the number starts (reader.h:1235,1318)."""
+
+    def __init__(self, number: str) -> None:
+        super().__init__(number)
+        self.number = number
+
+
 def _json_double(text: str) -> float:
     """A JSON number as a double, refused when a double cannot hold it, as RapidJSON refuses it."""
     number = float(text)
     if math.isinf(number):
-        raise invalid_argument("JSON Parse error: Number too big to be stored in double.")
+        raise _NumberTooBig(text)
     return number
+
+
+# A JSON document's strings and numbers, in order: the numbers outside strings are the document's.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?', re.DOTALL)
+
+
+def _offset_of(number: str, text: str) -> int:
+    """The byte offset of the first number in the document written as `number`."""
+    found = next(token for token in _TOKENS.finditer(text) if token[0] == number)
+    return len(text[: found.start()].encode("utf-8", "surrogateescape"))
 
 
 # NaN, Infinity and -Infinity are numbers, as RapidJSON reads them for TF Serving

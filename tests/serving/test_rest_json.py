@@ -123,11 +123,11 @@ def test_a_byte_order_mark_and_non_finite_numbers_are_read_as_rapidjson_reads_th
         (b"[" * 100_000 + b"]" * 100_000, "JSON Parse error: the document is nested too deeply"),
         (
             b'{"instances": [1' + b"0" * 5000 + b"]}",
-            "JSON Parse error: Number too big to be stored in double.",
+            "JSON Parse error: Number too big to be stored in double. at offset: 15",
         ),
         (
-            b'{"instances": [-1' + b"0" * 400 + b"]}",
-            "JSON Parse error: Number too big to be stored in double.",
+            b'{"a": "1e999", "instances": [2, -1' + b"0" * 400 + b"]}",
+            "JSON Parse error: Number too big to be stored in double. at offset: 32",  # where it starts
         ),
         (b'{"instances": [1.]}', "JSON Parse error: Miss fraction part in number. at offset: 17"),
         (b'{"instances": [1.5e+]}', "JSON Parse error: Miss exponent in number. at offset: 20"),
