@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import math
+import os
 import re
 from typing import Any
 
@@ -63,6 +64,11 @@ def _rapidjson_error(err: json.JSONDecodeError) -> tuple[str, int]:
             return "Miss fraction part in number.", err.pos + 1
         if after[:1] in ("e", "E") and not set(number) & set("eE"):  # `1e`, `1.5e+` (reader.h:1301-1323)
             return "Miss exponent in number.", err.pos + 1 + (after[1:] in ("+", "-"))
+    if err.msg == "Expecting value" and after[:1] in _LITERALS:  # RapidJSON has taken what matched
+        literal, rest = _LITERALS[after[:1]], err.doc[err.pos : err.pos + 8]
+        return "Invalid value.", err.pos + len(os.path.commonprefix([literal, rest]))
+    if err.msg == "Expecting value" and after[:1] == "-":  # a minus and no digit (reader.h:1201-1202)
+        return "Invalid value.", err.pos + 1
     if err.msg == "Invalid control character at":  # a raw control character in a string (reader.h:891-895)
         if after[:1] == "\0":
             return "Missing a closing quotation mark in string.", err.pos
@@ -71,6 +77,9 @@ def _rapidjson_error(err: json.JSONDecodeError) -> tuple[str, int]:
 
 
 _NUMBER_END = re.compile(r"[-+0-9.eE]*$")
+# The literals RapidJSON reads a character at a time, stopping at the first that does not match (null,
+# true, false: reader.h:704-740; NaN and Infinity with kParseNanAndInfFlag, in ParseNumber).
+_LITERALS = {"n": "null", "t": "true", "f": "false", "N": "NaN", "I": "Infinity"}
 
 
 def _rapidjson_text(err: json.JSONDecodeError) -> str:
@@ -122,7 +131,8 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as err:
         if not_utf8 is not None and err.pos >= at_char:
             raise invalid_argument(f"JSON Parse error: the body is not UTF-8 at offset: {not_utf8}") from None
-        words, offset = _rapidjson_error(err)
+        words, at = _rapidjson_error(err)
+        offset = len(text[:at].encode("utf-8", "surrogateescape"))  # RapidJSON counts bytes
         raise invalid_argument(f"JSON Parse error: {words} at offset: {offset}") from None
     except _NumberTooBig as err:
         offset = _offset_of(err.number, text)

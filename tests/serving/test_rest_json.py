@@ -129,6 +129,11 @@ def test_a_byte_order_mark_and_non_finite_numbers_are_read_as_rapidjson_reads_th
             b'{"a": "1e999", "instances": [2, -1' + b"0" * 400 + b"]}",
             "JSON Parse error: Number too big to be stored in double. at offset: 32",  # where it starts
         ),
+        (b'{"instances": [nul]}', "JSON Parse error: Invalid value. at offset: 18"),  # after what matched
+        (b'{"instances": [nan]}', "JSON Parse error: Invalid value. at offset: 16"),
+        (b'{"instances": [Infinit]}', "JSON Parse error: Invalid value. at offset: 22"),
+        (b'{"instances": [- 1]}', "JSON Parse error: Invalid value. at offset: 16"),
+        (b'{"a": "\xc3\xa9", "instances": [1,]}', "JSON Parse error: Invalid value. at offset: 28"),  # bytes
         (b'{"instances": [1.]}', "JSON Parse error: Miss fraction part in number. at offset: 17"),
         (b'{"instances": [1.5e+]}', "JSON Parse error: Miss exponent in number. at offset: 20"),
         (
@@ -171,6 +176,11 @@ def test_a_byte_order_mark_and_non_finite_numbers_are_read_as_rapidjson_reads_th
         "too-deep",
         "integer-of-5000-digits",
         "integer-past-a-double",
+        "part-of-null",
+        "part-of-nan",
+        "part-of-infinity",
+        "a-minus-alone",
+        "offset-in-bytes",
         "no-fraction",
         "no-exponent",
         "a-second-point",
