@@ -43,11 +43,11 @@ class Settings:
     grpc_channel_arguments: tuple[tuple[str, int | str], ...]
     models: model_server_config_pb2.ModelServerConfig
     model_config_file: Path | None
-    model_config_file_poll_wait_seconds: float  # 0: read the file once, at start
+    model_config_file_poll_wait_seconds: int  # 0: read the file once, at start
     base_path_map: tuple[str, str] | None  # (container prefix, host prefix), see map_base_paths
     allowed_base_path_roots: tuple[str, ...]  # ours: where a reload call may point base paths
     allow_version_labels_for_unavailable_models: bool
-    file_system_poll_wait_seconds: float
+    file_system_poll_wait_seconds: int
     batching: BatchPolicy | None  # from BatchingParameters, when --enable_batching
     tflite: TflitePolicy | None  # when --prefer_tflite_model
     monitoring: MonitoringConfig
@@ -131,7 +131,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     flag("--model_config_file", type=Path, help="ModelServerConfig text proto (instead of the two above)")
     flag(
         "--model_config_file_poll_wait_seconds",
-        type=float,
+        type=int,  # int32 in TF Serving (main.cc:138), which refuses 0.5 and does not start
         default=0,
         help="seconds between re-reads of --model_config_file (labels, policies); 0 (the default) never",
     )
@@ -159,7 +159,7 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     )
     flag(
         "--file_system_poll_wait_seconds",
-        type=float,
+        type=int,  # int32 in TF Serving (main.cc:173)
         default=1,
         help="seconds between polls for new versions; 0 polls once, < 0 never (default 1)",
     )

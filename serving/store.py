@@ -257,7 +257,7 @@ class ModelStore:
             self._poller.join(timeout=5)
 
     def _sync(self, entry: ModelEntry) -> None:
-        present = present_versions(Path(entry.config.base_path))
+        present = present_versions(Path(entry.config.base_path), entry.config.model_version_policy)
         if present is None:  # as TF Serving: a missing base path changes nothing (a mount gone away?)
             if not entry.base_missing:
                 log.warning(

@@ -105,7 +105,7 @@ def test_a_reload_call_answers_once_its_new_models_are_available_and_names_those
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={two_versions}",
-        "--file_system_poll_wait_seconds=0.2",
+        "--file_system_poll_wait_seconds=1",
         f"--allowed_base_path_roots={tmp_path}",
         "--max_num_load_retries=0",  # else the broken version is retried for 5 minutes before it fails
     )
@@ -210,7 +210,7 @@ def test_watched_config_file_moves_a_label_and_maps_container_paths(
     config.write_text(PINNED.format(stable=1))
     server = start_server(
         f"--model_config_file={config}",
-        "--model_config_file_poll_wait_seconds=0.2",
+        "--model_config_file_poll_wait_seconds=1",
         f"--base_path_map=/models={two_versions.parent}",
         "--allow_version_labels_for_unavailable_models=true",
     )
@@ -245,8 +245,8 @@ def test_a_refused_config_is_tried_again_until_it_can_be_adopted(
     config.write_text(labelled.format(base=base, stable=1))
     server = start_server(
         f"--model_config_file={config}",
-        "--model_config_file_poll_wait_seconds=0.2",
-        "--file_system_poll_wait_seconds=0.2",
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds=1",
         "--allow_version_labels_for_unavailable_models",
     )
     log: list[str] = []
@@ -435,6 +435,9 @@ def test_every_tf_serving_flag_is_taken_at_its_default() -> None:
         ("--port=0", "--port=0 serves no gRPC"),  # server.cc:183-188
         ("--model_base_pat=/tmp", "unrecognized arguments: --model_base_pat=/tmp"),  # no abbreviations
         ("--grpc_channel_arguments=grpc.max_concurrent_streams", "expected KEY=VALUE"),
+        # int32 flags in TF Serving (main.cc:138,173), which does not start on a fraction
+        ("--file_system_poll_wait_seconds=0.5", "invalid int value: '0.5'"),
+        ("--model_config_file_poll_wait_seconds=0.5", "invalid int value: '0.5'"),
     ],
 )
 def test_tf_serving_flags_this_server_cannot_honour_are_refused_in_one_line(flag: str, message: str) -> None:
@@ -674,7 +677,7 @@ def test_a_reload_call_cannot_point_outside_the_allowed_roots_and_the_watched_fi
     shutil.copytree(two_versions, elsewhere / "mnist")
     server = start_server(
         f"--model_config_file={config}",
-        "--model_config_file_poll_wait_seconds=0.5",
+        "--model_config_file_poll_wait_seconds=1",
         f"--allowed_base_path_roots={elsewhere}",
     )
 

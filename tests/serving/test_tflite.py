@@ -197,7 +197,7 @@ def test_a_corrupt_model_tflite_fails_its_version_and_the_previous_keeps_serving
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={base}",
-        "--file_system_poll_wait_seconds=0.2",
+        "--file_system_poll_wait_seconds=1",
         "--max_num_load_retries=0",
         *TFLITE,
     )

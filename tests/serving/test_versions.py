@@ -44,7 +44,7 @@ def test_new_broken_and_deleted_versions_under_load(model_dir: Path, images: np.
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={model_dir}",
-        "--file_system_poll_wait_seconds=0.2",
+        "--file_system_poll_wait_seconds=1",
         "--max_num_load_retries=0",  # a broken version is given up at once, not retried for minutes
     )
     image = images[0]
@@ -166,7 +166,7 @@ def test_grpc_health_turns_serving_once_and_stays(trained_model_dir: Path, tmp_p
     server = start_server(
         "--model_name=mnist",
         f"--model_base_path={base}",
-        "--file_system_poll_wait_seconds=0.2",
+        "--file_system_poll_wait_seconds=1",
         "--enable_grpc_healthcheck_service",
         wait_available=None,
     )
