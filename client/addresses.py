@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+# Targets gRPC resolves by a scheme of its own (unix:/run/tfs.sock, dns:///host:8500): taken as given.
+GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
 
 def grpc_target_problem(target: str) -> str | None:
-    """Why `target` is not a gRPC HOST:PORT, worded to follow the flag or variable that gave it; None
-    when it is one."""
+    """Why `target` is not a gRPC HOST:PORT (or a target in one of gRPC's own schemes), worded to
+    follow the flag or variable that gave it; None when it is one."""
+    if target.startswith(GRPC_SCHEMES):
+        return None
     if "://" in target:
         return f"takes HOST:PORT such as localhost:8500, not a URL: {target!r}"
     if not _well_formed(f"//{target}", port_required=True):

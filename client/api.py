@@ -13,18 +13,23 @@ once per target and shared.
 from __future__ import annotations
 
 import functools
+import http.client
+import json
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import requests
+import urllib3
 from google.protobuf.message import Message
 
-from contract.signature import IMAGE_SHAPE, INPUT, PROBABILITIES
+from client.addresses import grpc_target_problem, rest_url_problem
+from contract.signature import DIGITS, IMAGE_SHAPE, INPUT, PROBABILITIES
 from tfs_api.tensorflow.core.framework import tensor_pb2, types_pb2
 from tfs_api.tensorflow.core.protobuf import error_codes_pb2
 from tfs_api.tensorflow_serving.apis import (
@@ -41,13 +46,20 @@ DEFAULT_GRPC = "localhost:8500"
 # requests' bytes for now (a request too large for it ever is RESOURCE_EXHAUSTED too, and fails again).
 TRANSIENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 DEFAULT_REST = "http://localhost:8501"
+# The most a REST answer may be: 1,000 images' probabilities are about 150 KB. A server that sends
+# more (or without end) is no TF Serving, and its answer is not read into memory whole.
+MAX_ANSWER_BYTES = 64 << 20
 T = TypeVar("T")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ServingClientError(Exception):
-    """The server's answer to a failed call (or why there was none): a status name and its message."""
+    """The server's answer to a failed call (or why there was none): a status name and its message,
+    control characters escaped (a server's message reaches a terminal: no escape sequence, one line)."""
 
     def __init__(self, status: str, message: str) -> None:
+        message = _CONTROL.sub(lambda found: repr(found[0])[1:-1], message)
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
 
@@ -99,10 +111,19 @@ class ServingClient:
 
     @classmethod
     def grpc(cls, target: str = DEFAULT_GRPC, **options: Any) -> ServingClient:
+        """A client of the gRPC API at `target`, HOST:PORT (ValueError otherwise: gRPC would take a
+        bare host as port 443, and fail only after its retries)."""
+        problem = grpc_target_problem(target) if isinstance(target, str) else "takes a str"
+        if problem:
+            raise ValueError(f"ServingClient.grpc {problem}")
         return cls(GrpcTransport(target), **options)
 
     @classmethod
     def rest(cls, url: str = DEFAULT_REST, **options: Any) -> ServingClient:
+        """A client of the REST API at `url`, http(s)://HOST[:PORT] (ValueError otherwise)."""
+        problem = rest_url_problem(url) if isinstance(url, str) else "takes a str"
+        if problem:
+            raise ValueError(f"ServingClient.rest {problem}")
         return cls(RestTransport(url), **options)
 
     def _with_retries(self, call: Callable[[], T]) -> T:
@@ -131,6 +152,7 @@ class ServingClient:
         probabilities, answered = self._with_retries(
             lambda: self.transport.predict(batch, model, version, label, self.timeout)
         )
+        _check_answer(probabilities, len(batch))
         return [
             Prediction(int(np.argmax(row)), tuple(float(p) for p in row), answered) for row in probabilities
         ]
@@ -141,6 +163,21 @@ class ServingClient:
     def metadata(self, model: str = "mnist", version: int | None = None, label: str | None = None) -> dict:
         """The model's signatures, as TF Serving's REST API prints them."""
         return self._with_retries(lambda: self.transport.metadata(model, version, label, self.timeout))
+
+
+def _check_answer(probabilities: np.ndarray, images: int) -> None:
+    """Probabilities a server answered for `images` images, refused unless they are one row of one
+    per digit for each image, all finite: anything else is a server that is not serving this
+    platform's model (or not well), and no digit can be read from it."""
+    wanted = (images, len(DIGITS))
+    if probabilities.shape != wanted:
+        raise ServingClientError(
+            "UNKNOWN",
+            f"the server answered probabilities of shape {list(probabilities.shape)} for "
+            f"{images} image(s), expected {list(wanted)}: is it serving an MNIST model?",
+        )
+    if not np.isfinite(probabilities).all():
+        raise ServingClientError("UNKNOWN", "the server answered NaN or infinite probabilities")
 
 
 class Transport:
@@ -172,24 +209,40 @@ class RestTransport(Transport):
         return self._local.session
 
     def _path(self, model: str, version: int | None, label: str | None) -> str:
-        path = f"{self.url}/v1/models/{model}"
+        """A model's path, its name and label escaped: `../x` or `a/b?c` name a model or label, not
+        another path (TF Serving decodes the escapes in names)."""
+        path = f"{self.url}/v1/models/{quote(model, safe='')}"
         if version is not None:
             return f"{path}/versions/{version}"
-        return f"{path}/labels/{label}" if label is not None else path
+        return f"{path}/labels/{quote(label, safe='')}" if label is not None else path
 
     def _call(self, method: str, url: str, timeout: float, body: dict | None = None) -> dict:
+        """The answer's JSON document, read within `timeout` in all (requests' own timeout bounds
+        each read alone: a server sending a byte a second would hold the call for ever) and at most
+        MAX_ANSWER_BYTES of it."""
+        deadline = time.monotonic() + timeout
+        late = ServingClientError("DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s")
         try:
-            reply = self._session.request(method, url, json=body, timeout=timeout)
+            with self._session.request(method, url, json=body, timeout=timeout, stream=True) as reply:
+                content = _bounded_body(reply, deadline)
+        except (TimeoutError, urllib3.exceptions.TimeoutError):
+            raise late from None
+        except urllib3.exceptions.HTTPError as err:  # the body cut short, read here and not by requests
+            raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {_first_cause(err)}") from None
         except requests.ConnectionError as err:
+            if isinstance(_root_cause(err), requests.ReadTimeout | TimeoutError):
+                raise late from None
+            if isinstance(_root_cause(err), http.client.BadStatusLine):  # no HTTP/1: gRPC's port?
+                raise ServingClientError(
+                    "UNKNOWN", f"{self.url} does not speak HTTP/1.1 (is that the gRPC port? use --grpc)"
+                ) from None
             raise ServingClientError("UNAVAILABLE", f"cannot reach {self.url}: {_first_cause(err)}") from None
         except requests.Timeout:
-            raise ServingClientError(
-                "DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s"
-            ) from None
+            raise late from None
         except requests.RequestException as err:  # a connection cut mid-answer, say
-            raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {err}") from None
+            raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {_first_cause(err)}") from None
         try:
-            document = reply.json()
+            document = json.loads(content)
         except ValueError:
             document = None
         status = HTTP_STATUS_NAMES.get(reply.status_code, "UNKNOWN")
@@ -201,7 +254,7 @@ class RestTransport(Transport):
         # connection cap, say) is given in its first line; anything else (a web page, a balancer's error
         # page, nothing) is named by its status and type, never shown.
         kind = (reply.headers.get("content-type") or "no content type").split(";")[0].strip()
-        said = reply.text.strip()
+        said = content.decode(reply.encoding or "utf-8", "replace").strip()
         if reply.status_code != 200 and kind == "text/plain" and said:
             raise ServingClientError(status, said.splitlines()[0][:200])
         raise ServingClientError(
@@ -259,13 +312,35 @@ class RestTransport(Transport):
         return self._call("GET", f"{self._path(model, version, label)}/metadata", timeout)
 
 
-def _first_cause(err: BaseException) -> str:
-    """The words of the failure under a chain of wrappers (`Connection refused`, not urllib3's
-    hundreds of characters about its connection pool)."""
+def _bounded_body(reply: requests.Response, deadline: float) -> bytes:
+    """The answer's body, read as it arrives until `deadline` (TimeoutError past it), refused past
+    MAX_ANSWER_BYTES."""
+    parts, size = [], 0
+    while chunk := reply.raw.read1(1 << 16, decode_content=True):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ServingClientError(
+                "UNKNOWN", f"{reply.url} answered more than {MAX_ANSWER_BYTES >> 20} MB: no TF Serving answer"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The failure under a chain of wrappers."""
     cause = err.__cause__ or err.__context__
     while cause is not None:
         err, cause = cause, cause.__cause__ or cause.__context__
-    return getattr(err, "strerror", None) or str(err)
+    return err
+
+
+def _first_cause(err: BaseException) -> str:
+    """The words of the failure under a chain of wrappers (`Connection refused`, not urllib3's
+    hundreds of characters about its connection pool)."""
+    root = _root_cause(err)
+    return getattr(root, "strerror", None) or str(root)
 
 
 # HTTP status -> the gRPC status name TF Serving maps to it (serving/errors.py holds the other way).
@@ -320,11 +395,17 @@ def _pack_floats(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
 
 def _unpack_floats(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A float32 TensorProto's values, in float_val (as TF Serving answers by default) or packed in
-    tensor_content (--enable_serialization_as_tensor_content)."""
+    tensor_content (--enable_serialization_as_tensor_content); a shape its values do not fill is an
+    error in one line."""
     shape = [dim.size for dim in proto.tensor_shape.dim]
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(shape)
-    return np.asarray(proto.float_val, dtype=np.float32).reshape(shape)
+    packed = proto.tensor_content
+    count = len(packed) // 4 if packed else len(proto.float_val)
+    if (packed and len(packed) % 4) or min(shape, default=0) < 0 or count != np.prod(shape, dtype=np.int64):
+        raise ServingClientError(
+            "UNKNOWN", f"the server answered a tensor of shape {shape} that its values do not fill"
+        )
+    values = np.frombuffer(packed, dtype="<f4") if packed else np.asarray(proto.float_val, dtype=np.float32)
+    return values.reshape(shape)
 
 
 class GrpcTransport(Transport):
@@ -353,6 +434,8 @@ class GrpcTransport(Transport):
             details = err.details() or err.code().name
             if err.code() == grpc.StatusCode.UNAVAILABLE:  # the addresses tried, as `ipv6:%5B::1%5D:8500`
                 details = unquote(details)
+            if details == "Deadline Exceeded":  # gRPC's own words, when the server said nothing
+                details = f"no answer from {self.target} in {timeout}s"
             raise ServingClientError(err.code().name, details) from None
 
     def predict(
@@ -363,6 +446,11 @@ class GrpcTransport(Transport):
         _pack_floats(images, request.inputs[INPUT])
         request.output_filter.append(PROBABILITIES)
         reply = self._call(self._predictions.Predict, request, timeout)
+        if PROBABILITIES not in reply.outputs or reply.outputs[PROBABILITIES].dtype != types_pb2.DT_FLOAT:
+            raise ServingClientError(
+                "UNKNOWN",
+                f"{self.target} answered no float {PROBABILITIES!r} output: is it serving an MNIST model?",
+            )
         return _unpack_floats(reply.outputs[PROBABILITIES]), reply.model_spec.version.value
 
     def status(self, model: str, version: int | None, timeout: float) -> list[VersionStatus]:

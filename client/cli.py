@@ -137,6 +137,14 @@ def run_metadata(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_number(text: str) -> int:
+    """A model version as TF Serving takes it, a 64-bit integer (argparse words a ValueError itself)."""
+    number = int(text)
+    if not -(2**63) <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"a version is a 64-bit integer, not {text}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(
         prog="mnist",
@@ -154,7 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
     version = OneLineParser(add_help=False)
     choice = version.add_mutually_exclusive_group()
-    choice.add_argument("--version", type=int, help="a version number (default: the latest)")
+    choice.add_argument("--version", type=version_number, help="a version number (default: the latest)")
     choice.add_argument("--label", help="a version label, e.g. stable")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -170,7 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     predict.set_defaults(run=run_predict)
 
     status = commands.add_parser("status", parents=[common], help="each version's state")
-    status.add_argument("--version", type=int, help="one version only")
+    status.add_argument("--version", type=version_number, help="one version only")
     status.set_defaults(run=run_status)
     metadata = commands.add_parser("metadata", parents=[common, version], help="the model's signatures")
     metadata.set_defaults(run=run_metadata)
@@ -202,6 +210,9 @@ def command() -> int:
     a second Ctrl-C ending the process at once."""
     keep_c_libraries_off_stderr()
     signal.signal(signal.SIGINT, interrupt_once)
+    if sys.stdout is None:  # started with its output closed (`mnist ... >&-`)
+        print("error: standard output is closed: nowhere to write the answers", file=sys.stderr)
+        return 2
     return main()
 
 
@@ -243,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of the answers has gone (`| head`): nobody left to tell
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails too
         return 141  # as a command killed by SIGPIPE exits, in a shell
+    except OSError as err:  # writing the answers: a full disk (`> /dev/full`), a file too large
+        print(f"error: cannot write the answers: {err.strerror or err}", file=sys.stderr)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor can Python's flush at exit
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

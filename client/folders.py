@@ -60,10 +60,22 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
         elif glob.has_magic(path) and not os.path.lexists(path):
             yield from list(expand(matches(path))) or [path]
         elif Path(path).is_dir():
-            found = [p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | HEIF_SUFFIXES]
-            yield from sorted(str(p) for p in found if not p.is_dir()) or [path]
+            yield from images_under(path) or [path]
         else:
             yield path
+
+
+def images_under(folder: str) -> list[str]:
+    """The images in a folder and the folders inside it (links to folders not followed), sorted, then
+    the folders that could not be read: each fails as an input ("Permission denied"), not dropped."""
+    found, unreadable = [], []
+    for root, _, files in os.walk(folder, onerror=lambda err: unreadable.append(str(err.filename))):
+        found += [
+            os.path.join(root, name)
+            for name in files
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES | HEIF_SUFFIXES
+        ]
+    return sorted(found) + sorted(unreadable)
 
 
 def matches(pattern: str) -> list[str]:

@@ -69,7 +69,7 @@ def test_status_metadata_and_errors(clients: dict[str, ServingClient], transport
 @pytest.mark.parametrize("make", [ServingClient.grpc, ServingClient.rest])
 def test_unreachable_server_is_retried_then_unavailable(make: Callable[..., ServingClient]) -> None:
     port = free_port()
-    target = f"127.0.0.1:{port}" if make is ServingClient.grpc else f"http://127.0.0.1:{port}"
+    target = f"127.0.0.1:{port}" if make == ServingClient.grpc else f"http://127.0.0.1:{port}"
     client = make(target, retries=1, backoff=0.01, timeout=2)
     with pytest.raises(ServingClientError) as raised:
         client.predict(np.zeros((28, 28)))

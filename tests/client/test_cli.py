@@ -15,6 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -325,6 +326,64 @@ def test_a_server_that_fails_a_call_ends_the_run_in_one_line(
         "error: INVALID_ARGUMENT: Unrecognized servable version label: stable "
         "(labels are set in the server's model config: docs/rollout.md)"
     ]
+
+
+def test_a_version_past_64_bits_is_a_usage_error() -> None:
+    """gRPC's int64 field would raise ValueError from deep inside the call."""
+    result = client_cli("status", "--version", "99999999999999999999")
+    assert result.returncode == 2 and result.stderr == (
+        "mnist status: error: argument --version: a version is a 64-bit integer, not 99999999999999999999 "
+        "(see mnist status --help)\n"
+    )
+
+
+def test_answers_that_cannot_be_written_are_one_line(server: ServerProcess, folder: Path) -> None:
+    """A full disk (`> /dev/full`) and an output closed from the start (`>&-`): not a traceback."""
+    digit = str(next(folder.rglob("*.jpg")))
+    command = [
+        str(Path(sys.executable).parent / "mnist"),
+        "predict",
+        "--json",
+        "--grpc",
+        server.grpc_target,
+        digit,
+    ]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            command, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: cannot write the answers: No space left on device\n",
+    )
+    closed = subprocess.run(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert closed.returncode == 2
+    assert closed.stderr == "error: standard output is closed: nowhere to write the answers\n"
+
+
+def test_a_folder_that_cannot_be_read_is_a_failed_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.walk skips a folder it cannot list (root reads any, so the refusal is made here)."""
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    listing = os.scandir
+
+    def scandir(path: str) -> Any:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert list(expand([str(tmp_path)])) == [str(tmp_path / "a.png"), str(tmp_path / "locked")]
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(server: ServerProcess, folder: Path) -> None:
