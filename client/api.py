@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import math
 import re
 import threading
 import time
@@ -54,12 +55,17 @@ T = TypeVar("T")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def printable(text: str) -> str:
+    """A server's words with their control characters escaped: one line, no escape sequence."""
+    return _CONTROL.sub(lambda found: repr(found[0])[1:-1], text)
+
+
 class ServingClientError(Exception):
     """The server's answer to a failed call (or why there was none): a status name and its message,
     control characters escaped (a server's message reaches a terminal: no escape sequence, one line)."""
 
     def __init__(self, status: str, message: str) -> None:
-        message = _CONTROL.sub(lambda found: repr(found[0])[1:-1], message)
+        message = printable(message)
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
 
@@ -227,6 +233,10 @@ class RestTransport(Transport):
                 content = _bounded_body(reply, deadline)
         except (TimeoutError, urllib3.exceptions.TimeoutError):
             raise late from None
+        except urllib3.exceptions.DecodeError:  # a compressed answer that does not inflate: no use again
+            raise ServingClientError(
+                "UNKNOWN", f"{self.url} answered with a body that does not decode"
+            ) from None
         except urllib3.exceptions.HTTPError as err:  # the body cut short, read here and not by requests
             raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {_first_cause(err)}") from None
         except requests.ConnectionError as err:
@@ -243,7 +253,7 @@ class RestTransport(Transport):
             raise ServingClientError("UNAVAILABLE", f"lost {self.url}: {_first_cause(err)}") from None
         try:
             document = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
             document = None
         status = HTTP_STATUS_NAMES.get(reply.status_code, "UNKNOWN")
         if isinstance(document, dict):
@@ -269,14 +279,13 @@ class RestTransport(Transport):
         version reported is the one that answered. Should it be unloaded in between, once more."""
         body = {"inputs": {INPUT: images.tolist()}}
         target = version if version is not None else self._answering_version(model, label, timeout)
-        url = f"{self.url}/v1/models/{model}/versions/{{}}:predict"
         try:
-            document = self._call("POST", url.format(target), timeout, body)
+            document = self._call("POST", f"{self._path(model, target, None)}:predict", timeout, body)
         except ServingClientError as err:
             if err.status != "NOT_FOUND" or version is not None:
                 raise
             target = self._answering_version(model, label, timeout)  # unloaded meanwhile: once more
-            document = self._call("POST", url.format(target), timeout, body)
+            document = self._call("POST", f"{self._path(model, target, None)}:predict", timeout, body)
         return self._read(
             lambda: np.asarray(document["outputs"][PROBABILITIES], dtype=np.float32), document
         ), target
@@ -400,7 +409,7 @@ def _unpack_floats(proto: tensor_pb2.TensorProto) -> np.ndarray:
     shape = [dim.size for dim in proto.tensor_shape.dim]
     packed = proto.tensor_content
     count = len(packed) // 4 if packed else len(proto.float_val)
-    if (packed and len(packed) % 4) or min(shape, default=0) < 0 or count != np.prod(shape, dtype=np.int64):
+    if (packed and len(packed) % 4) or min(shape, default=0) < 0 or count != math.prod(shape):
         raise ServingClientError(
             "UNKNOWN", f"the server answered a tensor of shape {shape} that its values do not fill"
         )

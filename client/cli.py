@@ -14,13 +14,14 @@ import json
 import os
 import signal
 import sys
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 
 from wcwidth import wcswidth
 
 from cliargs import OneLineParser
 from client.addresses import grpc_target_problem, rest_url_problem
-from client.api import DEFAULT_GRPC, ServingClient, ServingClientError
+from client.api import DEFAULT_GRPC, ServingClient, ServingClientError, printable
 from client.folders import Outcome, Target, expand, predicted
 
 MAX_TIMEOUT = 3600  # seconds: longer is a typo, or no deadline at all (inf)
@@ -39,6 +40,21 @@ EXAMPLES = """examples:
 """
 
 
+class OutputError(Exception):
+    """The answers could not be written (a full disk, a file too large): the command ends in one line."""
+
+
+@contextmanager
+def writing_answers() -> Iterator[None]:
+    """A failure to write to stdout as OutputError; a closed pipe stays BrokenPipeError (`| head`)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise OutputError(err.strerror or str(err)) from None
+
+
 class Printer:
     """Answers to stdout as a table (terminal), JSON lines or CSV."""
 
@@ -51,6 +67,10 @@ class Printer:
             self.csv.writerow(["path", "digit", "version", *(f"p{d}" for d in range(10)), "error"])
 
     def __call__(self, outcome: Outcome) -> None:
+        with writing_answers():
+            self._write(outcome)
+
+    def _write(self, outcome: Outcome) -> None:
         if self.form == "json":
             record = (
                 {"path": outcome.path, "error": outcome.error}
@@ -120,6 +140,8 @@ def run_predict(args: argparse.Namespace) -> int:
                     show(outcome)
                     failed += outcome.error is not None
             progress.update(len(outcomes))
+    with writing_answers():
+        sys.stdout.flush()  # what the table or CSV still buffers: a full disk says so here
     if failed:
         print(f"{failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -128,7 +150,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     for status in connect(args).status(args.model, args.version):
         problem = f"  {status.error_code}: {status.error_message}" if status.error_code != "OK" else ""
-        print(f"{args.model}  version {status.version}  {status.state}{problem}")
+        print(printable(f"{args.model}  version {status.version}  {status.state}{problem}"))
     return 0
 
 
@@ -254,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of the answers has gone (`| head`): nobody left to tell
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails too
         return 141  # as a command killed by SIGPIPE exits, in a shell
-    except OSError as err:  # writing the answers: a full disk (`> /dev/full`), a file too large
-        print(f"error: cannot write the answers: {err.strerror or err}", file=sys.stderr)
+    except OutputError as err:  # a full disk (`> /dev/full`), a file too large
+        print(f"error: cannot write the answers: {err}", file=sys.stderr)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor can Python's flush at exit
         return 1
     except KeyboardInterrupt:

@@ -59,10 +59,19 @@ def expand(paths: Iterable[str]) -> Iterator[str]:
             yield path
         elif glob.has_magic(path) and not os.path.lexists(path):
             yield from list(expand(matches(path))) or [path]
-        elif Path(path).is_dir():
+        elif _is_dir(path):
             yield from images_under(path) or [path]
         else:
             yield path
+
+
+def _is_dir(path: str) -> bool:
+    """Whether `path` is a folder; not when it cannot be looked at (a name too long, a folder on the
+    way that may not be entered): it then fails as the input it is, with the system's words."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
 
 
 def images_under(folder: str) -> list[str]:

@@ -144,12 +144,13 @@ class RequestReader:
 
 
 def implemented(handler: grpc.RpcMethodHandler) -> bool:
-    """Whether a servicer implements the method: on grpc.aio its methods are coroutines, and what is
-    not is the generated base class's stub for a method the servicer lacks (Health's List), which
-    raised NotImplementedError, logged with a traceback for every call. Left unregistered, such a
-    method is answered UNIMPLEMENTED like any other the server does not serve, as gRPC C++ does."""
+    """Whether a servicer implements the method: on grpc.aio its methods are coroutines (a streaming
+    answer written with context.write, as Health.Watch's), and what is not is the generated base
+    class's stub for a method it lacks (Health's List), which raised NotImplementedError, logged with
+    a traceback for every call. Left unregistered, such a method is answered UNIMPLEMENTED like any
+    other the server does not serve, as gRPC C++ does."""
     behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    return inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)
+    return inspect.iscoroutinefunction(behaviour)
 
 
 class _Served(grpc.GenericRpcHandler):

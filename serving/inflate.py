@@ -16,8 +16,11 @@ inflates to one chunk never waits for it: that chunk is inflated on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from serving.limits import ByteBudget
 
@@ -64,6 +67,7 @@ async def inflated(data: bytes | bytearray, wbits: int, budget: ByteBudget, hold
     inflater = zlib.decompressobj(wbits)
     parts: list[bytes] = []
     size = 0
+    working: Future[Any] | None = None  # INFLATER's job under way, which goes on if this call is cancelled
     try:
         part = inflater.decompress(data, CHUNK)
         while True:
@@ -74,10 +78,23 @@ async def inflated(data: bytes | bytearray, wbits: int, budget: ByteBudget, hold
             data = inflater.unconsumed_tail
             if inflater.eof or not (data or part):
                 break
-            part = await loop.run_in_executor(INFLATER, inflater.decompress, data, CHUNK)
+            working = INFLATER.submit(inflater.decompress, data, CHUNK)
+            part = await asyncio.wrap_future(working)
         if not inflater.eof or inflater.unused_data:
             raise zlib.error("not one whole compressed stream")
-        return parts[0] if len(parts) == 1 else await loop.run_in_executor(INFLATER, b"".join, parts)
+        if len(parts) <= 1:
+            return parts[0] if parts else b""
+        working = INFLATER.submit(b"".join, parts)
+        return await asyncio.wrap_future(working)
     except BaseException:
-        budget.give_back(size)
+        if working is None or working.done():
+            budget.give_back(size)
+        else:  # cancelled while its job runs: the bytes are held until the job lets go of them
+            working.add_done_callback(lambda _: _call_soon(loop, budget.give_back, size))
         raise
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, call: Callable[[int], None], size: int) -> None:
+    """`call(size)` on `loop`, from INFLATER's thread; nothing once the loop has closed (shutdown)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(call, size)

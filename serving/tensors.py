@@ -111,15 +111,16 @@ def _itemsize(dtype: np.dtype) -> int:
 
 def decoded_bytes(tensor: tensor_pb2.TensorProto) -> int:
     """What a request tensor takes once decoded, as its shape claims it (0 for a shape or dtype that
-    to_array refuses): a few bytes on the wire may claim a whole filled shape. Packed values
+    to_array refuses): a few bytes on the wire may claim a whole filled shape. Packed numbers
     (tensor_content) fill nothing: they are what they decode to, or to_array refuses them when their
-    shape claims more, as TensorFlow's parse does (`tensor parsing error`)."""
-    if tensor.tensor_content:
-        return len(tensor.tensor_content)
+    shape claims more, as TensorFlow's parse does (`tensor parsing error`). Packed strings are
+    Python objects once decoded, tens of bytes each for one or two on the wire: sized by the shape."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     dtype = dtype_of(tensor.dtype)
     if dtype is None or any(d < 0 for d in dims):
         return 0
+    if tensor.tensor_content and dtype.values != "string_val":
+        return len(tensor.tensor_content)
     return math.prod(dims) * _itemsize(dtype.numpy)
 
 

@@ -384,6 +384,8 @@ def test_a_folder_that_cannot_be_read_is_a_failed_input(
 
     monkeypatch.setattr(os, "scandir", scandir)
     assert list(expand([str(tmp_path)])) == [str(tmp_path / "a.png"), str(tmp_path / "locked")]
+    too_long = "a" * 5000  # the system will not look at it: an input that fails, not a traceback
+    assert list(expand([too_long])) == [too_long]
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(server: ServerProcess, folder: Path) -> None:

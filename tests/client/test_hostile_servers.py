@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,8 +145,28 @@ def test_names_are_escaped_in_rest_paths() -> None:
     assert path == "http://localhost:8501/v1/models/..%2Fetc/labels/a%2Fb%3Fc"
 
 
-def test_a_grpc_answer_without_probabilities_is_an_error() -> None:
-    """A server of another model (or none of TF Serving's) answering Predict with other outputs."""
+def no_probabilities(reply: Any) -> None:
+    reply.outputs["logits"].float_val.extend([0.1] * 10)
+
+
+def a_shape_past_64_bits(reply: Any) -> None:
+    """No values, and dimensions whose product wraps around to 0 in int64."""
+    probabilities = reply.outputs["probabilities"]
+    probabilities.dtype = 1  # DT_FLOAT
+    probabilities.tensor_shape.dim.add(size=2**62)
+    probabilities.tensor_shape.dim.add(size=4)
+
+
+@pytest.mark.parametrize(
+    ("fill", "words"),
+    [
+        (no_probabilities, "answered no float 'probabilities' output"),
+        (a_shape_past_64_bits, "a tensor of shape [4611686018427387904, 4] that its values do not fill"),
+    ],
+    ids=["no-probabilities", "shape-past-64-bits"],
+)
+def test_a_grpc_answer_no_digit_can_be_read_from_is_an_error(fill: Callable[[Any], None], words: str) -> None:
+    """A server of another model (or of none of TF Serving's) answering Predict."""
     from concurrent import futures
 
     import grpc
@@ -154,7 +175,7 @@ def test_a_grpc_answer_without_probabilities_is_an_error() -> None:
 
     def predict(request: bytes, context: object) -> bytes:
         reply = predict_pb2.PredictResponse()
-        reply.outputs["logits"].float_val.extend([0.1] * 10)
+        fill(reply)
         return reply.SerializeToString()
 
     handler = grpc.method_handlers_generic_handler(
@@ -167,7 +188,13 @@ def test_a_grpc_answer_without_probabilities_is_an_error() -> None:
         error = refusal(ServingClient.grpc(f"127.0.0.1:{port}", retries=0))
     finally:
         server.stop(None)
-    assert error.status == "UNKNOWN" and "answered no float 'probabilities' output" in error.message
+    assert error.status == "UNKNOWN" and words in error.message
+
+
+def test_an_answer_nested_past_pythons_stack_is_one_error() -> None:
+    with scripted_server(answering("200 OK", b"[" * 100_000)) as url:
+        error = refusal(ServingClient.rest(url, retries=0))
+    assert "did not answer as a TF Serving REST API" in error.message
 
 
 @pytest.mark.parametrize(

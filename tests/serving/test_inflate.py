@@ -104,3 +104,30 @@ def test_data_that_only_looks_compressed_is_a_zlib_error_and_holds_nothing() -> 
         with pytest.raises(zlib.error):
             run_coroutine(inflated(data, wbits, budget))
         assert budget.free == budget.total
+
+
+def test_a_call_cancelled_while_its_chunk_waits_for_the_inflater_holds_nothing() -> None:
+    """The job waiting in INFLATER's queue is cancelled with the call, and its bytes given back."""
+    import asyncio
+    import threading
+
+    from serving.inflate import INFLATER
+
+    budget = ByteBudget(10 * CHUNK)
+    busy = threading.Event()
+    blocker = INFLATER.submit(busy.wait, 10)  # the inflater is busy: the call's next chunk must queue
+
+    async def cancelled() -> int:
+        call = asyncio.ensure_future(inflated(gzip.compress(bytes(4 * CHUNK)), GZIP, budget))
+        while budget.free == budget.total:  # its first chunk, inflated on the loop, is held
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return budget.free
+
+    try:
+        assert run_coroutine(cancelled()) == budget.total
+    finally:
+        busy.set()
+        blocker.result(10)
