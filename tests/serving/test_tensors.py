@@ -190,6 +190,12 @@ def test_the_decoded_size_is_what_the_shape_claims() -> None:
     assert tensors.decoded_bytes(one_value) == 5000 * 28 * 28 * 4
     negative = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT), 3, -1)
     assert tensors.decoded_bytes(negative) == 0  # refused by to_array, before anything is held
+    # Packed numbers fill nothing: a shape they fall short of is to_array's parse error, not a size.
+    short = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=bytes(3136)), 2**40, 784)
+    assert tensors.decoded_bytes(short) == 3136
+    # Packed strings are objects once decoded: a byte or two each on the wire, tens in memory.
+    strings = shaped(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=b"\x02ab" * 1000), 1000)
+    assert tensors.decoded_bytes(strings) == 1000 * tensors.STRING_BYTES
 
 
 @pytest.mark.fast
