@@ -3,6 +3,7 @@ is imported only when a version that does not run from model.tflite loads (servi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,8 +44,23 @@ class SavedModel:
         try:
             outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.InvalidArgumentError as err:
-            raise invalid_argument(err.message) from None
+            raise invalid_argument(session_words(err.message)) from None
         return {name: _to_numpy(tensor) for name, tensor in outputs.items()}
+
+
+# What TensorFlow's Python adds round an op's error: a header naming where the node was defined, and
+# the function that ran. TF Serving runs the graph from C++ and sends the op's own words alone.
+_PYTHON_HEADER = re.compile(
+    r"\AGraph execution error:\n\nDetected at node [^\n]* defined at \(most recent call last\):\n"
+    r"<stack traces unavailable>\n"
+)
+_FUNCTION_SUFFIX = re.compile(r" \[Op:[^\]\n]*\]\Z")
+
+
+def session_words(message: str) -> str:
+    """A model's run error as TensorFlow's C++ session words it: `Could not parse example input, value:
+    'x'\n\t [[{{node ParseExample/ParseExampleV2}}]]`, without Python's header and the function's name."""
+    return _FUNCTION_SUFFIX.sub("", _PYTHON_HEADER.sub("", message))
 
 
 def _to_numpy(tensor: tf.Tensor) -> np.ndarray:

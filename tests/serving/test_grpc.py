@@ -221,6 +221,21 @@ def test_packed_values_short_of_their_shape_are_a_parse_error_not_a_size(
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_models_own_error_reaches_the_client_in_the_sessions_words(
+    predictions: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
+    """As TF Serving's C++ session words it: the op's error, without TensorFlow's Python header
+    (`Graph execution error: ... Detected at node ...`) or the function's name (`[Op:...]`)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "mnist", "classify"
+    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto([b"garbage"]))
+    with pytest.raises(grpc.RpcError) as raised:
+        predictions.Predict(request, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("Could not parse example input, value: 'garbage'\n\t [[{{node ")
+    assert raised.value.details().endswith("}}]]")
+
+
 def test_metadata_packs_the_signature_defs(
     predictions: prediction_service_pb2_grpc.PredictionServiceStub,
 ) -> None:
