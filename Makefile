@@ -50,7 +50,7 @@ up: $(INSTALLED)
 		--grpc-port=$(GRPC_PORT) --rest-port=$(REST_PORT) --dashboard-port=$(DASHBOARD_PORT) --host='$(HOST)' $(if $(filter 1,$(VERBOSE)),--verbose)
 
 train: $(INSTALLED)
-	$(PY) -m trainer --model-dir $(MODEL_DIR) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
+	$(PY) -m trainer --model-dir '$(MODEL_DIR)' --model-name '$(MODEL_NAME)' $(TRAIN_ARGS)
 
 # The hostile-client drill: the server with docker-compose.yml's flags under bounded attacks (a minute
 # or two); `make test` runs it too. DRILL_ARGS='--model-dir models' drills the model `make up` serves.

@@ -32,7 +32,7 @@ def _read_json(path: str, mtime: float) -> Any:
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return _read_json(str(path), path.stat().st_mtime)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, nested past Python's stack
         return None
 
 

@@ -227,6 +227,10 @@ class Monitor:
         now = time.time()
         try:
             addresses = self.addresses()
+        except ValueError as err:  # SERVING_METRICS is no URL (a port past 65535, `http://[::1`)
+            with self._lock:
+                self.problem = f"SERVING_METRICS={self.metrics_url!r} is not a metrics URL ({err}): set it"
+            return
         except OSError as err:
             with self._lock:
                 self.problem = f"cannot resolve {urlsplit(self.metrics_url).hostname}: {err}"

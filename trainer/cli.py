@@ -25,7 +25,7 @@ from tfquiet import import_tensorflow
 from trainer.cluster import ClusterError, TfConfigError, check_own_port, cluster_from_env
 from trainer.config import RECIPES, TrainConfig
 from trainer.data import DataError, load_mnist
-from trainer.errors import ExportError, InterruptedAfterExport
+from trainer.errors import INTERRUPT_REQUESTED, ExportError, InterruptedAfterExport
 
 EXAMPLES = """examples:
   python -m trainer                            train `plus` (the default) into models/mnist/<max+1>
@@ -252,6 +252,8 @@ def data_of(run: TrainConfig) -> tuple[Path, float, int, int | None, Path | None
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C and SIGTERM: KeyboardInterrupt where the run is, noted where the export will look."""
+    INTERRUPT_REQUESTED.set()
     raise KeyboardInterrupt
 
 
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+    signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C is KeyboardInterrupt from here on
     # SIGTERM (docker stop, a supervisor) ends a run as Ctrl-C does: cleanly, exporting nothing, or,
     # once the version is renamed into place, keeping it (trainer/pipeline.py).
     signal.signal(signal.SIGTERM, _interrupt)

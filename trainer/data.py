@@ -66,16 +66,23 @@ class Mnist:
 def load_handwriting(path: Path) -> Handwriting:
     """The handwriting set, checked against the SHA-256 written beside it."""
     stated = path.with_name(path.name + ".sha256")
-    if not path.is_file() or not stated.is_file():
+    if not path.is_file():
         raise DataError(f"{path}: the handwriting set is missing (make handwriting-data writes it)")
+    if not stated.is_file():
+        raise DataError(
+            f"{stated}: the handwriting set's checksum is missing (make handwriting-data writes it)"
+        )
     raw = path.read_bytes()
     actual = hashlib.sha256(raw).hexdigest()
-    if actual != stated.read_text().split()[0]:
+    if actual != (stated.read_text(errors="replace").split() or [""])[0]:
         raise DataError(f"{path}: SHA-256 {actual[:12]}... is not the one in {stated.name} (rebuild it)")
-    with np.load(io.BytesIO(raw)) as arrays:
-        images, labels, source = arrays["images"], arrays["labels"], arrays["source"]
-        names, dev = [str(n) for n in arrays["source_names"]], arrays["dev"]
-    held_out = dev[source]
+    try:
+        with np.load(io.BytesIO(raw)) as arrays:
+            images, labels, source = arrays["images"], arrays["labels"], arrays["source"]
+            names, dev = [str(n) for n in arrays["source_names"]], arrays["dev"]
+        held_out = dev[source]
+    except (OSError, ValueError, KeyError, IndexError, EOFError) as err:
+        raise DataError(f"{path}: not a handwriting set ({err}; make handwriting-data rebuilds it)") from None
     return Handwriting(
         train=Split(images[~held_out], labels[~held_out]),
         dev=Split(images[held_out], labels[held_out]),

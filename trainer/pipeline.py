@@ -21,7 +21,7 @@ from trainer.cluster import Cluster, ClusterError
 from trainer.config import TrainConfig
 from trainer.data import Mnist
 from trainer.distributed import STRATEGY, WorkerGroup, remove_backup
-from trainer.errors import ExportError, InterruptedAfterExport
+from trainer.errors import INTERRUPT_REQUESTED, ExportError, InterruptedAfterExport
 from trainer.evaluate import source_metrics, test_metrics
 from trainer.export import staged_version
 from trainer.model_card import model_card
@@ -64,6 +64,8 @@ def run(config: TrainConfig, data: Mnist, cluster: Cluster | None, worker_timeou
             ) as staged,
             _interrupts_held() as caught,
         ):
+            if INTERRUPT_REQUESTED.is_set():  # an interrupt that TensorFlow's clean-up swallowed
+                raise KeyboardInterrupt
             # From the rename on, nothing may undo or hide the version: an interrupt waits until the
             # version is recorded, reported and, with several workers, announced to the others.
             version = _publish(staged, config, progress, trained, metrics, started)

@@ -41,7 +41,7 @@ def live_runs() -> None:
                 f"Run {artefacts.plain(run['run_id'])} ({artefacts.plain(run['arch'])}): epoch {done} of up "
                 f"to {planned}"
             )
-            st.progress(min(1.0, done / planned))
+            st.progress(min(1.0, max(0.0, done / planned)))  # a hand-edited record may say anything
             if done:
                 columns = st.columns(len(charts.METRICS))
                 for column, metric in zip(columns, charts.METRICS, strict=True):

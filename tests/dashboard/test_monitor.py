@@ -163,3 +163,12 @@ def test_a_vanished_replica_and_an_unknown_name(metrics_port: int, monkeypatch: 
     monitor.read_all()
     problem, _, _ = monitor.snapshot()
     assert problem == "cannot resolve serving: Name or service not known"
+
+
+@pytest.mark.parametrize("url", ["http://localhost:99999/metrics", "http://[::1/metrics"])
+def test_a_metrics_url_that_is_no_url_is_a_sentence_not_a_dead_thread(url: str) -> None:
+    """The monitor's thread met a ValueError there and died, and the page waited for ever."""
+    monitor = Monitor(url, "mnist")
+    monitor.read_all()
+    problem, _, _ = monitor.snapshot()
+    assert f"SERVING_METRICS={url!r} is not a metrics URL" in str(problem)

@@ -89,3 +89,29 @@ def test_limit_takes_the_first_images_and_keeps_the_full_test_set() -> None:
     data = load_mnist(DATA_DIR, 0.1, seed=0, limit=1000)
     assert len(data.train) + len(data.val) == 1000 and len(data.val) == 100
     assert len(data.test) == 10000
+
+
+@pytest.mark.parametrize(
+    ("content", "checksum", "words"),
+    [
+        (b"PK", None, "the handwriting set's checksum is missing"),
+        (b"PK", "", "is not the one in"),
+        (b"\x93NUMPY garbage", "match", "not a handwriting set"),
+    ],
+    ids=["no-checksum", "empty-checksum", "not-an-archive"],
+)
+def test_a_damaged_handwriting_set_is_one_line(
+    tmp_path: Path, content: bytes, checksum: str | None, words: str
+) -> None:
+    """Not an IndexError, KeyError or numpy's pickle refusal from deep in the load."""
+    import hashlib
+
+    from trainer.data import load_handwriting
+
+    path = tmp_path / "handwriting.npz"
+    path.write_bytes(content)
+    if checksum is not None:
+        stated = hashlib.sha256(content).hexdigest() if checksum == "match" else checksum
+        path.with_name("handwriting.npz.sha256").write_text(stated)
+    with pytest.raises(DataError, match=words):
+        load_handwriting(path)

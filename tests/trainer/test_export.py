@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +315,36 @@ def test_an_interrupt_once_the_version_is_published_keeps_it_and_says_so(
     (record,) = base.glob(".runs/*/progress.json")
     assert json.loads(record.read_text())["state"] == "done"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before again
+
+
+def test_an_interrupt_swallowed_while_the_version_is_written_still_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while TensorFlow writes the SavedModel can land in one of its __del__ methods, where
+    Python drops the KeyboardInterrupt: the run went on and published. The handler's note stops it."""
+    import contextlib
+
+    from trainer import pipeline
+    from trainer.errors import INTERRUPT_REQUESTED
+
+    written = pipeline.staged_version
+
+    @contextlib.contextmanager
+    def swallowed(*args: Any) -> Iterator[Path]:
+        with written(*args) as staged:
+            INTERRUPT_REQUESTED.set()  # as the handler does, its exception lost in a __del__
+            yield staged
+
+    monkeypatch.setattr(pipeline, "staged_version", swallowed)
+    config = TrainConfig.for_arch("seed", epochs=1, limit=200, model_dir=tmp_path)
+    data = load_mnist(DATA_DIR, 0.1, seed=0, limit=200)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            pipeline.run(config, data, None, 10)
+    finally:
+        INTERRUPT_REQUESTED.clear()
+    base = tmp_path / "mnist"
+    assert type(raised.value) is KeyboardInterrupt and model_dir.versions(base) == []
+    assert not list(base.glob(".staging*"))
+    (record,) = base.glob(".runs/*/progress.json")
+    assert json.loads(record.read_text())["state"] == "failed"
