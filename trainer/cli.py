@@ -216,7 +216,8 @@ def planned_runs(args: argparse.Namespace) -> list[TrainConfig]:
     base_path = args.model_dir / args.model_name
     existing = model_dir.versions(base_path)
     servable = bool(existing) and not predates_tflite_signatures(base_path / str(existing[-1]))
-    if args.skip_if_trained and existing and os.environ.get("RETRAIN") != "1":
+    retrain = os.environ.get("RETRAIN", "").strip().lower() in ("1", "true", "yes", "on")
+    if args.skip_if_trained and existing and not retrain:
         if servable:
             print(f"{base_path} already has version {existing[-1]}: not training (RETRAIN=1 trains another)")
             return []

@@ -7,7 +7,6 @@ stable whatever gzip produced it (see data/mnist/README.md).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import zlib
@@ -91,14 +90,37 @@ def load_handwriting(path: Path) -> Handwriting:
     )
 
 
+MAX_IDX_BYTES = 64 << 20  # MNIST's largest file unpacks to 47,040,016 bytes
+
+
+def _gunzipped(path: Path) -> bytes:
+    """A gzip file's content, each member in turn, refused once past MAX_IDX_BYTES: 14 MB of gzip may
+    hold gigabytes, which were all unpacked (6.3 GB of memory) before the checksum refused them."""
+    data, parts, size = path.read_bytes(), [], 0
+    try:
+        while data:
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            part = member.decompress(data, MAX_IDX_BYTES + 1 - size)
+            size += len(part)
+            if size > MAX_IDX_BYTES:
+                raise DataError(
+                    f"{path}: unpacks to more than {MAX_IDX_BYTES >> 20} MB, more than any MNIST file "
+                    "(a damaged or different file: copy the four MNIST IDX files again)"
+                )
+            if not member.eof:
+                raise DataError(f"{path}: not a complete gzip file (it ends before its data does)")
+            parts.append(part)
+            data = member.unused_data
+    except zlib.error as err:
+        raise DataError(f"{path}: not a complete gzip file ({err})") from None
+    return b"".join(parts)
+
+
 def read_idx(path: Path, magic: int, expected_sha256: str | None = None) -> np.ndarray:
     """Read one gzip-compressed IDX file into a uint8 array shaped by its header."""
     if not path.is_file():
         raise DataError(f"{path}: data file not found (copy the four MNIST IDX files into {path.parent})")
-    try:
-        raw = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: not a complete gzip file ({err})") from None
+    raw = _gunzipped(path)
     if expected_sha256 is not None:
         actual = hashlib.sha256(raw).hexdigest()
         if actual != expected_sha256:

@@ -115,3 +115,19 @@ def test_a_damaged_handwriting_set_is_one_line(
         path.with_name("handwriting.npz.sha256").write_text(stated)
     with pytest.raises(DataError, match=words):
         load_handwriting(path)
+
+
+def test_a_file_unpacking_past_any_mnist_file_is_refused_as_it_unpacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not unpacked whole first (3 GB of zeros in 14 MB of gzip took 6.3 GB before the checksum)."""
+    from trainer import data
+
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", 1 << 20)
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(bytes(2 << 20)) + gzip.compress(b"more"))
+    with pytest.raises(DataError, match="unpacks to more than 1 MB, more than any MNIST file"):
+        read_idx(bomb, IMAGE_MAGIC)
+    two_members = tmp_path / "two.gz"  # a file compressed in two parts reads as one
+    two_members.write_bytes(gzip.compress(bytes(100)) + gzip.compress(bytes(28)))
+    assert data._gunzipped(two_members) == bytes(128)
