@@ -26,6 +26,6 @@ st.navigation(
         st.Page(VIEWS / "training.py", title="Training", icon=":material/show_chart:"),
         st.Page(VIEWS / "evaluation.py", title="Evaluation", icon=":material/fact_check:"),
         st.Page(VIEWS / "models.py", title="Models", icon=":material/dns:"),
-        st.Page(VIEWS / "monitor.py", title="Serving", icon=":material/monitoring:"),
+        st.Page(VIEWS / "monitor.py", title="Serving", icon=":material/monitoring:", url_path="serving"),
     ]
 ).run()

@@ -77,7 +77,7 @@ def dashboard(own_server: ServerProcess, trained_model_dir: Path) -> Iterator[st
         ("training", "Training"),
         ("evaluation", "Evaluation"),
         ("models", "Models"),
-        ("monitor", "Serving"),
+        ("serving", "Serving"),
         ("", "Predict"),
     ],
 )
@@ -164,7 +164,7 @@ def test_drawing_gets_a_prediction(page: Page, dashboard: str) -> None:
 
 
 def test_the_serving_monitor_follows_the_load(page: Page, dashboard: str, own_server: ServerProcess) -> None:
-    open_page(page, f"{dashboard}/monitor")
+    open_page(page, f"{dashboard}/serving")
     rate = page.locator('[data-testid="stMetric"]', has_text="requests/s").locator(
         '[data-testid="stMetricValue"]'
     )
@@ -190,7 +190,7 @@ def test_a_stopped_server_is_reported(page: Page, dashboard: str, own_server: Se
     open_page(page, f"{dashboard}/models")
     page.get_by_text("is not answering").first.wait_for(timeout=60_000)
     screenshot(page, "models-server-down")
-    open_page(page, f"{dashboard}/monitor")
+    open_page(page, f"{dashboard}/serving")
     page.get_by_text("not answering").first.wait_for(timeout=60_000)
     page.get_by_text("latency (ms)").first.wait_for(timeout=30_000)  # the history read so far stays
     assert page.locator('[data-testid="stException"]').count() == 0
