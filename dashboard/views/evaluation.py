@@ -23,14 +23,14 @@ others = ["the original project", *(f"version {v}" for v in versions if v != ver
 against = right.selectbox("Compare with", others)
 metrics = artefacts.artefact(config.base_path, version, model_dir.METRICS)
 if metrics is None:
-    st.warning(f"Version {version} has no assets.extra/metrics.json.")
+    st.warning(f"Version {version} has no readable assets.extra/metrics.json.")
     st.stop()
 
 baseline: dict | None = ORIGINAL
 if against != "the original project":
     baseline = artefacts.artefact(config.base_path, int(against.split()[-1]), model_dir.METRICS)
     if baseline is None:
-        st.warning(f"{against.capitalize()} has no assets.extra/metrics.json: no deltas against it.")
+        st.warning(f"{against.capitalize()} has no readable assets.extra/metrics.json: no deltas against it.")
 HELP = {
     "accuracy": "The share of MNIST's 10,000 test digits read right.",
     "recall": "Keras' Recall, as the original project reports it: the share of test digits whose true "

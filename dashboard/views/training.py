@@ -62,7 +62,7 @@ histories = {}
 for version in chosen:
     history = artefacts.artefact(config.base_path, version, model_dir.HISTORY)
     if history is None:
-        st.warning(f"Version {version} has no assets.extra/history.json.")
+        st.warning(f"Version {version} has no readable assets.extra/history.json.")
     elif not artefacts.is_history(history, tuple(charts.METRICS)):
         st.warning(
             f"Version {version}'s history.json is not as this dashboard reads it: a list of numbers a metric."

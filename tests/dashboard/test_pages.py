@@ -146,7 +146,7 @@ def test_evaluation_page_says_what_it_cannot_compare_or_read(
     app = page("evaluation").run()
     app.selectbox[1].select("version 1").run()
     assert not app.exception
-    assert "Version 1 has no assets.extra/metrics.json: no deltas against it." in texts(app)
+    assert "Version 1 has no readable assets.extra/metrics.json: no deltas against it." in texts(app)
     assert not any(metric.delta for metric in app.metric) and "Deltas against" not in texts(app)
     assert "![x]" not in "".join(str(e.value) for e in app.markdown)
 
