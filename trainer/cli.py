@@ -96,9 +96,16 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+MAX_MODEL_NAME = 255  # a folder's name, in bytes, on the file systems a model directory lives on
+
+
 def _model_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-', got {text!r}")
+    if len(text) > MAX_MODEL_NAME:
+        raise argparse.ArgumentTypeError(
+            f"a model name is a folder's name: at most {MAX_MODEL_NAME} characters"
+        )
     return text
 
 

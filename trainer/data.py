@@ -183,6 +183,8 @@ def load_mnist(
 ) -> Mnist:
     """The train/validation/test splits; `limit` keeps the first N training images for quick runs;
     `handwriting`: the handwriting set to load beside them."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a folder (the data folder holds the four MNIST IDX files)")
     full_train = load_pair(data_dir, "train")
     test = load_pair(data_dir, "t10k")
     if limit is not None:

@@ -51,6 +51,7 @@ def test_help_shows_examples_that_work() -> None:
         ("--val-split", "0.9", "expected a fraction in (0, 0.5], got '0.9'"),
         ("--arch", "resnet", "invalid choice: 'resnet'"),
         ("--model-name", "../x", "got '../x'"),
+        ("--model-name", "m" * 300, "a model name is a folder's name: at most 255 characters"),
         ("--limit", "10", "expected at least 100 images, got 10"),
         ("--model-dir", "", "expected a path, got an empty one"),
         ("--data-dir", " ", "expected a path, got an empty one"),
@@ -60,6 +61,13 @@ def test_bad_flag_values_are_one_line_errors(flag: str, value: str, message: str
     result = run_trainer(flag, value)
     assert result.returncode == 2 and message in result.stderr
     assert_one_line_error(result, message, "(see python -m trainer --help)")
+
+
+def test_a_data_folder_that_is_a_file_is_named_so(tmp_path: Path) -> None:
+    a_file = tmp_path / "mnist.gz"
+    a_file.write_bytes(b"")
+    result = run_trainer("--data-dir", str(a_file), "--model-dir", str(tmp_path / "models"))
+    assert_one_line_error(result, f"{a_file}: not a folder (the data folder holds the four MNIST IDX files)")
 
 
 def test_missing_data_file_is_named_before_training(tmp_path: Path) -> None:
