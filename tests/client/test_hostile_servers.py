@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client import ServingClient, ServingClientError, api
+from client import ServingClient, ServingClientError, rest_transport
 
 Script = Callable[[socket.socket], None]
 
@@ -99,7 +99,7 @@ def test_an_answer_trickling_in_ends_at_the_timeout() -> None:
 
 
 def test_an_endless_answer_is_refused_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "MAX_ANSWER_BYTES", 1 << 20)
+    monkeypatch.setattr(rest_transport, "MAX_ANSWER_BYTES", 1 << 20)
     with scripted_server(endless) as url:
         error = refusal(ServingClient.rest(url, timeout=10, retries=0))
     assert error.status == "UNKNOWN" and "more than 1 MB" in error.message
@@ -141,7 +141,7 @@ def test_answers_no_digit_can_be_read_from_are_errors(probabilities: list[list[f
 
 def test_names_are_escaped_in_rest_paths() -> None:
     """`../etc` names a model and `a/b?c` a label, not other paths (TF Serving decodes the escapes)."""
-    path = api.RestTransport("http://localhost:8501")._path("../etc", None, "a/b?c")
+    path = rest_transport.RestTransport("http://localhost:8501")._path("../etc", None, "a/b?c")
     assert path == "http://localhost:8501/v1/models/..%2Fetc/labels/a%2Fb%3Fc"
 
 
