@@ -14,6 +14,7 @@ import numpy as np
 import requests
 import urllib3
 
+from client import deadline_http
 from client.transport import ServingClientError, Transport, VersionStatus
 from contract.signature import INPUT, PROBABILITIES
 
@@ -33,7 +34,7 @@ class RestTransport(Transport):
     @property
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
+            self._local.session = deadline_http.session()
         return self._local.session
 
     def _path(self, model: str, version: int | None, label: str | None) -> str:
@@ -46,12 +47,16 @@ class RestTransport(Transport):
 
     def _call(self, method: str, url: str, timeout: float, body: dict | None = None) -> dict:
         """The answer's JSON document, read within `timeout` in all (requests' own timeout bounds
-        each read alone: a server sending a byte a second would hold the call for ever) and at most
-        MAX_ANSWER_BYTES of it."""
+        each read alone: a server sending a byte a second would hold the call for ever; the session's
+        watchdog ends the wait for the headers, `_bounded_body` the body) and at most MAX_ANSWER_BYTES
+        of it."""
         deadline = time.monotonic() + timeout
         late = ServingClientError("DEADLINE_EXCEEDED", f"no answer from {self.url} in {timeout}s")
         try:
-            with self._session.request(method, url, json=body, timeout=timeout, stream=True) as reply:
+            with (
+                deadline_http.deadline(deadline),
+                self._session.request(method, url, json=body, timeout=timeout, stream=True) as reply,
+            ):
                 content = _bounded_body(reply, deadline)
         except (TimeoutError, urllib3.exceptions.TimeoutError):
             raise late from None

@@ -75,6 +75,15 @@ def trickling(connection: socket.socket) -> None:
         time.sleep(0.1)
 
 
+def trickling_headers(connection: socket.socket) -> None:
+    """A status line, then header lines without end, a byte at a time, each within any per-read
+    timeout: http.client reads headers a line at a time."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\n")
+    for byte in b"X-Slow: a\r\n" * 20:
+        connection.sendall(bytes([byte]))
+        time.sleep(0.05)
+
+
 def endless(connection: socket.socket) -> None:
     connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[")
     while True:
@@ -96,6 +105,15 @@ def test_an_answer_trickling_in_ends_at_the_timeout() -> None:
         started = time.monotonic()
         error = refusal(ServingClient.rest(url, timeout=1, retries=0))
     assert error.status == "DEADLINE_EXCEEDED" and time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("call", [lambda c: c.predict(np.zeros((28, 28)), version=1), lambda c: c.status()])
+def test_headers_trickling_in_end_at_the_timeout(call: Callable[[ServingClient], object]) -> None:
+    """The wait for the answer's headers is bounded too, not each read alone."""
+    with scripted_server(trickling_headers) as url:
+        started = time.monotonic()
+        error = refusal(ServingClient.rest(url, timeout=1, retries=0), call)
+        assert error.status == "DEADLINE_EXCEEDED" and time.monotonic() - started < 2
 
 
 def test_an_endless_answer_is_refused_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
