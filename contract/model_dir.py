@@ -129,7 +129,10 @@ def next_version(base_path: Path) -> int:
 def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
     """Rename a complete staging directory to the next version number: (version, its directory).
     Another trainer may take a number at the same moment; then the next one is tried. `staged` must
-    not be empty (a version never is): rename(2) refuses a non-empty target but replaces an empty one."""
+    not be empty (a version never is): rename(2) refuses a non-empty target but replaces an empty one.
+    Its files reach the disk before the rename, and the rename before this returns: after a host's
+    crash the version is whole or absent, never a directory of empty files."""
+    _synced(staged)
     while True:
         version = next_version(base_path)
         target = base_path / str(version)
@@ -139,4 +142,21 @@ def publish(staged: Path, base_path: Path) -> tuple[int, Path]:
             if target.exists():
                 continue
             raise
+        _sync(base_path)
         return version, target
+
+
+def _synced(tree: Path) -> None:
+    """Every file and directory under `tree` flushed to the disk, the directories last."""
+    for folder, _, files in os.walk(tree, topdown=False):
+        for name in files:
+            _sync(Path(folder) / name)
+        _sync(Path(folder))
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -53,6 +53,27 @@ def test_publish_takes_the_next_number_and_steps_over_a_file_in_the_way(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "3"]
 
 
+def test_publish_flushes_the_version_to_disk_before_and_after_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that crashes after the rename must not leave a version of empty files."""
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd)
+    )
+    monkeypatch.setattr(os, "rename", lambda a, b: events.append("rename") or real_rename(a, b))
+    with model_dir.staging(tmp_path, "run") as staged:
+        (staged / "variables").mkdir(parents=True)
+        (staged / "saved_model.pb").write_bytes(b"x")
+        (staged / "variables" / "variables.index").write_bytes(b"y")
+        model_dir.publish(staged, tmp_path)
+    before = events[: events.index("rename")]
+    assert {str(staged / "saved_model.pb"), str(staged / "variables" / "variables.index")} <= set(before)
+    assert {str(staged), str(staged / "variables")} <= set(before)
+    assert events[events.index("rename") + 1 :] == [str(tmp_path)]
+
+
 def test_publish_counts_every_name_a_server_reads_as_a_version(tmp_path: Path) -> None:
     """A `+12` left by hand is version 12 to TF Serving: publishing 1 beside it would never be served
     as the latest."""
