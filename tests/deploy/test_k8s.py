@@ -71,10 +71,20 @@ def test_the_server_runs_the_compose_files_flags_and_healthcheck() -> None:
     assert container["args"] == serving["command"]
     assert container["readinessProbe"]["exec"]["command"] == serving["healthcheck"]["test"][1:]
     startup = container["startupProbe"]
-    assert startup["tcpSocket"] == container["livenessProbe"]["tcpSocket"]  # the port, not a version:
-    # a server that is up but has nothing to serve yet must not be restarted for it
+    # A page that answers without a version: a server that is up with nothing to serve yet must not be
+    # restarted for it; but a page, not the port, which the kernel accepts for a wedged server too.
+    assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    assert startup["httpGet"]["path"] == "/monitoring/prometheus/metrics"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 3600  # the first training's time
     assert "initialDelaySeconds" not in container["livenessProbe"]
+
+
+def test_tf_serving_is_never_pid_1_where_sigterm_must_stop_it() -> None:
+    """TF Serving sets no SIGTERM handler, and PID 1 ignores a signal without one: as PID 1 it waited
+    out the whole grace period on every stop. No Docker test can run its image here, so the files are
+    read: Docker's init in Compose, the pod's shared process namespace (pause is PID 1) in Kubernetes."""
+    assert compose_serving()["init"] is True
+    assert pod_spec("Deployment", "serving")["shareProcessNamespace"] is True
 
 
 @pytest.mark.parametrize(
