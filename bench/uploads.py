@@ -2,7 +2,7 @@
 
     make bench-uploads     (or: .venv/bin/python bench/uploads.py [--model-base-path models/mnist])
 
-Four evaluation sets, built here with fixed seeds and written as image files:
+Five evaluation sets, built here with fixed seeds and written as image files:
 - typeset: the digits 0-9 in the 38 DejaVu and Liberation fonts (pinned Debian packages, unpacked
   into .cache/bench-fonts, never installed) and Pillow's own font, at odd
   sizes, offsets, slants, paper colours (light and dark boards) and noise levels, as PNG and JPEG;
@@ -10,7 +10,10 @@ Four evaluation sets, built here with fixed seeds and written as image files:
   shipped inside scikit-learn), scaled up from 8x8 and written dark on paper of varying light and noise;
   a test set only: nothing trains on it;
 - mnist-test: the first 1,000 of MNIST's test digits, and handwriting-dev: the handwriting set's dev
-  sources (data/handwriting, never trained on), each written at four times its size on such paper.
+  sources (data/handwriting, never trained on), each written at four times its size on such paper;
+- mnist-test-coarse: the next 1,000 of MNIST's test digits captured as the UCI set's were (a 32x32
+  bitmap counted in 4x4 cells) and written as it is: what so coarse a capture costs, apart from who
+  wrote the digits.
 The files go through `python -m client predict --json FOLDER` against `python -m serving`
 serving the model directory, so the figures include everything a user's folder goes through.
 Writes bench/results/uploads.json and ends with one line: each set's accuracy and the CLI's images/s
@@ -51,6 +54,7 @@ LABELS = {
     "uci": "UCI handwriting (a test set only)",
     "mnist-test": "MNIST test, first 1,000, on paper",
     "handwriting-dev": "handwriting dev, on paper",
+    "mnist-test-coarse": "MNIST test, 1,000 more, captured as coarsely as UCI's",
 }
 # The typeset set's fonts: pinned Debian packages, unpacked (never installed) into .cache/, so every
 # machine draws the same 38 fonts. It read whatever the machine had installed, and one without
@@ -136,18 +140,49 @@ def uci_set(folder: Path, rng: np.random.Generator) -> int:
 
     digits = load_digits()
     for index, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        scale = int(rng.integers(8, 24))
-        ink = (
-            Image.fromarray((pixels / 16 * 255).astype(np.uint8))
-            .resize((8 * scale, 8 * scale), Image.Resampling.BICUBIC)
-            .filter(ImageFilter.GaussianBlur(scale / 3))
-        )
-        paper, pen = paper_and_ink(rng)
-        margin = int(rng.integers(0, 6 * scale))
-        page = Image.new("RGB", (8 * scale + 2 * margin, 8 * scale + 2 * margin), paper)
-        page.paste(Image.new("RGB", ink.size, pen), (margin, margin), ink)
-        finish(page, rng, folder / f"uci_{label}_{index}")
+        finish(coarse_page(pixels, rng), rng, folder / f"uci_{label}_{index}")
     return len(digits.images)
+
+
+def coarse_set(
+    folder: Path, kind: str, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> int:
+    """28x28 digits captured as coarsely as the UCI set's (`in_cells`), then written as it is: the
+    same kind of capture from writers whose digits are known, so that what resolution alone costs is
+    measured apart from the writers (the UCI set stays a test set: nothing is chosen by it)."""
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        finish(coarse_page(in_cells(pixels), rng), rng, folder / f"{kind}_{label}_{index}")
+    return len(images)
+
+
+def in_cells(pixels: np.ndarray) -> np.ndarray:
+    """A digit (ink 255) as the UCI set's public description says its digits were captured: scaled to
+    fill a 32x32 bitmap, thresholded, and counted in 4x4 cells, 8x8 counts of 0-16."""
+    rows, cols = np.flatnonzero(pixels.max(axis=1)), np.flatnonzero(pixels.max(axis=0))
+    crop = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = 32 / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    bitmap = np.zeros((32, 32), dtype=np.uint8)
+    top, left = (32 - size[1]) // 2, (32 - size[0]) // 2
+    scaled = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+    bitmap[top : top + size[1], left : left + size[0]] = scaled > 127
+    return bitmap.reshape(8, 4, 8, 4).sum(axis=(1, 3))
+
+
+def coarse_page(counts: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """8x8 counts of 0-16 scaled up 8-24 times, softened, and written on paper with a margin."""
+    scale = int(rng.integers(8, 24))
+    ink = (
+        Image.fromarray((counts / 16 * 255).astype(np.uint8))
+        .resize((8 * scale, 8 * scale), Image.Resampling.BICUBIC)
+        .filter(ImageFilter.GaussianBlur(scale / 3))
+    )
+    paper, pen = paper_and_ink(rng)
+    margin = int(rng.integers(0, 6 * scale))
+    page = Image.new("RGB", (8 * scale + 2 * margin, 8 * scale + 2 * margin), paper)
+    page.paste(Image.new("RGB", ink.size, pen), (margin, margin), ink)
+    return page
 
 
 def true_digit(answer: dict[str, Any]) -> int:
@@ -249,6 +284,9 @@ def main() -> None:
             "uci": uci_set(folder, rng),  # held out: a test set, never trained on
             "mnist-test": stored_set(folder, "mnist-test", mnist.images[:1000], mnist.labels[:1000], rng),
             "handwriting-dev": stored_set(folder, "handwriting-dev", dev.images, dev.labels, rng),
+            "mnist-test-coarse": coarse_set(
+                folder, "mnist-test-coarse", mnist.images[1000:2000], mnist.labels[1000:2000], rng
+            ),
         }
         print(f"built {sizes} images in {folder}", file=sys.stderr)
         server = start_server(args.model_base_path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bench.uploads import record_on_the_version, source_report
+from bench.uploads import in_cells, record_on_the_version, source_report
 from contract import model_dir
 
 pytestmark = pytest.mark.fast
@@ -67,3 +67,22 @@ def test_answers_from_two_versions_are_not_recorded(
     record_on_the_version(tmp_path, mixed, {})
     assert not list(tmp_path.glob("*/assets.extra/uploads.json"))
     assert "versions [3, 4]" in capsys.readouterr().err
+
+
+def test_a_coarse_capture_counts_a_32x32_bitmap_in_4x4_cells() -> None:
+    """A bar 20 px tall and 2 wide fills the bitmap's height, 3 columns wide: 96 pixels, counted
+    in the two middle columns of cells, none over 16."""
+    bar = np.zeros((28, 28), dtype=np.uint8)
+    bar[4:24, 13:15] = 255
+    counts = in_cells(bar)
+    assert counts.shape == (8, 8) and counts.max() <= 16 and counts.sum() == 32 * 3
+    assert set(np.flatnonzero(counts.any(axis=0))) == {3, 4}
+
+
+def test_a_set_whose_name_begins_anothers_is_counted_apart(tmp_path: Path) -> None:
+    answers = [
+        answer(digit_file(tmp_path, "mnist-test_1_0", 1), 1, 0.9),
+        answer(digit_file(tmp_path, "mnist-test-coarse_1_0", 1), 7, 0.9),
+    ]
+    assert source_report(answers, "mnist-test")["accuracy"] == 1.0
+    assert source_report(answers, "mnist-test-coarse")["accuracy"] == 0.0
