@@ -59,10 +59,17 @@ def test_publish_flushes_the_version_to_disk_before_and_after_its_rename(
     """A host that crashes after the rename must not leave a version of empty files."""
     events: list[str] = []
     real_fsync, real_rename = os.fsync, os.rename
-    monkeypatch.setattr(
-        os, "fsync", lambda fd: events.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd)
-    )
-    monkeypatch.setattr(os, "rename", lambda a, b: events.append("rename") or real_rename(a, b))
+
+    def fsync(descriptor: int) -> None:
+        events.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    def rename(source: str, target: str) -> None:
+        events.append("rename")
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
     with model_dir.staging(tmp_path, "run") as staged:
         (staged / "variables").mkdir(parents=True)
         (staged / "saved_model.pb").write_bytes(b"x")
