@@ -74,7 +74,9 @@ def test_columnar_predict_and_named_rows(
     )
     assert columnar.status_code == 200, columnar.text
     outputs = columnar.json()["outputs"]
-    np.testing.assert_allclose(outputs["probabilities"], in_process["probabilities"][:2], rtol=1e-6)
+    # Two images run as a batch of their own, the reference as eight: TensorFlow's kernels may sum in
+    # another order for another batch size (2e-6 apart on one AMD EPYC), so not to float32's last bits.
+    np.testing.assert_allclose(outputs["probabilities"], in_process["probabilities"][:2], rtol=1e-5)
     assert outputs["classes"] == in_process["classes"][:2].tolist()
     named = post(
         server,
